@@ -1,0 +1,141 @@
+"""conv2d: 2-D cross-correlation, as torch.nn.Conv2d (groups=1). (C, H, W, N) -> (O, OH, OW, N).
+
+Forward is one im2col copy (a strided view of the padded input) and one GEMM:
+    col[c, kh, kw, oh, ow, n] = xp[c, oh*sh + kh*dh, ow*sw + kw*dw, n]
+    y = W.reshape(O, C*KH*KW) @ col.reshape(C*KH*KW, OH*OW*N)
+Backward reuses col: dW = dy col^T, db = sum(dy), dcol = W^T dy, and col2im scatters dcol back.
+"""
+
+from typing import Literal
+
+import numpy as np
+from numpy.lib.stride_tricks import as_strided
+from pydantic import PositiveInt, model_validator
+
+from netspec.init import InitSpec
+from netspec.layers.base import ConvPadding, IntPair, Layer, ShapeError, pair, register
+
+
+@register
+class Conv2d(Layer):
+    """weight (out_channels, in_channels, kh, kw), bias (out_channels,)."""
+
+    type: Literal["conv2d"] = "conv2d"
+    out_channels: PositiveInt
+    kernel_size: IntPair
+    stride: IntPair = (1, 1)
+    padding: ConvPadding = (0, 0)
+    dilation: IntPair = (1, 1)
+    bias: bool = True
+    init: InitSpec | None = None
+
+    examples = [
+        ({"out_channels": 2, "kernel_size": 3}, (2, 5, 5)),
+        ({"out_channels": 3, "kernel_size": [3, 2], "stride": 2, "padding": 1}, (2, 6, 5)),
+        ({"out_channels": 2, "kernel_size": 2, "padding": "same", "dilation": 2}, (1, 5, 4)),
+        ({"out_channels": 2, "kernel_size": 3, "bias": False, "padding": [0, 2]}, (3, 4, 4)),
+    ]
+
+    @model_validator(mode="after")
+    def _same_needs_stride_one(self):
+        if self.padding == "same" and pair(self.stride) != (1, 1):
+            raise ValueError("padding 'same' needs stride 1 (as in PyTorch); "
+                             "give the padding as numbers instead")
+        return self
+
+    def pads(self) -> tuple[int, int, int, int]:
+        """(top, bottom, left, right); 'same' puts any odd extra pixel at the bottom/right."""
+        if self.padding == "valid":
+            return 0, 0, 0, 0
+        if self.padding == "same":
+            (kh, kw), (dh, dw) = pair(self.kernel_size), pair(self.dilation)
+            th, tw = dh * (kh - 1), dw * (kw - 1)
+            return th // 2, th - th // 2, tw // 2, tw - tw // 2
+        ph, pw = pair(self.padding)
+        return ph, ph, pw, pw
+
+    def output_shape(self, in_shape):
+        if len(in_shape) != 3:
+            raise ShapeError(f"conv2d expects an image input (C, H, W), got {tuple(in_shape)}; "
+                             "set input.shape to [C, H, W]")
+        _, h, w = in_shape
+        pt, pb, pl, pr = self.pads()
+        (kh, kw), (sh, sw), (dh, dw) = pair(self.kernel_size), pair(self.stride), pair(self.dilation)
+        span_h, span_w = dh * (kh - 1) + 1, dw * (kw - 1) + 1  # extent of the dilated kernel
+        if h + pt + pb < span_h or w + pl + pr < span_w:
+            raise ShapeError(
+                f"the {kh}x{kw} kernel (dilation {dh}x{dw}, extent {span_h}x{span_w}) is larger "
+                f"than the padded input {h + pt + pb}x{w + pl + pr}; use a smaller kernel_size "
+                "or add padding")
+        oh = (h + pt + pb - span_h) // sh + 1
+        ow = (w + pl + pr - span_w) // sw + 1
+        return (self.out_channels, oh, ow)
+
+    def param_shapes(self, in_shape):
+        shapes = {"weight": (self.out_channels, in_shape[0], *pair(self.kernel_size))}
+        if self.bias:
+            shapes["bias"] = (self.out_channels,)
+        return shapes
+
+    def macs(self, in_shape, out_shape):
+        kh, kw = pair(self.kernel_size)
+        return out_shape[0] * out_shape[1] * out_shape[2] * in_shape[0] * kh * kw
+
+    def build(self, ctx):
+        c, h, w = ctx.in_shape
+        o, oh, ow = self.output_shape(ctx.in_shape)
+        (kh, kw), (sh, sw), (dh, dw) = pair(self.kernel_size), pair(self.stride), pair(self.dilation)
+        pt, pb, pl, pr = self.pads()
+        padded = (pt, pb, pl, pr) != (0, 0, 0, 0)
+        k = c * kh * kw  # GEMM inner size
+        Wm = ctx.params["weight"].reshape(o, k)  # (O, C, KH, KW) -> (O, C*KH*KW), a view
+        gWm = ctx.grads["weight"].reshape(o, k)
+        b, gb = ctx.params.get("bias"), ctx.grads.get("bias")
+        cache = {}
+
+        def windows(xp, n):
+            """(C, Hp, Wp, N) -> view (C, KH, KW, OH, OW, N) of every kernel tap's inputs."""
+            s = xp.strides
+            return as_strided(xp, (c, kh, kw, oh, ow, n),
+                              (s[0], dh * s[1], dw * s[2], sh * s[1], sw * s[2], s[3]),
+                              writeable=False)
+
+        def forward(x, train):
+            n = x.shape[-1]
+            xp = x
+            if padded:
+                xp = ctx.ws("xp", (c, h + pt + pb, w + pl + pr, n), zero=True)  # border stays 0
+                xp[:, pt:pt + h, pl:pl + w] = x
+            col = ctx.ws("col", (c, kh, kw, oh, ow, n))
+            np.copyto(col, windows(xp, n))  # im2col
+            cache["col"] = col
+            y = ctx.ws("y", (o, oh, ow, n))
+            np.matmul(Wm, col.reshape(k, -1), out=y.reshape(o, -1))  # (O, K) @ (K, P) -> (O, P)
+            if b is not None:
+                y += b[:, None, None, None]
+            return y
+
+        def backward(dy, need_dx=True):
+            n = dy.shape[-1]
+            col = cache["col"].reshape(k, -1)  # (K, P), P = OH*OW*N
+            dy2 = dy.reshape(o, -1)  # (O, OH, OW, N) -> (O, P)
+            np.matmul(dy2, col.T, out=gWm)  # dW = dy col^T: (O, P) @ (P, K) -> (O, K)
+            if gb is not None:
+                np.sum(dy2, axis=1, out=gb)
+            if not need_dx:
+                return None
+            dcol = ctx.ws("dcol", (c, kh, kw, oh, ow, n))
+            np.matmul(Wm.T, dy2, out=dcol.reshape(k, -1))  # dcol = W^T dy: (K, O) @ (O, P)
+            dxp = ctx.ws("dxp", (c, h + pt + pb, w + pl + pr, n))
+            dxp.fill(0)
+            for i in range(kh):  # col2im: each kernel tap adds its slice back (KH*KW adds)
+                for j in range(kw):
+                    dxp[:, i * dh:i * dh + sh * (oh - 1) + 1:sh,
+                        j * dw:j * dw + sw * (ow - 1) + 1:sw] += dcol[:, i, j]
+            if not padded:
+                return dxp
+            dx = ctx.ws("dx", (c, h, w, n))
+            np.copyto(dx, dxp[:, pt:pt + h, pl:pl + w])
+            return dx
+
+        return forward, backward

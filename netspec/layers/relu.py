@@ -1,0 +1,32 @@
+"""relu: y = max(x, 0); dy/dx = 1 where x > 0, else 0. Any shape."""
+
+from typing import Literal
+
+import numpy as np
+
+from netspec.layers.base import Layer, register
+
+
+@register
+class ReLU(Layer):
+    type: Literal["relu"] = "relu"
+
+    examples = [({}, (3, 4, 4)), ({}, (6,))]
+
+    def build(self, ctx):
+        cache = {}
+
+        def forward(x, train):
+            y = ctx.ws("y", x.shape)
+            np.maximum(x, 0, out=y)
+            mask = ctx.ws("mask", x.shape, dtype=bool)
+            np.greater(x, 0, out=mask)
+            cache["mask"] = ctx.region = mask
+            return y
+
+        def backward(dy, need_dx=True):
+            if not need_dx:
+                return None
+            return np.multiply(dy, cache["mask"], out=dy)  # dy is dead after us: reuse it
+
+        return forward, backward

@@ -1,0 +1,72 @@
+"""Loss functions: each spec entry validates its options and computes (loss, dloss/dlogits).
+
+Losses take class scores along `axis` (PyTorch's (N, K) uses axis=-1; the plan's internal
+(K, N) layout uses axis=0) and integer labels, and return the batch-mean loss and its gradient.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, Union
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class LossSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def __call__(self, logits: np.ndarray, labels: np.ndarray, axis: int = -1):
+        """(mean loss as float, dloss/dlogits with the shape and dtype of logits)."""
+        raise NotImplementedError
+
+
+def _one_hot(labels, shape, axis, dtype):
+    """Integer labels (N,) -> one-hot array of `shape` with classes along `axis`."""
+    k = shape[axis]
+    eye = np.eye(k, dtype=dtype)[labels]  # (N, K)
+    return eye if axis in (-1, 1) and len(shape) == 2 else np.moveaxis(eye, -1, axis)
+
+
+class CrossEntropy(LossSpec):
+    """Softmax fused with negative log-likelihood, as torch.nn.CrossEntropyLoss.
+
+    loss = mean_n [ logsumexp(z_n) - sum_k q_nk z_nk ],  q = (1-s) onehot + s/K
+    dloss/dz = (softmax(z) - q) / N
+    """
+
+    type: Literal["cross_entropy"] = "cross_entropy"
+    label_smoothing: float = Field(0.0, ge=0.0, le=1.0)
+
+    def __call__(self, logits, labels, axis=-1):
+        n = labels.shape[0]
+        k = logits.shape[axis]
+        shifted = logits - logits.max(axis=axis, keepdims=True)  # stable log-sum-exp
+        exp = np.exp(shifted)
+        sum_exp = exp.sum(axis=axis, keepdims=True)
+        log_probs = shifted - np.log(sum_exp)
+        target = _one_hot(labels, logits.shape, axis, logits.dtype)
+        if self.label_smoothing:
+            target = (1 - self.label_smoothing) * target + self.label_smoothing / k
+        loss = -(target * log_probs).sum() / n
+        grad = exp / sum_exp  # softmax
+        grad -= target
+        grad /= n
+        return float(loss), grad
+
+
+class MSE(LossSpec):
+    """Mean squared error against one-hot targets, as torch.nn.MSELoss(reduction='mean').
+
+    loss = mean over all N*K entries of (z - onehot)^2;  dloss/dz = 2 (z - onehot) / (N*K)
+    """
+
+    type: Literal["mse"] = "mse"
+
+    def __call__(self, logits, labels, axis=-1):
+        diff = logits - _one_hot(labels, logits.shape, axis, logits.dtype)
+        loss = float(np.mean(np.square(diff, dtype=np.float64)))
+        diff *= 2.0 / diff.size
+        return loss, diff
+
+
+Loss = Annotated[Union[CrossEntropy, MSE], Field(discriminator="type")]

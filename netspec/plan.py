@@ -1,0 +1,149 @@
+"""The compiler: a validated spec becomes a Plan of forward/backward closures over NumPy arrays.
+
+    plan = compile(spec, dtype="float32")
+    logits = plan.forward(x, train=True)     # x: (N, C, H, W) or (N, D)
+    dx = plan.backward(dlogits)              # fills plan.grads, returns dL/dx
+
+Parameters live in `plan.params` under PyTorch names ("conv1.weight") and layouts; gradients in
+`plan.grads` with the same keys; non-trainable state (batchnorm running statistics) in
+`plan.buffers`. Update them in place (`p[...] = ...`): the closures hold these very arrays.
+Internally activations are batch-innermost, (C, H, W, N) or (D, N); see layers/base.py.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from netspec.errors import CheckpointError
+from netspec.layers import Ctx, Layer, Workspace
+from netspec.shapes import LayerInfo
+
+
+@dataclass
+class Step:
+    """One layer of a plan: its inferred shapes, its arrays and its two closures."""
+
+    info: LayerInfo
+    ctx: Ctx
+    forward: object  # (x, train) -> y, internal layout
+    backward: object  # (dy, need_dx) -> dx or None
+
+    @property
+    def name(self) -> str:
+        return self.info.name
+
+
+class Plan:
+    """An executable network. Build it with `compile(spec)` or `Plan(infos, ...)`."""
+
+    def __init__(self, infos: list[LayerInfo], dtype="float32", rng=None, defaults=None):
+        self.dtype = np.dtype(dtype)
+        if self.dtype not in (np.float32, np.float64):
+            raise ValueError(f"dtype must be float32 or float64, got {self.dtype}")
+        self.rng = rng if rng is not None else np.random.default_rng(0)
+        self.in_shape = tuple(infos[0].in_shape)
+        self.out_shape = tuple(infos[-1].out_shape)
+        self.params: dict[str, np.ndarray] = {}
+        self.grads: dict[str, np.ndarray] = {}
+        self.buffers: dict[str, np.ndarray] = {}
+        self.steps: list[Step] = []
+        self.outputs: list[np.ndarray] = []  # each layer's output from the last forward
+        for info in infos:  # parameters are drawn layer by layer from the one Generator
+            values = info.layer.init_params(info.in_shape, self.rng, defaults)
+            ctx = Ctx(info.in_shape, ws=Workspace(self.dtype), rng=self.rng)
+            for key, value in values.items():
+                ctx.params[key] = self.params[f"{info.name}.{key}"] = value.astype(self.dtype)
+                ctx.grads[key] = self.grads[f"{info.name}.{key}"] = np.zeros_like(
+                    ctx.params[key])
+            for key, value in info.layer.init_buffers(info.in_shape).items():
+                ctx.buffers[key] = self.buffers[f"{info.name}.{key}"] = value.astype(self.dtype)
+            forward, backward = info.layer.build(ctx)
+            self.steps.append(Step(info, ctx, forward, backward))
+
+    # ------------------------------------------------ public API, PyTorch layout
+
+    def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
+        """(N, *input shape) -> (N, *output shape), a fresh array."""
+        return self.from_internal(self.run_forward(self.to_internal(x), train))
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        """Back-propagate dL/d(output), (N, *output shape); set plan.grads; return dL/dx."""
+        dy = np.asarray(dy, dtype=self.dtype)
+        if dy.shape[1:] != self.out_shape:
+            raise ValueError(f"dy must have shape (N, *{self.out_shape}), got {dy.shape}")
+        dy = np.ascontiguousarray(np.moveaxis(dy, 0, -1))  # (N, ...) -> (..., N)
+        dx = self.run_backward(dy, need_dx=True)
+        return self.from_internal(dx)
+
+    # ------------------------------------------------ internal layout (batch innermost)
+
+    def to_internal(self, x: np.ndarray) -> np.ndarray:
+        """(N, *input shape) in any float dtype -> contiguous (*input shape, N) in plan dtype."""
+        x = np.asarray(x)
+        n = x.shape[0] if x.ndim else 0
+        if x.ndim < 1 or x.size != n * int(np.prod(self.in_shape)):
+            raise ValueError(f"x must have shape (N, *{self.in_shape}), got {x.shape}")
+        x = x.reshape(n, *self.in_shape)
+        return np.ascontiguousarray(np.moveaxis(x, 0, -1), dtype=self.dtype)
+
+    def from_internal(self, y: np.ndarray) -> np.ndarray:
+        """(*shape, N) -> a fresh contiguous (N, *shape)."""
+        return np.ascontiguousarray(np.moveaxis(y, -1, 0))
+
+    def run_forward(self, x: np.ndarray, train: bool) -> np.ndarray:
+        """Internal layout in and out; the result is owned by the last layer."""
+        self.outputs.clear()
+        for step in self.steps:
+            x = step.forward(x, train)
+            self.outputs.append(x)
+        return x
+
+    def run_backward(self, dy: np.ndarray, need_dx: bool = False) -> np.ndarray | None:
+        """Internal layout; fills grads. The first layer skips dL/dx unless need_dx."""
+        for i in range(len(self.steps) - 1, -1, -1):
+            dy = self.steps[i].backward(dy, need_dx or i > 0)
+        return dy
+
+    # ------------------------------------------------ state
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Copies of parameters and buffers, by PyTorch name (torch's state_dict keys)."""
+        return {k: v.copy() for k, v in {**self.params, **self.buffers}.items()}
+
+    def load_state_dict(self, state: dict[str, np.ndarray], source: str = "state") -> None:
+        """Copy arrays into the plan in place; names and shapes must match exactly."""
+        mine = {**self.params, **self.buffers}
+        missing = [k for k in mine if k not in state]
+        extra = [k for k in state if k not in mine]
+        wrong = [f"{k}: {tuple(state[k].shape)} vs {mine[k].shape}"
+                 for k in mine if k in state and tuple(state[k].shape) != mine[k].shape]
+        if missing or extra or wrong:
+            parts = [f"{label}: {', '.join(items)}" for label, items in
+                     (("missing", missing), ("unexpected", extra), ("shape mismatch", wrong))
+                     if items]
+            raise CheckpointError(f"{source} does not fit this network ({'; '.join(parts)})")
+        for k, v in mine.items():
+            v[...] = state[k]
+
+    def first_nonfinite(self) -> str | None:
+        """Name of the first layer whose last forward output holds NaN or inf."""
+        for step, out in zip(self.steps, self.outputs):
+            if not np.isfinite(out).all():
+                return step.name
+        return None
+
+
+def compile(spec, dtype="float32") -> Plan:  # noqa: A001 -- the public name is the verb
+    """Build a Plan for a validated NetSpec, initialised from the spec's seed."""
+    return Plan(spec.infos, dtype, np.random.default_rng(spec.seed), spec.defaults.init)
+
+
+def layer_plan(layer: Layer, in_shape, dtype="float64", seed: int = 0) -> Plan:
+    """A one-layer Plan (used to check a layer in isolation)."""
+    out = tuple(layer.output_shape(tuple(in_shape)))
+    info = LayerInfo(0, layer.name or layer.type, layer, tuple(in_shape), out,
+                     layer.param_shapes(in_shape), layer.buffer_shapes(in_shape),
+                     layer.macs(in_shape, out))
+    return Plan([info], dtype, np.random.default_rng(seed))

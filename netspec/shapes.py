@@ -1,0 +1,103 @@
+"""Shape inference: per-layer shapes, parameter counts and costs, computed without arrays.
+
+`infer(spec)` walks the layers once, asking each for its output shape (Caffe's Reshape), its
+parameter shapes and its multiply-accumulates. An impossible network raises SpecError naming the
+layer, its line, the shapes involved and, where obvious, the fix.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from netspec.errors import SpecError
+from netspec.layers import Layer, ShapeError
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """What shape inference knows about one layer; shapes are per sample (no batch axis)."""
+
+    index: int
+    name: str  # parameter prefix: conv1 -> conv1.weight
+    layer: Layer
+    in_shape: tuple
+    out_shape: tuple
+    param_shapes: dict  # local name ("weight") -> shape
+    buffer_shapes: dict  # non-trainable state ("running_mean") -> shape
+    macs: int  # multiply-accumulates per sample, forward pass
+
+    @property
+    def type(self) -> str:
+        return self.layer.type
+
+    @property
+    def params(self) -> int:
+        return sum(math.prod(s) for s in self.param_shapes.values())
+
+
+def fmt(shape) -> str:
+    """(16, 5, 5) -> '(16, 5, 5)'; (10,) -> '(10,)'."""
+    return str(tuple(shape))
+
+
+def infer(spec) -> list[LayerInfo]:
+    """LayerInfo for every layer of a validated NetSpec; raises SpecError if impossible."""
+    src = spec.source
+    problems = []
+    names = spec.layer_names()
+    seen: dict[str, int] = {}
+    for i, name in enumerate(names):
+        if name in seen:
+            where = ("layers", i, "name") if spec.layers[i].name else ("layers", i)
+            problems.append(src.problem(where, f"layer name '{name}' is already used by "
+                                               f"layers[{seen[name]}]; names must be unique"))
+        seen.setdefault(name, i)
+
+    expected = _dataset_shape(spec)
+    shape = tuple(spec.input.shape)
+    if expected and math.prod(shape) != math.prod(expected):
+        problems.append(src.problem(("input", "shape"), (
+            f"{spec.data.dataset} samples have shape {list(expected)}, so input.shape must be "
+            f"{list(expected)} or [{math.prod(expected)}]; got {list(shape)}")))
+
+    infos = []
+    for i, layer in enumerate(spec.layers):
+        try:
+            out = tuple(layer.output_shape(shape))
+        except ShapeError as e:
+            problems.append(src.problem(("layers", i), f"input shape {fmt(shape)}: {e}"))
+            break
+        infos.append(LayerInfo(i, names[i], layer, shape, out, layer.param_shapes(shape),
+                               layer.buffer_shapes(shape), layer.macs(shape, out)))
+        shape = out
+    else:
+        classes = spec.data.classes
+        if classes and shape != (classes,):
+            problems.append(_class_mismatch(spec, shape, classes))
+    if problems:
+        raise SpecError(problems)
+    return infos
+
+
+def _dataset_shape(spec):
+    from netspec.spec import KNOWN_DATASETS
+
+    return KNOWN_DATASETS.get(spec.data.dataset, (None, None))[0]
+
+
+def _class_mismatch(spec, shape, classes):
+    last = len(spec.layers) - 1
+    what = f"{spec.data.dataset} has {classes} classes"
+    layer = spec.layers[last]
+    if len(shape) != 1:
+        return spec.source.problem(("layers", last), (
+            f"the network ends with shape {fmt(shape)}, but {spec.loss.type} needs one score "
+            f"per class ({what}); end with {{type: flatten}} and "
+            f"{{type: linear, out_features: {classes}}}"))
+    if hasattr(layer, "out_features"):
+        return spec.source.problem(("layers", last, "out_features"), (
+            f"the last layer gives {shape[0]} outputs but {what}; set out_features: {classes}"))
+    return spec.source.problem(("layers", last), (
+        f"the network ends with {shape[0]} outputs but {what}; "
+        f"add {{type: linear, out_features: {classes}}}"))
