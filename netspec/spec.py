@@ -323,3 +323,11 @@ def _model_in(ann, node):
         if found is not None:
             return found
     return None
+
+
+def json_schema() -> dict:
+    """JSON Schema of the spec language, for editors (yaml-language-server) and tooling."""
+    schema = NetSpec.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "netspec network spec"
+    return schema
