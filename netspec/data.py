@@ -19,6 +19,7 @@ problem is a `DataError` that names the file or directory and says how to fix it
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import http.client
@@ -295,7 +296,8 @@ def find_data_dir(dataset, data_dir=None) -> Path | None:
 
     `dataset` is a known name (see `KNOWN`), a DatasetInfo, or a path to a directory.
     """
-    files = _info(dataset).files if _info(dataset) else FILES
+    info = _info(dataset)
+    files = info.files if info is not None else FILES
     for directory in candidate_dirs(dataset, data_dir):
         if directory.is_dir() and not _missing(directory, files):
             return directory
@@ -334,6 +336,7 @@ def download(dataset, dest, mirrors=None, progress: Progress | None = None,
     dest = Path(dest).expanduser()
     if not mirrors:
         raise DataError(f"no mirrors to download '{info.name}' from")
+    created = not dest.exists()  # remove it again if the download fails completely
     try:
         dest.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -350,7 +353,7 @@ def download(dataset, dest, mirrors=None, progress: Progress | None = None,
         for mirror in mirrors:
             url = mirror.rstrip("/") + f"/{name}.gz"
             if mirror in down:
-                tried.append(f"{url}: skipped, unreachable for an earlier file ({down[mirror]})")
+                tried.append(f"{url}: skipped, unreachable for an earlier file")
                 continue
             try:
                 _fetch(url, target, expected, progress, timeout)
@@ -368,6 +371,9 @@ def download(dataset, dest, mirrors=None, progress: Progress | None = None,
         head = (f"could not download '{info.name}' into {dest} "
                 f"({len(failures)} of {len(info.files)} files failed"
                 + (f"; {', '.join(done)} are in place" if done else "") + ")")
+        if created and not done:
+            with contextlib.suppress(OSError):
+                dest.rmdir()  # only succeeds if empty
         tail = (f"fix: check the network, or download the files yourself, put them in one "
                 f"directory and pass it with --data-dir or ${ENV_VAR}")
         raise DataError([Problem(head), *failures, Problem(tail)])
@@ -440,7 +446,7 @@ def _open(url: str, timeout: float):
     """The HTTP response for `url`; _FetchError/_MirrorDown saying why it failed."""
     request = urllib.request.Request(url, headers={"User-Agent": _USER_AGENT})
     try:
-        return urllib.request.urlopen(request, timeout=timeout)  # noqa: S310 (http(s) mirrors)
+        return urllib.request.urlopen(request, timeout=timeout)
     except urllib.error.HTTPError as exc:
         exc.close()
         raise _FetchError(f"HTTP {exc.code} {exc.reason}") from None
@@ -547,12 +553,13 @@ def _not_found(info: DatasetInfo, data_dir, download_missing: bool,
             status = "missing " + ", ".join(missing)
         problems.append(Problem(status, file=str(directory)))
     if download_error is not None:
-        problems += download_error.problems
+        problems += download_error.problems[:-1]  # without its "fix:" line, given below
     elif not download_missing:
         problems.append(Problem("downloading is disabled"))
     cache = cache_dir(info.name)
     problems.append(Problem(
-        f"fix: put the four files in one directory and pass it with --data-dir DIR or set "
+        "fix: " + ("check the network, or " if download_error is not None else "")
+        + f"put the four files in one directory and pass it with --data-dir DIR or set "
         f"{ENV_VAR}=DIR (DIR may also be a parent holding {info.name}/), or put them in {cache}"
         + ("" if download_missing else ", or allow downloading")))
     return DataError(problems)
@@ -656,17 +663,27 @@ class Prepared(dict):
 
 
 def stats(images: np.ndarray) -> tuple[float, float]:
-    """(mean, std) over all pixels of uint8 `images` / 255, computed exactly in float64."""
+    """(mean, std) over all pixels of `images` / 255, computed in float64 (exactly for uint8)."""
     images = np.asarray(images)
+    n = images.size
+    if n == 0:
+        raise DataError("cannot compute the mean and std of an empty set of images")
     if images.dtype != np.uint8:
         x = images.astype(np.float64) / 255.0
         return float(x.mean()), float(x.std())
-    counts = np.bincount(images.ravel(), minlength=256).astype(np.float64)  # (256,)
-    values = np.arange(256, dtype=np.float64) / 255.0
-    n = counts.sum()
-    mean = float(counts @ values / n)
-    std = float(np.sqrt(counts @ (values - mean) ** 2 / n))
+    # exact integer sums of pixels and squared pixels (Python ints, no rounding)
+    total = int(images.sum(dtype=np.uint64))
+    total_sq = int(np.square(images, dtype=np.uint16).sum(dtype=np.uint64))
+    mean = total / (255 * n)
+    std = math.sqrt(n * total_sq - total * total) / (255 * n)
     return mean, std
+
+
+def _check_normalize(normalize) -> None:
+    if normalize not in NORMALIZE:
+        raise DataError([Problem(f"unknown normalize '{normalize}'"
+                                 f"{did_you_mean(normalize, NORMALIZE)}; use one of "
+                                 f"{', '.join(NORMALIZE)}", path="normalize")])
 
 
 def _float_dtype(dtype) -> np.dtype:
@@ -689,10 +706,7 @@ def normalize_images(images: np.ndarray, normalize: str = "standardize",
     to [0, 1]; "none" keeps 0..255.
     """
     dtype = _float_dtype(dtype)
-    if normalize not in NORMALIZE:
-        raise DataError([Problem(f"unknown normalize '{normalize}'"
-                                 f"{did_you_mean(normalize, NORMALIZE)}; use one of "
-                                 f"{', '.join(NORMALIZE)}", path="normalize")])
+    _check_normalize(normalize)
     if normalize == "standardize":
         if mean is None or std is None:
             raise DataError("normalize 'standardize' needs the training mean and std")
@@ -707,17 +721,22 @@ def normalize_images(images: np.ndarray, normalize: str = "standardize",
         images = images[:, 0]
     if images.ndim != 3:
         raise DataError(f"images must be (N, H, W) or (N, 1, H, W), got shape {images.shape}")
-    if images.dtype == np.uint8:
-        # lookup table: each of the 256 pixel values, normalised in float64 then rounded once
-        lut = ((np.arange(256, dtype=np.float64) / scale - mean) / std).astype(dtype)
-        x = lut[images]
-    else:
-        x = ((images.astype(np.float64) / scale - mean) / std).astype(dtype)
+    # x = pixels * a - b with a = 1/(scale*std), b = mean/std, in `dtype`
+    x = images.astype(dtype)
+    a, b = 1.0 / (scale * std), mean / std
+    if a != 1.0:
+        x *= dtype.type(a)
+    if b != 0.0:
+        x -= dtype.type(b)
     return x.reshape(len(x), 1, *x.shape[1:])  # (N, 1, H, W)
 
 
 def _validation_count(validation, n: int) -> int:
-    """How many of the `n` training samples `validation` (fraction or count) asks for."""
+    """How many of the `n` training samples `validation` asks for.
+
+    A fraction in (0, 1) means round(n * fraction) samples; an int, or a whole float >= 1
+    (as a spec's number may arrive), is a count.
+    """
     fix = (f"use a fraction in (0, 1) such as 0.1, or a whole number of samples from 1 to "
            f"{n - 1} (0 = no validation split)")
     if isinstance(validation, bool) or not isinstance(validation, (int, float, np.number)):
@@ -731,6 +750,8 @@ def _validation_count(validation, n: int) -> int:
     frac = float(validation)
     if frac == 0:
         return 0
+    if frac >= 1 and frac.is_integer():  # a count that went through a float (YAML, pydantic)
+        return _validation_count(int(frac), n)
     if not 0 < frac < 1:
         raise DataError([Problem(f"{validation} is out of range; {fix}", path="validation")])
     k = round(n * frac)
@@ -740,22 +761,20 @@ def _validation_count(validation, n: int) -> int:
     return k
 
 
-def prepare(ds: Dataset, normalize: str = "standardize", validation: float | int = 0,
+def prepare(ds: Dataset, normalize: str = "standardize", validation: float = 0,
             dtype="float32") -> Prepared:
     """Float arrays for training: {"train": (x, y), ["val": (x, y),] "test": (x, y)}.
 
-    x is `dtype` (N, 1, H, W), y int64 (N,). `validation` (a fraction in (0, 1) or a count)
-    moves the LAST k training samples into "val", deterministically. `normalize` is
+    x is `dtype` (N, 1, H, W), y int64 (N,). `validation` (a fraction in (0, 1), or a count
+    as an int or whole float) moves the LAST k training samples into "val", deterministically
+    (no RNG). `normalize` is
     "standardize" ((x/255 - mean)/std, scalar mean and std over all pixels of the training
     split after the validation split is taken out), "scale" (x/255) or "none" (0..255).
     The returned dict also carries `.normalize`, `.mean` and `.std`.
     """
     n = len(ds.train)
     k = _validation_count(validation, n)
-    if normalize not in NORMALIZE:
-        raise DataError([Problem(f"unknown normalize '{normalize}'"
-                                 f"{did_you_mean(normalize, NORMALIZE)}; use one of "
-                                 f"{', '.join(NORMALIZE)}", path="normalize")])
+    _check_normalize(normalize)
     parts = {"train": (ds.train.images[: n - k], ds.train.labels[: n - k])}
     if k:
         parts["val"] = (ds.train.images[n - k :], ds.train.labels[n - k :])
