@@ -77,7 +77,7 @@ class SGD(_OptimSpec):
     momentum: float = Field(0.0, ge=0.0, lt=1.0)
     nesterov: bool = False
     weight_decay: float = Field(0.0, ge=0.0)
-    impl: ClassVar[Type[Optimizer]]  # noqa: UP006 (`type` is a field here) = _SGD
+    impl: ClassVar[Type[Optimizer]] = _SGD  # noqa: UP006 (`type` is a field here)
 
     @model_validator(mode="after")
     def _nesterov_needs_momentum(self):
@@ -121,7 +121,7 @@ class Adam(_OptimSpec):
     betas: tuple[float, float] = (0.9, 0.999)
     eps: PositiveFloat = 1e-8
     weight_decay: float = Field(0.0, ge=0.0)
-    impl: ClassVar[Type[Optimizer]]  # noqa: UP006 (`type` is a field here) = _Adam
+    impl: ClassVar[Type[Optimizer]] = _Adam  # noqa: UP006 (`type` is a field here)
 
     @model_validator(mode="after")
     def _betas_in_range(self):
@@ -135,7 +135,7 @@ class AdamW(Adam):
 
     type: Literal["adamw"] = "adamw"
     weight_decay: float = Field(0.01, ge=0.0)
-    impl: ClassVar[Type[Optimizer]]  # noqa: UP006 (`type` is a field here) = _AdamW
+    impl: ClassVar[Type[Optimizer]] = _AdamW  # noqa: UP006 (`type` is a field here)
 
 
 OptimizerSpec = Annotated[Union[SGD, Adam, AdamW], Field(discriminator="type")]
