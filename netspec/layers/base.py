@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Annotated, Callable, ClassVar, Literal, Union
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, PlainValidator
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, PlainValidator
 
 from netspec.init import InitSpec, KaimingNormal, Zeros, fans_of
 
@@ -176,6 +176,7 @@ def _int_pair(minimum: int, words: tuple[str, ...] = ()):
 
 
 # Field types for kernel sizes, strides and paddings: an int or a pair (h, w).
-IntPair = Annotated[tuple[int, int], _int_pair(1)]
-NonNegPair = Annotated[tuple[int, int], _int_pair(0)]
-ConvPadding = Annotated[Union[tuple[int, int], str], _int_pair(0, ("same", "valid"))]
+_as_written = PlainSerializer(lambda v: list(v) if isinstance(v, tuple) else v)  # (3, 3) -> [3, 3]
+IntPair = Annotated[tuple[int, int], _int_pair(1), _as_written]
+NonNegPair = Annotated[tuple[int, int], _int_pair(0), _as_written]
+ConvPadding = Annotated[Union[tuple[int, int], str], _int_pair(0, ("same", "valid")), _as_written]

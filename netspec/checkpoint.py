@@ -1,0 +1,95 @@
+"""Checkpoints: one .npz file per snapshot, written atomically, readable without pickle.
+
+Layout of the archive:
+    "conv1.weight", "bn1.running_mean", ...   parameters and buffers under PyTorch names, so
+                                              {k: torch.from_numpy(v)} loads into torch by name
+    "optim/<slot>.<param name>", "optim/steps" optimizer state (momentum, Adam moments)
+    "__meta__"                                 JSON: epoch, step, RNG states, metrics so far,
+                                              the resolved spec and its SHA-256, netspec version
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from netspec.errors import CheckpointError
+
+META = "__meta__"
+OPTIM = "optim/"
+
+
+@dataclass
+class Checkpoint:
+    state: dict  # parameters and buffers by name
+    optimizer: dict  # optimizer state_dict
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def spec_data(self) -> dict:
+        return self.meta.get("spec", {})
+
+
+def save(path: str | Path, state: dict, optimizer: dict, meta: dict) -> Path:
+    """Write a checkpoint atomically: a temp file in the same directory, then rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrays = dict(state)
+    arrays.update({OPTIM + k: v for k, v in optimizer.items()})
+    arrays[META] = np.array(json.dumps(meta))
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load(path: str | Path) -> Checkpoint:
+    """Read a checkpoint; any damage is a CheckpointError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {k: archive[k] for k in archive.files}
+        meta = json.loads(str(arrays.pop(META)))
+    except KeyError:
+        raise CheckpointError(f"{path} is not a netspec checkpoint (no {META} record)") from None
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
+        raise CheckpointError(f"{path} is damaged or not a checkpoint ({e}); "
+                              "use checkpoints/best.npz or start a new run") from None
+    optimizer = {k[len(OPTIM):]: v for k, v in arrays.items() if k.startswith(OPTIM)}
+    state = {k: v for k, v in arrays.items() if not k.startswith(OPTIM)}
+    return Checkpoint(state, optimizer, meta)
+
+
+def spec_changes(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """Human-readable differences between two resolved spec dicts ('train.lr: 0.1 -> 0.2')."""
+    changes = []
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key in list(old) + [k for k in new if k not in old]:
+            where = f"{prefix}.{key}" if prefix else str(key)
+            if key not in new:
+                changes.append(f"{where} removed")
+            elif key not in old:
+                changes.append(f"{where} added")
+            else:
+                changes += spec_changes(old[key], new[key], where)
+    elif isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+        for i, (a, b) in enumerate(zip(old, new)):
+            changes += spec_changes(a, b, f"{prefix}[{i}]")
+    elif old != new:
+        changes.append(f"{prefix}: {json.dumps(old)} -> {json.dumps(new)}")
+    return changes

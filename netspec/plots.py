@@ -1,0 +1,32 @@
+"""Training curves (loss and accuracy per epoch) drawn headless with matplotlib's Agg canvas."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def plot_curves(history: list[dict], path: str | Path, title: str = "") -> Path:
+    """Write a two-panel PNG (loss, accuracy vs epoch) from metrics.jsonl records."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(10, 4), dpi=100)
+    FigureCanvasAgg(fig)  # no pyplot, no global backend: safe in any process
+    loss_ax, acc_ax = fig.subplots(1, 2)
+    epochs = [h["epoch"] for h in history]
+    for split, style in (("train", "-o"), ("val", "-^"), ("test", "-s")):
+        if f"{split}_loss" in history[0]:
+            loss_ax.plot(epochs, [h[f"{split}_loss"] for h in history], style, ms=3, label=split)
+            acc_ax.plot(epochs, [100 * h[f"{split}_acc"] for h in history], style, ms=3,
+                        label=split)
+    loss_ax.set(xlabel="epoch", ylabel="loss", title="loss", yscale="log")
+    acc_ax.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
+    for ax in (loss_ax, acc_ax):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path)
+    return path

@@ -1,0 +1,279 @@
+"""The generic trainer and the run directory it leaves behind.
+
+    trainer = Trainer(spec, splits)            # splits from netspec.data.prepare(...)
+    for epoch in range(trainer.epoch, spec.train.epochs):
+        stats = trainer.train_epoch()          # one pass over shuffled training batches
+        test = trainer.evaluate(*splits["test"])
+
+`Run` wraps a Trainer with a run directory: the resolved spec, metrics.jsonl, atomic
+checkpoints (last and best), curves.png, resume, and clean stops on request or on NaN.
+Nothing here prints; progress goes to callbacks.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from netspec import checkpoint
+from netspec.errors import CheckpointError, TrainingError
+from netspec.plan import compile
+
+EXCLUDED_FROM_RESUME_CHECK = ("train.epochs",)  # may change when resuming
+
+
+@dataclass
+class Evaluation:
+    loss: float
+    accuracy: float
+    predictions: np.ndarray  # (N,) predicted class per sample
+    seconds: float
+
+
+@dataclass
+class EpochStats:
+    loss: float
+    accuracy: float
+    seconds: float  # the training pass alone
+    images: int
+    stopped: bool = False  # a stop was requested before the epoch finished
+
+
+@dataclass
+class _Progress:
+    """Where the current epoch stands; saved in checkpoints so a run resumes mid-epoch."""
+
+    epoch: int = 0  # epochs fully completed
+    step: int = 0  # batches done in the current epoch
+    loss_sum: float = 0.0
+    correct: int = 0
+    seen: int = 0
+    seconds: float = 0.0
+    rng_at_epoch_start: dict | None = None  # Generator state before this epoch's shuffle
+
+
+class Trainer:
+    """Trains a compiled plan with the spec's optimizer, schedule, batch size and seed."""
+
+    def __init__(self, spec, splits: dict, dtype="float32", plan=None):
+        self.spec = spec
+        self.plan = plan or compile(spec, dtype)
+        self.optimizer = spec.train.optimizer.build(self.plan.params)
+        self.rng = self.plan.rng  # the one Generator: init (already drawn), shuffle, dropout
+        self.x, self.y = splits["train"]
+        self.x = self.x.reshape(len(self.x), -1)  # (N, D): one contiguous row per sample
+        self.progress = _Progress()
+
+    @property
+    def epoch(self) -> int:
+        return self.progress.epoch
+
+    def lr(self, epoch: int) -> float:
+        t = self.spec.train
+        return t.schedule.lr(epoch, t.optimizer.lr, t.epochs)
+
+    def train_epoch(self, on_step=None, should_stop=None) -> EpochStats:
+        """One pass over the training set in shuffled batches (continues a partial epoch).
+
+        on_step(step, steps, loss, accuracy) is called after every batch; should_stop() is
+        polled between batches and ends the epoch early, leaving a resumable state.
+        """
+        p, plan = self.progress, self.plan
+        batch, n = self.spec.train.batch_size, len(self.x)
+        steps = math.ceil(n / batch)
+        if p.rng_at_epoch_start is None:
+            p.rng_at_epoch_start = self.rng.bit_generator.state
+        state_now = self.rng.bit_generator.state
+        self.rng.bit_generator.state = p.rng_at_epoch_start
+        order = self.rng.permutation(n)  # the same order again when resuming mid-epoch
+        if p.step:
+            self.rng.bit_generator.state = state_now
+        lr = self.lr(p.epoch)
+        x_rows = np.empty((batch, self.x.shape[1]), self.x.dtype)
+        stopped = False
+        start = time.perf_counter()
+        for step in range(p.step, steps):
+            if should_stop is not None and should_stop():
+                stopped = True
+                break
+            idx = order[step * batch:(step + 1) * batch]
+            rows = np.take(self.x, idx, axis=0, out=x_rows[:len(idx)])  # (B, D) gather
+            xb = plan.to_internal(rows)  # (B, D) -> (*input shape, B)
+            yb = self.y[idx]
+            logits = plan.run_forward(xb, train=True)  # (K, B)
+            loss, dlogits = self.spec.loss(logits, yb, axis=0)
+            if not math.isfinite(loss):
+                self._diverged(loss, step)
+            plan.run_backward(dlogits)
+            self.optimizer.step(plan.grads, lr)
+            p.loss_sum += loss * len(idx)
+            p.correct += int(np.count_nonzero(logits.argmax(axis=0) == yb))
+            p.seen += len(idx)
+            p.step = step + 1
+            if on_step is not None:
+                on_step(p.step, steps, p.loss_sum / p.seen, p.correct / p.seen)
+        p.seconds += time.perf_counter() - start
+        stats = EpochStats(p.loss_sum / max(p.seen, 1), p.correct / max(p.seen, 1),
+                           p.seconds, p.seen, stopped)
+        if not stopped:
+            self.progress = _Progress(epoch=p.epoch + 1)
+        return stats
+
+    def _diverged(self, loss, step):
+        layer = self.plan.first_nonfinite()
+        where = (f"the first non-finite output is at layer '{layer}'" if layer
+                 else "every layer output is finite, so the loss itself overflowed")
+        raise TrainingError(
+            f"loss became {loss} at epoch {self.progress.epoch + 1}, step {step + 1}; {where}. "
+            f"Try a lower learning rate (train.optimizer.lr is {self.spec.train.optimizer.lr:g})")
+
+    def evaluate(self, x: np.ndarray, y: np.ndarray, batch_size: int | None = None) -> Evaluation:
+        """Loss, accuracy and predictions in eval mode, in order, batch by batch."""
+        batch = batch_size or self.spec.train.eval_batch_size
+        x = x.reshape(len(x), -1)
+        preds = np.empty(len(x), np.int64)
+        loss_sum = 0.0
+        start = time.perf_counter()
+        for i in range(0, len(x), batch):
+            logits = self.plan.run_forward(self.plan.to_internal(x[i:i + batch]), train=False)
+            loss, _ = self.spec.loss(logits, y[i:i + batch], axis=0)
+            loss_sum += loss * logits.shape[-1]
+            preds[i:i + batch] = logits.argmax(axis=0)
+        seconds = time.perf_counter() - start
+        return Evaluation(loss_sum / max(len(x), 1), float(np.mean(preds == y)), preds, seconds)
+
+    # ------------------------------------------------------------ state
+
+    def state(self) -> tuple[dict, dict, dict]:
+        """(parameters and buffers, optimizer state, progress) for a checkpoint."""
+        p = self.progress
+        progress = {"epoch": p.epoch, "step": p.step, "loss_sum": p.loss_sum,
+                    "correct": p.correct, "seen": p.seen, "seconds": p.seconds,
+                    "rng_at_epoch_start": p.rng_at_epoch_start,
+                    "rng": self.rng.bit_generator.state}
+        return self.plan.state_dict(), self.optimizer.state_dict(), progress
+
+    def restore(self, ckpt: checkpoint.Checkpoint, source: str) -> None:
+        self.plan.load_state_dict(ckpt.state, source)
+        try:
+            self.optimizer.load_state_dict(ckpt.optimizer)
+            progress = ckpt.meta["progress"]
+            self.rng.bit_generator.state = progress.pop("rng")
+        except (KeyError, ValueError, TypeError) as e:
+            raise CheckpointError(f"{source} has incomplete training state ({e}); "
+                                  "start a new run") from None
+        self.progress = _Progress(**progress)
+
+
+@dataclass
+class Run:
+    """A training run in a directory: spec.yaml, metrics.jsonl, checkpoints/, curves.png."""
+
+    spec: object
+    splits: dict
+    out: Path
+    trainer: Trainer = None
+    history: list = field(default_factory=list)
+    best: float = -1.0
+
+    def __post_init__(self):
+        self.out = Path(self.out)
+        self.trainer = self.trainer or Trainer(self.spec, self.splits)
+
+    @property
+    def last_path(self) -> Path:
+        return self.out / "checkpoints" / "last.npz"
+
+    @property
+    def best_path(self) -> Path:
+        return self.out / "checkpoints" / "best.npz"
+
+    def start(self) -> None:
+        """Create the run directory for a new run; refuse to overwrite an existing one."""
+        if self.last_path.exists() or (self.out / "metrics.jsonl").exists():
+            raise CheckpointError(f"{self.out} already holds a run; resume it with "
+                                  f"--resume {self.out}, or choose another --out")
+        (self.out / "checkpoints").mkdir(parents=True, exist_ok=True)
+        (self.out / "spec.yaml").write_text(self.spec.to_yaml())
+
+    def resume(self) -> None:
+        """Continue from checkpoints/last.npz; the spec may differ only in train.epochs."""
+        ckpt = checkpoint.load(self.last_path)
+        mine = self.spec.digest(EXCLUDED_FROM_RESUME_CHECK)
+        if ckpt.meta.get("spec_sha256") != mine:
+            old = dict(ckpt.spec_data)
+            new = self.spec.model_dump(mode="json")
+            for data in (old, new):
+                data.get("train", {}).pop("epochs", None)
+            changes = checkpoint.spec_changes(old, new) or ["(the checkpoint has no spec)"]
+            raise CheckpointError(
+                f"cannot resume {self.out}: the spec changed since the checkpoint "
+                f"({'; '.join(changes)}); only train.epochs may change when resuming")
+        self.trainer.restore(ckpt, str(self.last_path))
+        self.history = ckpt.meta.get("history", [])
+        self.best = ckpt.meta.get("best", -1.0)
+        metrics = self.out / "metrics.jsonl"  # drop lines written after the checkpoint
+        metrics.write_text("".join(json.dumps(h) + "\n" for h in self.history))
+        (self.out / "spec.yaml").write_text(self.spec.to_yaml())
+
+    def fit(self, on_step=None, on_epoch=None, should_stop=None) -> bool:
+        """Train to spec.train.epochs; returns False if stopped early (state is saved)."""
+        t = self.trainer
+        while t.epoch < self.spec.train.epochs:
+            epoch = t.epoch
+            try:
+                stats = t.train_epoch(on_step, should_stop)
+            except TrainingError as e:
+                kept = (f"; the last good checkpoint is {self.last_path}"
+                        if self.last_path.exists() else "")
+                raise TrainingError(str(e) + kept) from None
+            if stats.stopped:
+                self.save(self.last_path)
+                return False
+            record = {"epoch": epoch + 1, "lr": t.lr(epoch), "train_loss": stats.loss,
+                      "train_acc": stats.accuracy, "train_seconds": stats.seconds,
+                      "images_per_second": stats.images / max(stats.seconds, 1e-9)}
+            eval_seconds = 0.0
+            for split in ("val", "test"):
+                if split in self.splits:
+                    ev = t.evaluate(*self.splits[split])
+                    record[f"{split}_loss"], record[f"{split}_acc"] = ev.loss, ev.accuracy
+                    eval_seconds += ev.seconds
+            record["eval_seconds"] = eval_seconds
+            self.history.append(record)
+            with open(self.out / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(record) + "\n")
+            score = record.get("val_acc", record.get("test_acc", -1.0))
+            if score > self.best:
+                self.best = score
+                self.save(self.best_path)
+            self.save(self.last_path)
+            if on_epoch is not None:
+                on_epoch(record)
+        return True
+
+    def save(self, path: Path) -> None:
+        state, optim, progress = self.trainer.state()
+        meta = {"netspec_version": _version(), "progress": progress, "history": self.history,
+                "best": self.best, "spec": self.spec.model_dump(mode="json"),
+                "spec_sha256": self.spec.digest(EXCLUDED_FROM_RESUME_CHECK)}
+        checkpoint.save(path, state, optim, meta)
+
+    def plot(self) -> Path | None:
+        """Write curves.png from the history (None when there is nothing to plot yet)."""
+        if not self.history:
+            return None
+        from netspec.plots import plot_curves
+
+        return plot_curves(self.history, self.out / "curves.png", title=self.spec.name)
+
+
+def _version() -> str:
+    from netspec import __version__
+
+    return __version__
