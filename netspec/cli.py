@@ -161,6 +161,192 @@ def _gradcheck_table(report, path) -> Table:
     return table
 
 
+# ------------------------------------------------------------------ train
+
+
+def _load_data(spec, data_dir):
+    """Find (or download) the spec's dataset and normalise it; check it fits the network."""
+    from netspec.data import load_dataset, prepare
+    from netspec.errors import DataError
+
+    with out.status(f"loading {spec.data.dataset} ..."):
+        ds = load_dataset(spec.data.dataset, data_dir=data_dir, progress=_download_progress)
+    sample = ds.input_shape
+    if math.prod(sample) != math.prod(spec.input.shape):
+        raise DataError(f"{ds.name} samples have shape {list(sample)} but input.shape is "
+                        f"{list(spec.input.shape)}; set input.shape to {list(sample)}")
+    classes = spec.infos[-1].out_shape
+    if spec.data.classes is None and classes != (ds.num_classes,):
+        raise DataError(f"{ds.name} has {ds.num_classes} classes but the network ends with "
+                        f"shape {tuple(classes)}; set out_features: {ds.num_classes} on the "
+                        "last layer (or data.num_classes)")
+    splits = prepare(ds, spec.data.normalize, spec.data.validation)
+    counts = ", ".join(f"{k} {len(v[1]):,}" for k, v in splits.items())
+    out.print(f"data: {ds.name} from {ds.path} ({counts}; normalize {spec.data.normalize})")
+    return splits
+
+
+def _download_progress(name, done, total):
+    if total and done == total:
+        out.print(f"downloaded {name} ({done:,} bytes)")
+
+
+@app.command()
+def train(
+    spec_path: Optional[Path] = typer.Argument(
+        None, exists=True, dir_okay=False, metavar="SPEC",
+        help="Spec file; optional with --resume (the run's spec.yaml is used)."),
+    overrides: List[str] = typer.Option([], "--set", metavar="KEY.PATH=VALUE",
+                                        help="Override a spec value (repeatable), e.g. "
+                                             "--set train.epochs=1"),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", envvar="NETSPEC_DATA",
+                                            help="Directory holding the dataset files."),
+    run_dir: Optional[Path] = typer.Option(None, "--out", help="Run directory "
+                                           "[default: runs/<name>-<timestamp>]"),
+    resume: Optional[Path] = typer.Option(None, "--resume", file_okay=False, exists=True,
+                                          help="Continue the run in this directory."),
+    progress: bool = typer.Option(True, help="Show a progress bar."),
+):
+    """Train a spec; writes spec.yaml, metrics.jsonl, checkpoints and curves.png."""
+    import signal
+    import time
+
+    from netspec.spec import load
+    from netspec.train import Run
+
+    if spec_path is None and resume is None:
+        raise typer.BadParameter("give a SPEC file, or --resume RUN_DIR", param_hint="SPEC")
+    if resume and run_dir and resume != run_dir:
+        raise typer.BadParameter("--out and --resume name different directories")
+    with report_errors():
+        spec = load(spec_path or resume / "spec.yaml", overrides)
+        splits = _load_data(spec, data_dir)
+        out_dir = resume or run_dir or Path("runs") / f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        run = Run(spec, splits, out_dir)
+        if resume:
+            run.resume()
+            out.print(f"resuming {out_dir} after epoch {run.trainer.epoch} "
+                      f"(step {run.trainer.progress.step} of the next)")
+        else:
+            run.start()
+        out.print(f"run directory: {out_dir}")
+
+        stop = {"requested": False}
+
+        def on_sigint(signum, frame):
+            if stop["requested"]:
+                raise KeyboardInterrupt
+            stop["requested"] = True
+
+        previous = signal.signal(signal.SIGINT, on_sigint)
+        try:
+            finished = _fit_with_progress(run, progress, lambda: stop["requested"])
+        finally:
+            signal.signal(signal.SIGINT, previous)
+            run.plot()
+        if not finished:
+            err.print(f"[yellow]interrupted[/yellow]: checkpoint saved to {run.last_path}; "
+                      f"continue with: netspec train --resume {out_dir}")
+            raise typer.Exit(130)
+        best = max(run.history, key=lambda h: h.get("val_acc", h.get("test_acc", 0)))
+        out.print(f"[green]done[/green]: {out_dir} (best epoch {best['epoch']}: "
+                  f"test acc {100 * best.get('test_acc', float('nan')):.2f}%)")
+
+
+def _fit_with_progress(run, show: bool, should_stop) -> bool:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+    from rich.progress import TimeElapsedColumn, TimeRemainingColumn
+
+    epochs = run.spec.train.epochs
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("loss {task.fields[loss]:.4f} acc {task.fields[acc]:.2%} "
+                          "{task.fields[ips]:,.0f} img/s"),
+               TimeElapsedColumn(), TimeRemainingColumn()]
+    with Progress(*columns, console=out, disable=not show, transient=True) as bar:
+        task = bar.add_task("", total=None, loss=0.0, acc=0.0, ips=0.0)
+        clock = {"start": None, "step0": 0}
+
+        def on_step(step, steps, loss, acc):
+            import time
+
+            now = time.perf_counter()
+            if clock["start"] is None:
+                clock["start"], clock["step0"] = now, step
+            rate = (step - clock["step0"]) * run.spec.train.batch_size / max(
+                now - clock["start"], 1e-9)
+            bar.update(task, description=f"epoch {run.trainer.epoch + 1}/{epochs}",
+                       completed=step, total=steps, loss=loss, acc=acc, ips=rate)
+
+        def on_epoch(record):
+            clock["start"] = None
+            line = (f"epoch {record['epoch']:>3}/{epochs}  lr {record['lr']:.4g}  "
+                    f"train loss {record['train_loss']:.4f} acc {100 * record['train_acc']:.2f}%")
+            for split in ("val", "test"):
+                if f"{split}_acc" in record:
+                    line += (f"  {split} loss {record[f'{split}_loss']:.4f} "
+                             f"acc {100 * record[f'{split}_acc']:.2f}%")
+            line += (f"  {record['train_seconds']:.1f} s ({record['images_per_second']:,.0f} "
+                     f"img/s) + eval {record['eval_seconds']:.1f} s")
+            bar.console.print(line)
+
+        return run.fit(on_step=on_step, on_epoch=on_epoch, should_stop=should_stop)
+
+
+# ------------------------------------------------------------------ eval
+
+
+@app.command(name="eval")
+def evaluate(
+    spec_path: Optional[Path] = typer.Argument(
+        None, exists=True, dir_okay=False, metavar="SPEC",
+        help="Spec file [default: the spec stored in the checkpoint]."),
+    checkpoint_path: Path = typer.Option(..., "--checkpoint", "-c", exists=True, dir_okay=False,
+                                         help="A checkpoints/*.npz file."),
+    split: str = typer.Option("test", help="Which split to evaluate: test, train or val."),
+    overrides: List[str] = typer.Option([], "--set", metavar="KEY.PATH=VALUE"),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", envvar="NETSPEC_DATA"),
+):
+    """Evaluate a checkpoint: loss, accuracy, per-class accuracy, confusion matrix."""
+    import yaml
+
+    from netspec import checkpoint
+    from netspec.errors import DataError
+    from netspec.spec import load, loads
+    from netspec.train import Trainer, confusion_matrix
+
+    with report_errors():
+        ckpt = checkpoint.load(checkpoint_path)
+        if spec_path is None:
+            if not ckpt.spec_data:
+                raise DataError(f"{checkpoint_path} holds no spec; give the SPEC file")
+            spec = loads(yaml.safe_dump(ckpt.spec_data), f"{checkpoint_path}:spec", overrides)
+        else:
+            spec = load(spec_path, overrides)
+        splits = _load_data(spec, data_dir)
+        if split not in splits:
+            raise DataError(f"no '{split}' split (available: {', '.join(splits)})")
+        trainer = Trainer(spec, splits)
+        trainer.plan.load_state_dict(ckpt.state, str(checkpoint_path))
+        x, y = splits[split]
+        result = trainer.evaluate(x, y)
+    k = spec.infos[-1].out_shape[0]
+    matrix = confusion_matrix(y, result.predictions, k)
+    table = Table(title=f"{checkpoint_path} on {split} ({len(y):,} images): rows are true "
+                        "classes, columns predictions", title_justify="left")
+    table.add_column("class", justify="right")
+    for j in range(k):
+        table.add_column(str(j), justify="right")
+    table.add_column("acc", justify="right")
+    for i in range(k):
+        total = matrix[i].sum()
+        table.add_row(str(i), *[f"[bold]{v}[/bold]" if i == j else (str(v) if v else ".")
+                                for j, v in enumerate(matrix[i])],
+                      f"{100 * matrix[i, i] / total:.2f}%" if total else "-")
+    out.print(table)
+    out.print(f"{split} loss {result.loss:.4f}  accuracy {100 * result.accuracy:.2f}%  "
+              f"({result.seconds:.2f} s, {len(y) / result.seconds:,.0f} img/s)")
+
+
 def main():
     app()
 

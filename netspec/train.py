@@ -277,3 +277,9 @@ def _version() -> str:
     from netspec import __version__
 
     return __version__
+
+
+def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, classes: int) -> np.ndarray:
+    """(classes, classes) counts: rows are true classes, columns predicted ones."""
+    flat = labels.astype(np.int64) * classes + predictions
+    return np.bincount(flat, minlength=classes * classes).reshape(classes, classes)
