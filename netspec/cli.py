@@ -11,7 +11,6 @@ import contextlib
 import json
 import math
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 from rich.console import Console
@@ -67,7 +66,7 @@ def _si(n: float) -> str:
 
 
 @app.command()
-def validate(specs: List[Path] = SpecArg,
+def validate(specs: list[Path] = SpecArg,
              quiet: bool = typer.Option(False, "--quiet", "-q", help="Only report errors.")):
     """Check spec files and print each network's shapes, parameters and cost."""
     from netspec.spec import load
@@ -111,7 +110,7 @@ def _shape_table(spec) -> Table:
 
 
 @app.command()
-def schema(output: Optional[Path] = typer.Option(None, "--out", "-o",
+def schema(output: Path | None = typer.Option(None, "--out", "-o",
                                                  help="Write to this file instead of stdout.")):
     """Print the JSON Schema of the spec language (for yaml-language-server)."""
     from netspec.spec import json_schema
@@ -128,7 +127,7 @@ def schema(output: Optional[Path] = typer.Option(None, "--out", "-o",
 
 
 @app.command()
-def gradcheck(specs: List[Path] = SpecArg,
+def gradcheck(specs: list[Path] = SpecArg,
               layers: bool = typer.Option(True, help="Also check each layer in isolation.")):
     """Finite-difference check of every gradient, through each spec's own loss."""
     from netspec.gradcheck import check_spec
@@ -193,17 +192,17 @@ def _download_progress(name, done, total):
 
 @app.command()
 def train(
-    spec_path: Optional[Path] = typer.Argument(
+    spec_path: Path | None = typer.Argument(
         None, exists=True, dir_okay=False, metavar="SPEC",
         help="Spec file; optional with --resume (the run's spec.yaml is used)."),
-    overrides: List[str] = typer.Option([], "--set", metavar="KEY.PATH=VALUE",
+    overrides: list[str] = typer.Option([], "--set", metavar="KEY.PATH=VALUE",
                                         help="Override a spec value (repeatable), e.g. "
                                              "--set train.epochs=1"),
-    data_dir: Optional[Path] = typer.Option(None, "--data-dir", envvar="NETSPEC_DATA",
+    data_dir: Path | None = typer.Option(None, "--data-dir", envvar="NETSPEC_DATA",
                                             help="Directory holding the dataset files."),
-    run_dir: Optional[Path] = typer.Option(None, "--out", help="Run directory "
+    run_dir: Path | None = typer.Option(None, "--out", help="Run directory "
                                            "[default: runs/<name>-<timestamp>]"),
-    resume: Optional[Path] = typer.Option(None, "--resume", file_okay=False, exists=True,
+    resume: Path | None = typer.Option(None, "--resume", file_okay=False, exists=True,
                                           help="Continue the run in this directory."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ):
@@ -254,8 +253,14 @@ def train(
 
 
 def _fit_with_progress(run, show: bool, should_stop) -> bool:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-    from rich.progress import TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     epochs = run.spec.train.epochs
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -297,14 +302,14 @@ def _fit_with_progress(run, show: bool, should_stop) -> bool:
 
 @app.command(name="eval")
 def evaluate(
-    spec_path: Optional[Path] = typer.Argument(
+    spec_path: Path | None = typer.Argument(
         None, exists=True, dir_okay=False, metavar="SPEC",
         help="Spec file [default: the spec stored in the checkpoint]."),
     checkpoint_path: Path = typer.Option(..., "--checkpoint", "-c", exists=True, dir_okay=False,
                                          help="A checkpoints/*.npz file."),
     split: str = typer.Option("test", help="Which split to evaluate: test, train or val."),
-    overrides: List[str] = typer.Option([], "--set", metavar="KEY.PATH=VALUE"),
-    data_dir: Optional[Path] = typer.Option(None, "--data-dir", envvar="NETSPEC_DATA"),
+    overrides: list[str] = typer.Option([], "--set", metavar="KEY.PATH=VALUE"),
+    data_dir: Path | None = typer.Option(None, "--data-dir", envvar="NETSPEC_DATA"),
 ):
     """Evaluate a checkpoint: loss, accuracy, per-class accuracy, confusion matrix."""
     import yaml

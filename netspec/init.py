@@ -150,7 +150,7 @@ def _bare_name(value):
 
 
 InitScheme = Annotated[
-    Union[tuple(SCHEMES.values())],
+    Union[tuple(SCHEMES.values())],  # noqa: UP007 -- built from the registry at runtime
     Field(discriminator="type"),
     BeforeValidator(_bare_name),
 ]

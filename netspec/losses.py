@@ -6,7 +6,7 @@ Losses take class scores along `axis` (PyTorch's (N, K) uses axis=-1; the plan's
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -69,4 +69,4 @@ class MSE(LossSpec):
         return loss, diff
 
 
-Loss = Annotated[Union[CrossEntropy, MSE], Field(discriminator="type")]
+Loss = Annotated[CrossEntropy | MSE, Field(discriminator="type")]

@@ -7,7 +7,7 @@ each `step`, because the schedule owns it.
 
 from __future__ import annotations
 
-from typing import Annotated, ClassVar, Literal, Type, Union
+from typing import Annotated, ClassVar, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, model_validator
@@ -46,6 +46,9 @@ class Optimizer:
             self._slot(slot)[name][...] = value
 
 
+OptimizerClass = type[Optimizer]  # named here: inside the specs, `type` is a field
+
+
 class _OptimSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -77,7 +80,7 @@ class SGD(_OptimSpec):
     momentum: float = Field(0.0, ge=0.0, lt=1.0)
     nesterov: bool = False
     weight_decay: float = Field(0.0, ge=0.0)
-    impl: ClassVar[Type[Optimizer]] = _SGD  # noqa: UP006 (`type` is a field here)
+    impl: ClassVar[OptimizerClass] = _SGD
 
     @model_validator(mode="after")
     def _nesterov_needs_momentum(self):
@@ -121,7 +124,7 @@ class Adam(_OptimSpec):
     betas: tuple[float, float] = (0.9, 0.999)
     eps: PositiveFloat = 1e-8
     weight_decay: float = Field(0.0, ge=0.0)
-    impl: ClassVar[Type[Optimizer]] = _Adam  # noqa: UP006 (`type` is a field here)
+    impl: ClassVar[OptimizerClass] = _Adam
 
     @model_validator(mode="after")
     def _betas_in_range(self):
@@ -135,7 +138,7 @@ class AdamW(Adam):
 
     type: Literal["adamw"] = "adamw"
     weight_decay: float = Field(0.01, ge=0.0)
-    impl: ClassVar[Type[Optimizer]] = _AdamW  # noqa: UP006 (`type` is a field here)
+    impl: ClassVar[OptimizerClass] = _AdamW
 
 
-OptimizerSpec = Annotated[Union[SGD, Adam, AdamW], Field(discriminator="type")]
+OptimizerSpec = Annotated[SGD | Adam | AdamW, Field(discriminator="type")]

@@ -135,7 +135,7 @@ class Plan:
         return None
 
 
-def compile(spec, dtype="float32") -> Plan:  # noqa: A001 -- the public name is the verb
+def compile(spec, dtype="float32") -> Plan:
     """Build a Plan for a validated NetSpec, initialised from the spec's seed."""
     return Plan(spec.infos, dtype, np.random.default_rng(spec.seed), spec.defaults.init)
 

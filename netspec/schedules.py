@@ -8,10 +8,17 @@ from __future__ import annotations
 
 import bisect
 import math
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt
-from pydantic import field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    field_validator,
+)
 
 
 class _Schedule(BaseModel):
@@ -87,5 +94,5 @@ class Cosine(_Schedule):
 
 
 Schedule = Annotated[
-    Union[Constant, Step, MultiStep, Exponential, Cosine], Field(discriminator="type")
+    Constant | Step | MultiStep | Exponential | Cosine, Field(discriminator="type")
 ]
