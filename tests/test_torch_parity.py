@@ -1,0 +1,339 @@
+"""netspec vs PyTorch in float64: every spec, every layer example, every optimizer and schedule.
+
+Each spec in specs/*.yaml (collected by glob) is compiled in float64 and rebuilt in torch with
+the same parameters (netspec.torch_bridge). On a real MNIST batch from tests/fixtures/mnist-tiny
+the two must agree, per tensor, to REL (relative error max|a - b| / max|b|) on: the logits, the
+loss value and dloss/dlogits (torch's CrossEntropyLoss(label_smoothing) / MSELoss on one-hot
+targets), the input gradient and every parameter gradient, in train mode and in eval mode, and
+batchnorm running statistics after a train forward.
+
+Dropout masks come from different random generators, so train-mode comparisons (forward,
+backward, optimizer steps) load the spec with every dropout layer's p overridden to 0; eval mode
+uses the spec as written. Eval mode first sets random running statistics (the same in both) so
+batchnorm's eval path is not the identity.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Literal
+
+import numpy as np
+import pytest
+
+import netspec
+from netspec.layers import LAYERS, Layer
+from netspec.plan import layer_plan
+from netspec.shapes import LayerInfo
+
+torch = pytest.importorskip("torch", reason="torch parity tests need PyTorch (pip install torch)")
+bridge = pytest.importorskip("netspec.torch_bridge")
+
+ROOT = Path(__file__).resolve().parents[1]
+SPECS = sorted((ROOT / "specs").glob("*.yaml"))
+FIXTURE = ROOT / "tests" / "fixtures" / "mnist-tiny"
+BATCH = 16
+REL = 1e-8
+
+
+def rel(a, b) -> float:
+    """max|a - b| / max|b| over one tensor (b is the torch reference)."""
+    a = a.detach().numpy() if isinstance(a, torch.Tensor) else np.asarray(a)
+    b = b.detach().numpy() if isinstance(b, torch.Tensor) else np.asarray(b)
+    assert a.shape == b.shape, (a.shape, b.shape)
+    scale = np.max(np.abs(b)) if b.size else 0.0
+    err = np.max(np.abs(a - b)) if a.size else 0.0
+    return float(err / scale) if scale > 0 else float(err)
+
+
+def assert_close(a, b, what: str, tol: float = REL) -> None:
+    e = rel(a, b)
+    assert e <= tol, f"{what}: relative error {e:.3g} > {tol:g}"
+
+
+# ------------------------------------------------------------------ data and set-up
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """Tiny float64 ops: torch's thread pool only adds contention on a shared machine (measured
+    ~100x slower conv backward with 2 threads under load). Restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def mnist():
+    """(images (N, 1, 28, 28) float64 standardized, labels (N,) int64): the fixture's train split."""
+    from netspec.data import load_dataset, prepare
+
+    prepared = prepare(load_dataset(FIXTURE, download_missing=False), "standardize",
+                       dtype="float64")
+    return prepared["train"]
+
+
+def batch_for(spec, mnist, start: int = 0):
+    """A BATCH-sample MNIST batch reshaped to the spec's input shape, and its labels."""
+    images, labels = mnist
+    x = images[start:start + BATCH].reshape(BATCH, *spec.input.shape)  # (N, 1, 28, 28) -> (N, *in)
+    classes = spec.infos[-1].out_shape[0]
+    return np.ascontiguousarray(x), labels[start:start + BATCH] % classes
+
+
+def load(path: Path, train_mode: bool, overrides=()):
+    """The spec at `path`; for train mode with every dropout p set to 0 (see module doc)."""
+    text = path.read_text()
+    spec = netspec.loads(text, str(path), overrides)
+    if train_mode:
+        zero = [f"layers[{i}].p=0" for i, layer in enumerate(spec.layers)
+                if layer.type == "dropout"]
+        if zero:
+            spec = netspec.loads(text, str(path), [*overrides, *zero])
+    return spec
+
+
+def build(spec):
+    """(float64 plan, torch module holding the same parameters and buffers)."""
+    plan = netspec.compile(spec, dtype="float64")
+    module = bridge.to_torch(spec, plan)
+    return plan, module
+
+
+def randomize_buffers(plan, module, seed: int = 1) -> None:
+    """The same random running statistics in both (variances in [0.5, 2])."""
+    rng = np.random.default_rng(seed)
+    for name, buf in plan.buffers.items():
+        if name.endswith("var"):
+            buf[...] = rng.uniform(0.5, 2.0, buf.shape)
+        else:
+            buf[...] = rng.normal(0.0, 0.5, buf.shape)
+    bridge.load_state_dict(module, plan.state_dict())
+
+
+def torch_loss(loss_spec, logits, labels):
+    """torch's loss for a netspec loss spec: CrossEntropyLoss or MSELoss on one-hot targets."""
+    if loss_spec.type == "cross_entropy":
+        fn = torch.nn.CrossEntropyLoss(label_smoothing=loss_spec.label_smoothing)
+        return fn(logits, labels)
+    if loss_spec.type == "mse":
+        one_hot = torch.nn.functional.one_hot(labels, logits.shape[1]).to(logits.dtype)
+        return torch.nn.MSELoss()(logits, one_hot)
+    raise NotImplementedError(f"no torch loss for '{loss_spec.type}' in this test")
+
+
+def forward_backward(spec, plan, module, x, y, train: bool) -> dict[str, float]:
+    """Run both, assert agreement on everything, return {tensor: relative error}."""
+    module.train(train)
+    xt = torch.tensor(x, requires_grad=True)
+    yt = torch.tensor(y)
+    logits_t = module(xt)
+    logits_t.retain_grad()
+    loss_t = torch_loss(spec.loss, logits_t, yt)
+    loss_t.backward()
+
+    logits = plan.forward(x, train=train)
+    loss, dlogits = spec.loss(logits, y)
+    dx = plan.backward(dlogits)
+
+    errors = {"logits": rel(logits, logits_t), "loss": rel(loss, loss_t),
+              "dlogits": rel(dlogits, logits_t.grad), "dx": rel(dx, xt.grad)}
+    torch_params = dict(module.named_parameters())
+    assert sorted(torch_params) == sorted(plan.grads)
+    for name, p in torch_params.items():
+        errors[f"grad {name}"] = rel(plan.grads[name], p.grad)
+    torch_buffers = {k: v for k, v in module.named_buffers()
+                     if k.rsplit(".", 1)[-1] not in bridge.TORCH_ONLY}
+    assert sorted(torch_buffers) == sorted(plan.buffers)
+    for name, b in torch_buffers.items():
+        errors[f"buffer {name}"] = rel(plan.buffers[name], b)
+    bad = {k: e for k, e in errors.items() if not e <= REL}
+    assert not bad, f"{'train' if train else 'eval'} mode: relative errors above {REL:g}: {bad}"
+    return errors
+
+
+# ------------------------------------------------------------------ whole specs
+
+
+@pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
+@pytest.mark.parametrize("path", SPECS, ids=[p.name for p in SPECS])
+def test_spec_forward_backward(path, train, mnist):
+    spec = load(path, train)
+    plan, module = build(spec)
+    if not train:
+        randomize_buffers(plan, module)
+    x, y = batch_for(spec, mnist)
+    forward_backward(spec, plan, module, x, y, train)
+    if train and plan.buffers:  # a second batch: running statistics accumulate in both
+        x, y = batch_for(spec, mnist, start=BATCH)
+        forward_backward(spec, plan, module, x, y, train)
+
+
+@pytest.mark.parametrize("path", SPECS, ids=[p.name for p in SPECS])
+def test_spec_fresh_buffers_match_torch_defaults(path):
+    """netspec's initial buffers (e.g. running_var = 1) are torch's defaults."""
+    spec = netspec.load(path)
+    plan = netspec.compile(spec, dtype="float64")
+    fresh = bridge.to_torch(spec, dtype="float64")  # torch's own initialisation
+    state = {k: v for k, v in fresh.state_dict().items()
+             if k.rsplit(".", 1)[-1] not in bridge.TORCH_ONLY}
+    assert sorted(state) == sorted(plan.state_dict())
+    for name in plan.buffers:
+        np.testing.assert_array_equal(plan.buffers[name], state[name].numpy(), err_msg=name)
+
+
+@pytest.mark.parametrize("path", SPECS, ids=[p.name for p in SPECS])
+def test_checkpoint_state_dict_loads_into_torch_by_name(path, mnist):
+    spec = netspec.load(path)
+    plan = netspec.compile(spec, dtype="float64")
+    rng = np.random.default_rng(2)
+    for name, value in plan.state_dict().items():  # a "trained" state, unlike either init
+        value = value + rng.normal(0.0, 0.1, value.shape)
+        plan.load_state_dict({**plan.state_dict(), name: np.abs(value)
+                              if name.endswith("var") else value})
+    module = bridge.to_torch(spec, dtype="float64")  # torch's init, then netspec's state
+    bridge.load_state_dict(module, plan.state_dict())
+    for name, value in plan.state_dict().items():
+        np.testing.assert_array_equal(module.state_dict()[name].numpy(), value, err_msg=name)
+    x, _ = batch_for(spec, mnist)
+    module.eval()
+    with torch.no_grad():
+        assert_close(plan.forward(x, train=False), module(torch.tensor(x)), "eval logits")
+
+    # and back: torch's state_dict (without its torch-only keys) loads into a fresh plan
+    other = netspec.compile(spec, dtype="float64")
+    other.load_state_dict({k: v.numpy() for k, v in module.state_dict().items()
+                           if k.rsplit(".", 1)[-1] not in bridge.TORCH_ONLY})
+    for name, value in plan.state_dict().items():
+        np.testing.assert_array_equal(other.state_dict()[name], value, err_msg=name)
+
+
+def test_load_state_dict_is_strict():
+    spec = netspec.load(ROOT / "specs" / "mlp.yaml")
+    plan = netspec.compile(spec, dtype="float32")
+    module = bridge.to_torch(spec, plan)
+    assert module[0].weight.dtype == torch.float32
+    state = plan.state_dict()
+    with pytest.raises(netspec.CheckpointError, match="missing: fc1.bias"):
+        bridge.load_state_dict(module, {k: v for k, v in state.items() if k != "fc1.bias"})
+    with pytest.raises(netspec.CheckpointError, match="unexpected: fc9.weight"):
+        bridge.load_state_dict(module, {**state, "fc9.weight": state["fc1.weight"]})
+    with pytest.raises(netspec.CheckpointError, match="shape mismatch: fc2.weight"):
+        bridge.load_state_dict(module, {**state, "fc2.weight": state["fc2.weight"].T})
+
+
+def test_unknown_layer_type_names_it():
+    class Mystery(Layer):  # a layer the bridge has no entry for (deliberately not registered)
+        type: Literal["mystery"] = "mystery"
+
+    info = LayerInfo(0, "odd", Mystery(), (4,), (4,), {}, {}, 0)
+    with pytest.raises(NotImplementedError, match="'mystery'.*'odd'"):
+        bridge.to_torch(SimpleNamespace(infos=[info]))
+
+
+# ------------------------------------------------------------------ every layer example
+
+
+LAYER_CASES = [(tag, i) for tag, cls in sorted(LAYERS.items()) for i in range(len(cls.examples))]
+
+
+@pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
+@pytest.mark.parametrize("tag,i", LAYER_CASES, ids=[f"{t}-{i}" for t, i in LAYER_CASES])
+def test_layer_example(tag, i, train):
+    """Each registered layer's examples, alone, on random input and a random upstream gradient."""
+    fields, in_shape = LAYERS[tag].examples[i]
+    layer = LAYERS[tag].model_validate({"type": tag, **fields})
+    if train and tag == "dropout":
+        layer = layer.model_copy(update={"p": 0.0})
+    plan = layer_plan(layer, in_shape, "float64")
+    module = bridge.to_torch(SimpleNamespace(infos=[s.info for s in plan.steps]), plan)
+    if not train:
+        randomize_buffers(plan, module)
+    module.train(train)
+    rng = np.random.default_rng(i)
+    x = rng.normal(size=(5, *in_shape))
+    xt = torch.tensor(x, requires_grad=True)
+    yt = module(xt)
+    dy = rng.normal(size=tuple(yt.shape))
+    yt.backward(torch.tensor(dy))
+    y = plan.forward(x, train=train)
+    assert_close(y, yt, "y")
+    assert_close(plan.backward(dy), xt.grad, "dx")
+    for name, p in module.named_parameters():
+        assert_close(plan.grads[name], p.grad, f"grad {name}")
+    for name, b in module.named_buffers():
+        if name.rsplit(".", 1)[-1] not in bridge.TORCH_ONLY:
+            assert_close(plan.buffers[name], b, f"buffer {name}")
+
+
+# ------------------------------------------------------------------ optimizers
+
+
+OPTIMIZERS = {
+    "sgd": "{type: sgd, lr: 0.05}",
+    "sgd-momentum": "{type: sgd, lr: 0.05, momentum: 0.9}",
+    "sgd-nesterov": "{type: sgd, lr: 0.05, momentum: 0.9, nesterov: true}",
+    "sgd-weight-decay": "{type: sgd, lr: 0.05, momentum: 0.5, weight_decay: 0.01}",
+    "adam": "{type: adam, lr: 0.001}",
+    "adam-weight-decay": "{type: adam, lr: 0.002, betas: [0.8, 0.99], weight_decay: 0.01}",
+    "adamw": "{type: adamw, lr: 0.002, weight_decay: 0.1, eps: 1.0e-6}",
+}
+OPTIM_SPECS = [p for p in SPECS if p.stem in ("mlp", "lenet")] or SPECS[:1]
+STEPS = 3
+
+
+@pytest.mark.parametrize("path", OPTIM_SPECS, ids=[p.name for p in OPTIM_SPECS])
+@pytest.mark.parametrize("opt", list(OPTIMIZERS), ids=list(OPTIMIZERS))
+def test_optimizer_steps(opt, path, mnist):
+    """STEPS train steps (forward, backward, update) on successive batches; same params."""
+    spec = load(path, True, [f"train.optimizer={OPTIMIZERS[opt]}"])
+    plan, module = build(spec)
+    module.train()
+    ours = spec.train.optimizer.build(plan.params)
+    theirs = bridge.torch_optimizer(spec, module)
+    for k in range(STEPS):
+        x, y = batch_for(spec, mnist, start=k * BATCH)
+        theirs.zero_grad()
+        torch_loss(spec.loss, module(torch.tensor(x)), torch.tensor(y)).backward()
+        theirs.step()
+        _, dlogits = spec.loss(plan.forward(x, train=True), y)
+        plan.backward(dlogits)
+        ours.step(plan.grads, spec.train.optimizer.lr)
+        for name, p in module.named_parameters():
+            assert_close(plan.params[name], p, f"step {k + 1}: {name}")
+
+
+# ------------------------------------------------------------------ schedules
+
+
+SCHEDULES = {
+    "constant": "{type: constant}",
+    "step": "{type: step, step_size: 6, gamma: 0.3}",
+    "multistep": "{type: multistep, milestones: [3, 7, 15], gamma: 0.5}",
+    "exponential": "{type: exponential, gamma: 0.85}",
+    "cosine": "{type: cosine}",
+    "cosine-min-lr": "{type: cosine, min_lr: 0.001}",
+    "cosine-warmup": "{type: cosine, warmup_epochs: 3, min_lr: 0.0005}",
+}
+EPOCHS = 20
+
+
+@pytest.mark.parametrize("name", list(SCHEDULES), ids=list(SCHEDULES))
+def test_schedule(name):
+    spec = netspec.load(ROOT / "specs" / "mlp.yaml",
+                        [f"train.schedule={SCHEDULES[name]}", f"train.epochs={EPOCHS}",
+                         "train.optimizer={type: sgd, lr: 0.1}"])
+    p = torch.nn.Parameter(torch.zeros(1, dtype=torch.float64))
+    opt = bridge.torch_optimizer(spec, SimpleNamespace(parameters=lambda: [p]))
+    sched = bridge.torch_scheduler(spec, opt)
+    ours, theirs = [], []
+    for epoch in range(EPOCHS):
+        ours.append(spec.train.schedule.lr(epoch, 0.1, EPOCHS))
+        theirs.append(sched.get_last_lr()[0])
+        opt.step()
+        sched.step()
+    assert_close(ours, theirs, f"{name} lr over {EPOCHS} epochs", tol=1e-12)
+    if name != "constant":  # the schedule really moves
+        assert min(theirs) < 0.5 * max(theirs)
