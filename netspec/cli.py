@@ -22,8 +22,8 @@ app = typer.Typer(
     add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
     help="Declare a neural network in YAML; validate, gradient-check, train and time it.",
 )
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+out = Console(highlight=False, soft_wrap=True)  # long paths stay on one line
+err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 SpecArg = typer.Argument(..., exists=True, dir_okay=False, readable=True,
                          help="Spec file(s) (YAML).")

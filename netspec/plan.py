@@ -117,7 +117,7 @@ class Plan:
         mine = {**self.params, **self.buffers}
         missing = [k for k in mine if k not in state]
         extra = [k for k in state if k not in mine]
-        wrong = [f"{k}: {tuple(state[k].shape)} vs {mine[k].shape}"
+        wrong = [f"{k}: {tuple(state[k].shape)} there, {mine[k].shape} here"
                  for k in mine if k in state and tuple(state[k].shape) != mine[k].shape]
         if missing or extra or wrong:
             parts = [f"{label}: {', '.join(items)}" for label, items in

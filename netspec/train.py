@@ -83,7 +83,7 @@ class Trainer:
         on_step(step, steps, loss, accuracy) is called after every batch; should_stop() is
         polled between batches and ends the epoch early, leaving a resumable state.
         """
-        p, plan = self.progress, self.plan
+        p = self.progress
         batch, n = self.spec.train.batch_size, len(self.x)
         steps = math.ceil(n / batch)
         if p.rng_at_epoch_start is None:
@@ -95,12 +95,23 @@ class Trainer:
             self.rng.bit_generator.state = state_now
         lr = self.lr(p.epoch)
         x_rows = np.empty((batch, self.x.shape[1]), self.x.dtype)
-        stopped = False
         start = time.perf_counter()
+        with np.errstate(over="ignore", invalid="ignore"):  # divergence is reported below
+            stopped = self._run_steps(order, lr, x_rows, steps, on_step, should_stop)
+        p.seconds += time.perf_counter() - start
+        stats = EpochStats(p.loss_sum / max(p.seen, 1), p.correct / max(p.seen, 1),
+                           p.seconds, p.seen, stopped)
+        if not stopped:
+            self.progress = _Progress(epoch=p.epoch + 1)
+        return stats
+
+    def _run_steps(self, order, lr, x_rows, steps, on_step, should_stop) -> bool:
+        """The hot loop: batches p.step..steps-1 of this epoch; True if asked to stop."""
+        p, plan = self.progress, self.plan
+        batch = self.spec.train.batch_size
         for step in range(p.step, steps):
             if should_stop is not None and should_stop():
-                stopped = True
-                break
+                return True
             idx = order[step * batch:(step + 1) * batch]
             rows = np.take(self.x, idx, axis=0, out=x_rows[:len(idx)])  # (B, D) gather
             xb = plan.to_internal(rows)  # (B, D) -> (*input shape, B)
@@ -117,12 +128,7 @@ class Trainer:
             p.step = step + 1
             if on_step is not None:
                 on_step(p.step, steps, p.loss_sum / p.seen, p.correct / p.seen)
-        p.seconds += time.perf_counter() - start
-        stats = EpochStats(p.loss_sum / max(p.seen, 1), p.correct / max(p.seen, 1),
-                           p.seconds, p.seen, stopped)
-        if not stopped:
-            self.progress = _Progress(epoch=p.epoch + 1)
-        return stats
+        return False
 
     def _diverged(self, loss, step):
         layer = self.plan.first_nonfinite()
@@ -139,11 +145,13 @@ class Trainer:
         preds = np.empty(len(x), np.int64)
         loss_sum = 0.0
         start = time.perf_counter()
-        for i in range(0, len(x), batch):
-            logits = self.plan.run_forward(self.plan.to_internal(x[i:i + batch]), train=False)
-            loss, _ = self.spec.loss(logits, y[i:i + batch], axis=0)
-            loss_sum += loss * logits.shape[-1]
-            preds[i:i + batch] = logits.argmax(axis=0)
+        with np.errstate(over="ignore", invalid="ignore"):  # a diverged net just scores badly
+            for i in range(0, len(x), batch):
+                xb = self.plan.to_internal(x[i:i + batch])  # (B, D) -> (*input shape, B)
+                logits = self.plan.run_forward(xb, train=False)  # (K, B)
+                loss, _ = self.spec.loss(logits, y[i:i + batch], axis=0)
+                loss_sum += loss * logits.shape[-1]
+                preds[i:i + batch] = logits.argmax(axis=0)
         seconds = time.perf_counter() - start
         return Evaluation(loss_sum / max(len(x), 1), float(np.mean(preds == y)), preds, seconds)
 
@@ -246,13 +254,13 @@ class Run:
                     eval_seconds += ev.seconds
             record["eval_seconds"] = eval_seconds
             self.history.append(record)
-            with open(self.out / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(record) + "\n")
             score = record.get("val_acc", record.get("test_acc", -1.0))
             if score > self.best:
                 self.best = score
                 self.save(self.best_path)
             self.save(self.last_path)
+            with open(self.out / "metrics.jsonl", "a") as f:  # after the checkpoint it describes
+                f.write(json.dumps(record) + "\n")
             if on_epoch is not None:
                 on_epoch(record)
         return True

@@ -1,0 +1,274 @@
+"""The trainer, the run directory and its robustness: resume, SIGKILL, Ctrl-C, NaN, bad checkpoints."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from conftest import ROOT, TINY
+from typer.testing import CliRunner
+
+import netspec
+from netspec import checkpoint
+from netspec.cli import app
+from netspec.train import Run, Trainer, confusion_matrix
+
+# A small LeNet-like net with dropout, so resume also has to restore the dropout RNG stream.
+SPEC = f"""
+name: tiny
+seed: 3
+input: {{shape: [1, 28, 28]}}
+layers:
+  - {{type: conv2d, name: conv1, out_channels: 4, kernel_size: 5, stride: 2}}
+  - {{type: relu}}
+  - {{type: maxpool2d, kernel_size: 2}}
+  - {{type: flatten}}
+  - {{type: linear, name: fc1, out_features: 32}}
+  - {{type: relu}}
+  - {{type: dropout, p: 0.25}}
+  - {{type: linear, name: fc2, out_features: 10}}
+data: {{dataset: {TINY}}}
+train:
+  epochs: 3
+  batch_size: 32
+  optimizer: {{type: sgd, lr: 0.05, momentum: 0.9, weight_decay: 1.0e-4}}
+  schedule: {{type: step, step_size: 2, gamma: 0.5}}
+"""
+
+
+def spec(**overrides):
+    return netspec.loads(SPEC, "tiny.yaml", [f"{k}={v}" for k, v in overrides.items()])
+
+
+def write_spec(tmp_path, text=SPEC):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(text)
+    return path
+
+
+def cli(*args):
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    assert "Traceback" not in result.output, result.output
+    return result
+
+
+def params_of(path):
+    ckpt = checkpoint.load(path)
+    return {k: v for k, v in ckpt.state.items()}
+
+
+def assert_same_params(a, b):
+    assert a.keys() == b.keys()
+    for k in a:
+        assert np.array_equal(a[k], b[k]), f"{k} differs"
+
+
+# ------------------------------------------------------------------ library
+
+
+def test_training_reduces_loss_and_beats_chance(tiny_splits):
+    trainer = Trainer(spec(), tiny_splits)
+    before = trainer.evaluate(*tiny_splits["test"])
+    for _ in range(3):
+        trainer.train_epoch()
+    after = trainer.evaluate(*tiny_splits["test"])
+    assert after.loss < 0.7 * before.loss
+    assert after.accuracy > 0.3  # 10 classes: chance is 0.1
+
+
+def test_same_seed_same_parameters_different_seed_different(tiny_splits):
+    runs = []
+    for seed in (3, 3, 4):
+        trainer = Trainer(spec(seed=seed), tiny_splits)
+        trainer.train_epoch()
+        runs.append(trainer.plan.state_dict())
+    assert_same_params(runs[0], runs[1])
+    assert not np.array_equal(runs[0]["fc1.weight"], runs[2]["fc1.weight"])
+
+
+def test_resume_mid_epoch_is_bit_identical(tmp_path, tiny_splits):
+    reference = Run(spec(), tiny_splits, tmp_path / "a")
+    reference.start()
+    assert reference.fit()
+
+    interrupted = Run(spec(), tiny_splits, tmp_path / "b")
+    interrupted.start()
+    polls = iter(range(1000))
+    assert not interrupted.fit(should_stop=lambda: next(polls) == 21)  # mid epoch 2
+    saved = checkpoint.load(interrupted.last_path).meta["progress"]
+    assert (saved["epoch"], saved["step"]) == (1, 5)  # 16 steps per epoch
+
+    resumed = Run(spec(), tiny_splits, tmp_path / "b")
+    resumed.resume()
+    assert resumed.fit()
+    assert_same_params(params_of(reference.last_path), params_of(resumed.last_path))
+    ref_lines = (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()
+    new_lines = (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()
+    drop = ("train_seconds", "images_per_second", "eval_seconds")
+    for x, y in zip(ref_lines, new_lines, strict=True):
+        x, y = json.loads(x), json.loads(y)
+        assert {k: v for k, v in x.items() if k not in drop} == {
+            k: v for k, v in y.items() if k not in drop}
+
+
+def test_confusion_matrix_counts():
+    m = confusion_matrix(np.array([0, 0, 1, 2, 2, 2]), np.array([0, 1, 1, 2, 2, 0]), 3)
+    assert m.tolist() == [[1, 1, 0], [0, 1, 0], [1, 0, 2]]
+
+
+# ------------------------------------------------------------------ CLI and run directory
+
+
+def test_train_writes_a_complete_run_directory(tmp_path):
+    run_dir = tmp_path / "run"
+    result = cli("train", write_spec(tmp_path), "--out", run_dir, "--no-progress")
+    assert result.exit_code == 0, result.output
+    resolved = netspec.load(run_dir / "spec.yaml")
+    assert resolved.digest() == spec().digest()
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2, 3]
+    for key in ("epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc",
+                "train_seconds", "eval_seconds"):
+        assert all(key in r for r in records), key
+    assert [r["lr"] for r in records] == pytest.approx([0.05, 0.05, 0.025])
+    last = checkpoint.load(run_dir / "checkpoints" / "last.npz")
+    assert {"conv1.weight", "conv1.bias", "fc1.weight", "fc2.bias"} <= last.state.keys()
+    assert last.state["conv1.weight"].shape == (4, 1, 5, 5)  # PyTorch layout
+    assert any(k.startswith("momentum.") for k in last.optimizer)
+    assert last.meta["spec_sha256"] and last.meta["progress"]["epoch"] == 3
+    best = checkpoint.load(run_dir / "checkpoints" / "best.npz")
+    best_epoch = max(records, key=lambda r: r["test_acc"])["epoch"]
+    assert best.meta["progress"]["epoch"] == best_epoch
+    assert (run_dir / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not list((run_dir / "checkpoints").glob("*.tmp"))  # atomic writes leave nothing
+
+
+def test_set_overrides_are_validated_like_the_file(tmp_path):
+    result = cli("train", write_spec(tmp_path), "--set", "train.epochs=0", "--out",
+                 tmp_path / "r")
+    assert result.exit_code == 1
+    assert "train.epochs" in result.output
+
+
+def test_refuses_to_overwrite_a_run(tmp_path):
+    path = write_spec(tmp_path)
+    assert cli("train", path, "--set", "train.epochs=1", "--out", tmp_path / "r").exit_code == 0
+    result = cli("train", path, "--set", "train.epochs=1", "--out", tmp_path / "r")
+    assert result.exit_code == 1
+    assert "--resume" in result.output
+
+
+def test_resume_with_changed_spec_names_the_change(tmp_path):
+    path = write_spec(tmp_path)
+    assert cli("train", path, "--set", "train.epochs=1", "--out", tmp_path / "r").exit_code == 0
+    ok = cli("train", path, "--set", "train.epochs=2", "--resume", tmp_path / "r")
+    assert ok.exit_code == 0, ok.output  # epochs may change
+    result = cli("train", path, "--set", "train.epochs=3", "--set", "train.optimizer.lr=0.1",
+                 "--resume", tmp_path / "r")
+    assert result.exit_code == 1
+    assert "train.optimizer.lr: 0.05 -> 0.1" in result.output
+
+
+def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
+    path = write_spec(tmp_path)
+    assert cli("train", path, "--set", "train.epochs=1", "--out", tmp_path / "r").exit_code == 0
+    last = tmp_path / "r" / "checkpoints" / "last.npz"
+    last.write_bytes(last.read_bytes()[:1000])
+    result = cli("train", path, "--resume", tmp_path / "r")
+    assert result.exit_code == 1
+    assert "damaged" in result.output and "last.npz" in result.output
+
+
+def test_checkpoint_of_another_network_is_rejected(tmp_path, tiny_splits):
+    path = write_spec(tmp_path)
+    assert cli("train", path, "--set", "train.epochs=1", "--out", tmp_path / "r").exit_code == 0
+    other = write_spec(tmp_path, SPEC.replace("out_features: 32", "out_features: 16"))
+    result = cli("eval", other, "-c", tmp_path / "r" / "checkpoints" / "last.npz")
+    assert result.exit_code == 1
+    assert "fc1.weight: (32, 144) there, (16, 144) here" in result.output  # 4 x 6 x 6 inputs
+
+
+def test_eval_prints_accuracy_and_confusion_matrix(tmp_path):
+    path = write_spec(tmp_path)
+    assert cli("train", path, "--out", tmp_path / "r").exit_code == 0
+    ckpt = tmp_path / "r" / "checkpoints" / "best.npz"
+    result = cli("eval", "-c", ckpt)  # the spec stored in the checkpoint is used
+    assert result.exit_code == 0, result.output
+    best = max((json.loads(line) for line in
+                (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()),
+               key=lambda r: r["test_acc"])
+    assert f"accuracy {100 * best['test_acc']:.2f}%" in result.output
+    assert "rows are true" in result.output
+    train_split = cli("eval", path, "-c", ckpt, "--split", "train")
+    assert train_split.exit_code == 0 and "on train (512 images)" in train_split.output
+
+
+def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
+    exploding = SPEC.replace("{type: step, step_size: 2, gamma: 0.5}",
+                             "{type: exponential, gamma: 1.0e+8}")
+    result = cli("train", write_spec(tmp_path, exploding), "--out", tmp_path / "r",
+                 "--no-progress")
+    assert result.exit_code == 1
+    assert "loss became" in result.output and "epoch 2, step" in result.output
+    assert "lower learning rate" in result.output
+    kept = checkpoint.load(tmp_path / "r" / "checkpoints" / "last.npz")
+    assert kept.meta["progress"]["epoch"] == 1
+    assert all(np.isfinite(v).all() for v in kept.state.values())
+
+
+# ------------------------------------------------------------------ signals (real processes)
+
+
+def _start(args, tmp_path):
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    return subprocess.Popen([sys.executable, "-m", "netspec", *map(str, args)], cwd=ROOT,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+
+
+def _wait_for_epochs(run_dir, proc, count, timeout=60):
+    metrics = run_dir / "metrics.jsonl"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if metrics.exists() and len(metrics.read_text().splitlines()) >= count:
+            return
+        if proc.poll() is not None:
+            pytest.fail(f"training ended early: {proc.stdout.read()}")
+        time.sleep(0.005)
+    pytest.fail("training did not reach the first epoch in time")
+
+
+SIGNAL_EPOCHS = ["--set", "train.epochs=12", "--set", "train.batch_size=16", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("reference")
+    path = write_spec(tmp)
+    result = cli("train", path, *SIGNAL_EPOCHS, "--out", tmp / "run")
+    assert result.exit_code == 0, result.output
+    return path, params_of(tmp / "run" / "checkpoints" / "last.npz")
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGKILL, -signal.SIGKILL), (signal.SIGINT, 130)],
+                         ids=["SIGKILL", "SIGINT"])
+def test_killed_or_interrupted_run_resumes_bit_identically(tmp_path, reference_run, sig, code):
+    spec_path, expected = reference_run
+    run_dir = tmp_path / "run"
+    proc = _start(["train", spec_path, *SIGNAL_EPOCHS, "--out", run_dir], tmp_path)
+    _wait_for_epochs(run_dir, proc, 1)
+    proc.send_signal(sig)
+    output, _ = proc.communicate(timeout=60)
+    assert proc.returncode == code, output
+    assert "Traceback" not in output
+    if sig == signal.SIGINT:
+        assert "checkpoint saved" in output and "--resume" in output
+    progress = checkpoint.load(run_dir / "checkpoints" / "last.npz").meta["progress"]
+    assert progress["epoch"] < 12  # really stopped before the end
+    result = cli("train", "--resume", run_dir, "--no-progress")
+    assert result.exit_code == 0, result.output
+    assert_same_params(expected, params_of(run_dir / "checkpoints" / "last.npz"))
