@@ -12,6 +12,7 @@ import json
 import math
 from pathlib import Path
 
+import rich.markup
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -44,7 +45,9 @@ def report_errors():
 
 
 def _escape(text: str) -> str:
-    return text.replace("[", "\\[")
+    """Show text literally: rich's escape also handles backslashes before '[' (a bare
+    replace let `x\\[/foo]` in a spec through as a markup tag and crashed the printer)."""
+    return rich.markup.escape(text)
 
 
 def _shape(shape) -> str:

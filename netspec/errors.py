@@ -16,7 +16,7 @@ class Problem:
 
     message: str
     path: str = ""  # key path, e.g. "layers[3] (linear).out_features"
-    file: str | None = None
+    file: str | None = None  # the spec file, or the `--set key=value` option that gave the value
     line: int | None = None  # 1-based
     col: int | None = None  # 1-based
 
@@ -60,9 +60,46 @@ class TrainingError(NetspecError):
     """Training cannot go on (for example the loss became NaN)."""
 
 
-def did_you_mean(word: str, choices) -> str:
+# Names other frameworks use for things netspec has, compared after _squash().
+ALIASES = {
+    "dense": "linear", "fc": "linear", "fullyconnected": "linear", "innerproduct": "linear",
+    "conv": "conv2d", "convolution": "conv2d", "maxpool": "maxpool2d", "avgpool": "avgpool2d",
+    "averagepool": "avgpool2d", "averagepool2d": "avgpool2d", "pool": "maxpool2d",
+    "reshape": "flatten", "view": "flatten", "crossentropyloss": "cross_entropy",
+    "softmaxcrossentropy": "cross_entropy", "nll": "cross_entropy", "ce": "cross_entropy",
+    "mseloss": "mse", "l2": "mse", "henormal": "kaiming_normal", "heuniform": "kaiming_uniform",
+    "glorotnormal": "xavier_normal", "glorotuniform": "xavier_uniform", "zero": "zeros",
+    "steplr": "step", "multisteplr": "multistep", "cosineannealing": "cosine",
+    "cosineannealinglr": "cosine", "exponentiallr": "exponential", "standardise": "standardize",
+    "kernel": "kernel_size", "filters": "out_channels", "channels": "out_channels",
+    "units": "out_features", "outputs": "out_features", "numoutput": "out_features",
+    "learningrate": "lr", "decay": "weight_decay", "epoch": "epochs", "batch": "batch_size",
+}
+
+
+def _squash(word: str) -> str:
+    """Case-, dash- and underscore-insensitive form: 'Kernel-Size' -> 'kernelsize'."""
+    return "".join(c for c in str(word).lower() if c not in "_- ")
+
+
+def suggestions(word, choices, n: int = 3) -> list[str]:
+    """The choices closest to `word`, best first: same spelling up to case and '_', a known
+    alias from another framework, then difflib's ranking."""
+    choices = [str(c) for c in choices]
+    squashed = {_squash(c): c for c in choices}
+    key = _squash(word)
+    ranked = []
+    for hit in (squashed.get(key), squashed.get(_squash(ALIASES.get(key, "")))):
+        if hit and hit not in ranked and hit != str(word):
+            ranked.append(hit)
+    close = difflib.get_close_matches(key, list(squashed), n=n, cutoff=0.6)
+    ranked += [squashed[c] for c in close if squashed[c] not in ranked and squashed[c] != word]
+    return ranked[:n]
+
+
+def did_you_mean(word, choices) -> str:
     """' (did you mean 'x'?)' for the closest choices, or '' when nothing is close."""
-    close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=3, cutoff=0.6)
+    close = suggestions(word, choices)
     if not close:
         return ""
     return " (did you mean " + " or ".join(f"'{c}'" for c in close) + "?)"

@@ -149,10 +149,18 @@ def _bare_name(value):
     return {"type": value} if isinstance(value, str) else value
 
 
-InitScheme = Annotated[
+_Tagged = Annotated[
     Union[tuple(SCHEMES.values())],  # noqa: UP007 -- built from the registry at runtime
     Field(discriminator="type"),
-    BeforeValidator(_bare_name),
+]
+# Schemes that need no parameters, so their bare name is enough (all but `constant`).
+BareName = Literal[tuple(name for name, cls in SCHEMES.items()
+                         if not any(f.is_required() for f in cls.model_fields.values()))]
+
+# The JSON Schema (for editors) offers both spellings: a bare name, or a tagged mapping.
+InitScheme = Annotated[
+    _Tagged,
+    BeforeValidator(_bare_name, json_schema_input_type=BareName | _Tagged),
 ]
 
 
