@@ -252,6 +252,40 @@ def test_checkpoint_state_dict_loads_into_torch_by_name(path, mnist):
         np.testing.assert_array_equal(other.state_dict()[name], value, err_msg=name)
 
 
+@pytest.mark.parametrize("path", SPECS, ids=[p.name for p in SPECS])
+def test_checkpoint_file_loads_into_plain_torch(path, mnist, tmp_path):
+    """A netspec .npz checkpoint loads into torch by name with nothing but numpy and torch."""
+    from netspec import checkpoint
+
+    spec = netspec.load(path)
+    plan = netspec.compile(spec, dtype="float32")  # what training writes
+    optimizer = spec.train.optimizer.build(plan.params)
+    x, y = batch_for(spec, mnist)
+    for _ in range(2):  # two train steps, so parameters, buffers and moments are all non-trivial
+        _, dlogits = spec.loss(plan.forward(x, train=True), y)
+        plan.backward(dlogits)
+        optimizer.step(plan.grads, spec.train.optimizer.lr)
+    file = checkpoint.save(tmp_path / "last.npz", plan.state_dict(), optimizer.state_dict(),
+                           {"epoch": 1})
+
+    module = bridge.to_torch(spec, dtype="float32")  # torch's own init
+    with np.load(file, allow_pickle=False) as archive:
+        tensors = {k: torch.from_numpy(archive[k]) for k in archive.files
+                   if k != checkpoint.META and not k.startswith(checkpoint.OPTIM)}
+    result = module.load_state_dict(tensors, strict=False)
+    assert result.unexpected_keys == []
+    assert all(k.rsplit(".", 1)[-1] in bridge.TORCH_ONLY for k in result.missing_keys)
+    module.eval()
+    with torch.no_grad():
+        assert_close(plan.forward(x, train=False), module(torch.tensor(x, dtype=torch.float32)),
+                     "float32 eval logits", tol=1e-5)
+
+    again = bridge.to_torch(spec, dtype="float32")  # the same through the bridge's strict load
+    bridge.load_state_dict(again, checkpoint.load(file).state)
+    for name, value in again.state_dict().items():
+        assert torch.equal(value, module.state_dict()[name]), name
+
+
 def test_load_state_dict_is_strict():
     spec = netspec.load(ROOT / "specs" / "mlp.yaml")
     plan = netspec.compile(spec, dtype="float32")
