@@ -61,8 +61,9 @@ def _builders(nn):
 def to_torch(spec, plan=None, dtype=None):
     """An nn.Sequential equal to `spec`'s network, with `plan`'s parameters when given.
 
-    dtype defaults to the plan's (float32 or float64), else torch's default. Without a plan
-    the module keeps torch's own initialisation.
+    Only `spec.infos` (shape inference's LayerInfo list) is read. dtype defaults to the plan's
+    (float32 or float64), else torch's default. Without a plan the module keeps torch's own
+    initialisation (and torch's default BatchNorm buffers, which equal netspec's).
     """
     import torch
     from torch import nn
