@@ -309,6 +309,8 @@ _TYPE_HINTS = {
                    "layer that gives the class scores",
     "input": "the input is not a layer; give its shape as input: {shape: [C, H, W]}",
 }
+# Examples for list-valued keys.
+_LIST_EXAMPLES = {"shape": "[1, 28, 28]", "milestones": "[10, 20]", "betas": "[0.9, 0.999]"}
 # Examples for required top-level keys.
 _MISSING_HINTS = {
     "input": " (e.g. input: {shape: [1, 28, 28]})",
@@ -411,6 +413,8 @@ def _mapping_expected(path: tuple, value) -> str:
         return f"should be a mapping such as {{type: {value}}}, got {value!r}"
     if path[:1] == ("layers",) and len(path) == 2:
         return f"a layer is a mapping such as {{type: relu}}; got {value!r}"
+    if path == ("input",) and isinstance(value, list):
+        return f"should be a mapping; write input: {{shape: {value}}}"
     return f"should be a mapping (key: value pairs), got {value!r}"
 
 
@@ -438,8 +442,16 @@ def _value_problem(path: tuple, e: dict, src: Source) -> tuple[tuple, str]:
                "write it without quotes")
     elif kind == "bool_type":
         msg = f"should be true or false, got {value!r}"
+    elif kind in ("tuple_type", "list_type") and path == ("layers",):
+        msg = ("should be a list with one item per layer, each on a line starting with '- ', "
+               "e.g. - {type: linear, out_features: 10}")
     elif kind in ("tuple_type", "list_type"):
-        msg = f"should be a list such as [1, 2], got {value!r}"
+        example = _LIST_EXAMPLES.get(path[-1] if path else "", "[1, 2]")
+        msg = f"should be a list such as {example}, got {value!r}"
+    elif kind == "string_pattern_mismatch":
+        what = ("letters, digits and '_', not starting with a digit" if "layers" in path
+                else "letters, digits, '_', '.' and '-'")
+        msg = f"{value!r} is not a valid name: use {what}"
     elif kind == "too_short" and path == ("layers",):
         msg = ("needs at least one layer, e.g. layers: [{type: flatten}, "
                "{type: linear, out_features: 10}]")

@@ -26,6 +26,7 @@ Path = tuple  # a key path: str keys and int list indices, e.g. ("layers", 3, "t
 
 MAX_NODES = 100_000  # more values than any real spec has; stops alias bombs early
 MAX_DEPTH = 64  # nesting deeper than this is a mistake (or a recursive alias)
+MAX_INT = 2**63 - 1  # larger integers are typos; they would overflow the size arithmetic
 
 _TAG = "tag:yaml.org,2002:"
 _PLAIN_TAGS = {_TAG + t for t in ("str", "int", "float", "bool", "null", "seq", "map")}
@@ -264,6 +265,11 @@ class _Builder:
                       "data only (mappings, lists, strings, numbers, booleans)", path, here)
             return None
         value = self.loader.construct_object(node)
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_INT:
+            shown = node.value if len(node.value) <= 30 else node.value[:27] + "..."
+            self.fail(f"the number {shown} is too large for a spec (at most {MAX_INT:,})",
+                      path, here)
+            return None
         if isinstance(value, float) and not math.isfinite(value):
             self.fail(f"'{node.value}' is not a finite number; a spec needs finite values",
                       path, here)
