@@ -11,8 +11,9 @@ steps with each optimizer must leave the same parameters. (Schedules: tests/test
 
 Dropout masks come from different random generators, so train-mode comparisons (forward,
 backward, optimizer steps) load the spec with every dropout layer's p overridden to 0; eval mode
-uses the spec as written. Eval mode first sets random running statistics (the same in both) so
-batchnorm's eval path is not the identity.
+uses the spec as written. Eval mode follows a train forward of the plan on other data (so no
+train-mode cache may leak into it) and random running statistics, the same in both (so
+batchnorm's eval path is not the identity).
 """
 
 from __future__ import annotations
@@ -119,6 +120,14 @@ def randomize_buffers(plan, module, seed: int = 1) -> None:
     bridge.load_state_dict(module, plan.state_dict())
 
 
+def as_after_training(plan, module, x_other) -> None:
+    """Set up an eval-mode comparison: a train forward of the plan on other data first (what
+    any layer caches in train mode must not leak into the eval backward), then the same random
+    running statistics in both."""
+    plan.forward(x_other, train=True)
+    randomize_buffers(plan, module)
+
+
 def torch_loss(loss_spec, logits, labels):
     """torch's loss for a netspec loss spec: CrossEntropyLoss or MSELoss on one-hot targets."""
     if loss_spec.type == "cross_entropy":
@@ -171,7 +180,7 @@ def test_spec_forward_backward(path, train, mnist):
     spec = load(path, train)
     plan, module = build(spec)
     if not train:
-        randomize_buffers(plan, module)
+        as_after_training(plan, module, batch_for(spec, mnist, start=BATCH)[0])
     x, y = batch_for(spec, mnist)
     forward_backward(spec, plan, module, x, y, train)
     if train and plan.buffers:  # a second batch: running statistics accumulate in both
@@ -208,7 +217,7 @@ def test_variant_forward_backward(variant, train, mnist):
     spec = load(source, train, overrides)
     plan, module = build(spec)
     if not train:
-        randomize_buffers(plan, module)
+        as_after_training(plan, module, batch_for(spec, mnist, start=BATCH)[0])
     x, y = batch_for(spec, mnist)
     forward_backward(spec, plan, module, x, y, train)
 
@@ -325,10 +334,10 @@ def test_layer_example(tag, i, train):
         layer = layer.model_copy(update={"p": 0.0})
     plan = layer_plan(layer, in_shape, "float64")
     module = bridge.to_torch(SimpleNamespace(infos=[s.info for s in plan.steps]), plan)
-    if not train:
-        randomize_buffers(plan, module)
-    module.train(train)
     rng = np.random.default_rng(i)
+    if not train:
+        as_after_training(plan, module, rng.normal(size=(5, *in_shape)))
+    module.train(train)
     x = rng.normal(size=(5, *in_shape))
     xt = torch.tensor(x, requires_grad=True)
     yt = module(xt)
