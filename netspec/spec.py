@@ -442,6 +442,9 @@ def _value_problem(path: tuple, e: dict, src: Source) -> tuple[tuple, str]:
                "write it without quotes")
     elif kind == "bool_type":
         msg = f"should be true or false, got {value!r}"
+    elif kind == "string_type" and isinstance(value, bool):
+        msg = (f"should be text, got {str(value).lower()}: YAML reads unquoted yes, no, on, off, "
+               "true and false as booleans; put the text in quotes")
     elif kind in ("tuple_type", "list_type") and path == ("layers",):
         msg = ("should be a list with one item per layer, each on a line starting with '- ', "
                "e.g. - {type: linear, out_features: 10}")

@@ -46,6 +46,14 @@ _Loader.add_implicit_resolver(
 )
 
 
+# Number forms only YAML 1.1 has, which PyYAML reads silently and surprisingly: 010 is 8.
+_YAML11_NUMBERS = [
+    ("octal", re.compile(r"[-+]?0[0-7_]*[0-7][0-7_]*")),
+    ("binary", re.compile(r"[-+]?0b[01_]+")),
+    ("base-60", re.compile(r"[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+(?:\.[0-9_]*)?")),
+]
+
+
 @dataclass
 class Source:
     """Loaded YAML data plus the (line, col) of every key and list item.
@@ -265,6 +273,14 @@ class _Builder:
                       "data only (mappings, lists, strings, numbers, booleans)", path, here)
             return None
         value = self.loader.construct_object(node)
+        if node.style is None and node.tag in (_TAG + "int", _TAG + "float"):
+            form = next((name for name, rule in _YAML11_NUMBERS if rule.fullmatch(node.value)),
+                        None)
+            if form:
+                self.fail(f"'{node.value}' is a YAML 1.1 {form} number, read as {value!r}; "
+                          "write the number in plain decimal (or quote it if it is text)",
+                          path, here)
+                return None
         if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_INT:
             shown = node.value if len(node.value) <= 30 else node.value[:27] + "..."
             self.fail(f"the number {shown} is too large for a spec (at most {MAX_INT:,})",

@@ -85,6 +85,7 @@ SCHEMA_VISIBLE = [
     "layer_not_mapping", "empty_layers", "missing_layers", "missing_input", "missing_type",
     "missing_required", "multiple_errors", "key_in_wrong_section", "too_few_betas",
     "top_level_list", "shape_and_optimizer", "bad_layer_name", "layers_not_a_list", "input_as_list",
+    "boolean_as_text",
 ]
 # Corpus files that are well-formed and only wrong in ways that need shape inference.
 SHAPE_ONLY = ["kernel_too_large", "pool_leaves_nothing", "linear_needs_flatten",

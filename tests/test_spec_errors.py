@@ -141,6 +141,22 @@ def test_exponent_floats_are_numbers(text, value):
     assert type(loaded) is float and loaded == value
 
 
+@pytest.mark.parametrize("text, form, value", [
+    ("010", "octal", 8), ("-007", "octal", -7), ("0b101", "binary", 5), ("1:30", "base-60", 90),
+])
+def test_yaml11_only_number_forms_are_refused(text, form, value):
+    # YAML 1.1 (PyYAML) reads these silently as surprising numbers; YAML 1.2 does not.
+    [p] = problems_of(f"x: {text}\n")
+    assert p.message.startswith(f"'{text}' is a YAML 1.1 {form} number, read as {value};")
+
+
+@pytest.mark.parametrize("text, value", [("0", 0), ("0x1F", 31), ("1_000", 1000), ("'010'", "010"),
+                                         ("7.50", 7.5), ("-0.0", 0.0)])
+def test_plain_numbers_and_quoted_text_are_kept(text, value):
+    loaded = load_yaml(f"x: {text}").data["x"]
+    assert loaded == value and type(loaded) is type(value)
+
+
 def test_exponent_float_in_a_spec_and_quoted_one_refused():
     spec = netspec.loads(LENET.read_text().replace("weight_decay: 1e-4", "weight_decay: 1E-4"))
     assert spec.train.optimizer.weight_decay == 0.0001
