@@ -460,7 +460,7 @@ def _value_problem(path: tuple, e: dict, src: Source) -> tuple[tuple, str]:
                "{type: linear, out_features: 10}]")
     elif kind in ("too_short", "too_long"):
         msg = msg.replace("List should", "should").replace(" after validation", "")
-    elif isinstance(value, (str, int, float)) and "got" not in msg:
+    elif isinstance(value, (str, int, float, list)) and "got" not in msg:
         msg += f", got {value!r}"
     return path, msg
 

@@ -6,10 +6,13 @@ from pydantic or from shape inference, can point at the offending line.
 
 Safety rules: only plain YAML tags are accepted (a `!!python/...` tag is an error and is never
 executed), duplicate keys are an error, and alias expansion is capped (in values and in nesting
-depth) so that a "billion laughs" or self-referencing document fails fast. Floats follow YAML 1.2,
-so `1e-4` is the number 0.0001, not a string. Mapping keys are always strings (`1:` is "1").
-Problems found while building the data (duplicate keys, tags, non-finite numbers) are collected
-and raised together.
+depth) so that a "billion laughs" or self-referencing document fails fast.
+
+Numbers: floats follow YAML 1.2, so `1e-4` is the number 0.0001, not a string; the forms only
+YAML 1.1 has (`010` octal, `0b11`, `1:30` base 60) are refused rather than silently misread, as
+are integers beyond int64 and `.inf`/`.nan`. Mapping keys are always strings (`1:` is "1").
+Problems found while building the data (duplicate keys, tags, numbers) are collected and raised
+together.
 """
 
 from __future__ import annotations
