@@ -6,7 +6,7 @@ Forward is one im2col copy (a strided view of the padded input) and one GEMM:
 Backward reuses col: dW = dy col^T, db = sum(dy), dcol = W^T dy, and col2im scatters dcol back.
 """
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
@@ -29,7 +29,7 @@ class Conv2d(Layer):
     bias: bool = True
     init: InitSpec | None = None
 
-    examples = [
+    examples: ClassVar[list] = [
         ({"out_channels": 2, "kernel_size": 3}, (2, 5, 5)),
         ({"out_channels": 3, "kernel_size": [3, 2], "stride": 2, "padding": 1}, (2, 6, 5)),
         ({"out_channels": 2, "kernel_size": 2, "padding": "same", "dilation": 2}, (1, 5, 4)),

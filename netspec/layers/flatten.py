@@ -1,7 +1,7 @@
 """flatten: (C, H, W) -> (C*H*W,) per sample, in PyTorch's feature order (c, h, w)."""
 
 import math
-from typing import Literal
+from typing import ClassVar, Literal
 
 from netspec.layers.base import Layer, register
 
@@ -12,7 +12,7 @@ class Flatten(Layer):
 
     type: Literal["flatten"] = "flatten"
 
-    examples = [({}, (2, 3, 3)), ({}, (4,))]
+    examples: ClassVar[list] = [({}, (2, 3, 3)), ({}, (4,))]
 
     def output_shape(self, in_shape):
         return (math.prod(in_shape),)

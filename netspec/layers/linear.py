@@ -1,6 +1,6 @@
 """linear: affine map y = W x + b, as torch.nn.Linear. (D, N) -> (out_features, N)."""
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 from pydantic import PositiveInt
@@ -18,7 +18,7 @@ class Linear(Layer):
     bias: bool = True
     init: InitSpec | None = None
 
-    examples = [({"out_features": 3}, (5,)), ({"out_features": 2, "bias": False}, (4,))]
+    examples: ClassVar[list] = [({"out_features": 3}, (5,)), ({"out_features": 2, "bias": False}, (4,))]
 
     def output_shape(self, in_shape):
         if len(in_shape) != 1:

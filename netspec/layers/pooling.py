@@ -1,8 +1,12 @@
-"""Shared geometry of the 2-D pooling layers (maxpool2d, avgpool2d): fields and shape rule.
+"""Shared geometry of the 2-D pooling layers (maxpool2d, avgpool2d): fields, shape rule, taps.
 
 A pooling window is read as KH*KW strided "taps" of the padded input, one per kernel position:
     tap(i, j)[c, oh, ow, n] = xp[c, oh*sh + i, ow*sw + j, n]
 so pooling is a handful of whole-array operations, never a loop over pixels.
+
+When the windows tile the input exactly (stride = kernel, no padding, H = OH*KH, W = OW*KW, the
+LeNet case) the taps partition it, and the input reshapes for free to (C, OH, KH, OW, KW, N):
+then backward writes every input gradient once, with no zero fill and no accumulation.
 """
 
 from pydantic import model_validator
@@ -34,6 +38,12 @@ class Pool2d(Layer):
         oh, ow = (h + 2 * p[0] - k[0]) // s[0] + 1, (w + 2 * p[1] - k[1]) // s[1] + 1
         return k, s, p, (oh, ow)
 
+    def tiles(self, in_shape) -> bool:
+        """True when the windows partition the input exactly (each input in one window)."""
+        (kh, kw), (sh, sw), (ph, pw), (oh, ow) = self.geometry(in_shape)
+        return ((sh, sw) == (kh, kw) and (ph, pw) == (0, 0)
+                and (oh * kh, ow * kw) == tuple(in_shape[1:]))
+
     def output_shape(self, in_shape):
         if len(in_shape) != 3:
             raise ShapeError(f"{self.type} expects an image input (C, H, W), got "
@@ -50,3 +60,9 @@ def tap(xp, i, j, stride, out_hw):
     """View of the inputs that kernel position (i, j) sees: (C, OH, OW, N)."""
     (sh, sw), (oh, ow) = stride, out_hw
     return xp[:, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw]
+
+
+def tiled(x, kernel, out_hw):
+    """(C, OH*KH, OW*KW, N) -> view (C, OH, KH, OW, KW, N) of exactly tiling windows."""
+    (kh, kw), (oh, ow) = kernel, out_hw
+    return x.reshape(x.shape[0], oh, kh, ow, kw, x.shape[-1])

@@ -1,6 +1,6 @@
 """relu: y = max(x, 0); dy/dx = 1 where x > 0, else 0. Any shape."""
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 
@@ -11,7 +11,7 @@ from netspec.layers.base import Layer, register
 class ReLU(Layer):
     type: Literal["relu"] = "relu"
 
-    examples = [({}, (3, 4, 4)), ({}, (6,))]
+    examples: ClassVar[list] = [({}, (3, 4, 4)), ({}, (6,))]
 
     def build(self, ctx):
         cache = {}
