@@ -68,8 +68,13 @@ def infer(spec) -> list[LayerInfo]:
         except ShapeError as e:
             problems.append(src.problem(("layers", i), f"input shape {fmt(shape)}: {e}"))
             break
-        infos.append(LayerInfo(i, names[i], layer, shape, out, layer.param_shapes(shape),
-                               layer.buffer_shapes(shape), layer.macs(shape, out)))
+        info = LayerInfo(i, names[i], layer, shape, out, layer.param_shapes(shape),
+                         layer.buffer_shapes(shape), layer.macs(shape, out))
+        too_big = _too_big(info)
+        if too_big:
+            problems.append(src.problem(("layers", i), too_big))
+            break
+        infos.append(info)
         shape = out
     else:
         classes = spec.data.classes
@@ -78,6 +83,19 @@ def infer(spec) -> list[LayerInfo]:
     if problems:
         raise SpecError(problems)
     return infos
+
+
+MAX_ELEMENTS = 2**31  # per tensor: 8 GiB of float32, beyond any network netspec can train
+
+
+def _too_big(info: LayerInfo) -> str | None:
+    """A message when a layer's parameters or per-sample output could never be allocated."""
+    for what, shape in [("output", info.out_shape), *info.param_shapes.items()]:
+        n = math.prod(shape)
+        if n > MAX_ELEMENTS:
+            return (f"its {what} tensor {fmt(shape)} would hold {n:,} values "
+                    f"({4 * n / 2**30:,.0f} GiB as float32); use smaller sizes")
+    return None
 
 
 def _dataset_shape(spec):
