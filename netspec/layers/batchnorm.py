@@ -1,0 +1,124 @@
+"""batchnorm: batch normalisation over channels (C, H, W) or features (D,), as torch's
+BatchNorm2d / BatchNorm1d with affine=True and track_running_stats=True.
+
+Internally the channel (feature) axis is 0 and every other axis, the batch included, is reduced:
+(C, H, W, N) is viewed as (C, M) with M = H*W*N, and (D, N) as (D, M) with M = N.
+
+Train mode (batch statistics):
+    mean = mean_m x,   var = mean_m (x - mean)^2   (biased, for normalising)
+    xhat = (x - mean) / sqrt(var + eps),   y = weight * xhat + bias
+    running_mean = (1 - momentum) * running_mean + momentum * mean
+    running_var  = (1 - momentum) * running_var  + momentum * var * M / (M - 1)   (unbiased)
+  backward (the compact formula):
+    dbias = sum_m dy,   dweight = sum_m dy * xhat
+    dx = weight / (M * sqrt(var + eps)) * (M * dy - dbias - xhat * dweight)
+Eval mode (running statistics): an affine map per channel,
+    xhat = (x - running_mean) / sqrt(running_var + eps),   y = weight * xhat + bias,
+  so after an eval forward: dx = dy * weight / sqrt(running_var + eps), same dweight and dbias.
+
+weight starts at ones and bias at zeros whatever defaults.init says (as torch initialises BN);
+running_mean starts at zeros and running_var at ones. MACs: 0 (no GEMM; in eval mode the layer
+folds into the preceding conv or linear).
+"""
+
+from typing import ClassVar, Literal
+
+import numpy as np
+from pydantic import Field, PositiveFloat
+
+from netspec.errors import TrainingError
+from netspec.layers.base import Layer, ShapeError, register
+
+
+@register
+class BatchNorm(Layer):
+    """weight (C,), bias (C,); buffers running_mean (C,), running_var (C,)."""
+
+    type: Literal["batchnorm"] = "batchnorm"
+    eps: PositiveFloat = Field(1e-5, description="Added to the variance before the square root.")
+    momentum: float = Field(0.1, ge=0.0, le=1.0,
+                            description="Weight of the batch statistic in the running average.")
+
+    examples: ClassVar[list] = [({}, (3, 4, 4)), ({}, (5,)), ({"eps": 1e-3, "momentum": 0.3}, (2, 3, 2))]
+
+    def output_shape(self, in_shape):
+        if len(in_shape) not in (1, 3):
+            raise ShapeError(f"batchnorm expects (C, H, W) or (D,), got {tuple(in_shape)}")
+        return in_shape
+
+    def param_shapes(self, in_shape):
+        return {"weight": (in_shape[0],), "bias": (in_shape[0],)}
+
+    def buffer_shapes(self, in_shape):
+        return {"running_mean": (in_shape[0],), "running_var": (in_shape[0],)}
+
+    def init_params(self, in_shape, rng, defaults):
+        c = in_shape[0]
+        return {"weight": np.ones(c), "bias": np.zeros(c)}
+
+    def init_buffers(self, in_shape):
+        c = in_shape[0]
+        return {"running_mean": np.zeros(c), "running_var": np.ones(c)}
+
+    def build(self, ctx):
+        c = ctx.in_shape[0]
+        w, gw = ctx.params["weight"], ctx.grads["weight"]
+        b, gb = ctx.params["bias"], ctx.grads["bias"]
+        run_mean, run_var = ctx.buffers["running_mean"], ctx.buffers["running_var"]
+        eps, momentum = self.eps, self.momentum
+        cache = {}
+
+        def forward(x, train):
+            x2 = x.reshape(c, -1)  # (C, H, W, N) -> (C, M) or (D, N) as it is
+            m = x2.shape[1]
+            xhat = ctx.ws("xhat", x2.shape)
+            inv_std = ctx.ws("inv_std", (c,))
+            if train:
+                if m < 2:
+                    raise TrainingError(
+                        "batchnorm needs more than one value per channel in training mode "
+                        f"(got a batch of {x.shape[-1]} with {m} value(s) per channel), as in "
+                        "torch; use a batch_size of 2 or more")
+                mean = x2.mean(axis=1)  # (C,)
+                np.subtract(x2, mean[:, None], out=xhat)
+                var = np.einsum("cm,cm->c", xhat, xhat) / m  # biased variance, (C,)
+                np.sqrt(var + eps, out=inv_std)
+                np.reciprocal(inv_std, out=inv_std)
+                xhat *= inv_std[:, None]
+                # running = (1 - momentum) * running + momentum * stat, in place
+                run_mean[...] = (1 - momentum) * run_mean + momentum * mean
+                run_var[...] = (1 - momentum) * run_var + (momentum * m / (m - 1)) * var
+            else:
+                np.sqrt(run_var + eps, out=inv_std)
+                np.reciprocal(inv_std, out=inv_std)
+                np.subtract(x2, run_mean[:, None], out=xhat)
+                xhat *= inv_std[:, None]
+            cache.update(train=train, xhat=xhat, inv_std=inv_std, shape=x.shape)
+            y = ctx.ws("y", x.shape)
+            y2 = y.reshape(c, -1)  # (C, M), a view
+            np.multiply(xhat, w[:, None], out=y2)
+            y2 += b[:, None]
+            return y
+
+        def backward(dy, need_dx=True):
+            xhat, inv_std = cache["xhat"], cache["inv_std"]
+            dy2 = dy.reshape(c, -1)  # (C, M)
+            m = dy2.shape[1]
+            np.sum(dy2, axis=1, out=gb)  # dbias = sum_m dy
+            np.copyto(gw, np.einsum("cm,cm->c", dy2, xhat))  # dweight = sum_m dy * xhat
+            if not need_dx:
+                return None
+            dx = ctx.ws("dx", cache["shape"])
+            dx2 = dx.reshape(c, -1)  # (C, M), a view
+            if cache["train"]:
+                # dx = w * inv_std * (dy - (dbias + xhat * dweight) / M)
+                np.multiply(xhat, gw[:, None], out=dx2)
+                dx2 += gb[:, None]
+                dx2 *= -1.0 / m
+                dx2 += dy2
+                dx2 *= (w * inv_std)[:, None]
+            else:
+                np.multiply(dy2, (w * inv_std)[:, None], out=dx2)  # affine: dy * w / std
+            return dx
+
+        return forward, backward

@@ -1,0 +1,51 @@
+"""dropout: inverted dropout, as torch.nn.Dropout. Any shape.
+
+Train mode: each entry is kept with probability 1 - p and scaled by 1 / (1 - p), so the expected
+output equals the input:  y = x * m,  m = keep / (1 - p),  keep ~ Bernoulli(1 - p);
+dL/dx = dy * m (the same mask). Eval mode: identity.
+The mask comes from ctx.rng, the plan's one Generator; the gradient checker rewinds that
+Generator before every forward, so each of its forwards draws the same mask.
+MACs: 0 (elementwise).
+"""
+
+from typing import ClassVar, Literal
+
+import numpy as np
+from pydantic import Field
+
+from netspec.layers.base import Layer, register
+
+
+@register
+class Dropout(Layer):
+    type: Literal["dropout"] = "dropout"
+    p: float = Field(0.5, ge=0.0, lt=1.0, description="Probability of zeroing an entry.")
+
+    examples: ClassVar[list] = [({}, (2, 3, 3)), ({"p": 0.2}, (8,)), ({"p": 0.0}, (5,))]
+
+    def build(self, ctx):
+        scale = 1.0 / (1.0 - self.p)
+        cache = {}
+
+        def forward(x, train):
+            cache["train"] = train
+            if not train:
+                return x  # identity (a view, like flatten's)
+            # Draw uniforms in float32 (half the bits of float64, ample resolution for p).
+            u = ctx.ws("u", x.shape, dtype=np.float32)
+            ctx.rng.random(dtype=np.float32, out=u)
+            m = ctx.ws("m", x.shape)
+            np.greater_equal(u, self.p, out=m, casting="unsafe")  # keep -> 1.0, drop -> 0.0
+            m *= scale
+            cache["m"] = m
+            y = ctx.ws("y", x.shape)
+            return np.multiply(x, m, out=y)
+
+        def backward(dy, need_dx=True):
+            if not need_dx:
+                return None
+            if not cache["train"]:
+                return dy
+            return np.multiply(dy, cache["m"], out=dy)  # dy is dead after us: reuse it
+
+        return forward, backward
