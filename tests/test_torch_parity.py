@@ -37,6 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SPECS = sorted((ROOT / "specs").glob("*.yaml"))
 FIXTURE = ROOT / "tests" / "fixtures" / "mnist-tiny"
 BATCH = 16
+LARGE = 256  # an eval batch big enough to be split into chunks by the plan
 REL = 1e-8
 # A parameter gradient that is zero in exact arithmetic (the bias of a layer feeding a train-mode
 # batchnorm) is rounding noise in both libraries, so its relative error means nothing: the scale
@@ -186,6 +187,21 @@ def test_spec_forward_backward(path, train, mnist):
     if train and plan.buffers:  # a second batch: running statistics accumulate in both
         x, y = batch_for(spec, mnist, start=BATCH)
         forward_backward(spec, plan, module, x, y, train)
+
+
+@pytest.mark.parametrize("path", SPECS, ids=[p.name for p in SPECS])
+def test_spec_eval_large_batch(path, mnist):
+    """Eval-mode logits on LARGE samples, which the plan may run in chunks (plan.py).
+
+    Forward only: backward after a chunked forward recomputes the whole batch, which is
+    correct but slow at this size, and test_spec_forward_backward covers eval backward."""
+    spec = load(path, False)
+    plan, module = build(spec)
+    as_after_training(plan, module, batch_for(spec, mnist)[0])
+    x = np.ascontiguousarray(mnist[0][:LARGE].reshape(LARGE, *spec.input.shape))
+    module.eval()
+    with torch.no_grad():
+        assert_close(plan.forward(x, train=False), module(torch.tensor(x)), "eval logits")
 
 
 # What the spec files may not cover: a bias feeding batchnorm (its gradient is zero in exact
