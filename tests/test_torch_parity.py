@@ -64,12 +64,23 @@ def assert_close(a, b, what: str, tol: float = REL) -> None:
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny float64 ops: torch's thread pool only adds contention on a shared machine (measured
-    ~100x slower conv backward with 2 threads under load). Restored afterwards."""
+def single_threaded():
+    """One thread for torch and (when threadpoolctl is there) numpy's BLAS, restored afterwards.
+
+    These are tiny float64 ops on a shared 2-core machine: torch's and OpenBLAS's thread pools
+    only contend with each other (measured: conv backward ~100x slower with 2 torch threads
+    under load, a 16-sample MLP step ~50x slower in numpy once torch has run)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # optional (the bench extra); only speed depends on it
+        threadpool_limits = None
     before = torch.get_num_threads()
     torch.set_num_threads(1)
-    yield
+    if threadpool_limits is None:
+        yield
+    else:
+        with threadpool_limits(1, user_api="blas"):
+            yield
     torch.set_num_threads(before)
 
 
