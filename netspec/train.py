@@ -229,10 +229,11 @@ class Run:
         metrics.write_text("".join(json.dumps(h) + "\n" for h in self.history))
         (self.out / "spec.yaml").write_text(self.spec.to_yaml())
 
-    def fit(self, on_step=None, on_epoch=None, should_stop=None) -> bool:
-        """Train to spec.train.epochs; returns False if stopped early (state is saved)."""
+    def fit(self, on_step=None, on_epoch=None, should_stop=None, until: int | None = None) -> bool:
+        """Train to epoch `until` (default spec.train.epochs); False if stopped (state saved)."""
         t = self.trainer
-        while t.epoch < self.spec.train.epochs:
+        until = self.spec.train.epochs if until is None else min(until, self.spec.train.epochs)
+        while t.epoch < until:
             epoch = t.epoch
             try:
                 stats = t.train_epoch(on_step, should_stop)
