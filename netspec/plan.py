@@ -12,6 +12,7 @@ Internally activations are batch-innermost, (C, H, W, N) or (D, N); see layers/b
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,6 +20,10 @@ import numpy as np
 from netspec.errors import CheckpointError
 from netspec.layers import Ctx, Layer, Workspace
 from netspec.shapes import LayerInfo
+
+# Eval-mode forward passes run in chunks whose layer outputs total about this many bytes
+# (LeNet: ~41 kB per sample -> chunks of ~125; the MLP: 3 kB -> batches of 1000 run whole).
+EVAL_BYTES = 5 << 20
 
 
 @dataclass
@@ -50,6 +55,11 @@ class Plan:
         self.buffers: dict[str, np.ndarray] = {}
         self.steps: list[Step] = []
         self.outputs: list[np.ndarray] = []  # each layer's output from the last forward
+        # eval-mode chunking (see run_forward): samples whose activations fill ~EVAL_BYTES
+        per_sample = sum(math.prod(info.out_shape) for info in infos) * self.dtype.itemsize
+        self.eval_chunk = max(1, EVAL_BYTES // max(per_sample, 1))
+        self._ws = Workspace(self.dtype)  # chunk buffers
+        self._unchunked_x = None
         for info in infos:  # parameters are drawn layer by layer from the one Generator
             values = info.layer.init_params(info.in_shape, self.rng, defaults)
             ctx = Ctx(info.in_shape, ws=Workspace(self.dtype), rng=self.rng)
@@ -93,15 +103,49 @@ class Plan:
         return np.ascontiguousarray(np.moveaxis(y, -1, 0))
 
     def run_forward(self, x: np.ndarray, train: bool) -> np.ndarray:
-        """Internal layout in and out; the result is owned by the last layer."""
+        """Internal layout in and out; the result is owned by the plan or its last layer.
+
+        In eval mode a large batch runs in chunks of about `eval_chunk` samples, so that each
+        layer's arrays (im2col buffers above all) stay in cache: at batch 1000 that is ~3x
+        faster per image than one pass, and the results are the same. Training batches always
+        run whole, since backward needs every sample's activations.
+        """
+        n = x.shape[-1]
+        chunk = self._chunk_size(n) if not train else n
+        self._unchunked_x = None
+        if chunk >= n:
+            return self._run_layers(x, train)
+        self._unchunked_x = x  # a backward after this forward recomputes it whole
+        out = None
+        for start in range(0, n, chunk):
+            part = self._ws("x_chunk", (*x.shape[:-1], min(chunk, n - start)))
+            np.copyto(part, x[..., start:start + chunk])  # (*in, N) -> contiguous (*in, B)
+            y = self._run_layers(part, train)
+            if out is None:
+                out = self._ws("y_chunks", (*y.shape[:-1], n))
+            out[..., start:start + chunk] = y  # (*out, B) into (*out, N)
+        return out
+
+    def _run_layers(self, x: np.ndarray, train: bool) -> np.ndarray:
         self.outputs.clear()
         for step in self.steps:
             x = step.forward(x, train)
             self.outputs.append(x)
         return x
 
+    def _chunk_size(self, n: int) -> int:
+        """Samples per eval chunk for a batch of n: a divisor of n near eval_chunk if any."""
+        target = self.eval_chunk
+        if n <= target * 3 // 2:
+            return n
+        near = [d for d in range(target // 2, target * 3 // 2 + 1) if n % d == 0]
+        return min(near, key=lambda d: abs(d - target)) if near else target
+
     def run_backward(self, dy: np.ndarray, need_dx: bool = False) -> np.ndarray | None:
         """Internal layout; fills grads. The first layer skips dL/dx unless need_dx."""
+        if self._unchunked_x is not None:  # layers hold the last eval chunk: redo it whole
+            self._run_layers(self._unchunked_x, False)
+            self._unchunked_x = None
         for i in range(len(self.steps) - 1, -1, -1):
             dy = self.steps[i].backward(dy, need_dx or i > 0)
         return dy
