@@ -376,3 +376,15 @@ def test_same_seed_same_parameters_different_seed_different():
         np.testing.assert_array_equal(a.params[key], b.params[key])
     assert all(not np.array_equal(a.params[k], c.params[k])
                for k in a.params if k.endswith(".weight"))
+
+
+def test_same_seed_same_dropout_masks():
+    x = np.random.default_rng(0).standard_normal((8, 1, 28, 28))
+    a = netspec.compile(netspec.load(SPECS / "tiny-zoo.yaml"), "float64")  # has dropout
+    b = netspec.compile(netspec.load(SPECS / "tiny-zoo.yaml"), "float64")
+    assert any(s.info.type == "dropout" for s in a.steps)
+    a1, a2 = a.forward(x, train=True), a.forward(x, train=True)
+    b1, b2 = b.forward(x, train=True), b.forward(x, train=True)
+    np.testing.assert_array_equal(a1, b1)
+    np.testing.assert_array_equal(a2, b2)
+    assert not np.array_equal(a1, a2)  # each forward draws a fresh mask

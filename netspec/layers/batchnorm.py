@@ -76,9 +76,10 @@ class BatchNorm(Layer):
             if train:
                 if m < 2:
                     raise TrainingError(
-                        "batchnorm needs more than one value per channel in training mode "
-                        f"(got a batch of {x.shape[-1]} with {m} value(s) per channel), as in "
-                        "torch; use a batch_size of 2 or more")
+                        "batchnorm needs at least 2 values per channel for its training "
+                        f"statistics, got a batch of {x.shape[-1]} sample(s) with {m} value(s) "
+                        "per channel (torch refuses this too); use a batch_size of 2 or more, "
+                        "and one that does not leave a last batch of a single sample")
                 mean = x2.mean(axis=1)  # (C,)
                 np.subtract(x2, mean[:, None], out=xhat)
                 var = np.einsum("cm,cm->c", xhat, xhat) / m  # biased variance, (C,)
