@@ -348,6 +348,10 @@ def test_elementwise_formulas():
         ("sigmoid", ()): (1 / (1 + np.exp(-x)), np.exp(-x) / (1 + np.exp(-x)) ** 2),
         ("leaky_relu", (("negative_slope", 0.1),)): (np.where(x > 0, x, 0.1 * x),
                                                      np.where(x > 0, 1.0, 0.1)),
+        ("leaky_relu", (("negative_slope", 2.0),)): (np.where(x > 0, x, 2.0 * x),
+                                                     np.where(x > 0, 1.0, 2.0)),
+        ("leaky_relu", (("negative_slope", -0.5),)): (np.where(x > 0, x, -0.5 * x),
+                                                      np.where(x > 0, 1.0, -0.5)),
     }
     for (tag, fields), (y_expected, d_expected) in cases.items():
         plan = layer_plan(make(tag, dict(fields)), (13,), "float64")

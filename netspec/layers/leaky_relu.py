@@ -19,7 +19,8 @@ class LeakyReLU(Layer):
     negative_slope: FiniteFloat = 0.01
 
     examples: ClassVar[list] = [({}, (3, 4, 4)), ({"negative_slope": 0.2}, (6,)),
-                                ({"negative_slope": -0.5}, (2, 3, 2))]
+                                ({"negative_slope": -0.5}, (2, 3, 2)),
+                                ({"negative_slope": 2.0}, (5,))]  # slope > 1 takes the min
 
     def build(self, ctx):
         slope = self.negative_slope
