@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from netspec import checkpoint
-from netspec.errors import CheckpointError, TrainingError
+from netspec.errors import CheckpointError, DataError, TrainingError
 from netspec.plan import compile
 
 EXCLUDED_FROM_RESUME_CHECK = ("train.epochs",)  # may change when resuming
@@ -68,6 +68,11 @@ class Trainer:
         self.x, self.y = splits["train"]
         self.x = self.x.reshape(len(self.x), -1)  # (N, D): one contiguous row per sample
         self.progress = _Progress()
+        batch = spec.train.batch_size
+        if len(self.x) % batch == 1 and any(i.type == "batchnorm" for i in spec.infos):
+            raise DataError(
+                f"the last training batch would hold 1 of {len(self.x):,} samples, and batchnorm "
+                f"cannot normalise a single sample; change train.batch_size (e.g. to {batch + 1})")
 
     @property
     def epoch(self) -> int:

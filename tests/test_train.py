@@ -272,3 +272,10 @@ def test_killed_or_interrupted_run_resumes_bit_identically(tmp_path, reference_r
     result = cli("train", "--resume", run_dir, "--no-progress")
     assert result.exit_code == 0, result.output
     assert_same_params(expected, params_of(run_dir / "checkpoints" / "last.npz"))
+
+
+def test_batchnorm_with_a_final_batch_of_one_fails_before_training(tiny_splits):
+    bn = SPEC.replace("  - {type: dropout, p: 0.25}\n", "  - {type: batchnorm}\n")
+    spec = netspec.loads(bn, "bn.yaml", ["train.batch_size=511"])  # 512 = 511 + 1
+    with pytest.raises(netspec.DataError, match="batch_size"):
+        Trainer(spec, tiny_splits)
