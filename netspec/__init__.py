@@ -5,8 +5,14 @@
     plan = netspec.compile(spec, dtype="float64")  # Plan: params, forward, backward
 """
 
-from netspec.errors import (CheckpointError, DataError, NetspecError, Problem, SpecError,
-                            TrainingError)
+from netspec.errors import (
+                            CheckpointError,
+                            DataError,
+                            NetspecError,
+                            Problem,
+                            SpecError,
+                            TrainingError,
+)
 from netspec.plan import Plan, compile
 from netspec.spec import NetSpec, load, loads
 

@@ -103,7 +103,8 @@ class GradcheckSpec(Strict):
 
 def _layer_union():
     members = tuple(LAYERS.values())
-    return typing.Annotated[typing.Union[members], Field(discriminator="type")]
+    union = typing.Union[members]  # noqa: UP007 -- built from the registry at runtime
+    return typing.Annotated[union, Field(discriminator="type")]
 
 
 AnyLayer = _layer_union()

@@ -22,8 +22,9 @@ Plan-wide conventions (settled once, relied on by every layer file):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Annotated, Callable, ClassVar, Literal, Union
+from typing import Annotated, ClassVar, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, PlainValidator
@@ -34,7 +35,7 @@ Shape = tuple  # per-sample shape, e.g. (C, H, W) or (D,)
 Forward = Callable[[np.ndarray, bool], np.ndarray]
 Backward = Callable[[np.ndarray, bool], "np.ndarray | None"]
 
-LAYERS: dict[str, type["Layer"]] = {}  # type tag -> class, filled by @register
+LAYERS: dict[str, type[Layer]] = {}  # type tag -> class, filled by @register
 
 DEFAULT_INIT = InitSpec(weight=KaimingNormal(), bias=Zeros())
 
@@ -169,9 +170,9 @@ def _int_pair(minimum: int, words: tuple[str, ...] = ()):
         raise ValueError(f"expected {allowed}; got {v!r}")
 
     number = Annotated[int, Field(ge=minimum)]
-    schema_type = Union[number, Annotated[list[number], Field(min_length=2, max_length=2)]]
+    schema_type = number | Annotated[list[number], Field(min_length=2, max_length=2)]
     if words:
-        schema_type = Union[schema_type, Literal[words]]
+        schema_type = schema_type | Literal[words]
     return PlainValidator(check, json_schema_input_type=schema_type)
 
 
@@ -179,4 +180,4 @@ def _int_pair(minimum: int, words: tuple[str, ...] = ()):
 _as_written = PlainSerializer(lambda v: list(v) if isinstance(v, tuple) else v)  # (3, 3) -> [3, 3]
 IntPair = Annotated[tuple[int, int], _int_pair(1), _as_written]
 NonNegPair = Annotated[tuple[int, int], _int_pair(0), _as_written]
-ConvPadding = Annotated[Union[tuple[int, int], str], _int_pair(0, ("same", "valid")), _as_written]
+ConvPadding = Annotated[tuple[int, int] | str, _int_pair(0, ("same", "valid")), _as_written]
