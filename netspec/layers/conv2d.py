@@ -3,7 +3,10 @@
 Forward is one im2col copy (a strided view of the padded input) and one GEMM:
     col[c, kh, kw, oh, ow, n] = xp[c, oh*sh + kh*dh, ow*sw + kw*dw, n]
     y = W.reshape(O, C*KH*KW) @ col.reshape(C*KH*KW, OH*OW*N)
-Backward reuses col: dW = dy col^T, db = sum(dy), dcol = W^T dy, and col2im scatters dcol back.
+Backward reuses col: dW = dy col^T, db = sum(dy), dcol = W^T dy, and col2im scatters dcol back
+with KH*KW strided adds (measured against a full correlation of padded dy with the flipped
+kernel, a half im2col along H, and cache-sized chunks: none was faster at LeNet's sizes).
+Each GEMM runs as a batch over blocks of output rows when P is long (see MAX_BLOCK).
 """
 
 from typing import ClassVar, Literal
@@ -93,61 +96,73 @@ class Conv2d(Layer):
         b, gb = ctx.params.get("bias"), ctx.grads.get("bias")
         cache = {}
 
-        def windows(xp, n):
-            """(C, Hp, Wp, N) -> view (C, KH, KW, OH, OW, N) of every kernel tap's inputs."""
+        def windows(xp, n, rows=oh):
+            """(C, Hp, Wp, N) -> view (C, KH, KW, rows, OW, N) of every kernel tap's inputs."""
             s = xp.strides
-            return as_strided(xp, (c, kh, kw, oh, ow, n),
+            return as_strided(xp, (c, kh, kw, rows, ow, n),
                               (s[0], dh * s[1], dw * s[2], sh * s[1], sw * s[2], s[3]),
                               writeable=False)
 
+        def pad(x):
+            if not padded:
+                return x
+            xp = ctx.ws("xp", (c, h + pt + pb, w + pl + pr, x.shape[-1]), zero=True)
+            xp[:, pt:pt + h, pl:pl + w] = x  # the border stays 0
+            return xp
+
         def forward(x, train):
             n = x.shape[-1]
-            xp = x
-            if padded:
-                xp = ctx.ws("xp", (c, h + pt + pb, w + pl + pr, n), zero=True)  # border stays 0
-                xp[:, pt:pt + h, pl:pl + w] = x
-            col = ctx.ws("col", (c, kh, kw, oh, ow, n))
-            np.copyto(col, windows(xp, n))  # im2col
-            cache["col"] = col
+            xp = pad(x)
             y = ctx.ws("y", (o, oh, ow, n))
             y2 = y.reshape(o, -1)  # (O, OH, OW, N) -> (O, P), P = OH*OW*N
-            np.matmul(Wm, col.reshape(k, -1), out=y2)  # (O, K) @ (K, P) -> (O, P)
+            if train:  # keep the whole col for backward
+                col = ctx.ws("col", (c, kh, kw, oh, ow, n))
+                np.copyto(col, windows(xp, n))  # im2col
+                g = _row_blocks(oh, ow * n, MAX_BLOCK)
+                # (O, K) @ (G, K, P/G) -> (G, O, P/G): y = W col, one GEMM per block of rows
+                np.matmul(Wm, blocks(col.reshape(k, -1), g), out=blocks(y2, g))
+                cache["col"] = col
+            else:  # inference: im2col block by block into one cache-sized buffer
+                g = _row_blocks(oh, ow * n, min(MAX_BLOCK, FUSED_BYTES // (k * y.itemsize)))
+                rows = oh // g
+                part = ctx.ws("col_block", (c, kh, kw, rows, ow, n))
+                y3 = y2.reshape(o, g, -1)  # (O, P) -> (O, G, P/G)
+                for i in range(g):  # blocks of whole output rows
+                    np.copyto(part, windows(xp[:, i * rows * sh:], n, rows))
+                    np.matmul(Wm, part.reshape(k, -1), out=y3[:, i])  # (O, K) @ (K, P/G)
+                cache["col"] = None
+                cache["xp"] = xp
             if b is not None:
                 y2 += b[:, None]
             return y
 
-        def weight_grad(dy2, col2, n):
-            """gW = dy col^T, (O, P) @ (P, K), summed over row blocks when P is long.
-
-            OpenBLAS runs a GEMM whose inner size P is much larger than its outputs (conv1:
-            P = 28*28*64 against a 6x25 result) several times slower than the same work as a
-            batch of shorter GEMMs, so P is split into G blocks of whole output rows and the G
-            partial products are summed.
-            """
-            g = _row_blocks(oh, ow * n)
-            if g == 1:
-                np.matmul(dy2, col2.T, out=gWm)  # (O, P) @ (P, K) -> (O, K)
-                return
-            dy3 = dy2.reshape(o, g, -1).transpose(1, 0, 2)  # (O, P) -> (G, O, P/G), a view
-            col3 = col2.reshape(k, g, -1).transpose(1, 2, 0)  # (K, P) -> (G, P/G, K), a view
-            part = ctx.ws("gW_blocks", (g, o, k))
-            np.matmul(dy3, col3, out=part)  # (G, O, P/G) @ (G, P/G, K) -> (G, O, K)
-            np.sum(part, axis=0, out=gWm)
-
         def backward(dy, need_dx=True):
             n = dy.shape[-1]
-            col2 = cache["col"].reshape(k, -1)  # (K, P), P = OH*OW*N
+            col = cache["col"]
+            if col is None:  # the forward was in eval mode: im2col now
+                col = ctx.ws("col", (c, kh, kw, oh, ow, n))
+                np.copyto(col, windows(cache["xp"], n))
+            g = _row_blocks(oh, ow * n, MAX_BLOCK)
+            col3 = blocks(col.reshape(k, -1), g)  # (K, P) -> (G, K, P/G)
             dy2 = dy.reshape(o, -1)  # (O, OH, OW, N) -> (O, P)
-            weight_grad(dy2, col2, n)
+            dy3 = blocks(dy2, g)  # (O, P) -> (G, O, P/G)
+            # dW^T = col dy^T per block, summed: (G, K, P/G) @ (G, P/G, O) -> (G, K, O).
+            # OpenBLAS runs this orientation ~1.7x faster than dy col^T at these shapes.
+            part = ctx.ws("gW_blocks", (g, k, o))
+            np.matmul(col3, dy3.transpose(0, 2, 1), out=part)
+            gWT = ctx.ws("gWT", (k, o))
+            np.sum(part, axis=0, out=gWT)
+            np.copyto(gWm, gWT.T)
             if gb is not None:
                 ones = ctx.ws("ones", (dy2.shape[1],), zero=True)
-                if not ones[0]:
+                if not ones[0]:  # fresh (zeroed) buffer: fill it once
                     ones.fill(1)
                 np.matmul(dy2, ones, out=gb)  # db = sum over P: (O, P) @ (P,) -> (O,)
             if not need_dx:
                 return None
             dcol = ctx.ws("dcol", (c, kh, kw, oh, ow, n))
-            np.matmul(Wm.T, dy2, out=dcol.reshape(k, -1))  # dcol = W^T dy: (K, O) @ (O, P)
+            # dcol = W^T dy: (K, O) @ (G, O, P/G) -> (G, K, P/G)
+            np.matmul(Wm.T, dy3, out=blocks(dcol.reshape(k, -1), g))
             dxp = ctx.ws("dxp", (c, h + pt + pb, w + pl + pr, n))
             dxp.fill(0)
             for i in range(kh):  # col2im: each kernel tap adds its slice back (KH*KW adds)
@@ -163,14 +178,25 @@ class Conv2d(Layer):
         return forward, backward
 
 
-# Longest GEMM inner size (columns of dy) that OpenBLAS handles at full speed when computing
-# a conv weight gradient; measured on SkylakeX: 3584 fast, 7168 about 3x slower.
+# The conv GEMMs run over P = OH*OW*N columns in blocks of at most MAX_BLOCK columns. OpenBLAS
+# (0.3.31, SkylakeX) falls off a cliff past ~6000 columns when the other sizes are small:
+# conv1 of LeNet (6x25 weights, P = 50176 at batch 64) runs 2.5-3x faster in blocks of 3584
+# in all three GEMMs, and the small blocks also avoid OpenBLAS thread stalls on a busy machine.
+# Wider convs (K >= 144) show no cliff and block sizes there make no measurable difference.
 MAX_BLOCK = 4096
+# In eval mode nothing needs the whole col, so each block's im2col copy goes into one buffer of
+# at most this size, which the GEMM then reads from cache (LeNet inference: ~1.8x faster).
+FUSED_BYTES = 1 << 20
 
 
-def _row_blocks(oh: int, row: int) -> int:
-    """Fewest blocks of whole output rows (a divisor of oh) with at most MAX_BLOCK columns."""
+def _row_blocks(oh: int, row: int, max_cols: int) -> int:
+    """Fewest blocks of whole output rows (a divisor of oh) with at most max_cols columns."""
     for g in range(1, oh + 1):
-        if oh % g == 0 and (oh // g) * row <= MAX_BLOCK:
+        if oh % g == 0 and (oh // g) * row <= max_cols:
             return g
     return oh
+
+
+def blocks(a, g: int):
+    """(R, P) -> view (G, R, P/G): G column blocks (whole output rows) as a GEMM batch."""
+    return a.reshape(a.shape[0], g, -1).transpose(1, 0, 2)

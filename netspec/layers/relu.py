@@ -19,14 +19,21 @@ class ReLU(Layer):
         def forward(x, train):
             y = ctx.ws("y", x.shape)
             np.maximum(x, 0, out=y)
-            mask = ctx.ws("mask", x.shape, dtype=bool)
-            np.greater(x, 0, out=mask)
-            cache["mask"] = ctx.region = mask
+            cache["x"] = x
+            if train:
+                mask = ctx.ws("mask", x.shape, dtype=bool)
+                np.greater(x, 0, out=mask)
+                cache["mask"] = ctx.region = mask
+            else:  # inference needs no mask; a backward after it (rare) makes one
+                cache["mask"] = None
             return y
 
         def backward(dy, need_dx=True):
             if not need_dx:
                 return None
-            return np.multiply(dy, cache["mask"], out=dy)  # dy is dead after us: reuse it
+            mask = cache["mask"]
+            if mask is None:
+                mask = np.greater(cache["x"], 0, out=ctx.ws("mask", dy.shape, dtype=bool))
+            return np.multiply(dy, mask, out=dy)  # dy is dead after us: reuse it
 
         return forward, backward
