@@ -6,7 +6,8 @@ im2col + GEMM, with K = C*KH*KW and P = OH*OW*N:
     dW = dy col^T,  db = sum(dy),  dcol = W^T dy,  dx = col2im(dcol)
 
 col is never held whole. Forward copies it one block of output rows at a time into a
-cache-sized buffer and multiplies each block while it is hot; backward copies the blocks again
+cache-sized buffer and multiplies each block while it is hot, the bias folded in as a row of
+ones (db then comes out of the dW GEMM); backward copies the blocks again
 for dW rather than reading a P-column col back from memory (LeNet: forward ~1.3x faster, the
 pair a few % faster and 9 MB less memory than keeping col). The GEMMs stay in short blocks, which
 OpenBLAS runs much faster here (see MAX_BLOCK). col2im is KH*KW strided adds: measured against
@@ -113,6 +114,15 @@ class Conv2d(Layer):
             g = _row_blocks(oh, ow * n, min(MAX_BLOCK, FUSED_BYTES // (k * ctx.dtype.itemsize)))
             return g, oh // g
 
+        def col_block(n, rows):
+            """(K + 1, rows*OW*N) buffer whose last row is ones when there is a bias (the bias
+            then rides in the GEMM: [W | b] @ [col; 1]), and a (C, KH, KW, rows, OW, N) view of
+            its first K rows for the im2col copy."""
+            kb = k + (b is not None)
+            buf = ctx.ws("col_block", (kb, rows * ow * n))
+            buf[k:] = 1
+            return buf, buf[:k].reshape(c, kh, kw, rows, ow, n)
+
         def pad(x):
             if not padded:
                 return x
@@ -124,43 +134,41 @@ class Conv2d(Layer):
             n = x.shape[-1]
             xp = pad(x)
             y = ctx.ws("y", (o, oh, ow, n))
-            y2 = y.reshape(o, -1)  # (O, OH, OW, N) -> (O, P), P = OH*OW*N
             # im2col block by block (whole output rows) into one cache-sized buffer, each block
-            # multiplied while it is hot: (O, K) @ (K, P/G) -> (O, P/G)
+            # multiplied while it is hot: (O, K+1) @ (K+1, P/G) -> (O, P/G), P = OH*OW*N
             g, rows = fused_blocks(n)
-            part = ctx.ws("col_block", (c, kh, kw, rows, ow, n))
-            y3 = y2.reshape(o, g, -1)  # (O, P) -> (O, G, P/G)
-            for i in range(g):
-                np.copyto(part, windows(xp[:, i * rows * sh:], n, rows))
-                np.matmul(Wm, part.reshape(k, -1), out=y3[:, i])
-            cache["xp"] = xp
+            buf, taps = col_block(n, rows)
+            Wb = Wm
             if b is not None:
-                y2 += b[:, None]
+                Wb = ctx.ws("W_b", (o, k + 1))  # [W | b]
+                Wb[:, :k], Wb[:, k] = Wm, b
+            y3 = y.reshape(o, g, -1)  # (O, OH, OW, N) -> (O, G, P/G)
+            for i in range(g):
+                np.copyto(taps, windows(xp[:, i * rows * sh:], n, rows))
+                np.matmul(Wb, buf, out=y3[:, i])
+            cache["xp"] = xp
             return y
 
         def backward(dy, need_dx=True):
             n = dy.shape[-1]
             xp = cache["xp"]
             dy2 = dy.reshape(o, -1)  # (O, OH, OW, N) -> (O, P)
-            # dW^T = sum over row blocks of col_block dy_block^T: (K, P/G) @ (P/G, O) -> (K, O),
-            # each col block copied again from the kept input (xp, or x when unpadded: the
-            # layer before leaves its output alone until its next forward). OpenBLAS runs
-            # this orientation ~1.7x faster than dy col^T at these shapes.
+            # [dW | db]^T = sum over row blocks of [col; 1]_block dy_block^T:
+            # (K+1, P/G) @ (P/G, O) -> (K+1, O), each col block copied again from the kept
+            # input (xp, or x when unpadded: the layer before leaves its output alone until its
+            # next forward). OpenBLAS runs this orientation ~1.7x faster than dy col^T here.
             g, rows = fused_blocks(n)
-            col_part = ctx.ws("col_block", (c, kh, kw, rows, ow, n))
+            buf, taps = col_block(n, rows)
             dy3 = dy2.reshape(o, g, -1)  # (O, P) -> (O, G, P/G)
-            partial = ctx.ws("gW_blocks", (g, k, o))
+            partial = ctx.ws("gW_blocks", (g, buf.shape[0], o))
             for i in range(g):
-                np.copyto(col_part, windows(xp[:, i * rows * sh:], n, rows))
-                np.matmul(col_part.reshape(k, -1), dy3[:, i].T, out=partial[i])
-            gWT = ctx.ws("gWT", (k, o))
-            np.sum(partial, axis=0, out=gWT)
-            np.copyto(gWm, gWT.T)
+                np.copyto(taps, windows(xp[:, i * rows * sh:], n, rows))
+                np.matmul(buf, dy3[:, i].T, out=partial[i])
+            gWbT = ctx.ws("gWbT", (buf.shape[0], o))
+            np.sum(partial, axis=0, out=gWbT)
+            np.copyto(gWm, gWbT[:k].T)
             if gb is not None:
-                ones = ctx.ws("ones", (dy2.shape[1],), zero=True)
-                if not ones[0]:  # fresh (zeroed) buffer: fill it once
-                    ones.fill(1)
-                np.matmul(dy2, ones, out=gb)  # db = sum over P: (O, P) @ (P,) -> (O,)
+                np.copyto(gb, gWbT[k])
             if not need_dx:
                 return None
             dcol = ctx.ws("dcol", (c, kh, kw, oh, ow, n))
