@@ -5,14 +5,16 @@ im2col + GEMM, with K = C*KH*KW and P = OH*OW*N:
     y = W.reshape(O, K) @ col.reshape(K, P) + b
     dW = dy col^T,  db = sum(dy),  dcol = W^T dy,  dx = col2im(dcol)
 
-col is never held whole. Forward copies it one block of output rows at a time into a
-cache-sized buffer and multiplies each block while it is hot, the bias folded in as a row of
-ones (db then comes out of the dW GEMM); backward copies the blocks again
-for dW rather than reading a P-column col back from memory (LeNet: forward ~1.3x faster, the
-pair a few % faster and 9 MB less memory than keeping col). The GEMMs stay in short blocks, which
-OpenBLAS runs much faster here (see MAX_BLOCK). col2im is KH*KW strided adds: measured against
-a full correlation of padded dy with the flipped kernel, a half im2col along H, and per-tap or
-cache-sized chunked GEMMs, none was faster at LeNet's sizes.
+Training keeps the whole col for backward. The GEMMs run in blocks of output rows, which
+OpenBLAS runs much faster here (see MAX_BLOCK). Inference needs no col: it copies one block of
+output rows at a time into a cache-sized buffer and multiplies each block while it is hot, the
+bias folded in as a row of ones (LeNet inference ~1.8x faster than one whole col). (Doing the
+same in training and copying the blocks again in backward for dW was a few % faster with one
+BLAS thread but ~20% slower for LeNet's conv2 with two, so training keeps col.)
+
+col2im is KH*KW strided adds: measured against a full correlation of padded dy with the flipped
+kernel, a half im2col along H, and per-tap or cache-sized chunked GEMMs, none was faster at
+LeNet's sizes.
 """
 
 from typing import ClassVar, Literal
@@ -134,47 +136,59 @@ class Conv2d(Layer):
             n = x.shape[-1]
             xp = pad(x)
             y = ctx.ws("y", (o, oh, ow, n))
-            # im2col block by block (whole output rows) into one cache-sized buffer, each block
-            # multiplied while it is hot: (O, K+1) @ (K+1, P/G) -> (O, P/G), P = OH*OW*N
+            y2 = y.reshape(o, -1)  # (O, OH, OW, N) -> (O, P), P = OH*OW*N
+            if train:  # keep the whole col for backward
+                col = ctx.ws("col", (c, kh, kw, oh, ow, n))
+                np.copyto(col, windows(xp, n))  # im2col
+                g = _row_blocks(oh, ow * n, MAX_BLOCK)
+                # (O, K) @ (G, K, P/G) -> (G, O, P/G): y = W col, one GEMM per block of rows
+                np.matmul(Wm, blocks(col.reshape(k, -1), g), out=blocks(y2, g))
+                if b is not None:
+                    y2 += b[:, None]
+                cache["col"] = col
+                return y
+            # inference: im2col block by block into one cache-sized buffer, each block
+            # multiplied while it is hot: [W | b] @ [col; 1]: (O, K+1) @ (K+1, P/G) -> (O, P/G)
             g, rows = fused_blocks(n)
             buf, taps = col_block(n, rows)
             Wb = Wm
             if b is not None:
-                Wb = ctx.ws("W_b", (o, k + 1))  # [W | b]
+                Wb = ctx.ws("W_b", (o, k + 1))
                 Wb[:, :k], Wb[:, k] = Wm, b
-            y3 = y.reshape(o, g, -1)  # (O, OH, OW, N) -> (O, G, P/G)
+            y3 = y2.reshape(o, g, -1)  # (O, P) -> (O, G, P/G)
             for i in range(g):
                 np.copyto(taps, windows(xp[:, i * rows * sh:], n, rows))
                 np.matmul(Wb, buf, out=y3[:, i])
+            cache["col"] = None
             cache["xp"] = xp
             return y
 
         def backward(dy, need_dx=True):
             n = dy.shape[-1]
-            xp = cache["xp"]
+            col = cache["col"]
+            if col is None:  # the forward was in eval mode: im2col now
+                col = ctx.ws("col", (c, kh, kw, oh, ow, n))
+                np.copyto(col, windows(cache["xp"], n))
+            g = _row_blocks(oh, ow * n, MAX_BLOCK)
+            col3 = blocks(col.reshape(k, -1), g)  # (K, P) -> (G, K, P/G)
             dy2 = dy.reshape(o, -1)  # (O, OH, OW, N) -> (O, P)
-            # [dW | db]^T = sum over row blocks of [col; 1]_block dy_block^T:
-            # (K+1, P/G) @ (P/G, O) -> (K+1, O), each col block copied again from the kept
-            # input (xp, or x when unpadded: the layer before leaves its output alone until its
-            # next forward). OpenBLAS runs this orientation ~1.7x faster than dy col^T here.
-            g, rows = fused_blocks(n)
-            buf, taps = col_block(n, rows)
-            dy3 = dy2.reshape(o, g, -1)  # (O, P) -> (O, G, P/G)
-            partial = ctx.ws("gW_blocks", (g, buf.shape[0], o))
-            for i in range(g):
-                np.copyto(taps, windows(xp[:, i * rows * sh:], n, rows))
-                np.matmul(buf, dy3[:, i].T, out=partial[i])
-            gWbT = ctx.ws("gWbT", (buf.shape[0], o))
-            np.sum(partial, axis=0, out=gWbT)
-            np.copyto(gWm, gWbT[:k].T)
+            dy3 = blocks(dy2, g)  # (O, P) -> (G, O, P/G)
+            # dW^T = col dy^T per block, summed: (G, K, P/G) @ (G, P/G, O) -> (G, K, O).
+            # OpenBLAS runs this orientation ~1.7x faster than dy col^T at these shapes.
+            part = ctx.ws("gW_blocks", (g, k, o))
+            np.matmul(col3, dy3.transpose(0, 2, 1), out=part)
+            gWT = ctx.ws("gWT", (k, o))
+            np.sum(part, axis=0, out=gWT)
+            np.copyto(gWm, gWT.T)
             if gb is not None:
-                np.copyto(gb, gWbT[k])
+                ones = ctx.ws("ones", (dy2.shape[1],))
+                ones.fill(1)
+                np.matmul(dy2, ones, out=gb)  # db = sum over P: (O, P) @ (P,) -> (O,)
             if not need_dx:
                 return None
             dcol = ctx.ws("dcol", (c, kh, kw, oh, ow, n))
-            g = _row_blocks(oh, ow * n, MAX_BLOCK)
             # dcol = W^T dy: (K, O) @ (G, O, P/G) -> (G, K, P/G)
-            np.matmul(Wm.T, blocks(dy2, g), out=blocks(dcol.reshape(k, -1), g))
+            np.matmul(Wm.T, dy3, out=blocks(dcol.reshape(k, -1), g))
             dxp = ctx.ws("dxp", (c, h + pt + pb, w + pl + pr, n))
             dxp.fill(0)
             for i in range(kh):  # col2im: each kernel tap adds its slice back (KH*KW adds)
