@@ -14,21 +14,52 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, model_validato
 
 
 class Optimizer:
-    """Updates `params` in place from `grads`; its state round-trips through state_dict()."""
+    """Updates `params` in place from `grads`; its state round-trips through state_dict().
+
+    When the parameters (and the gradients) are consecutive views of one flat array, as a
+    Plan lays them out, each step updates that flat array with a handful of whole-array
+    operations instead of a handful per tensor; the arithmetic is the same.
+    """
 
     def __init__(self, spec, params: dict[str, np.ndarray]):
         self.spec = spec
         self.params = params
         self.steps = 0
-        self.state: dict[str, dict[str, np.ndarray]] = {}  # slot -> param name -> array
+        self.flat = shared_base(params.values())  # all parameters as one 1-D array, or None
+        # slot ("momentum", "exp_avg", ...) -> its flat array, and -> {param name: view}
+        self.flat_state: dict[str, np.ndarray | None] = {}
+        self.state: dict[str, dict[str, np.ndarray]] = {}
+        self._scratch: dict[str, np.ndarray] = {}
+        for slot in self.slots():
+            base = np.zeros_like(self.flat) if self.flat is not None else None
+            self.flat_state[slot] = base
+            self.state[slot] = (views_like(base, params) if base is not None
+                                else {k: np.zeros_like(p) for k, p in params.items()})
 
-    def _slot(self, slot: str) -> dict[str, np.ndarray]:
-        if slot not in self.state:
-            self.state[slot] = {k: np.zeros_like(p) for k, p in self.params.items()}
-        return self.state[slot]
+    def scratch(self, key: str, like: np.ndarray) -> np.ndarray:
+        """A reusable temporary shaped like `like` (no allocation per step)."""
+        tmp = self._scratch.get(key)
+        if tmp is None or tmp.shape != like.shape or tmp.dtype != like.dtype:
+            tmp = self._scratch[key] = np.empty_like(like)
+        return tmp
+
+    def slots(self) -> tuple[str, ...]:
+        """Names of the per-parameter state arrays this optimizer keeps."""
+        return ()
+
+    def update(self, p: np.ndarray, g: np.ndarray, state: dict[str, np.ndarray], lr: float):
+        """Update one array of parameters (or the flat arena) in place."""
+        raise NotImplementedError
 
     def step(self, grads: dict[str, np.ndarray], lr: float) -> None:
-        raise NotImplementedError
+        self.steps += 1
+        flat_grads = shared_base(grads.values()) if self.flat is not None else None
+        if flat_grads is not None and flat_grads.shape == self.flat.shape:
+            self.update(self.flat, flat_grads, self.flat_state, lr)
+            return
+        for k, p in self.params.items():
+            self.update(p, grads[k], {slot: arrays[k] for slot, arrays in self.state.items()},
+                        lr)
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """Flat {"<slot>.<param name>": array, "steps": int array} for checkpoints."""
@@ -38,12 +69,37 @@ class Optimizer:
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
         self.steps = int(state["steps"])
-        self.state = {}
         for key, value in state.items():
-            if key == "steps":
-                continue
-            slot, name = key.split(".", 1)
-            self._slot(slot)[name][...] = value
+            if key != "steps":
+                slot, name = key.split(".", 1)
+                self.state[slot][name][...] = value
+
+
+def shared_base(arrays) -> np.ndarray | None:
+    """The 1-D array that `arrays` tile exactly, in order, as contiguous views; else None."""
+    arrays = list(arrays)
+    if not arrays:
+        return None
+    base = arrays[0].base
+    if base is None or base.ndim != 1 or not base.flags.c_contiguous:
+        return None
+    address = base.__array_interface__["data"][0]
+    for a in arrays:
+        if a.base is not base or not a.flags.c_contiguous or a.dtype != base.dtype:
+            return None
+        if a.__array_interface__["data"][0] != address:
+            return None
+        address += a.nbytes
+    return base if address == base.__array_interface__["data"][0] + base.nbytes else None
+
+
+def views_like(base: np.ndarray, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Split a flat array into views shaped like `arrays`, in order."""
+    out, offset = {}, 0
+    for k, a in arrays.items():
+        out[k] = base[offset:offset + a.size].reshape(a.shape)
+        offset += a.size
+    return out
 
 
 OptimizerClass = type[Optimizer]  # named here: inside the specs, `type` is a field
@@ -57,19 +113,24 @@ class _OptimSpec(BaseModel):
 
 
 class _SGD(Optimizer):
-    def step(self, grads, lr):
+    def slots(self):
+        return ("momentum",) if self.spec.momentum else ()
+
+    def update(self, p, g, state, lr):
         s = self.spec
-        self.steps += 1
-        for k, p in self.params.items():
-            d_p = grads[k]
-            if s.weight_decay:
-                d_p = d_p + s.weight_decay * p  # L2 added to the gradient, as torch
-            if s.momentum:
-                buf = self._slot("momentum")[k]
-                buf *= s.momentum  # buf = momentum * buf + d_p   (dampening 0)
-                buf += d_p
-                d_p = d_p + s.momentum * buf if s.nesterov else buf
-            p -= lr * d_p
+        d_p = g
+        if s.weight_decay:  # d_p = g + wd * p: L2 added to the gradient, as torch
+            d_p = np.multiply(p, s.weight_decay, out=self.scratch("d_p", p))
+            d_p += g
+        if s.momentum:
+            buf = state["momentum"]
+            buf *= s.momentum  # buf = momentum * buf + d_p   (dampening 0)
+            buf += d_p
+            if s.nesterov:  # d_p = d_p + momentum * buf
+                d_p = np.add(d_p, s.momentum * buf, out=self.scratch("nesterov", p))
+            else:
+                d_p = buf
+        p -= np.multiply(d_p, lr, out=self.scratch("step", p))  # p = p - lr * d_p
 
 
 class SGD(_OptimSpec):
@@ -92,24 +153,24 @@ class SGD(_OptimSpec):
 class _Adam(Optimizer):
     decoupled = False  # AdamW decays the weights directly instead of adding to the gradient
 
-    def step(self, grads, lr):
+    def slots(self):
+        return ("exp_avg", "exp_avg_sq")
+
+    def update(self, p, g, state, lr):
         s = self.spec
         b1, b2 = s.betas
-        self.steps += 1
-        m, v = self._slot("exp_avg"), self._slot("exp_avg_sq")
+        m, v = state["exp_avg"], state["exp_avg_sq"]
         bias1 = 1 - b1**self.steps
         bias2_sqrt = (1 - b2**self.steps) ** 0.5
-        for k, p in self.params.items():
-            g = grads[k]
-            if s.weight_decay and self.decoupled:
-                p *= 1 - lr * s.weight_decay
-            elif s.weight_decay:
-                g = g + s.weight_decay * p
-            m[k] += (1 - b1) * (g - m[k])  # m = b1 m + (1 - b1) g   (torch's lerp)
-            v[k] *= b2
-            v[k] += (1 - b2) * g * g  # v = b2 v + (1 - b2) g^2
-            denom = np.sqrt(v[k]) / bias2_sqrt + s.eps
-            p -= (lr / bias1) * (m[k] / denom)
+        if s.weight_decay and self.decoupled:
+            p *= 1 - lr * s.weight_decay
+        elif s.weight_decay:
+            g = g + s.weight_decay * p
+        m += (1 - b1) * (g - m)  # m = b1 m + (1 - b1) g   (torch's lerp)
+        v *= b2
+        v += (1 - b2) * g * g  # v = b2 v + (1 - b2) g^2
+        denom = np.sqrt(v) / bias2_sqrt + s.eps
+        p -= (lr / bias1) * (m / denom)
 
 
 class _AdamW(_Adam):

@@ -60,13 +60,23 @@ class Plan:
         self.eval_chunk = max(1, EVAL_BYTES // max(per_sample, 1))
         self._ws = Workspace(self.dtype)  # chunk buffers
         self._unchunked_x = None
+        # Parameters and gradients are consecutive views of two flat arrays, so that the
+        # optimizer can update everything with a few whole-array operations.
+        sizes = [math.prod(s) for i in infos for s in i.param_shapes.values()]
+        self.flat_params = np.zeros(sum(sizes), self.dtype)
+        self.flat_grads = np.zeros(sum(sizes), self.dtype)
+        offset = 0
         for info in infos:  # parameters are drawn layer by layer from the one Generator
             values = info.layer.init_params(info.in_shape, self.rng, defaults)
             ctx = Ctx(info.in_shape, ws=Workspace(self.dtype), rng=self.rng)
             for key, value in values.items():
-                ctx.params[key] = self.params[f"{info.name}.{key}"] = value.astype(self.dtype)
-                ctx.grads[key] = self.grads[f"{info.name}.{key}"] = np.zeros_like(
-                    ctx.params[key])
+                n = value.size
+                p = self.flat_params[offset:offset + n].reshape(value.shape)
+                p[...] = value
+                ctx.params[key] = self.params[f"{info.name}.{key}"] = p
+                ctx.grads[key] = self.grads[f"{info.name}.{key}"] = (
+                    self.flat_grads[offset:offset + n].reshape(value.shape))
+                offset += n
             for key, value in info.layer.init_buffers(info.in_shape).items():
                 ctx.buffers[key] = self.buffers[f"{info.name}.{key}"] = value.astype(self.dtype)
             forward, backward = info.layer.build(ctx)

@@ -139,10 +139,13 @@ class Conv2d(Layer):
             y2 = y.reshape(o, -1)  # (O, OH, OW, N) -> (O, P), P = OH*OW*N
             if train:  # keep the whole col for backward
                 col = ctx.ws("col", (c, kh, kw, oh, ow, n))
-                np.copyto(col, windows(xp, n))  # im2col
                 g = _row_blocks(oh, ow * n, MAX_BLOCK)
-                # (O, K) @ (G, K, P/G) -> (G, O, P/G): y = W col, one GEMM per block of rows
-                np.matmul(Wm, blocks(col.reshape(k, -1), g), out=blocks(y2, g))
+                rows = oh // g
+                col3, y3 = blocks(col.reshape(k, -1), g), blocks(y2, g)  # (G, K|O, P/G)
+                for i in range(g):  # im2col one block of output rows, multiply it while hot
+                    np.copyto(col[:, :, :, i * rows:(i + 1) * rows],
+                              windows(xp[:, i * rows * sh:], n, rows))
+                    np.matmul(Wm, col3[i], out=y3[i])  # (O, K) @ (K, P/G) -> (O, P/G)
                 if b is not None:
                     y2 += b[:, None]
                 cache["col"] = col
