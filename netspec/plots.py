@@ -9,6 +9,7 @@ def plot_curves(history: list[dict], path: str | Path, title: str = "") -> Path:
     """Write a two-panel PNG (loss, accuracy vs epoch) from metrics.jsonl records."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     fig = Figure(figsize=(10, 4), dpi=100)
     FigureCanvasAgg(fig)  # no pyplot, no global backend: safe in any process
@@ -22,6 +23,7 @@ def plot_curves(history: list[dict], path: str | Path, title: str = "") -> Path:
     loss_ax.set(xlabel="epoch", ylabel="loss", title="loss", yscale="log")
     acc_ax.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
     for ax in (loss_ax, acc_ax):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
         ax.grid(alpha=0.3)
         ax.legend()
     if title:
