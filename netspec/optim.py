@@ -30,6 +30,7 @@ class Optimizer:
         self.flat_state: dict[str, np.ndarray | None] = {}
         self.state: dict[str, dict[str, np.ndarray]] = {}
         self._scratch: dict[str, np.ndarray] = {}
+        self._grads_seen, self._grads_base = None, None  # see _flat_grads
         for slot in self.slots():
             base = np.zeros_like(self.flat) if self.flat is not None else None
             self.flat_state[slot] = base
@@ -53,13 +54,20 @@ class Optimizer:
 
     def step(self, grads: dict[str, np.ndarray], lr: float) -> None:
         self.steps += 1
-        flat_grads = shared_base(grads.values()) if self.flat is not None else None
+        flat_grads = self._flat_grads(grads) if self.flat is not None else None
         if flat_grads is not None and flat_grads.shape == self.flat.shape:
             self.update(self.flat, flat_grads, self.flat_state, lr)
             return
         for k, p in self.params.items():
             self.update(p, grads[k], {slot: arrays[k] for slot, arrays in self.state.items()},
                         lr)
+
+    def _flat_grads(self, grads: dict[str, np.ndarray]) -> np.ndarray | None:
+        """shared_base(grads), remembered for the dict a Plan passes at every step."""
+        if self._grads_seen is not grads or next(iter(grads.values())).base is not (
+                self._grads_base):
+            self._grads_seen, self._grads_base = grads, shared_base(grads.values())
+        return self._grads_base
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """Flat {"<slot>.<param name>": array, "steps": int array} for checkpoints."""
