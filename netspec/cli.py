@@ -223,7 +223,8 @@ def train(
     with report_errors():
         spec = load(spec_path or resume / "spec.yaml", overrides)
         splits = _load_data(spec, data_dir)
-        out_dir = resume or run_dir or Path("runs") / f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        out_dir = resume or run_dir or Path("runs") / f"{spec.name}-{stamp}"
         run = Run(spec, splits, out_dir)
         if resume:
             run.resume()

@@ -90,7 +90,8 @@ class Cosine(_Schedule):
         if epoch < w:
             return base_lr * (epoch + 1) / (w + 1)
         span = max(epochs - w, 1)
-        return self.min_lr + (base_lr - self.min_lr) * (1 + math.cos(math.pi * (epoch - w) / span)) / 2
+        cosine = (1 + math.cos(math.pi * (epoch - w) / span)) / 2  # 1 -> 0
+        return self.min_lr + (base_lr - self.min_lr) * cosine
 
 
 Schedule = Annotated[

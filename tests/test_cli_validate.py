@@ -178,7 +178,8 @@ def garbage() -> dict[str, bytes]:
             else:
                 line = bytearray(damaged[j])
                 if line:
-                    line[int(rng.integers(len(line)))] = int(rng.choice(list(b" :-[]{},#&*!'\"\t0x")))
+                    junk = list(b" :-[]{},#&*!'\"\t0x")
+                    line[int(rng.integers(len(line)))] = int(rng.choice(junk))
                 damaged[j] = bytes(line)
         cases[f"damaged-{i}"] = b"".join(damaged)
     return cases

@@ -235,7 +235,7 @@ def test_deep_nesting_fails_fast():
 def test_brackets_in_strings_and_comments_are_not_nesting():
     text = ("name: net  # [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[\n"
             "input: {shape: [784]}\nlayers: [{type: linear, out_features: 10}]\n"
-            "data: {dataset: '[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[['}\n")
+            "data: {dataset: '" + "[" * 70 + "'}\n")
     assert netspec.loads(text).data.dataset.startswith("[[[")
 
 

@@ -1,4 +1,7 @@
-"""The trainer, the run directory and its robustness: resume, SIGKILL, Ctrl-C, NaN, bad checkpoints."""
+"""The trainer, the run directory and its robustness.
+
+Resume (mid-epoch too), SIGKILL, Ctrl-C, NaN, corrupt and mismatched checkpoints.
+"""
 
 import json
 import os

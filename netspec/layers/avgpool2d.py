@@ -1,4 +1,6 @@
-"""avgpool2d: mean over each window (count_include_pad=True, as torch). (C, H, W, N) -> (C, OH, OW, N).
+"""avgpool2d: mean over each window (count_include_pad=True, as torch).
+
+(C, H, W, N) -> (C, OH, OW, N).
 
 y = (1/K) sum_taps tap(x);  dL/dx gets dy/K added back through every tap (K = KH*KW).
 When the windows tile the input (the common stride = kernel case) backward is one broadcast
@@ -17,9 +19,11 @@ from netspec.layers.pooling import Pool2d, tap, tiled
 class AvgPool2d(Pool2d):
     type: Literal["avgpool2d"] = "avgpool2d"
 
-    examples: ClassVar[list] = [({"kernel_size": 2}, (2, 4, 4)), ({"kernel_size": 3, "stride": 2, "padding": 1},
-                                                   (2, 5, 6)),
-                ({"kernel_size": 2}, (2, 5, 5))]  # floor mode: the last row/column is unused
+    examples: ClassVar[list] = [
+        ({"kernel_size": 2}, (2, 4, 4)),
+        ({"kernel_size": 3, "stride": 2, "padding": 1}, (2, 5, 6)),
+        ({"kernel_size": 2}, (2, 5, 5)),  # floor mode: the last row/column is unused
+    ]
 
     def build(self, ctx):
         c, h, w = ctx.in_shape

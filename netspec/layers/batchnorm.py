@@ -39,7 +39,8 @@ class BatchNorm(Layer):
     momentum: float = Field(0.1, ge=0.0, le=1.0,
                             description="Weight of the batch statistic in the running average.")
 
-    examples: ClassVar[list] = [({}, (3, 4, 4)), ({}, (5,)), ({"eps": 1e-3, "momentum": 0.3}, (2, 3, 2))]
+    examples: ClassVar[list] = [({}, (3, 4, 4)), ({}, (5,)),
+                                ({"eps": 1e-3, "momentum": 0.3}, (2, 3, 2))]
 
     def output_shape(self, in_shape):
         if len(in_shape) not in (1, 3):

@@ -71,7 +71,8 @@ class Conv2d(Layer):
                              "set input.shape to [C, H, W]")
         _, h, w = in_shape
         pt, pb, pl, pr = self.pads()
-        (kh, kw), (sh, sw), (dh, dw) = pair(self.kernel_size), pair(self.stride), pair(self.dilation)
+        (kh, kw), (sh, sw) = pair(self.kernel_size), pair(self.stride)
+        dh, dw = pair(self.dilation)
         span_h, span_w = dh * (kh - 1) + 1, dw * (kw - 1) + 1  # extent of the dilated kernel
         if h + pt + pb < span_h or w + pl + pr < span_w:
             raise ShapeError(
@@ -95,7 +96,8 @@ class Conv2d(Layer):
     def build(self, ctx):
         c, h, w = ctx.in_shape
         o, oh, ow = self.output_shape(ctx.in_shape)
-        (kh, kw), (sh, sw), (dh, dw) = pair(self.kernel_size), pair(self.stride), pair(self.dilation)
+        (kh, kw), (sh, sw) = pair(self.kernel_size), pair(self.stride)
+        dh, dw = pair(self.dilation)
         pt, pb, pl, pr = self.pads()
         padded = (pt, pb, pl, pr) != (0, 0, 0, 0)
         k = c * kh * kw  # GEMM inner size

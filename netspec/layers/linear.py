@@ -18,7 +18,8 @@ class Linear(Layer):
     bias: bool = True
     init: InitSpec | None = None
 
-    examples: ClassVar[list] = [({"out_features": 3}, (5,)), ({"out_features": 2, "bias": False}, (4,))]
+    examples: ClassVar[list] = [({"out_features": 3}, (5,)),
+                                ({"out_features": 2, "bias": False}, (4,))]
 
     def output_shape(self, in_shape):
         if len(in_shape) != 1:

@@ -24,9 +24,11 @@ from netspec.layers.pooling import Pool2d, tap
 class MaxPool2d(Pool2d):
     type: Literal["maxpool2d"] = "maxpool2d"
 
-    examples: ClassVar[list] = [({"kernel_size": 2}, (2, 4, 4)), ({"kernel_size": 3, "stride": 2, "padding": 1},
-                                                   (2, 5, 6)),
-                ({"kernel_size": 2}, (2, 5, 5))]  # floor mode: the last row/column is unused
+    examples: ClassVar[list] = [
+        ({"kernel_size": 2}, (2, 4, 4)),
+        ({"kernel_size": 3, "stride": 2, "padding": 1}, (2, 5, 6)),
+        ({"kernel_size": 2}, (2, 5, 5)),  # floor mode: the last row/column is unused
+    ]
 
     def build(self, ctx):
         c, h, w = ctx.in_shape
