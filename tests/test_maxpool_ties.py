@@ -1,0 +1,44 @@
+"""Max pooling routes the gradient of a tied window to the first maximum, exactly as torch.
+
+Ties are the norm, not the exception: after a relu, or over MNIST's constant background, many
+windows hold equal maxima. Every code path (the 2x2 tournament, the general scan, padding,
+floor mode, backward after an eval forward) must pick the same winner as torch.
+"""
+
+import numpy as np
+import pytest
+
+from netspec.layers import LAYERS
+from netspec.plan import layer_plan
+
+torch = pytest.importorskip("torch", reason="the tie-breaking reference is torch")
+
+CASES = [
+    ({"kernel_size": 2}, (3, 6, 8)),  # tiles the input: the 2x2 tournament
+    ({"kernel_size": 2}, (3, 7, 7)),  # floor mode: general scan
+    ({"kernel_size": 3, "stride": 2, "padding": 1}, (2, 7, 6)),  # overlapping, padded
+    ({"kernel_size": [1, 3], "stride": [1, 3]}, (2, 4, 9)),  # tiles, but not 2x2
+]
+
+
+@pytest.mark.parametrize("fields, shape", CASES, ids=[str(c[0]) for c in CASES])
+@pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
+def test_tied_windows_route_like_torch(fields, shape, train):
+    rng = np.random.default_rng(0)
+    x = np.maximum(rng.integers(-2, 3, (5, *shape)), 0).astype(np.float64)  # mostly ties
+    layer = LAYERS["maxpool2d"](**fields)
+    plan = layer_plan(layer, shape, "float64")
+    y = plan.forward(x, train=train)
+    dy = rng.standard_normal(y.shape)
+    dx = plan.backward(dy)
+
+    pool = torch.nn.MaxPool2d(layer.kernel_size, layer.stride or layer.kernel_size,
+                              layer.padding)
+    xt = torch.tensor(x, requires_grad=True)
+    yt = pool(xt)
+    yt.backward(torch.tensor(dy))
+    np.testing.assert_array_equal(y, yt.detach().numpy())
+    # a wrong winner is off by a whole dy (~1); overlapping windows that share a winner may
+    # only sum their contributions in another order (~1e-16)
+    np.testing.assert_allclose(dx, xt.grad.numpy(), rtol=0, atol=1e-12)
+    assert (x == 0).mean() > 0.5  # the input really is full of ties
