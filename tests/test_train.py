@@ -59,6 +59,12 @@ def cli(*args):
     return result
 
 
+def one_epoch_run(spec_path, run_dir):
+    """Train the spec for one epoch into run_dir through the CLI."""
+    result = cli("train", spec_path, "--set", "train.epochs=1", "--out", run_dir)
+    assert result.exit_code == 0, result.output
+
+
 def params_of(path):
     ckpt = checkpoint.load(path)
     return {k: v for k, v in ckpt.state.items()}
@@ -159,7 +165,7 @@ def test_set_overrides_are_validated_like_the_file(tmp_path):
 
 def test_refuses_to_overwrite_a_run(tmp_path):
     path = write_spec(tmp_path)
-    assert cli("train", path, "--set", "train.epochs=1", "--out", tmp_path / "r").exit_code == 0
+    one_epoch_run(path, tmp_path / "r")
     result = cli("train", path, "--set", "train.epochs=1", "--out", tmp_path / "r")
     assert result.exit_code == 1
     assert "--resume" in result.output
@@ -167,7 +173,7 @@ def test_refuses_to_overwrite_a_run(tmp_path):
 
 def test_resume_with_changed_spec_names_the_change(tmp_path):
     path = write_spec(tmp_path)
-    assert cli("train", path, "--set", "train.epochs=1", "--out", tmp_path / "r").exit_code == 0
+    one_epoch_run(path, tmp_path / "r")
     ok = cli("train", path, "--set", "train.epochs=2", "--resume", tmp_path / "r")
     assert ok.exit_code == 0, ok.output  # epochs may change
     result = cli("train", path, "--set", "train.epochs=3", "--set", "train.optimizer.lr=0.1",
@@ -178,7 +184,7 @@ def test_resume_with_changed_spec_names_the_change(tmp_path):
 
 def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
     path = write_spec(tmp_path)
-    assert cli("train", path, "--set", "train.epochs=1", "--out", tmp_path / "r").exit_code == 0
+    one_epoch_run(path, tmp_path / "r")
     last = tmp_path / "r" / "checkpoints" / "last.npz"
     last.write_bytes(last.read_bytes()[:1000])
     result = cli("train", path, "--resume", tmp_path / "r")
@@ -188,7 +194,7 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
 
 def test_checkpoint_of_another_network_is_rejected(tmp_path, tiny_splits):
     path = write_spec(tmp_path)
-    assert cli("train", path, "--set", "train.epochs=1", "--out", tmp_path / "r").exit_code == 0
+    one_epoch_run(path, tmp_path / "r")
     other = write_spec(tmp_path, SPEC.replace("out_features: 32", "out_features: 16"))
     result = cli("eval", other, "-c", tmp_path / "r" / "checkpoints" / "last.npz")
     assert result.exit_code == 1
