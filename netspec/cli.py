@@ -214,7 +214,7 @@ def train(
     import time
 
     from netspec.spec import load
-    from netspec.train import Run
+    from netspec.train import Run, score
 
     if spec_path is None and resume is None:
         raise typer.BadParameter("give a SPEC file, or --resume RUN_DIR", param_hint="SPEC")
@@ -251,12 +251,14 @@ def train(
             err.print(f"[yellow]interrupted[/yellow]: checkpoint saved to {run.last_path}; "
                       f"continue with: netspec train --resume {out_dir}")
             raise typer.Exit(130)
-        best = max(run.history, key=lambda h: h.get("val_acc", h.get("test_acc", 0)))
+        best = max(run.history, key=score)
         out.print(f"[green]done[/green]: {out_dir} (best epoch {best['epoch']}: "
                   f"test acc {100 * best.get('test_acc', float('nan')):.2f}%)")
 
 
 def _fit_with_progress(run, show: bool, should_stop) -> bool:
+    import time
+
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -276,8 +278,6 @@ def _fit_with_progress(run, show: bool, should_stop) -> bool:
         clock = {"start": None, "step0": 0}
 
         def on_step(step, steps, loss, acc):
-            import time
-
             now = time.perf_counter()
             if clock["start"] is None:
                 clock["start"], clock["step0"] = now, step

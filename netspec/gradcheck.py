@@ -73,13 +73,12 @@ def check_spec(spec, settings=None, isolated: bool = True) -> Report:
     report.rows += check_plan(plan, objective, x, cfg, rng, "network", lines, types)
     if isolated:
         for info in spec.infos:
-            single = layer_plan(info.layer, info.in_shape, "float64", seed=cfg.seed)
-            report.rows += check_layer_plan(single, cfg, rng, info.name, info.type,
-                                            lines[info.name])
+            single = layer_plan(info.layer, info.in_shape, "float64", cfg.seed, info.name)
+            report.rows += check_layer_plan(single, cfg, rng, info.type, lines[info.name])
     return report
 
 
-def check_layer_plan(plan: Plan, cfg, rng, name: str, type_: str, line=None) -> list[Row]:
+def check_layer_plan(plan: Plan, cfg, rng, type_: str, line=None) -> list[Row]:
     """Check a one-layer plan on the objective sum(y * R) with a fixed random R."""
     x = rng.standard_normal((cfg.batch_size, *plan.in_shape))
     projection = rng.standard_normal((cfg.batch_size, *plan.out_shape))
@@ -87,19 +86,18 @@ def check_layer_plan(plan: Plan, cfg, rng, name: str, type_: str, line=None) -> 
     def objective(out):
         return float(np.sum(out * projection)), projection.copy()
 
-    step_name = plan.steps[0].name
-    return check_plan(plan, objective, x, cfg, rng, "layer", {step_name: line},
-                      {step_name: type_}, rename={step_name: name})
+    name = plan.steps[0].name
+    return check_plan(plan, objective, x, cfg, rng, "layer", {name: line}, {name: type_})
 
 
-def check_plan(plan: Plan, objective, x, cfg, rng, scope="network", lines=None, types=None,
-               rename=None) -> list[Row]:
+def check_plan(plan: Plan, objective, x, cfg, rng, scope="network", lines=None,
+               types=None) -> list[Row]:
     """Compare plan.backward with central differences of objective(plan.forward(x)).
 
     `objective(out) -> (loss, dloss/dout)`; out and x are in PyTorch layout. Returns one Row
     for the input and one per parameter tensor.
     """
-    lines, types, rename = lines or {}, types or {}, rename or {}
+    lines, types = lines or {}, types or {}
     x = np.array(x, dtype=np.float64)
     rng_state = plan.rng.bit_generator.state
 
@@ -122,8 +120,7 @@ def check_plan(plan: Plan, objective, x, cfg, rng, scope="network", lines=None, 
             tensor = "input"
         else:
             layer, _, tensor = key.rpartition(".")
-        row = Row(scope, rename.get(layer, layer), types.get(layer, ""), tensor,
-                  lines.get(layer))
+        row = Row(scope, layer, types.get(layer, ""), tensor, lines.get(layer))
         worst = -1.0
         for flat in _entries(array.size, cfg.max_entries, rng):
             old = array.flat[flat]

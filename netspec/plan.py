@@ -203,10 +203,11 @@ def compile(spec, dtype="float32") -> Plan:
     return Plan(spec.infos, dtype, np.random.default_rng(spec.seed), spec.defaults.init)
 
 
-def layer_plan(layer: Layer, in_shape, dtype="float64", seed: int = 0) -> Plan:
-    """A one-layer Plan (used to check a layer in isolation)."""
+def layer_plan(layer: Layer, in_shape, dtype="float64", seed: int = 0,
+               name: str | None = None) -> Plan:
+    """A one-layer Plan (used to check a layer in isolation); its step is called `name`."""
     out = tuple(layer.output_shape(tuple(in_shape)))
-    info = LayerInfo(0, layer.name or layer.type, layer, tuple(in_shape), out,
+    info = LayerInfo(0, name or layer.name or layer.type, layer, tuple(in_shape), out,
                      layer.param_shapes(in_shape), layer.buffer_shapes(in_shape),
                      layer.macs(in_shape, out))
     return Plan([info], dtype, np.random.default_rng(seed))

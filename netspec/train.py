@@ -260,9 +260,8 @@ class Run:
                     eval_seconds += ev.seconds
             record["eval_seconds"] = eval_seconds
             self.history.append(record)
-            score = record.get("val_acc", record.get("test_acc", -1.0))
-            if score > self.best:
-                self.best = score
+            if score(record) > self.best:
+                self.best = score(record)
                 self.save(self.best_path)
             self.save(self.last_path)
             with open(self.out / "metrics.jsonl", "a") as f:  # after the checkpoint it describes
@@ -291,6 +290,11 @@ def _version() -> str:
     from netspec import __version__
 
     return __version__
+
+
+def score(record: dict) -> float:
+    """What 'best' means for an epoch record: validation accuracy if any, else test accuracy."""
+    return record.get("val_acc", record.get("test_acc", -1.0))
 
 
 def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, classes: int) -> np.ndarray:

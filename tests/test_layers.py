@@ -37,7 +37,7 @@ def make(tag: str, fields: dict):
 
 
 def one_layer_check(plan, tag, cfg=CFG, seed=0):
-    return check_layer_plan(plan, cfg, np.random.default_rng(seed), plan.steps[0].name, tag)
+    return check_layer_plan(plan, cfg, np.random.default_rng(seed), tag)
 
 
 # ---------------------------------------------------------------- every example of every layer
