@@ -75,6 +75,21 @@ def load(path: str | Path) -> Checkpoint:
     return Checkpoint(state, optimizer, meta)
 
 
+def check_fits(state: dict, shapes: dict, where: str, optional: tuple = ()) -> None:
+    """Raise CheckpointError unless `state` has exactly the names and shapes in `shapes`.
+
+    `optional` names (last dotted part) may be missing from `state`, e.g. torch-only buffers.
+    """
+    missing = [k for k in shapes if k not in state and k.rsplit(".", 1)[-1] not in optional]
+    extra = [k for k in state if k not in shapes]
+    wrong = [f"{k}: {tuple(np.shape(state[k]))} there, {tuple(shapes[k])} here"
+             for k in shapes if k in state and tuple(np.shape(state[k])) != tuple(shapes[k])]
+    if missing or extra or wrong:
+        parts = [f"{label}: {', '.join(items)}" for label, items in
+                 (("missing", missing), ("unexpected", extra), ("shape mismatch", wrong)) if items]
+        raise CheckpointError(f"{where} ({'; '.join(parts)})")
+
+
 def spec_changes(old: dict, new: dict, prefix: str = "") -> list[str]:
     """Human-readable differences between two resolved spec dicts ('train.lr: 0.1 -> 0.2')."""
     changes = []

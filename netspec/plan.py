@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from netspec.errors import CheckpointError
+from netspec.checkpoint import check_fits
 from netspec.layers import Ctx, Layer, Workspace
 from netspec.shapes import LayerInfo
 
@@ -178,15 +178,8 @@ class Plan:
     def load_state_dict(self, state: dict[str, np.ndarray], source: str = "state") -> None:
         """Copy arrays into the plan in place; names and shapes must match exactly."""
         mine = {**self.params, **self.buffers}
-        missing = [k for k in mine if k not in state]
-        extra = [k for k in state if k not in mine]
-        wrong = [f"{k}: {tuple(state[k].shape)} there, {mine[k].shape} here"
-                 for k in mine if k in state and tuple(state[k].shape) != mine[k].shape]
-        if missing or extra or wrong:
-            parts = [f"{label}: {', '.join(items)}" for label, items in
-                     (("missing", missing), ("unexpected", extra), ("shape mismatch", wrong))
-                     if items]
-            raise CheckpointError(f"{source} does not fit this network ({'; '.join(parts)})")
+        check_fits(state, {k: v.shape for k, v in mine.items()},
+                   f"{source} does not fit this network")
         for k, v in mine.items():
             v[...] = state[k]
 

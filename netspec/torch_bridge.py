@@ -19,7 +19,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-from netspec.errors import CheckpointError
+from netspec.checkpoint import check_fits
 from netspec.layers.base import pair
 
 TORCH_ONLY = ("num_batches_tracked",)  # buffer names torch has and netspec does not
@@ -96,14 +96,8 @@ def load_state_dict(module, state: dict[str, np.ndarray]) -> None:
     import torch
 
     mine = module.state_dict()
-    missing = [k for k in mine if k not in state and k.rsplit(".", 1)[-1] not in TORCH_ONLY]
-    extra = [k for k in state if k not in mine]
-    wrong = [f"{k}: {tuple(np.shape(state[k]))} vs {tuple(mine[k].shape)}"
-             for k in mine if k in state and tuple(np.shape(state[k])) != tuple(mine[k].shape)]
-    if missing or extra or wrong:
-        parts = [f"{label}: {', '.join(items)}" for label, items in
-                 (("missing", missing), ("unexpected", extra), ("shape mismatch", wrong)) if items]
-        raise CheckpointError(f"state does not fit the torch module ({'; '.join(parts)})")
+    check_fits(state, {k: tuple(v.shape) for k, v in mine.items()},
+               "state does not fit the torch module", optional=TORCH_ONLY)
     full = {k: (torch.as_tensor(np.asarray(state[k])).to(v.dtype) if k in state else v)
             for k, v in mine.items()}
     module.load_state_dict(full, strict=True)
