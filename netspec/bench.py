@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from netspec.losses import CrossEntropy
+from netspec.plan import ufunc_buffer
 
 
 @dataclass(frozen=True)
@@ -131,13 +132,14 @@ def time_layers(plan, batch_size: int, repeats: int, rng: np.random.Generator, *
             extra[r, 1] = clock() - t0
 
     try:
-        for _ in range(warmup):
-            plain_step()
-        for r in range(repeats):
-            instrumented_step(r)
-            t0 = clock()
-            plain_step()
-            extra[r, 2] = clock() - t0
+        with ufunc_buffer():  # the buffer size run_forward/run_backward use
+            for _ in range(warmup):
+                plain_step()
+            for r in range(repeats):
+                instrumented_step(r)
+                t0 = clock()
+                plain_step()
+                extra[r, 2] = clock() - t0
     finally:
         plan.load_state_dict(saved, "saved state")
 

@@ -84,3 +84,23 @@ def test_the_first_layer_skips_its_input_gradient_only_when_asked():
     assert plan.run_backward(np.ones_like(out), need_dx=False) is None
     out = plan.run_forward(x, train=True)
     assert plan.run_backward(np.ones_like(out), need_dx=True).shape == (1, 28, 28, 4)
+
+
+def test_a_plan_runs_with_its_own_ufunc_buffer_and_restores_the_callers():
+    from netspec.plan import UFUNC_BUFSIZE
+
+    _, plan = lenet()
+    seen = []
+    step = plan.steps[0]
+    forward, backward = step.forward, step.backward
+    step.forward = lambda x, train: (seen.append(np.getbufsize()), forward(x, train))[1]
+    step.backward = lambda dy, need_dx: (seen.append(np.getbufsize()), backward(dy, need_dx))[1]
+    old = np.setbufsize(4096)
+    try:
+        x = np.random.default_rng(0).standard_normal((4, 1, 28, 28))
+        plan.backward(plan.forward(x, train=True))
+        assert np.getbufsize() == 4096  # the caller's setting is back
+    finally:
+        np.setbufsize(old)
+    assert seen == [UFUNC_BUFSIZE, UFUNC_BUFSIZE]
+    assert UFUNC_BUFSIZE != 4096
