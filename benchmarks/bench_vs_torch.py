@@ -46,6 +46,10 @@ DEFAULT_SPECS = ("lenet", "lenet-max", "mlp")
 PHASES = ("train", "infer")
 
 
+def workers_arg(text: str) -> int | str:
+    return text if text == "auto" else int(text)
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -64,6 +68,9 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads and BLAS threads (default: torch gets all cores, BLAS "
                         "keeps its own setting)")
+    p.add_argument("--workers", type=workers_arg, default="auto",
+                   help="netspec training processes, as `netspec train --workers` (default: "
+                        "auto)")
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON ('-': stdout)")
     args = p.parse_args(argv)
     if args.data_dir is None:
@@ -122,13 +129,18 @@ class NetspecSide:
 
     name = "netspec"
 
-    def __init__(self, spec, x, y):
-        self.spec, self.x, self.y = spec, x, y
+    def __init__(self, spec, x, y, workers):
+        self.spec, self.x, self.y, self.workers = spec, x, y, workers
+        self.trainer = None
 
     def reset(self):
         from netspec.train import Trainer
 
-        self.trainer = Trainer(self.spec, {"train": (self.x, self.y)}, dtype="float32")
+        if self.trainer is not None:
+            self.trainer.close()
+        self.trainer = Trainer(self.spec, {"train": (self.x, self.y)}, dtype="float32",
+                               workers=self.workers)
+        self.trainer.start_workers()  # once per run in `netspec train`, so not timed here
 
     def initial_state(self) -> dict:
         return self.trainer.plan.state_dict()
@@ -248,7 +260,7 @@ def run(args) -> dict:
         else:
             steps = max(1, round(full_steps * args.epochs_fraction))
             images = max(1, round(len(x) * args.epochs_fraction))
-        ours, theirs = NetspecSide(spec, x, y), TorchSide(spec, x, y, spec.seed)
+        ours, theirs = NetspecSide(spec, x, y, args.workers), TorchSide(spec, x, y, spec.seed)
         times = {(phase, side.name): [] for phase in args.phases for side in (ours, theirs)}
 
         # warm-up (untimed): allocate workspaces, load kernels, fault in pages
@@ -269,12 +281,14 @@ def run(args) -> dict:
                     else:
                         seconds = side.infer(images, args.eval_batch_size)
                     times[phase, side.name].append(seconds)
+        ours.trainer.close()
         for phase in args.phases:
             a, b = times[phase, "netspec"], times[phase, "torch"]
             paired = [u / v for u, v in zip(a, b)]
             results.append({
                 "spec": spec.name, "phase": phase,
-                "work": (f"{steps} batches of {batch}" if phase == "train"
+                "work": (f"{steps} batches of {batch}, netspec workers: {ours.trainer.workers}"
+                         if phase == "train"
                          else f"{images} images in batches of {args.eval_batch_size}"),
                 "netspec": summary(a), "torch": summary(b),
                 "ratio": statistics.median(a) / statistics.median(b),

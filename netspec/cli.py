@@ -208,11 +208,15 @@ def train(
     resume: Path | None = typer.Option(None, "--resume", file_okay=False, exists=True,
                                           help="Continue the run in this directory."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
+    workers: str = typer.Option(
+        "auto", help="Processes that share each batch: a number, or 'auto' (one per core for "
+                     "convolutional nets without batchnorm, on Linux; else 1)."),
 ):
     """Train a spec; writes spec.yaml, metrics.jsonl, checkpoints and curves.png."""
     import signal
     import time
 
+    from netspec.parallel import resolve_workers
     from netspec.spec import load
     from netspec.train import Run, score
 
@@ -220,12 +224,17 @@ def train(
         raise typer.BadParameter("give a SPEC file, or --resume RUN_DIR", param_hint="SPEC")
     if resume and run_dir and resume != run_dir:
         raise typer.BadParameter("--out and --resume name different directories")
+    requested = _workers_option(workers)
     with report_errors():
         spec = load(spec_path or resume / "spec.yaml", overrides)
+        try:
+            resolve_workers(requested, spec.infos)
+        except ValueError as e:
+            raise typer.BadParameter(str(e), param_hint="--workers") from None
         splits = _load_data(spec, data_dir)
         stamp = time.strftime("%Y%m%d-%H%M%S")
         out_dir = resume or run_dir or Path("runs") / f"{spec.name}-{stamp}"
-        run = Run(spec, splits, out_dir)
+        run = Run(spec, splits, out_dir, workers=requested)
         if resume:
             run.resume()
             out.print(f"resuming {out_dir} after epoch {run.trainer.epoch} "
@@ -233,6 +242,8 @@ def train(
         else:
             run.start()
         out.print(f"run directory: {out_dir}")
+        out.print(f"workers: {run.trainer.workers_why}")
+        run.trainer.start_workers()  # fork before the progress bar starts its thread
 
         stop = {"requested": False}
 
@@ -246,6 +257,7 @@ def train(
             finished = _fit_with_progress(run, progress, lambda: stop["requested"])
         finally:
             signal.signal(signal.SIGINT, previous)
+            run.trainer.close()
             run.plot()
         if not finished:
             err.print(f"[yellow]interrupted[/yellow]: checkpoint saved to {run.last_path}; "
@@ -254,6 +266,20 @@ def train(
         best = max(run.history, key=score)
         out.print(f"[green]done[/green]: {out_dir} (best epoch {best['epoch']}: "
                   f"test acc {100 * best.get('test_acc', float('nan')):.2f}%)")
+
+
+def _workers_option(text: str) -> int | str:
+    """--workers: 'auto' or a positive integer."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise typer.BadParameter(f"expected a positive integer or 'auto', got {text!r}",
+                                 param_hint="--workers")
+    return n
 
 
 def _fit_with_progress(run, show: bool, should_stop) -> bool:

@@ -20,6 +20,7 @@ import numpy as np
 
 from netspec.checkpoint import check_fits
 from netspec.layers import Ctx, Layer, Workspace
+from netspec.parallel import shared_array
 from netspec.shapes import LayerInfo
 
 # Eval-mode forward passes run in chunks whose layer outputs total about this many bytes
@@ -69,9 +70,10 @@ class Plan:
         self._ws = Workspace(self.dtype)  # chunk buffers
         self._unchunked_x = None
         # Parameters and gradients are consecutive views of two flat arrays, so that the
-        # optimizer can update everything with a few whole-array operations.
+        # optimizer can update everything with a few whole-array operations. The parameters
+        # sit in shared memory: worker processes forked later (parallel.py) read them there.
         sizes = [math.prod(s) for i in infos for s in i.param_shapes.values()]
-        self.flat_params = np.zeros(sum(sizes), self.dtype)
+        self.flat_params = shared_array((sum(sizes),), self.dtype)
         self.flat_grads = np.zeros(sum(sizes), self.dtype)
         offset = 0
         for info in infos:  # parameters are drawn layer by layer from the one Generator

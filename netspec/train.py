@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +23,7 @@ import numpy as np
 
 from netspec import checkpoint
 from netspec.errors import CheckpointError, DataError, TrainingError
+from netspec.parallel import WorkerPool, resolve_workers, slice_gradient
 from netspec.plan import compile
 
 EXCLUDED_FROM_RESUME_CHECK = ("train.epochs",)  # may change when resuming
@@ -60,8 +62,11 @@ class _Progress:
 class Trainer:
     """Trains a compiled plan with the spec's optimizer, schedule, batch size and seed."""
 
-    def __init__(self, spec, splits: dict, dtype="float32", plan=None):
+    def __init__(self, spec, splits: dict, dtype="float32", plan=None, workers: int | str = 1):
+        """workers: processes sharing each batch (1, N, or 'auto'; see netspec.parallel)."""
         self.spec = spec
+        self.workers, self.workers_why = resolve_workers(workers, spec.infos)
+        self.pool = None  # the WorkerPool, started by the first epoch when workers > 1
         self.plan = plan or compile(spec, dtype)
         self.optimizer = spec.train.optimizer.build(self.plan.params)
         self.rng = self.plan.rng  # the one Generator: init (already drawn), shuffle, dropout
@@ -73,6 +78,18 @@ class Trainer:
             raise DataError(
                 f"the last training batch would hold 1 of {len(self.x):,} samples, and batchnorm "
                 f"cannot normalise a single sample; change train.batch_size (e.g. to {batch + 1})")
+
+    def start_workers(self) -> None:
+        """Fork the worker processes now (else the first epoch does); no-op for 1 worker."""
+        if self.workers > 1 and self.pool is None:
+            self.pool = WorkerPool(self.plan, self.spec.loss, self.x, self.y, self.workers,
+                                   self.spec.train.batch_size)
+
+    def close(self) -> None:
+        """Stop the worker processes, if any (training again restarts them)."""
+        if self.pool is not None:
+            self.pool.close()
+            self.pool = None
 
     @property
     def epoch(self) -> int:
@@ -100,8 +117,10 @@ class Trainer:
             self.rng.bit_generator.state = state_now
         lr = self.lr(p.epoch)
         x_rows = np.empty((batch, self.x.shape[1]), self.x.dtype)
+        self.start_workers()
         start = time.perf_counter()
-        with np.errstate(over="ignore", invalid="ignore"):  # divergence is reported below
+        with (np.errstate(over="ignore", invalid="ignore"),  # divergence is reported below
+              self.pool.blas_limit() if self.pool else nullcontext()):
             stopped = self._run_steps(order, lr, x_rows, steps, on_step, should_stop)
         p.seconds += time.perf_counter() - start
         stats = EpochStats(p.loss_sum / max(p.seen, 1), p.correct / max(p.seen, 1),
@@ -118,25 +137,23 @@ class Trainer:
             if should_stop is not None and should_stop():
                 return True
             idx = order[step * batch:(step + 1) * batch]
-            rows = np.take(self.x, idx, axis=0, out=x_rows[:len(idx)])  # (B, D) gather
-            xb = plan.to_internal(rows)  # (B, D) -> (*input shape, B)
-            yb = self.y[idx]
-            logits = plan.run_forward(xb, train=True)  # (K, B)
-            loss, dlogits = self.spec.loss(logits, yb, axis=0)
+            if self.pool is None:  # forward, loss and backward of the batch: fills plan.grads
+                loss, correct = slice_gradient(plan, self.spec.loss, self.x, self.y, idx, x_rows)
+                bad = None if math.isfinite(loss) else plan.first_nonfinite()
+            else:  # the same, split across the worker processes
+                loss, correct, bad = self.pool.gradient(idx)
             if not math.isfinite(loss):
-                self._diverged(loss, step)
-            plan.run_backward(dlogits)
+                self._diverged(loss, step, bad)
             self.optimizer.step(plan.grads, lr)
             p.loss_sum += loss * len(idx)
-            p.correct += int(np.count_nonzero(logits.argmax(axis=0) == yb))
+            p.correct += correct
             p.seen += len(idx)
             p.step = step + 1
             if on_step is not None:
                 on_step(p.step, steps, p.loss_sum / p.seen, p.correct / p.seen)
         return False
 
-    def _diverged(self, loss, step):
-        layer = self.plan.first_nonfinite()
+    def _diverged(self, loss, step, layer):
         where = (f"the first non-finite output is at layer '{layer}'" if layer
                  else "every layer output is finite, so the loss itself overflowed")
         raise TrainingError(
@@ -193,10 +210,11 @@ class Run:
     trainer: Trainer = None
     history: list = field(default_factory=list)
     best: float = -1.0
+    workers: int | str = 1  # for the Trainer made here: 1, N or 'auto'
 
     def __post_init__(self):
         self.out = Path(self.out)
-        self.trainer = self.trainer or Trainer(self.spec, self.splits)
+        self.trainer = self.trainer or Trainer(self.spec, self.splits, workers=self.workers)
 
     @property
     def last_path(self) -> Path:

@@ -108,6 +108,12 @@ class Layer(BaseModel):
 
     # (spec fields, input shape) pairs: the test suite shape- and gradient-checks each one.
     examples: ClassVar[list[tuple[dict, Shape]]] = []
+    # True when one sample's output depends on the other samples of its batch (batchnorm's
+    # batch statistics): then a batch cannot be split across worker processes (parallel.py).
+    couples_batch: ClassVar[bool] = False
+    # True when forward draws from ctx.rng (dropout): each worker process then gets its own
+    # stream, seeded from the plan's Generator at every step.
+    stochastic: ClassVar[bool] = False
 
     def output_shape(self, in_shape: Shape) -> Shape:
         """Per-sample output shape; raise ShapeError if `in_shape` is impossible."""

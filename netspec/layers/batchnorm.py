@@ -41,6 +41,7 @@ class BatchNorm(Layer):
 
     examples: ClassVar[list] = [({}, (3, 4, 4)), ({}, (5,)),
                                 ({"eps": 1e-3, "momentum": 0.3}, (2, 3, 2))]
+    couples_batch: ClassVar[bool] = True  # batch statistics
 
     def output_shape(self, in_shape):
         if len(in_shape) not in (1, 3):

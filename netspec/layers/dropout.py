@@ -22,6 +22,7 @@ class Dropout(Layer):
     p: float = Field(0.5, ge=0.0, lt=1.0, description="Probability of zeroing an entry.")
 
     examples: ClassVar[list] = [({}, (2, 3, 3)), ({"p": 0.2}, (8,)), ({"p": 0.0}, (5,))]
+    stochastic: ClassVar[bool] = True
 
     def build(self, ctx):
         scale = 1.0 / (1.0 - self.p)
