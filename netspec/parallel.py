@@ -35,7 +35,6 @@ import multiprocessing
 import os
 import signal
 import sys
-import traceback
 from contextlib import nullcontext
 
 import numpy as np
@@ -177,7 +176,10 @@ class WorkerPool:
         self.idx[:n] = idx
         for k in range(1, w):
             seed = int(self.plan.rng.integers(2**63)) if self.stochastic else None
-            self.conns[k - 1].send((bounds[k], bounds[k + 1], n, seed))
+            try:
+                self.conns[k - 1].send((bounds[k], bounds[k + 1], n, seed))
+            except OSError:  # BrokenPipeError: the child is gone
+                self._died(k)
         own = bounds[1]
         loss, correct = slice_gradient(self.plan, self.loss, self.x, self.y, idx[:own],
                                        self.rows, own / n)
@@ -196,19 +198,23 @@ class WorkerPool:
             self.plan.flat_grads += self.grads[k - 1]
         if failure:
             self.close()
-            raise TrainingError(failure + "; train with --workers 1 to run in one process")
+            raise TrainingError(failure + "; train with --workers 1 to run in one process "
+                                "(an error there comes with its full context)")
         return loss, correct, bad
 
     def _receive(self, k: int):
         try:
             return self.conns[k - 1].recv()
         except (EOFError, OSError):
-            proc = self.procs[k - 1]
-            proc.join(timeout=1)
-            self.close()
-            raise TrainingError(
-                f"worker process {k} (pid {proc.pid}) exited unexpectedly (exit code "
-                f"{proc.exitcode}); train with --workers 1 to run in one process") from None
+            self._died(k)
+
+    def _died(self, k: int):
+        proc = self.procs[k - 1]
+        proc.join(timeout=1)
+        self.close()
+        raise TrainingError(
+            f"worker process {k} (pid {proc.pid}) exited unexpectedly (exit code "
+            f"{proc.exitcode}); train with --workers 1 to run in one process") from None
 
     def _serve(self, k: int, conn, parent_ends) -> None:
         """Child k's loop: one slice's gradient per message, until None or the parent is gone."""
@@ -239,7 +245,7 @@ class WorkerPool:
                 bad = None if math.isfinite(loss) else plan.first_nonfinite()
                 reply = (loss, correct, bad)
             except Exception as e:  # noqa: BLE001 - any failure goes to the parent, which stops
-                reply = ("error", f"{type(e).__name__}: {e}\n{traceback.format_exc()}")
+                reply = ("error", f"{type(e).__name__}: {e}")
             conn.send(reply)
 
     def close(self) -> None:

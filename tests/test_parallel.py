@@ -1,0 +1,260 @@
+"""Data-parallel training in worker processes (netspec/parallel.py).
+
+The gradient of a batch split across workers equals the whole batch's gradient; runs are
+reproducible; a child's failure, NaN or death is reported; children exit with their parent;
+'auto' and explicit worker counts are resolved with reasons.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+from conftest import ROOT, TINY
+from typer.testing import CliRunner
+
+import netspec
+from netspec.cli import app
+from netspec.errors import TrainingError
+from netspec.parallel import (
+    WorkerPool,
+    can_fork,
+    resolve_workers,
+    shared_array,
+    slice_gradient,
+)
+from netspec.train import Trainer
+
+pytestmark = pytest.mark.skipif(not can_fork(), reason="worker processes need Linux fork")
+
+SPEC = f"""
+name: tiny-conv
+seed: 5
+input: {{shape: [1, 28, 28]}}
+layers:
+  - {{type: conv2d, name: conv1, out_channels: 4, kernel_size: 5, stride: 2}}
+  - {{type: relu}}
+  - {{type: maxpool2d, kernel_size: 2}}
+  - {{type: flatten}}
+  - {{type: linear, name: fc1, out_features: 32}}
+  - {{type: relu}}
+  - {{type: linear, name: fc2, out_features: 10}}
+data: {{dataset: {TINY}}}
+train:
+  epochs: 2
+  batch_size: 32
+  optimizer: {{type: sgd, lr: 0.05, momentum: 0.9, weight_decay: 1.0e-4}}
+"""
+DROPOUT = SPEC.replace("  - {type: linear, name: fc2", "  - {type: dropout, p: 0.3}\n"
+                                                        "  - {type: linear, name: fc2")
+BATCHNORM = SPEC.replace("  - {type: relu}\n  - {type: maxpool2d",
+                         "  - {type: batchnorm}\n  - {type: relu}\n  - {type: maxpool2d")
+
+
+def load(text=SPEC, *overrides):
+    return netspec.loads(text, "tiny-conv.yaml", list(overrides))
+
+
+def flat_x(splits):
+    x, y = splits["train"]
+    return np.ascontiguousarray(x.reshape(len(x), -1), dtype=np.float64), y
+
+
+@pytest.mark.parametrize("workers, batch", [(2, 32), (2, 7), (3, 10)])
+def test_split_gradient_equals_the_whole_batch_gradient(tiny_splits, workers, batch):
+    spec = load()
+    x, y = flat_x(tiny_splits)
+    idx = np.random.default_rng(0).permutation(len(x))[:batch]
+    whole = netspec.compile(spec, "float64")
+    rows = np.empty((batch, x.shape[1]))
+    loss, correct = slice_gradient(whole, spec.loss, x, y, idx, rows)
+
+    split = netspec.compile(spec, "float64")
+    pool = WorkerPool(split, spec.loss, x, y, workers, batch)
+    try:
+        split.flat_grads[...] = np.nan  # must be overwritten, not accumulated into
+        got_loss, got_correct, bad = pool.gradient(idx)
+    finally:
+        pool.close()
+    assert bad is None
+    assert got_correct == correct
+    assert got_loss == pytest.approx(loss, rel=1e-12)
+    for k in whole.grads:
+        np.testing.assert_allclose(split.grads[k], whole.grads[k], rtol=1e-10, atol=1e-13,
+                                   err_msg=k)
+    assert np.abs(whole.flat_grads).max() > 0
+
+
+def test_two_workers_train_like_one_and_reproducibly(tiny_splits):
+    finals = {}
+    for name, workers in (("one", 1), ("two", 2), ("two again", 2)):
+        trainer = Trainer(load(), tiny_splits, dtype="float64", workers=workers)
+        try:
+            stats = [trainer.train_epoch() for _ in range(2)]
+        finally:
+            trainer.close()
+        assert (trainer.pool is None) and trainer.workers == workers
+        finals[name] = (trainer.plan.flat_params.copy(), stats[-1].loss, stats[-1].accuracy)
+    one, two, again = finals["one"], finals["two"], finals["two again"]
+    np.testing.assert_allclose(two[0], one[0], rtol=1e-8, atol=1e-10)  # rounding only
+    assert two[1] == pytest.approx(one[1], rel=1e-8) and two[2] == one[2]
+    assert np.array_equal(two[0], again[0])  # bit-identical for the same worker count
+
+
+def test_dropout_with_workers_is_reproducible(tiny_splits):
+    params = []
+    for _ in range(2):
+        trainer = Trainer(load(DROPOUT), tiny_splits, workers=2)
+        try:
+            trainer.train_epoch()
+        finally:
+            trainer.close()
+        params.append(trainer.plan.flat_params.copy())
+    assert np.array_equal(params[0], params[1])
+
+
+@pytest.mark.parametrize("reseed", [True, False], ids=["fresh-streams", "negative-control"])
+def test_each_child_draws_its_own_dropout_masks(tiny_splits, reseed):
+    # The same 8 samples on both workers: equal masks would give equal halves of the gradient.
+    spec = load(DROPOUT)
+    x, y = flat_x(tiny_splits)
+    plan = netspec.compile(spec, "float64")
+    pool = WorkerPool(plan, spec.loss, x, y, 2, 16)
+    pool.stochastic = reseed  # False: the child keeps its forked copy of the parent's stream
+    try:
+        pool.gradient(np.concatenate([np.arange(8), np.arange(8)]))
+    finally:
+        pool.close()
+    child = pool.grads[0]
+    parent = plan.flat_grads - child
+    assert np.abs(child).max() > 0
+    assert np.allclose(parent, child) != reseed
+
+
+def test_auto_and_explicit_worker_counts():
+    conv, mlp = load(), netspec.load(ROOT / "specs" / "mlp.yaml")
+    n, why = resolve_workers("auto", conv.infos)
+    assert n == min(2, len(os.sched_getaffinity(0)))
+    assert ("2 worker processes" if n == 2 else "one process") in why
+    n, why = resolve_workers("auto", mlp.infos)
+    assert n == 1 and "used 1.0x per sample" in why
+    assert resolve_workers(3, mlp.infos)[0] == 3  # explicit: the user's choice
+    bn = load(BATCHNORM)
+    n, why = resolve_workers("auto", bn.infos)
+    assert n == 1 and "layers[1] (batchnorm" in why
+    with pytest.raises(ValueError, match="batchnorm.*use 1 worker"):
+        resolve_workers(2, bn.infos)
+    for bad in (0, -1, "two", 1.5, True):
+        with pytest.raises(ValueError, match="positive integer or 'auto'"):
+            resolve_workers(bad, conv.infos)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--workers", "0"], "positive integer or 'auto'"),
+    (["--workers", "many"], "positive integer or 'auto'"),
+    (["--workers", "2", "--set", "layers[1]={type: batchnorm}"], "batchnorm"),
+])
+def test_cli_rejects_impossible_worker_counts(tmp_path, args, message):
+    spec_path = tmp_path / "s.yaml"
+    spec_path.write_text(SPEC)
+    result = CliRunner().invoke(app, ["train", str(spec_path), "--out", str(tmp_path / "r"),
+                                      *args])
+    assert result.exit_code == 2, result.output
+    assert message in " ".join(result.output.split())
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_failing_child_is_reported_and_the_pool_stops(tiny_splits, monkeypatch):
+    spec = load()
+    x, y = flat_x(tiny_splits)
+    plan = netspec.compile(spec, "float64")
+    parent = os.getpid()
+    forward = plan.steps[2].forward
+
+    def broken(h, train):  # fails in the child process only
+        if os.getpid() != parent:
+            raise RuntimeError("simulated worker bug")
+        return forward(h, train)
+
+    monkeypatch.setattr(plan.steps[2], "forward", broken)
+    pool = WorkerPool(plan, spec.loss, x, y, 2, 16)
+    children = pool.procs[:]
+    with pytest.raises(TrainingError, match="worker process 1 failed: RuntimeError: simulated "
+                                            "worker bug.*--workers 1"):
+        pool.gradient(np.arange(16))
+    assert pool.procs == [] and all(not p.is_alive() for p in children)
+
+
+def test_a_dead_child_is_reported(tiny_splits):
+    spec = load()
+    x, y = flat_x(tiny_splits)
+    pool = WorkerPool(netspec.compile(spec, "float64"), spec.loss, x, y, 2, 16)
+    pool.procs[0].kill()
+    pool.procs[0].join(5)
+    with pytest.raises(TrainingError, match=r"worker process 1 \(pid \d+\) exited unexpectedly"):
+        pool.gradient(np.arange(16))
+
+
+def test_nan_in_a_childs_slice_names_the_layer(tiny_splits):
+    spec = load()
+    x, y = flat_x(tiny_splits)
+    x = x.copy()
+    x[12, 100] = np.nan  # sample 12 is in the child's half of idx 0..15
+    pool = WorkerPool(netspec.compile(spec, "float64"), spec.loss, x, y, 2, 16)
+    try:
+        with np.errstate(invalid="ignore"):
+            loss, _, bad = pool.gradient(np.arange(16))
+    finally:
+        pool.close()
+    assert np.isnan(loss) and bad == "conv1"
+
+
+def test_children_exit_when_the_parent_is_killed(tmp_path):
+    script = tmp_path / "parent.py"
+    script.write_text(textwrap.dedent(f"""
+        import sys, time
+        import netspec
+        from netspec.train import Trainer
+        from netspec.data import load_dataset, prepare
+        spec = netspec.loads({SPEC!r}, "s.yaml")
+        trainer = Trainer(spec, prepare(load_dataset({str(TINY)!r}), "standardize", 0),
+                          workers=2)
+        trainer.start_workers()
+        print(*trainer.pool.pids, flush=True)
+        time.sleep(120)
+    """))
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        pids = [int(p) for p in proc.stdout.readline().split()]
+        assert len(pids) == 1 and all(_running(p) for p in pids)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    deadline = time.monotonic() + 20
+    while any(_running(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(_running(p) for p in pids), "a worker outlived its parent"
+
+
+def _running(pid: int) -> bool:
+    """True while pid exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+def test_shared_array_is_shared_with_forked_children():
+    a = shared_array((4,), np.float32)
+    pid = os.fork()
+    if pid == 0:  # child: write and leave at once
+        a[:] = [1, 2, 3, 4]
+        os._exit(0)
+    os.waitpid(pid, 0)
+    assert a.tolist() == [1, 2, 3, 4]
