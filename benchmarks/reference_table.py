@@ -11,7 +11,8 @@ Kaiming-normal weights, zero biases, standardised inputs) from the same initial 
 lockstep: one netspec epoch, then one torch epoch, so that machine load hits both alike.
 
 netspec trains through `netspec.train.Run` (the code behind `netspec train`, writing a real run
-directory with metrics.jsonl, checkpoints and curves.png under --runs). torch runs the idiomatic
+directory with metrics.jsonl, checkpoints and curves.png under --runs), with the same worker
+processes as `netspec train` (--workers, default auto). torch runs the idiomatic
 loop (zero_grad, forward, CrossEntropyLoss, backward, step; StepLR) on the same normalised
 float32 arrays, shuffled every epoch. At the end both evaluate the 60k training images in eval
 mode: that gives the train accuracy and the inference time in the table. Test accuracy is the
@@ -44,6 +45,8 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads")
     p.add_argument("--runs", default=str(ROOT / "runs" / "reference"),
                    help="where netspec's run directories go")
+    p.add_argument("--workers", type=lambda t: t if t == "auto" else int(t), default="auto",
+                   help="netspec training processes, as `netspec train --workers`")
     p.add_argument("--json", default=None, help="also write the results here")
     return p.parse_args(argv)
 
@@ -96,8 +99,9 @@ def run_spec(name, args, splits):
     overrides = [f"train.epochs={args.epochs}"] if args.epochs else []
     spec = netspec.load(path, overrides)
     out = Path(args.runs) / f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    run = Run(spec, splits, out)
+    run = Run(spec, splits, out, workers=args.workers)
     run.start()
+    run.trainer.start_workers()
 
     model = to_torch(spec, run.trainer.plan)  # same initial weights, float32
     opt = torch_optimizer(spec, model)
@@ -121,11 +125,13 @@ def run_spec(name, args, splits):
               f"test {100 * ns['test_acc']:.2f}% | torch {seconds:.2f} s "
               f"test {100 * test_acc:.2f}%", flush=True)
     run.plot()
+    run.trainer.close()
 
     ns_eval = run.trainer.evaluate(*splits["train"])
     t_seconds, _, t_train_acc = torch_eval(model, loss_fn, *tx["train"])
     return {
         "spec": spec.name, "epochs": epochs, "run_dir": str(out),
+        "netspec_workers": run.trainer.workers,
         "netspec": {"train_acc": ns_eval.accuracy, "test_acc": run.history[-1]["test_acc"],
                     "best_test_acc": max(h["test_acc"] for h in run.history),
                     "train_seconds": sum(h["train_seconds"] for h in run.history),
