@@ -35,6 +35,7 @@ import multiprocessing
 import os
 import signal
 import sys
+import weakref
 from contextlib import nullcontext
 
 import numpy as np
@@ -153,6 +154,7 @@ class WorkerPool:
             theirs.close()
             self.conns.append(mine)
             self.procs.append(proc)
+        self._finalizer = weakref.finalize(self, _stop, self.conns, self.procs)
 
     @property
     def pids(self) -> list[int]:
@@ -249,16 +251,21 @@ class WorkerPool:
             conn.send(reply)
 
     def close(self) -> None:
-        """Stop the children (idempotent)."""
-        for conn in self.conns:
-            try:
-                conn.send(None)
-            except OSError:
-                pass
-            conn.close()
-        for proc in self.procs:
-            proc.join(timeout=2)
-            if proc.is_alive():
-                proc.terminate()
-                proc.join(timeout=2)
+        """Stop the children (idempotent; also runs when the pool is garbage-collected)."""
+        self._finalizer()
         self.conns, self.procs = [], []
+
+
+def _stop(conns, procs) -> None:
+    """Ask each child to exit, then make sure it has."""
+    for conn in conns:
+        try:
+            conn.send(None)
+        except OSError:  # already gone
+            pass
+        conn.close()
+    for proc in procs:
+        proc.join(timeout=2)
+        if proc.is_alive():
+            proc.terminate()
+            proc.join(timeout=2)

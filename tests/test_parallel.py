@@ -258,3 +258,18 @@ def test_shared_array_is_shared_with_forked_children():
         os._exit(0)
     os.waitpid(pid, 0)
     assert a.tolist() == [1, 2, 3, 4]
+
+
+def test_a_forgotten_pool_stops_its_children(tiny_splits):
+    import gc
+
+    spec = load()
+    x, y = flat_x(tiny_splits)
+    pool = WorkerPool(netspec.compile(spec, "float64"), spec.loss, x, y, 2, 16)
+    children = pool.procs[:]
+    assert all(p.is_alive() for p in children)
+    del pool
+    gc.collect()
+    for p in children:
+        p.join(5)
+    assert not any(p.is_alive() for p in children)
