@@ -269,7 +269,8 @@ class Run:
                 return False
             record = {"epoch": epoch + 1, "lr": t.lr(epoch), "train_loss": stats.loss,
                       "train_acc": stats.accuracy, "train_seconds": stats.seconds,
-                      "images_per_second": stats.images / max(stats.seconds, 1e-9)}
+                      "images_per_second": stats.images / max(stats.seconds, 1e-9),
+                      "workers": t.workers}
             eval_seconds = 0.0
             for split in ("val", "test"):
                 if split in self.splits:

@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 import netspec
 from netspec import checkpoint
 from netspec.cli import app
+from netspec.parallel import resolve_workers
 from netspec.train import Run, Trainer, confusion_matrix
 
 # A small LeNet-like net with dropout, so resume also has to restore the dropout RNG stream.
@@ -141,8 +142,11 @@ def test_train_writes_a_complete_run_directory(tmp_path):
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == [1, 2, 3]
     for key in ("epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc",
-                "train_seconds", "eval_seconds"):
+                "train_seconds", "eval_seconds", "workers"):
         assert all(key in r for r in records), key
+    expected_workers = resolve_workers("auto", spec().infos)[0]  # the CLI's default
+    assert [r["workers"] for r in records] == [expected_workers] * 3
+    assert f"workers: {resolve_workers('auto', spec().infos)[1]}" in result.output
     assert [r["lr"] for r in records] == pytest.approx([0.05, 0.05, 0.025])
     last = checkpoint.load(run_dir / "checkpoints" / "last.npz")
     assert {"conv1.weight", "conv1.bias", "fc1.weight", "fc2.bias"} <= last.state.keys()
