@@ -36,9 +36,9 @@ import os
 import signal
 import sys
 import weakref
-from contextlib import nullcontext
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from netspec.errors import TrainingError
 
@@ -161,12 +161,7 @@ class WorkerPool:
         return [p.pid for p in self.procs]
 
     def blas_limit(self):
-        """Context: the calling process's BLAS at its share of the threads (no-op without
-        threadpoolctl)."""
-        try:
-            from threadpoolctl import threadpool_limits
-        except ImportError:
-            return nullcontext()
+        """Context: the calling process's BLAS at its share of the threads."""
         return threadpool_limits(self.blas_threads, user_api="blas")
 
     def gradient(self, idx: np.ndarray) -> tuple[float, int, str | None]:
@@ -223,12 +218,7 @@ class WorkerPool:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
         for end in parent_ends:  # so that the parent's death closes every pipe
             end.close()
-        try:
-            from threadpoolctl import threadpool_limits
-        except ImportError:
-            pass
-        else:
-            threadpool_limits(self.blas_threads, user_api="blas")
+        threadpool_limits(self.blas_threads, user_api="blas")  # for the child's lifetime
         plan, rows, grads = self.plan, self.rows, self.grads[k - 1]
         while True:
             try:
