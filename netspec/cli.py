@@ -398,6 +398,7 @@ def bench(
     import numpy as np
 
     from netspec.bench import time_layers
+    from netspec.parallel import resolve_workers
     from netspec.plan import compile
     from netspec.spec import load
 
@@ -426,6 +427,9 @@ def bench(
     out.print(f"step {report.step_ms:.2f} ms (min {report.step_min_ms:.2f}, max "
               f"{report.step_max_ms:.2f}): {report.images_per_s:,.0f} images/s; "
               f"an epoch of 60,000 images ~ {60000 / report.images_per_s:.1f} s")
+    workers, why = resolve_workers("auto", spec.infos)
+    if workers > 1:
+        out.print(f"timed in one process; `netspec train` splits each batch across {why}")
 
 
 def main():

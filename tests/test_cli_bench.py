@@ -5,6 +5,7 @@ from typer.testing import CliRunner
 
 import netspec
 from netspec.cli import app
+from netspec.parallel import resolve_workers
 
 
 def test_bench_lists_every_layer_and_the_step_rate():
@@ -14,6 +15,16 @@ def test_bench_lists_every_layer_and_the_step_rate():
     for info in netspec.load(path).infos:
         assert info.name in result.output
     assert "images/s" in result.output and "optimizer step" in result.output
+    workers, why = resolve_workers("auto", netspec.load(path).infos)
+    assert (f"splits each batch across {why}" in " ".join(result.output.split())) == (
+        workers > 1)
+
+
+def test_bench_of_a_one_process_net_says_nothing_about_workers():
+    path = next(p for p in SPECS if p.name == "mlp.yaml")
+    result = CliRunner().invoke(app, ["bench", str(path), "--repeats", "2", "-b", "8"])
+    assert result.exit_code == 0, result.output
+    assert "worker" not in result.output
 
 
 def test_bench_usage_errors_exit_2():
