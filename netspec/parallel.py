@@ -238,7 +238,10 @@ class WorkerPool:
                 reply = (loss, correct, bad)
             except Exception as e:  # noqa: BLE001 - any failure goes to the parent, which stops
                 reply = ("error", f"{type(e).__name__}: {e}")
-            conn.send(reply)
+            try:
+                conn.send(reply)
+            except OSError:  # the parent exited mid-step
+                return
 
     def close(self) -> None:
         """Stop the children (idempotent; also runs when the pool is garbage-collected)."""

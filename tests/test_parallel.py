@@ -214,31 +214,43 @@ def test_nan_in_a_childs_slice_names_the_layer(tiny_splits):
     assert np.isnan(loss) and bad == "conv1"
 
 
-def test_children_exit_when_the_parent_is_killed(tmp_path):
+def test_children_exit_quietly_when_the_parent_is_killed(tmp_path):
+    # The parent dies while its worker is mid-step: the worker must notice, exit, and print
+    # nothing (its reply goes to a closed pipe).
     script = tmp_path / "parent.py"
     script.write_text(textwrap.dedent(f"""
-        import sys, time
+        import os, signal, sys, time
+        import numpy as np
         import netspec
-        from netspec.train import Trainer
+        from netspec.parallel import WorkerPool
         from netspec.data import load_dataset, prepare
         spec = netspec.loads({SPEC!r}, "s.yaml")
-        trainer = Trainer(spec, prepare(load_dataset({str(TINY)!r}), "standardize", 0),
-                          workers=2)
-        trainer.start_workers()
-        print(*trainer.pool.pids, flush=True)
-        time.sleep(120)
+        x, y = prepare(load_dataset({str(TINY)!r}), "standardize", 0)["train"]
+        plan = netspec.compile(spec)
+        parent, forward = os.getpid(), plan.steps[0].forward
+        def slow(h, train):  # the child takes a second over its slice
+            if os.getpid() != parent:
+                time.sleep(1.0)
+            return forward(h, train)
+        plan.steps[0].forward = slow
+        pool = WorkerPool(plan, spec.loss, x.reshape(len(x), -1), y, 2, 16)
+        print(*pool.pids, flush=True)
+        pool.idx[:16] = np.arange(16)
+        pool.conns[0].send((8, 16, 16, None))  # the child's half of a step
+        time.sleep(0.3)
+        os.kill(parent, signal.SIGKILL)
     """))
-    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
-    try:
-        pids = [int(p) for p in proc.stdout.readline().split()]
-        assert len(pids) == 1 and all(_running(p) for p in pids)
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(30)
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    pids = [int(p) for p in proc.stdout.readline().split()]
+    assert proc.wait(30) == -signal.SIGKILL
+    assert len(pids) == 1
     deadline = time.monotonic() + 20
     while any(_running(p) for p in pids) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not any(_running(p) for p in pids), "a worker outlived its parent"
+    errors = proc.stderr.read()  # the worker shares it: EOF once the worker is gone too
+    assert "Traceback" not in errors, errors
 
 
 def _running(pid: int) -> bool:
