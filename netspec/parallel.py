@@ -123,6 +123,21 @@ def slice_gradient(plan, loss, x, y, idx, rows, scale: float = 1.0) -> tuple[flo
     return value, int(np.count_nonzero(logits.argmax(axis=0) == labels))
 
 
+def eval_slice(plan, loss, x, y, lo: int, hi: int, batch: int, preds: np.ndarray) -> float:
+    """Eval-mode forward over samples lo..hi-1 of (x, y) in batches; fills preds[lo:hi].
+
+    x is (N, D). Returns the sum of the per-sample losses.
+    """
+    loss_sum = 0.0
+    for i in range(lo, hi, batch):
+        j = min(i + batch, hi)
+        logits = plan.run_forward(plan.to_internal(x[i:j]), train=False)  # (K, B)
+        value, _ = loss(logits, y[i:j], axis=0)
+        loss_sum += value * (j - i)
+        preds[i:j] = logits.argmax(axis=0)
+    return loss_sum
+
+
 def shared_array(shape, dtype) -> np.ndarray:
     """A zeroed array in memory that processes forked after this call share (MAP_SHARED)."""
     count = math.prod(shape)
@@ -133,10 +148,16 @@ def shared_array(shape, dtype) -> np.ndarray:
 class WorkerPool:
     """The calling process plus workers - 1 forked children; see the module docstring."""
 
-    def __init__(self, plan, loss, x: np.ndarray, y: np.ndarray, workers: int, batch_size: int):
+    def __init__(self, plan, loss, x: np.ndarray, y: np.ndarray, workers: int, batch_size: int,
+                 eval_sets=()):
+        """x (N, D), y (N,): the training data. eval_sets: more (x, y) pairs, such as the test
+        split, that `evaluate` may split across the workers too. The children see all of them
+        as they are now: do not modify them in place while the pool runs."""
         if workers < 2:
             raise ValueError(f"a WorkerPool needs at least 2 workers, got {workers}")
         self.plan, self.loss, self.x, self.y = plan, loss, x, y
+        self.eval_sets = [(x, y)] + [(a.reshape(len(a), -1), b) for a, b in eval_sets]
+        self.preds = shared_array((max(len(b) for _, b in self.eval_sets),), np.int64)
         self.workers = workers
         self.blas_threads = max(1, available_cores() // workers)
         size = plan.flat_params.size
@@ -174,7 +195,7 @@ class WorkerPool:
         for k in range(1, w):
             seed = int(self.plan.rng.integers(2**63)) if self.stochastic else None
             try:
-                self.conns[k - 1].send((bounds[k], bounds[k + 1], n, seed))
+                self.conns[k - 1].send(("gradient", bounds[k], bounds[k + 1], n, seed))
             except OSError:  # BrokenPipeError: the child is gone
                 self._died(k)
         own = bounds[1]
@@ -198,6 +219,48 @@ class WorkerPool:
             raise TrainingError(failure + "; train with --workers 1 to run in one process "
                                 "(an error there comes with its full context)")
         return loss, correct, bad
+
+    def evaluate(self, x: np.ndarray, y: np.ndarray, batch: int,
+                 preds: np.ndarray) -> float | None:
+        """eval_slice over all of (x, y), split across the workers in whole batches: fills
+        preds and returns the loss sum. None, having done nothing, when (x, y) is not one of
+        the pool's data sets (then evaluate in one process)."""
+        which = self._find(x, y)
+        n = len(x)
+        if which is None or n == 0:
+            return None
+        batches = -(-n // batch)
+        w = min(self.workers, batches)
+        bounds = [min(n, i * batches // w * batch) for i in range(w + 1)]
+        for k in range(1, w):
+            try:
+                self.conns[k - 1].send(("evaluate", which, bounds[k], bounds[k + 1], batch))
+            except OSError:
+                self._died(k)
+        loss_sum = eval_slice(self.plan, self.loss, x, y, 0, bounds[1], batch, preds)
+        failure = None
+        for k in range(1, w):
+            reply = self._receive(k)
+            if reply[0] == "error":
+                failure = failure or f"worker process {k} failed: {reply[1]}"
+                continue
+            loss_sum += reply[0]
+            lo, hi = bounds[k], bounds[k + 1]
+            preds[lo:hi] = self.preds[lo:hi]
+        if failure:
+            self.close()
+            raise TrainingError(failure + "; train with --workers 1 to run in one process")
+        return loss_sum
+
+    def _find(self, x, y) -> int | None:
+        """Index of the data set whose arrays are exactly (x, y) (same memory), or None."""
+        def key(a):
+            return a.__array_interface__["data"][0], a.shape, a.strides, a.dtype.str
+
+        for i, (a, b) in enumerate(self.eval_sets):
+            if key(a) == key(x) and key(b) == key(y):
+                return i
+        return None
 
     def _receive(self, k: int):
         try:
@@ -227,15 +290,20 @@ class WorkerPool:
                 return
             if message is None:
                 return
-            lo, hi, n, seed = message
             try:
-                if seed is not None:  # a fresh stream for this step's dropout masks
-                    plan.rng.bit_generator.state = type(plan.rng.bit_generator)(seed).state
-                loss, correct = slice_gradient(plan, self.loss, self.x, self.y,
-                                               self.idx[lo:hi], rows, (hi - lo) / n)
-                np.copyto(grads, plan.flat_grads)
-                bad = None if math.isfinite(loss) else plan.first_nonfinite()
-                reply = (loss, correct, bad)
+                if message[0] == "gradient":
+                    _, lo, hi, n, seed = message
+                    if seed is not None:  # a fresh stream for this step's dropout masks
+                        plan.rng.bit_generator.state = type(plan.rng.bit_generator)(seed).state
+                    loss, correct = slice_gradient(plan, self.loss, self.x, self.y,
+                                                   self.idx[lo:hi], rows, (hi - lo) / n)
+                    np.copyto(grads, plan.flat_grads)
+                    bad = None if math.isfinite(loss) else plan.first_nonfinite()
+                    reply = (loss, correct, bad)
+                else:  # "evaluate"
+                    _, which, lo, hi, batch = message
+                    x, y = self.eval_sets[which]
+                    reply = (eval_slice(plan, self.loss, x, y, lo, hi, batch, self.preds),)
             except Exception as e:  # noqa: BLE001 - any failure goes to the parent, which stops
                 reply = ("error", f"{type(e).__name__}: {e}")
             try:

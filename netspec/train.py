@@ -23,7 +23,7 @@ import numpy as np
 
 from netspec import checkpoint
 from netspec.errors import CheckpointError, DataError, TrainingError
-from netspec.parallel import WorkerPool, resolve_workers, slice_gradient
+from netspec.parallel import WorkerPool, eval_slice, resolve_workers, slice_gradient
 from netspec.plan import compile
 
 EXCLUDED_FROM_RESUME_CHECK = ("train.epochs",)  # may change when resuming
@@ -70,6 +70,7 @@ class Trainer:
         self.plan = plan or compile(spec, dtype)
         self.optimizer = spec.train.optimizer.build(self.plan.params)
         self.rng = self.plan.rng  # the one Generator: init (already drawn), shuffle, dropout
+        self.splits = splits
         self.x, self.y = splits["train"]
         self.x = self.x.reshape(len(self.x), -1)  # (N, D): one contiguous row per sample
         self.progress = _Progress()
@@ -82,8 +83,9 @@ class Trainer:
     def start_workers(self) -> None:
         """Fork the worker processes now (else the first epoch does); no-op for 1 worker."""
         if self.workers > 1 and self.pool is None:
+            others = [v for k, v in self.splits.items() if k != "train"]
             self.pool = WorkerPool(self.plan, self.spec.loss, self.x, self.y, self.workers,
-                                   self.spec.train.batch_size)
+                                   self.spec.train.batch_size, eval_sets=others)
 
     def close(self) -> None:
         """Stop the worker processes, if any (training again restarts them)."""
@@ -161,19 +163,22 @@ class Trainer:
             f"Try a lower learning rate (train.optimizer.lr is {self.spec.train.optimizer.lr:g})")
 
     def evaluate(self, x: np.ndarray, y: np.ndarray, batch_size: int | None = None) -> Evaluation:
-        """Loss, accuracy and predictions in eval mode, in order, batch by batch."""
+        """Loss, accuracy and predictions in eval mode, in order, batch by batch.
+
+        With worker processes running and (x, y) one of the trainer's splits, the workers
+        share the batches (the same results, up to rounding).
+        """
         batch = batch_size or self.spec.train.eval_batch_size
         x = x.reshape(len(x), -1)
         preds = np.empty(len(x), np.int64)
-        loss_sum = 0.0
         start = time.perf_counter()
         with np.errstate(over="ignore", invalid="ignore"):  # a diverged net just scores badly
-            for i in range(0, len(x), batch):
-                xb = self.plan.to_internal(x[i:i + batch])  # (B, D) -> (*input shape, B)
-                logits = self.plan.run_forward(xb, train=False)  # (K, B)
-                loss, _ = self.spec.loss(logits, y[i:i + batch], axis=0)
-                loss_sum += loss * logits.shape[-1]
-                preds[i:i + batch] = logits.argmax(axis=0)
+            loss_sum = None
+            if self.pool is not None:
+                with self.pool.blas_limit():
+                    loss_sum = self.pool.evaluate(x, y, batch, preds)
+            if loss_sum is None:
+                loss_sum = eval_slice(self.plan, self.spec.loss, x, y, 0, len(x), batch, preds)
         seconds = time.perf_counter() - start
         return Evaluation(loss_sum / max(len(x), 1), float(np.mean(preds == y)), preds, seconds)
 

@@ -117,6 +117,29 @@ def test_dropout_with_workers_is_reproducible(tiny_splits):
     assert np.array_equal(params[0], params[1])
 
 
+@pytest.mark.parametrize("batch", [1000, 50, 7])
+def test_evaluation_split_across_workers_equals_one_process(tiny_splits, batch):
+    one = Trainer(load(), tiny_splits, dtype="float64", workers=1)
+    two = Trainer(load(), tiny_splits, dtype="float64", workers=2)
+    two.start_workers()
+    calls = []
+    evaluate = two.pool.evaluate
+    two.pool.evaluate = lambda *a: calls.append(evaluate(*a)) or calls[-1]
+    try:
+        for name in ("test", "train"):
+            x, y = tiny_splits[name]
+            a, b = one.evaluate(x, y, batch), two.evaluate(x, y, batch)
+            assert np.array_equal(a.predictions, b.predictions)
+            assert b.loss == pytest.approx(a.loss, rel=1e-12) and b.accuracy == a.accuracy
+        assert len(calls) == 2 and None not in calls  # both splits ran in the workers
+        x, y = tiny_splits["test"]
+        copy = two.evaluate(x.copy(), y, batch)  # data the workers don't have: one process
+        assert calls[-1] is None
+        assert np.array_equal(copy.predictions, one.evaluate(x, y, batch).predictions)
+    finally:
+        two.close()
+
+
 @pytest.mark.parametrize("reseed", [True, False], ids=["fresh-streams", "negative-control"])
 def test_each_child_draws_its_own_dropout_masks(tiny_splits, reseed):
     # The same 8 samples on both workers: equal masks would give equal halves of the gradient.
@@ -188,6 +211,11 @@ def test_a_failing_child_is_reported_and_the_pool_stops(tiny_splits, monkeypatch
                                             "worker bug.*--workers 1"):
         pool.gradient(np.arange(16))
     assert pool.procs == [] and all(not p.is_alive() for p in children)
+
+    pool = WorkerPool(plan, spec.loss, x, y, 2, 16)  # the same in evaluation
+    with pytest.raises(TrainingError, match="worker process 1 failed: RuntimeError"):
+        pool.evaluate(x, y, 100, np.empty(len(x), np.int64))
+    assert pool.procs == []
 
 
 def test_a_dead_child_is_reported(tiny_splits):
