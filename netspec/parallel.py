@@ -225,16 +225,18 @@ class WorkerPool:
         """eval_slice over all of (x, y), split across the workers in whole batches: fills
         preds and returns the loss sum. None, having done nothing, when (x, y) is not one of
         the pool's data sets (then evaluate in one process)."""
-        which = self._find(x, y)
+        found = self._find(x, y)
         n = len(x)
-        if which is None or n == 0:
+        if found is None or n == 0:
             return None
+        which, start = found
         batches = -(-n // batch)
         w = min(self.workers, batches)
         bounds = [min(n, i * batches // w * batch) for i in range(w + 1)]
         for k in range(1, w):
             try:
-                self.conns[k - 1].send(("evaluate", which, bounds[k], bounds[k + 1], batch))
+                self.conns[k - 1].send(("evaluate", which, start, bounds[k], bounds[k + 1],
+                                        batch))
             except OSError:
                 self._died(k)
         loss_sum = eval_slice(self.plan, self.loss, x, y, 0, bounds[1], batch, preds)
@@ -252,14 +254,13 @@ class WorkerPool:
             raise TrainingError(failure + "; train with --workers 1 to run in one process")
         return loss_sum
 
-    def _find(self, x, y) -> int | None:
-        """Index of the data set whose arrays are exactly (x, y) (same memory), or None."""
-        def key(a):
-            return a.__array_interface__["data"][0], a.shape, a.strides, a.dtype.str
-
+    def _find(self, x, y) -> tuple[int, int] | None:
+        """(data set, first row) when x and y are the same rows, in the same memory, of one
+        of the pool's data sets (the set itself, or a slice of consecutive rows); else None."""
         for i, (a, b) in enumerate(self.eval_sets):
-            if key(a) == key(x) and key(b) == key(y):
-                return i
+            start = _row_offset(a, x)
+            if start is not None and _row_offset(b, y) == start:
+                return i, start
         return None
 
     def _receive(self, k: int):
@@ -301,8 +302,8 @@ class WorkerPool:
                     bad = None if math.isfinite(loss) else plan.first_nonfinite()
                     reply = (loss, correct, bad)
                 else:  # "evaluate"
-                    _, which, lo, hi, batch = message
-                    x, y = self.eval_sets[which]
+                    _, which, start, lo, hi, batch = message
+                    x, y = (a[start:] for a in self.eval_sets[which])
                     reply = (eval_slice(plan, self.loss, x, y, lo, hi, batch, self.preds),)
             except Exception as e:  # noqa: BLE001 - any failure goes to the parent, which stops
                 reply = ("error", f"{type(e).__name__}: {e}")
@@ -315,6 +316,18 @@ class WorkerPool:
         """Stop the children (idempotent; also runs when the pool is garbage-collected)."""
         self._finalizer()
         self.conns, self.procs = [], []
+
+
+def _row_offset(whole: np.ndarray, part: np.ndarray) -> int | None:
+    """r when part is whole[r:r + len(part)] (same memory and layout), else None."""
+    if part.dtype != whole.dtype or part.shape[1:] != whole.shape[1:] or (
+            part.strides != whole.strides) or len(part) == 0:
+        return None
+    gap = part.__array_interface__["data"][0] - whole.__array_interface__["data"][0]
+    row = whole.strides[0]
+    if row <= 0 or gap % row or not 0 <= gap // row <= len(whole) - len(part):
+        return None
+    return gap // row
 
 
 def _stop(conns, procs) -> None:

@@ -126,16 +126,18 @@ def test_evaluation_split_across_workers_equals_one_process(tiny_splits, batch):
     evaluate = two.pool.evaluate
     two.pool.evaluate = lambda *a: calls.append(evaluate(*a)) or calls[-1]
     try:
-        for name in ("test", "train"):
-            x, y = tiny_splits[name]
+        parts = [tiny_splits["test"], tiny_splits["train"],
+                 [a[37:301] for a in tiny_splits["train"]]]  # rows of a split: still shared
+        for x, y in parts:
             a, b = one.evaluate(x, y, batch), two.evaluate(x, y, batch)
             assert np.array_equal(a.predictions, b.predictions)
             assert b.loss == pytest.approx(a.loss, rel=1e-12) and b.accuracy == a.accuracy
-        assert len(calls) == 2 and None not in calls  # both splits ran in the workers
+        assert len(calls) == 3 and None not in calls  # all ran in the workers
         x, y = tiny_splits["test"]
-        copy = two.evaluate(x.copy(), y, batch)  # data the workers don't have: one process
-        assert calls[-1] is None
-        assert np.array_equal(copy.predictions, one.evaluate(x, y, batch).predictions)
+        for other in ((x.copy(), y), (x[1:], y[:-1]), (x[::2], y[::2])):  # not the workers' data
+            got = two.evaluate(*other, batch)
+            assert calls[-1] is None
+            assert np.array_equal(got.predictions, one.evaluate(*other, batch).predictions)
     finally:
         two.close()
 
