@@ -340,15 +340,18 @@ def evaluate(
     split: str = typer.Option("test", help="Which split to evaluate: test, train or val."),
     overrides: list[str] = typer.Option([], "--set", metavar="KEY.PATH=VALUE"),
     data_dir: Path | None = typer.Option(None, "--data-dir", envvar="NETSPEC_DATA"),
+    workers: str = typer.Option("auto", help="Processes that share the batches, as for train."),
 ):
     """Evaluate a checkpoint: loss, accuracy, per-class accuracy, confusion matrix."""
     import yaml
 
     from netspec import checkpoint
     from netspec.errors import DataError
+    from netspec.parallel import resolve_workers
     from netspec.spec import load, loads
     from netspec.train import Trainer, confusion_matrix
 
+    requested = _workers_option(workers)
     with report_errors():
         ckpt = checkpoint.load(checkpoint_path)
         if spec_path is None:
@@ -360,10 +363,18 @@ def evaluate(
         splits = _load_data(spec, data_dir)
         if split not in splits:
             raise DataError(f"no '{split}' split (available: {', '.join(splits)})")
-        trainer = Trainer(spec, splits)
+        try:
+            resolve_workers(requested, spec.infos)
+        except ValueError as e:
+            raise typer.BadParameter(str(e), param_hint="--workers") from None
+        trainer = Trainer(spec, splits, workers=requested)
         trainer.plan.load_state_dict(ckpt.state, str(checkpoint_path))
         x, y = splits[split]
-        result = trainer.evaluate(x, y)
+        trainer.start_workers()
+        try:
+            result = trainer.evaluate(x, y)
+        finally:
+            trainer.close()
     k = spec.infos[-1].out_shape[0]
     matrix = confusion_matrix(y, result.predictions, k)
     table = Table(title=f"{checkpoint_path} on {split} ({len(y):,} images): rows are true "

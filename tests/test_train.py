@@ -5,6 +5,7 @@ Resume (mid-epoch too), SIGKILL, Ctrl-C, NaN, corrupt and mismatched checkpoints
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -218,6 +219,17 @@ def test_eval_prints_accuracy_and_confusion_matrix(tmp_path):
     assert "rows are true" in result.output
     train_split = cli("eval", path, "-c", ckpt, "--split", "train")
     assert train_split.exit_code == 0 and "on train (512 images)" in train_split.output
+    one = cli("eval", path, "-c", ckpt, "--split", "train", "--workers", "1")
+    assert one.exit_code == 0
+    assert _accuracy_lines(one.output) == _accuracy_lines(train_split.output)
+    assert cli("eval", path, "-c", ckpt, "--workers", "0").exit_code == 2
+
+
+def _accuracy_lines(output: str) -> list[str]:
+    """The confusion matrix and accuracy lines of `netspec eval`, timings cut out."""
+    lines = [re.sub(r"\([^()]*img/s\)", "", line) for line in output.splitlines()]
+    assert any("accuracy" in line for line in lines)
+    return lines
 
 
 def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
