@@ -125,9 +125,9 @@ def run_spec(name, args, splits):
               f"test {100 * ns['test_acc']:.2f}% | torch {seconds:.2f} s "
               f"test {100 * test_acc:.2f}%", flush=True)
     run.plot()
-    run.trainer.close()
 
-    ns_eval = run.trainer.evaluate(*splits["train"])
+    ns_eval = run.trainer.evaluate(*splits["train"])  # on the workers too, as `netspec eval`
+    run.trainer.close()
     t_seconds, _, t_train_acc = torch_eval(model, loss_fn, *tx["train"])
     return {
         "spec": spec.name, "epochs": epochs, "run_dir": str(out),

@@ -10,6 +10,10 @@ is worker 0; workers 1..W-1 are children forked once, before the first step. One
     children: gradients -> shared memory; reply (loss, correct count, first non-finite layer)
     parent: plan.grads += every child's gradients; the optimizer then steps as usual
 
+Evaluation works the same way, without the gradients: `evaluate` gives each worker a run of
+whole batches of a data set the children already hold (one registered when they were forked, or
+consecutive rows of it), and the predictions come back through shared memory.
+
 Why processes and not threads: a LeNet step is a few hundred NumPy calls of tens of
 microseconds each, and the Python between them holds the GIL. On this project's 2-core test
 machine, two threads ran a pair of half-batch steps in ~1.35x the time of one; two processes
