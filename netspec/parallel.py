@@ -198,30 +198,17 @@ class WorkerPool:
         self.idx[:n] = idx
         for k in range(1, w):
             seed = int(self.plan.rng.integers(2**63)) if self.stochastic else None
-            try:
-                self.conns[k - 1].send(("gradient", bounds[k], bounds[k + 1], n, seed))
-            except OSError:  # BrokenPipeError: the child is gone
-                self._died(k)
+            self._send(k, ("gradient", bounds[k], bounds[k + 1], n, seed))
         own = bounds[1]
         loss, correct = slice_gradient(self.plan, self.loss, self.x, self.y, idx[:own],
                                        self.rows, own / n)
         bad = None if math.isfinite(loss) else self.plan.first_nonfinite()
         loss *= own / n
-        failure = None
-        for k in range(1, w):
-            reply = self._receive(k)
-            if reply[0] == "error":
-                failure = failure or f"worker process {k} failed: {reply[1]}"
-                continue
-            part_loss, part_correct, part_bad = reply
+        for k, (part_loss, part_correct, part_bad) in self._replies(w):
             loss += part_loss * (bounds[k + 1] - bounds[k]) / n
             correct += part_correct
             bad = bad or part_bad
             self.plan.flat_grads += self.grads[k - 1]
-        if failure:
-            self.close()
-            raise TrainingError(failure + "; train with --workers 1 to run in one process "
-                                "(an error there comes with its full context)")
         return loss, correct, bad
 
     def evaluate(self, x: np.ndarray, y: np.ndarray, batch: int,
@@ -238,24 +225,12 @@ class WorkerPool:
         w = min(self.workers, batches)
         bounds = [min(n, i * batches // w * batch) for i in range(w + 1)]
         for k in range(1, w):
-            try:
-                self.conns[k - 1].send(("evaluate", which, start, bounds[k], bounds[k + 1],
-                                        batch))
-            except OSError:
-                self._died(k)
+            self._send(k, ("evaluate", which, start, bounds[k], bounds[k + 1], batch))
         loss_sum = eval_slice(self.plan, self.loss, x, y, 0, bounds[1], batch, preds)
-        failure = None
-        for k in range(1, w):
-            reply = self._receive(k)
-            if reply[0] == "error":
-                failure = failure or f"worker process {k} failed: {reply[1]}"
-                continue
-            loss_sum += reply[0]
+        for k, (part_sum,) in self._replies(w):
+            loss_sum += part_sum
             lo, hi = bounds[k], bounds[k + 1]
             preds[lo:hi] = self.preds[lo:hi]
-        if failure:
-            self.close()
-            raise TrainingError(failure + "; train with --workers 1 to run in one process")
         return loss_sum
 
     def _find(self, x, y) -> tuple[int, int] | None:
@@ -267,11 +242,29 @@ class WorkerPool:
                 return i, start
         return None
 
-    def _receive(self, k: int):
+    def _send(self, k: int, message) -> None:
         try:
-            return self.conns[k - 1].recv()
-        except (EOFError, OSError):
+            self.conns[k - 1].send(message)
+        except OSError:  # BrokenPipeError: the child is gone
             self._died(k)
+
+    def _replies(self, w: int):
+        """Yield (k, reply) from children 1..w-1 in order. A child's failure is raised once
+        all have answered, so that no reply is left in a pipe."""
+        failure = None
+        for k in range(1, w):
+            try:
+                reply = self.conns[k - 1].recv()
+            except (EOFError, OSError):
+                self._died(k)
+            if reply[0] == "error":
+                failure = failure or f"worker process {k} failed: {reply[1]}"
+            else:
+                yield k, reply
+        if failure:
+            self.close()
+            raise TrainingError(failure + "; train with --workers 1 to run in one process "
+                                "(an error there comes with its full context)")
 
     def _died(self, k: int):
         proc = self.procs[k - 1]
