@@ -7,7 +7,9 @@
 
 `Run` wraps a Trainer with a run directory: the resolved spec, metrics.jsonl, atomic
 checkpoints (last and best), curves.png, resume, and clean stops on request or on NaN.
-Nothing here prints; progress goes to callbacks.
+With `workers` > 1 each batch, and each evaluation of a split, is shared by worker processes
+(netspec/parallel.py); call `trainer.close()` to stop them. Nothing here prints; progress goes to
+callbacks.
 """
 
 from __future__ import annotations
