@@ -216,7 +216,6 @@ def train(
     import signal
     import time
 
-    from netspec.parallel import resolve_workers
     from netspec.spec import load
     from netspec.train import Run, score
 
@@ -227,10 +226,7 @@ def train(
     requested = _workers_option(workers)
     with report_errors():
         spec = load(spec_path or resume / "spec.yaml", overrides)
-        try:
-            resolve_workers(requested, spec.infos)
-        except ValueError as e:
-            raise typer.BadParameter(str(e), param_hint="--workers") from None
+        _check_workers(requested, spec)
         splits = _load_data(spec, data_dir)
         stamp = time.strftime("%Y%m%d-%H%M%S")
         out_dir = resume or run_dir or Path("runs") / f"{spec.name}-{stamp}"
@@ -280,6 +276,16 @@ def _workers_option(text: str) -> int | str:
         raise typer.BadParameter(f"expected a positive integer or 'auto', got {text!r}",
                                  param_hint="--workers")
     return n
+
+
+def _check_workers(requested: int | str, spec) -> None:
+    """A usage error (exit 2) when `requested` workers cannot run this spec."""
+    from netspec.parallel import resolve_workers
+
+    try:
+        resolve_workers(requested, spec.infos)
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="--workers") from None
 
 
 def _fit_with_progress(run, show: bool, should_stop) -> bool:
@@ -347,7 +353,6 @@ def evaluate(
 
     from netspec import checkpoint
     from netspec.errors import DataError
-    from netspec.parallel import resolve_workers
     from netspec.spec import load, loads
     from netspec.train import Trainer, confusion_matrix
 
@@ -363,10 +368,7 @@ def evaluate(
         splits = _load_data(spec, data_dir)
         if split not in splits:
             raise DataError(f"no '{split}' split (available: {', '.join(splits)})")
-        try:
-            resolve_workers(requested, spec.infos)
-        except ValueError as e:
-            raise typer.BadParameter(str(e), param_hint="--workers") from None
+        _check_workers(requested, spec)
         trainer = Trainer(spec, splits, workers=requested)
         trainer.plan.load_state_dict(ckpt.state, str(checkpoint_path))
         x, y = splits[split]
