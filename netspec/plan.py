@@ -143,15 +143,13 @@ class Plan:
         chunk = self._chunk_size(n) if not train else n
         self._unchunked_x = None
         if chunk >= n:
-            with ufunc_buffer():
-                return self._run_layers(x, train)
+            return self._run_layers(x, train)
         self._unchunked_x = x  # a backward after this forward recomputes it whole
         out = None
         for start in range(0, n, chunk):
             part = self._ws("x_chunk", (*x.shape[:-1], min(chunk, n - start)))
             np.copyto(part, x[..., start:start + chunk])  # (*in, N) -> contiguous (*in, B)
-            with ufunc_buffer():
-                y = self._run_layers(part, train)
+            y = self._run_layers(part, train)
             if out is None:
                 out = self._ws("y_chunks", (*y.shape[:-1], n))
             out[..., start:start + chunk] = y  # (*out, B) into (*out, N)
@@ -159,9 +157,10 @@ class Plan:
 
     def _run_layers(self, x: np.ndarray, train: bool) -> np.ndarray:
         self.outputs.clear()
-        for step in self.steps:
-            x = step.forward(x, train)
-            self.outputs.append(x)
+        with ufunc_buffer():
+            for step in self.steps:
+                x = step.forward(x, train)
+                self.outputs.append(x)
         return x
 
     def _chunk_size(self, n: int) -> int:
@@ -174,10 +173,10 @@ class Plan:
 
     def run_backward(self, dy: np.ndarray, need_dx: bool = False) -> np.ndarray | None:
         """Internal layout; fills grads. The first layer skips dL/dx unless need_dx."""
+        if self._unchunked_x is not None:  # layers hold the last eval chunk: redo it whole
+            self._run_layers(self._unchunked_x, False)
+            self._unchunked_x = None
         with ufunc_buffer():
-            if self._unchunked_x is not None:  # layers hold the last eval chunk: redo it whole
-                self._run_layers(self._unchunked_x, False)
-                self._unchunked_x = None
             for i in range(len(self.steps) - 1, -1, -1):
                 dy = self.steps[i].backward(dy, need_dx or i > 0)
         return dy
