@@ -77,10 +77,12 @@ class Trainer:
         self.x = self.x.reshape(len(self.x), -1)  # (N, D): one contiguous row per sample
         self.progress = _Progress()
         batch = spec.train.batch_size
-        if len(self.x) % batch == 1 and any(i.type == "batchnorm" for i in spec.infos):
+        coupled = next((i for i in spec.infos if i.layer.couples_batch), None)
+        if len(self.x) % batch == 1 and coupled is not None:
             raise DataError(
-                f"the last training batch would hold 1 of {len(self.x):,} samples, and batchnorm "
-                f"cannot normalise a single sample; change train.batch_size (e.g. to {batch + 1})")
+                f"the last training batch would hold 1 of {len(self.x):,} samples, and "
+                f"{coupled.type} cannot normalise a single sample; change train.batch_size "
+                f"(e.g. to {batch + 1})")
 
     def start_workers(self) -> None:
         """Fork the worker processes now (else the first epoch does); no-op for 1 worker."""
