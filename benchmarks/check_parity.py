@@ -38,6 +38,12 @@ def rel(a, b) -> float:
     return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-30))
 
 
+def grads_error(plan, module) -> float:
+    """Worst rel() between netspec's and torch's gradient of each parameter."""
+    return max((rel(plan.grads[key], p.grad.numpy()) for key, p in module.named_parameters()),
+               default=0.0)
+
+
 def main() -> int:
     sys.path.insert(0, str(ROOT))
     import torch
@@ -68,9 +74,8 @@ def main() -> int:
         dy = rng.standard_normal(y.shape)
         yt.backward(torch.tensor(dy))
         dx = plan.backward(dy)
-        err = max(rel(y, yt.detach().numpy()), rel(dx, xt.grad.numpy()))
-        for name, p in module.named_parameters():
-            err = max(err, rel(plan.grads[name], p.grad.numpy()))
+        err = max(rel(y, yt.detach().numpy()), rel(dx, xt.grad.numpy()),
+                  grads_error(plan, module))
         record(f"{tag} {fields} {shape} batch {len(x)} {'train' if train else 'eval'}", err)
 
     for tag in LAYER_TYPES:
@@ -96,15 +101,13 @@ def main() -> int:
         loss_t.backward()
         loss, dlogits = spec.loss(plan.forward(x, train=True), labels)
         dx = plan.backward(dlogits)
-        err = max(abs(loss - loss_t.item()) / abs(loss_t.item()), rel(dx, xt.grad.numpy()))
-        for key, p in module.named_parameters():
-            err = max(err, rel(plan.grads[key], p.grad.numpy()))
+        err = max(abs(loss - loss_t.item()) / abs(loss_t.item()), rel(dx, xt.grad.numpy()),
+                  grads_error(plan, module))
         # the trainer's path: internal layout, first layer without dL/dx
         logits = plan.run_forward(plan.to_internal(x), train=True)
         _, dlogits = spec.loss(logits, labels, axis=0)
         plan.run_backward(dlogits)
-        for key, p in module.named_parameters():
-            err = max(err, rel(plan.grads[key], p.grad.numpy()))
+        err = max(err, grads_error(plan, module))
         record(f"{name} train batch 64", err)
 
         module.eval()
@@ -117,10 +120,9 @@ def main() -> int:
             dy = rng.standard_normal(y.shape)
             yt.backward(torch.tensor(dy))
             dx = plan.backward(dy)
-            err = max(rel(y, yt.detach().numpy()), rel(dx, xt.grad.numpy()))
-            for key, p in module.named_parameters():
-                err = max(err, rel(plan.grads[key], p.grad.numpy()))
-                p.grad = None
+            err = max(rel(y, yt.detach().numpy()), rel(dx, xt.grad.numpy()),
+                      grads_error(plan, module))
+            module.zero_grad(set_to_none=True)
             record(f"{name} eval batch {n} (+ backward)", err)
 
     print(f"worst relative error {worst:.2e} (tolerance {TOL:g})")
