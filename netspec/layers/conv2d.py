@@ -217,6 +217,15 @@ class Conv2d(Layer):
 
         return forward, backward
 
+    def to_onnx(self, g, x):
+        """Conv with explicit pads [top, left, bottom, right] ('same' included: an odd extra
+        pixel goes to the bottom/right, as in pads())."""
+        pt, pb, pl, pr = self.pads()
+        ws = [g.param("weight")] + ([g.param("bias")] if self.bias else [])
+        return g.node("Conv", [x, *ws], kernel_shape=list(pair(self.kernel_size)),
+                      strides=list(pair(self.stride)), dilations=list(pair(self.dilation)),
+                      pads=[pt, pl, pb, pr], group=1)
+
 
 # The conv GEMMs run over P = OH*OW*N columns in blocks of at most MAX_BLOCK columns. OpenBLAS
 # (0.3.31, SkylakeX) falls off a cliff past ~6000 columns when the other sizes are small:

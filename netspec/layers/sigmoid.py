@@ -47,3 +47,6 @@ class Sigmoid(Layer):
             return dx
 
         return forward, backward
+
+    def to_onnx(self, g, x):
+        return g.node("Sigmoid", [x])
