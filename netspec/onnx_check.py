@@ -138,8 +138,7 @@ def _shape_rows(onnx, model, spec, plan) -> list[Row]:
     for info in spec.infos:
         want = (BATCH, *info.out_shape)
         found = shapes.get(outputs.get(info.name))
-        rows.append(Row("shape", f"{info.name} ({info.type})", _fmt(want), _fmt(found),
-                        found == want))
+        rows.append(Row("shape", info.name, _fmt(want), _fmt(found), found == want))
     return rows
 
 

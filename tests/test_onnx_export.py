@@ -1,0 +1,224 @@
+"""ONNX export against netspec itself: every spec, every layer example, negative controls.
+
+Each spec in specs/*.yaml (collected by glob) and each registered layer's `examples` is exported
+and verified with netspec.onnx_check.verify: onnx.checker (full_check), ONNX shape inference
+against netspec's shapes at every layer, and onnxruntime's logits against the plan's eval-mode
+forward within 1e-5 (float32). Specs run on a real batch (tests/fixtures/mnist-tiny), with
+random biases and batchnorm statistics, so that a mapping that drops a bias or uses the wrong
+statistics cannot pass by accident of the initialisation. Deliberately wrong mappings must fail
+(negative controls). The accuracy test checks the done-criterion on the tiny fixture: after a
+short training run, netspec's evaluation and onnxruntime agree on the test accuracy.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import netspec
+from netspec.layers import LAYERS
+from netspec.spec import NetSpec
+
+onnx = pytest.importorskip("onnx", reason="ONNX export needs pip install 'netspec[onnx]'")
+pytest.importorskip("onnxruntime", reason="ONNX checks need pip install 'netspec[onnx]'")
+
+from netspec.onnx_check import TOL, run, verify
+from netspec.onnx_export import INPUT, IR_VERSION, OPSET, OUTPUT, to_onnx
+
+ROOT = Path(__file__).resolve().parents[1]
+SPECS = sorted((ROOT / "specs").glob("*.yaml"))
+TINY = ROOT / "tests" / "fixtures" / "mnist-tiny"
+NORM = {"normalize": "standardize", "mean": 0.13, "std": 0.31}
+CASES = [(tag, i, fields, tuple(shape))
+         for tag, cls in sorted(LAYERS.items()) for i, (fields, shape) in enumerate(cls.examples)]
+
+
+def randomized(spec, seed: int = 0):
+    """A float32 plan of `spec` whose biases and batchnorm state are random, not 0 and 1."""
+    plan = netspec.compile(spec)
+    rng = np.random.default_rng(seed)
+    for name, v in {**plan.params, **plan.buffers}.items():
+        key = name.rsplit(".", 1)[-1]
+        if key in ("bias", "running_mean"):
+            v[...] = rng.normal(0, 0.2, v.shape)
+        elif key == "running_var" or (key == "weight" and v.ndim == 1):  # batchnorm scales
+            v[...] = rng.uniform(0.5, 2.0, v.shape)
+    return plan
+
+
+def layer_spec(tag: str, fields: dict, in_shape) -> NetSpec:
+    """A one-layer network (a custom dataset name skips the MNIST shape and class checks)."""
+    return NetSpec.model_validate({"input": {"shape": list(in_shape)},
+                                   "layers": [{"type": tag, **fields}],
+                                   "data": {"dataset": "custom-dir"}})
+
+
+def assert_passes(report):
+    assert report.passed, "\n".join(f"{r.check} {r.subject}: expected {r.expected}, "
+                                    f"found {r.found}" for r in report.failures)
+
+
+# ---------------------------------------------------------------- every spec, every example
+
+
+@pytest.mark.parametrize("path", SPECS, ids=[p.name for p in SPECS])
+def test_spec_exports_and_matches_onnxruntime(path, tiny_splits):
+    spec = netspec.load(path)
+    plan = randomized(spec)
+    model = to_onnx(spec, plan, NORM)
+    x, y = tiny_splits["test"]
+    x = x.reshape(len(x), *spec.input.shape)  # (N, 1, 28, 28), or (N, 784) for an MLP
+    report = verify(model, spec, plan, x, y)
+    assert_passes(report)
+    assert report.logits_error <= TOL
+    shape_rows = [r for r in report.rows if r.check == "shape"]
+    assert len(shape_rows) == len(spec.infos)  # a shape check at every layer
+
+    # the model's interface, names and versions
+    assert model.ir_version == IR_VERSION and model.opset_import[0].version == OPSET
+    (inp,), (out,) = model.graph.input, model.graph.output
+    assert (inp.name, out.name) == (INPUT, OUTPUT)
+    dims = [d.dim_param or d.dim_value for d in inp.type.tensor_type.shape.dim]
+    assert dims == ["N", *spec.input.shape]
+    assert [d.dim_param or d.dim_value for d in out.type.tensor_type.shape.dim] == ["N", 10]
+    assert {t.name for t in model.graph.initializer} == set(plan.params) | set(plan.buffers)
+    mapped = {i.name for i in spec.infos if i.type != "dropout"}
+    assert mapped <= {n.name for n in model.graph.node}  # nodes carry the layer names
+    assert "Dropout" not in {n.op_type for n in model.graph.node}
+    meta = {p.key: p.value for p in model.metadata_props}
+    assert meta["netspec.normalize"] == "standardize"
+    assert float(meta["netspec.mean"]) == NORM["mean"] and float(meta["netspec.std"]) == 0.31
+
+
+@pytest.mark.parametrize(("tag", "i", "fields", "in_shape"), CASES,
+                         ids=[f"{tag}-{i}" for tag, i, _, _ in CASES])
+def test_layer_example_matches_onnxruntime(tag, i, fields, in_shape):
+    spec = layer_spec(tag, fields, in_shape)
+    plan = randomized(spec, seed=i)
+    x = np.random.default_rng(i).standard_normal((5, *in_shape)).astype(np.float32)
+    assert_passes(verify(to_onnx(spec, plan, NORM), spec, plan, x))
+
+
+def test_every_layer_type_maps():
+    missing = [tag for tag, cls in LAYERS.items() if not hasattr(cls, "to_onnx")]
+    assert not missing, f"layer types without to_onnx: {missing}"
+
+
+# ---------------------------------------------------------------- negative controls
+
+
+def wrong(monkeypatch, tag: str, op: str, **attrs):
+    """Patch layer `tag`'s mapping so that its `op` node gets `attrs` (a deliberate bug)."""
+    cls = LAYERS[tag]
+    right = cls.to_onnx
+
+    def patched(self, g, *xs):
+        node = g.node
+
+        def bad_node(o, inputs, **kw):
+            return node(o, inputs, **{**kw, **attrs}) if o == op else node(o, inputs, **kw)
+
+        g.node = bad_node
+        return right(self, g, *xs)
+
+    monkeypatch.setattr(cls, "to_onnx", patched)
+
+
+def failed_checks(spec, plan, x) -> set[str]:
+    return {r.check for r in verify(to_onnx(spec, plan, NORM), spec, plan, x).failures}
+
+
+def test_wrong_count_include_pad_fails(monkeypatch):
+    spec = layer_spec("avgpool2d", {"kernel_size": 3, "stride": 2, "padding": 1}, (2, 5, 6))
+    plan = randomized(spec)
+    x = np.random.default_rng(0).standard_normal((4, 2, 5, 6)).astype(np.float32)
+    assert_passes(verify(to_onnx(spec, plan, NORM), spec, plan, x))
+    wrong(monkeypatch, "avgpool2d", "AveragePool", count_include_pad=0)  # ONNX's default
+    assert failed_checks(spec, plan, x) == {"logits"}
+
+
+def test_symmetric_same_padding_fails(monkeypatch):
+    # kernel 2 with padding 'same' pads one pixel at the bottom/right only (as torch)
+    spec = layer_spec("conv2d", {"out_channels": 2, "kernel_size": 2, "padding": "same"},
+                      (1, 5, 4))
+    plan = randomized(spec)
+    x = np.random.default_rng(0).standard_normal((4, 1, 5, 4)).astype(np.float32)
+    wrong(monkeypatch, "conv2d", "Conv", pads=[1, 1, 0, 0])  # the extra pixel at the top/left
+    assert failed_checks(spec, plan, x) == {"logits"}
+
+
+def test_ceil_mode_fails_the_shape_check(monkeypatch):
+    spec = layer_spec("maxpool2d", {"kernel_size": 2}, (2, 5, 5))  # floor mode: (2, 2, 2)
+    plan = randomized(spec)
+    x = np.random.default_rng(0).standard_normal((4, 2, 5, 5)).astype(np.float32)
+    wrong(monkeypatch, "maxpool2d", "MaxPool", ceil_mode=1)  # (2, 3, 3)
+    assert {"shape", "logits"} <= failed_checks(spec, plan, x)
+
+
+def test_gemm_without_transpose_fails_the_checker(monkeypatch):
+    spec = layer_spec("linear", {"out_features": 3}, (5,))
+    plan = randomized(spec)
+    x = np.random.default_rng(0).standard_normal((4, 5)).astype(np.float32)
+    wrong(monkeypatch, "linear", "Gemm", transB=0)  # (N, 5) @ (3, 5): incompatible
+    assert {"checker", "shape", "logits"} <= failed_checks(spec, plan, x)
+
+
+def test_wrong_batchnorm_eps_fails(monkeypatch):
+    spec = layer_spec("batchnorm", {"eps": 1e-3}, (3, 2, 2))
+    plan = randomized(spec)
+    plan.buffers["batchnorm0.running_var"][...] = 1e-3  # where eps matters
+    x = np.random.default_rng(0).standard_normal((4, 3, 2, 2)).astype(np.float32)
+    assert_passes(verify(to_onnx(spec, plan, NORM), spec, plan, x))
+    wrong(monkeypatch, "batchnorm", "BatchNormalization", epsilon=1e-5)  # ONNX's default
+    assert failed_checks(spec, plan, x) == {"logits"}
+
+
+# ---------------------------------------------------------------- done-criterion: accuracy
+
+
+def test_accuracy_equals_netspec_eval_after_training(tiny_splits):
+    """netspec's evaluation (what `netspec eval` runs) and onnxruntime score the same
+    accuracy on the same checkpoint state, after a short training run of the reference LeNet."""
+    from netspec.train import Trainer
+
+    spec = netspec.load(ROOT / "specs" / "lenet.yaml", ["train.epochs=1"])
+    trainer = Trainer(spec, tiny_splits, workers=1)
+    trainer.train_epoch()
+    x, y = tiny_splits["test"]
+    mine = trainer.evaluate(x, y)
+    assert mine.accuracy > 0.3  # it learned something, so the comparison means something
+    logits = run(to_onnx(spec, trainer.plan, NORM), x)
+    assert np.array_equal(logits.argmax(1), mine.predictions)
+    assert float(np.mean(logits.argmax(1) == y)) == mine.accuracy
+
+
+# ---------------------------------------------------------------- the README's snippet
+
+
+def readme_snippet() -> str:
+    text = (ROOT / "README.md").read_text()
+    m = re.search(r"<!-- onnxruntime snippet[^>]*-->\s*```python\n(.*?)```", text, re.DOTALL)
+    assert m, "README.md lost its onnxruntime snippet"
+    return m.group(1)
+
+
+def test_readme_onnxruntime_snippet_runs(tmp_path, tiny_splits):
+    spec = netspec.load(ROOT / "specs" / "lenet.yaml")
+    plan = randomized(spec)
+    norm = {"normalize": "standardize", "mean": tiny_splits.mean, "std": tiny_splits.std}
+    (tmp_path / "lenet.onnx").write_bytes(to_onnx(spec, plan, norm).SerializeToString())
+    script = tmp_path / "snippet.py"
+    script.write_text(readme_snippet())
+    env = {**os.environ, "NETSPEC_DATA": str(TINY)}
+    done = subprocess.run([sys.executable, str(script)], check=False, cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    x, y = tiny_splits["test"]
+    accuracy = float(np.mean(plan.forward(x).argmax(1) == y))
+    assert f"accuracy {accuracy:.2%}" in done.stdout, done.stdout
