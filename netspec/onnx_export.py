@@ -64,8 +64,13 @@ class LayerGraph:
 
     def node(self, op: str, inputs: list[str], **attrs) -> str:
         """Append a node; return its output's name. The first node of a layer is named after
-        the layer ('conv1'), later ones 'conv1/Op'; each node's output is named as the node."""
+        the layer ('conv1'), later ones 'conv1/Op' ('conv1/Op_2', ...); each node's output is
+        named as the node."""
         name = self.name if self._nodes == 0 else f"{self.name}/{op}"
+        k = 1
+        while name in self._b.names:
+            k += 1
+            name = f"{self.name}/{op}_{k}"
         self._nodes += 1
         self._b.add_node(op, inputs, name, attrs)
         return name
@@ -87,8 +92,6 @@ class _Builder:
                 np.ascontiguousarray(value, dtype=np.float32), name)
 
     def add_node(self, op, inputs, name, attrs) -> None:
-        if name in self.names:
-            raise ExportError(f"two ONNX nodes would be named '{name}'; rename a layer")
         self.names.add(name)
         self.nodes.append(self.onnx.helper.make_node(op, list(inputs), [name], name=name,
                                                      **attrs))
@@ -115,6 +118,10 @@ def build_graph(spec, state: dict) -> tuple[list, dict, dict]:
     values = {INPUT: INPUT}  # producer name -> ONNX value name
     outputs, previous = {}, INPUT
     for info in spec.infos:
+        if info.name == INPUT or (info.name == OUTPUT and info is not spec.infos[-1]):
+            raise b.layer_error(info, f"'{info.name}' names the model's {info.name}, so no layer "
+                                      "can have that name (but the last may be 'logits'); "
+                                      "rename the layer")
         to_onnx = getattr(info.layer, "to_onnx", None)
         if to_onnx is None:
             raise b.layer_error(info, f"layer type '{info.type}' has no ONNX mapping yet; add a "

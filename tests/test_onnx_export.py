@@ -110,6 +110,24 @@ def test_every_layer_type_maps():
     assert not missing, f"layer types without to_onnx: {missing}"
 
 
+def test_layer_names_that_clash_with_the_model_interface_are_errors():
+    from netspec.errors import ExportError
+
+    def spec(first, last):
+        return NetSpec.model_validate({
+            "input": {"shape": [4]}, "data": {"dataset": "custom-dir"},
+            "layers": [{"type": "linear", "name": first, "out_features": 3},
+                       {"type": "linear", "name": last, "out_features": 2}]})
+
+    for first, last in [("input", "fc2"), ("logits", "fc2")]:
+        s = spec(first, last)
+        with pytest.raises(ExportError, match=f"layers\\[0\\].*'{first}' names the model's"):
+            to_onnx(s, netspec.compile(s), NORM)
+    s = spec("fc1", "logits")  # the last layer may be called logits
+    plan = randomized(s)
+    assert_passes(verify(to_onnx(s, plan, NORM), s, plan, np.ones((2, 4), np.float32)))
+
+
 # ---------------------------------------------------------------- negative controls
 
 
