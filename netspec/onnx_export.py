@@ -112,7 +112,7 @@ def producers(info, previous: str) -> list[str]:
     return list(getattr(info, "inputs", None) or [previous])
 
 
-def build_graph(spec, state: dict) -> tuple[list, dict, dict]:
+def build_graph(spec, state: dict) -> tuple[list, list, dict]:
     """(nodes, initializers, {layer name: output value name}) for `spec` with `state`."""
     b = _Builder(spec, state)
     values = {INPUT: INPUT}  # producer name -> ONNX value name
