@@ -128,6 +128,24 @@ def test_layer_names_that_clash_with_the_model_interface_are_errors():
     assert_passes(verify(to_onnx(s, plan, NORM), s, plan, np.ones((2, 4), np.float32)))
 
 
+def test_a_layer_can_refuse_a_configuration_with_a_located_error(monkeypatch):
+    from netspec.errors import ExportError
+
+    def refuse(self, g, x):
+        raise g.unsupported("dilation 7 is not supported")
+
+    monkeypatch.setattr(LAYERS["conv2d"], "to_onnx", refuse)
+    spec = netspec.load(ROOT / "specs" / "lenet.yaml")
+    with pytest.raises(ExportError) as e:
+        to_onnx(spec, netspec.compile(spec), NORM)
+    (problem,) = e.value.problems
+    lines = (ROOT / "specs" / "lenet.yaml").read_text().splitlines()
+    assert Path(problem.file).name == "lenet.yaml"
+    assert "name: conv1" in lines[problem.line - 1]
+    assert problem.path == "layers[0] (conv2d 'conv1')"
+    assert problem.message == "cannot export to ONNX: dilation 7 is not supported"
+
+
 # ---------------------------------------------------------------- negative controls
 
 
