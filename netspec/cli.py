@@ -485,8 +485,9 @@ def export_onnx(
         plan = compile(spec, "float32")
         if ckpt is not None:
             plan.load_state_dict(ckpt.state, str(checkpoint_path))
-        norm = ckpt.meta.get("normalize") if ckpt is not None else None
-        norm = norm if norm and norm.get("normalize") else None
+        norm = ckpt.meta.get("normalize") if ckpt is not None else None  # train records it
+        if not norm or norm.get("normalize") != spec.data.normalize:  # (--set may change it)
+            norm = None
         splits = None
         if check or (norm is None and spec.data.normalize == "standardize"):
             splits = _load_data(spec, data_dir)  # the real test set, and the training mean/std
