@@ -146,6 +146,46 @@ def test_a_layer_can_refuse_a_configuration_with_a_located_error(monkeypatch):
     assert problem.message == "cannot export to ONNX: dilation 7 is not supported"
 
 
+def test_nodes_are_wired_by_producer_names_not_list_order():
+    """A graph (fan-out and a skip connection) wires each node to the layers its `inputs`
+    name, as graph specs will give them: fc1 -> relu -> sum(fc1, relu) -> fc2."""
+    from types import SimpleNamespace
+
+    from netspec.onnx_export import build_graph
+
+    class Sum:  # a stand-in two-input layer (graph specs bring `add`)
+        type = "sum"
+
+        def to_onnx(self, g, a, b):
+            return g.node("Add", [a, b])
+
+    def info(i, name, layer, inputs, shape):
+        return SimpleNamespace(index=i, name=name, layer=layer, type=layer.type,
+                               inputs=inputs, in_shape=shape, out_shape=shape)
+
+    fc1, fc2 = LAYERS["linear"](out_features=3), LAYERS["linear"](out_features=2)
+    spec = SimpleNamespace(infos=[
+        info(0, "fc1", fc1, ("input",), (3,)), info(1, "act", LAYERS["relu"](), ("fc1",), (3,)),
+        info(2, "sum", Sum(), ("fc1", "act"), (3,)), info(3, "fc2", fc2, ("sum",), (2,))])
+    rng = np.random.default_rng(0)
+    state = {k: rng.standard_normal(s).astype(np.float32) for k, s in [
+        ("fc1.weight", (3, 4)), ("fc1.bias", (3,)), ("fc2.weight", (2, 3)), ("fc2.bias", (2,))]}
+    nodes, inits, outputs = build_graph(spec, state)
+    assert [list(n.input) for n in nodes] == [
+        ["input", "fc1.weight", "fc1.bias"], ["fc1"], ["fc1", "act"],
+        ["sum", "fc2.weight", "fc2.bias"]]
+    assert outputs == {"fc1": "fc1", "act": "act", "sum": "sum", "fc2": OUTPUT}
+    h = onnx.helper
+    graph = h.make_graph(nodes, "g", [h.make_tensor_value_info(INPUT, 1, ["N", 4])],
+                         [h.make_tensor_value_info(OUTPUT, 1, ["N", 2])], inits)
+    model = h.make_model(graph, opset_imports=[h.make_opsetid("", OPSET)],
+                         ir_version=IR_VERSION)
+    x = rng.standard_normal((5, 4)).astype(np.float32)
+    z = x @ state["fc1.weight"].T + state["fc1.bias"]
+    want = (z + np.maximum(z, 0)) @ state["fc2.weight"].T + state["fc2.bias"]
+    np.testing.assert_allclose(run(model, x), want, rtol=1e-5, atol=1e-6)
+
+
 # ---------------------------------------------------------------- negative controls
 
 
