@@ -473,13 +473,15 @@ def export_onnx(
     from netspec.plan import compile
     from netspec.spec import load, loads
 
+    if spec_path is None and checkpoint_path is None:
+        raise typer.BadParameter("give a SPEC file, or a --checkpoint", param_hint="SPEC")
     with report_errors():
         import_onnx()  # before any work: a missing extra is exit 1 with the pip command
         ckpt = checkpoint.load(checkpoint_path) if checkpoint_path else None
         if spec_path is not None:
             spec = load(spec_path, overrides)
-        elif ckpt is None or not ckpt.spec_data:
-            raise DataError("give a SPEC file, or a --checkpoint that holds one")
+        elif not ckpt.spec_data:
+            raise DataError(f"{checkpoint_path} holds no spec; give the SPEC file")
         else:
             spec = loads(yaml.safe_dump(ckpt.spec_data), f"{checkpoint_path}:spec", overrides)
         plan = compile(spec, "float32")

@@ -109,6 +109,12 @@ def test_replaces_its_own_file(onnx, tmp_path):
         assert result.exit_code == 0, result.output
 
 
+@pytest.mark.parametrize("args", [["-o", "m.onnx"], ["specs/mlp.yaml"],
+                                  ["specs/mlp.yaml", "-o", "m.onnx", "--bogus"]])
+def test_usage_errors_exit_2(args):
+    assert netspec("export", *args).exit_code == 2
+
+
 def test_output_that_is_a_directory_is_an_error(onnx, tmp_path):
     result = netspec("export", ROOT / "specs" / "mlp.yaml", "-o", tmp_path, *ON_TINY)
     assert result.exit_code == 1
