@@ -3,13 +3,15 @@
     report = verify(model, spec, plan, x)    # x: a real batch, (N, C, H, W) or (N, D)
     report.passed, report.rows
 
-Three checks, each a row of the report:
+Each check is a row of the report (rows of one check: one per layer for shapes):
   * checker: onnx.checker.check_model(full_check=True) (which also runs strict shape inference);
-  * shapes: ONNX shape inference gives every layer's output the shape netspec's shape inference
+  * shape: ONNX shape inference gives every layer's output the shape netspec's shape inference
     gives it, (N, *out_shape) with the symbolic batch dimension N;
   * logits: onnxruntime's output on `x` equals the plan's eval-mode forward within TOL, measured
     as max|onnx - netspec| / max(1, max|netspec|) (float32: an absolute error for logits below
-    1, relative above), and both predict the same class for every sample.
+    1, relative above);
+  * predictions: both pick the same class for every sample (but near-ties, see below);
+  * accuracy (given labels): both score the same accuracy.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from netspec.onnx_export import BATCH, INPUT, OUTPUT, import_onnx, producers
+from netspec.errors import ExportError
+from netspec.onnx_export import BATCH, EXTRA, INPUT, OUTPUT, import_onnx, producers
 
 TOL = 1e-5
 
@@ -37,7 +40,6 @@ class Report:
     rows: list[Row] = field(default_factory=list)
     logits_error: float = float("nan")
     accuracy: tuple[float, float] | None = None  # (netspec, onnxruntime) with labels
-    onnx_logits: np.ndarray | None = None
 
     @property
     def passed(self) -> bool:
@@ -50,9 +52,6 @@ class Report:
 
 def session(model, threads: int = 1):
     """An onnxruntime CPU InferenceSession of `model` (ExportError if onnxruntime is missing)."""
-    from netspec.errors import ExportError
-    from netspec.onnx_export import EXTRA
-
     try:
         import onnxruntime as ort
     except ImportError:
@@ -90,7 +89,6 @@ def verify(model, spec, plan, x: np.ndarray, labels: np.ndarray | None = None) -
         report.rows.append(Row("logits", "model", "onnxruntime runs", _first_line(e), False))
         return report
     want = plan.forward(x, train=False).astype(np.float32)
-    report.onnx_logits = got
     if got.shape != want.shape:
         report.rows.append(Row("logits", "model", str(want.shape), str(got.shape), False))
         return report
