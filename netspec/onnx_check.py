@@ -81,7 +81,7 @@ def verify(model, spec, plan, x: np.ndarray, labels: np.ndarray | None = None) -
         report.rows.append(Row("checker", "model", "valid", "valid", True))
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as e:
         report.rows.append(Row("checker", "model", "valid", _first_line(e), False))
-    report.rows += _shape_rows(onnx, model, spec, plan)
+    report.rows += _shape_rows(onnx, model, spec)
     x = np.asarray(x, dtype=np.float32)
     try:
         got = run(model, x)
@@ -92,9 +92,8 @@ def verify(model, spec, plan, x: np.ndarray, labels: np.ndarray | None = None) -
     if got.shape != want.shape:
         report.rows.append(Row("logits", "model", str(want.shape), str(got.shape), False))
         return report
-    err = float(np.max(np.abs(got - want)) / max(1.0, float(np.max(np.abs(want))))) \
-        if want.size else 0.0
-    report.logits_error = err
+    scale = max(1.0, float(np.max(np.abs(want)))) if want.size else 1.0
+    err = report.logits_error = float(np.max(np.abs(got - want))) / scale if want.size else 0.0
     report.rows.append(Row("logits", f"{len(x)} samples", f"error <= {TOL:g}",
                            f"error {err:.2e}", err <= TOL))
     report.rows.append(_predictions_row(got, want))
@@ -123,7 +122,7 @@ def _predictions_row(got: np.ndarray, want: np.ndarray) -> Row:
     return Row("predictions", f"{n} samples", f"{n} equal", found, ties == len(rows))
 
 
-def _shape_rows(onnx, model, spec, plan) -> list[Row]:
+def _shape_rows(onnx, model, spec) -> list[Row]:
     """One row per layer: ONNX's inferred shape of its output against netspec's."""
     try:
         inferred = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
