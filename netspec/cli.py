@@ -96,16 +96,26 @@ def validate(specs: list[Path] = SpecArg,
 
 
 def _shape_table(spec) -> Table:
+    """One row per layer; a graph gets an `inputs` column, filled where a layer reads anything
+    other than the layer above it."""
+    infos = spec.infos
+    above = [("input",)] + [(i.name,) for i in infos[:-1]]
+    wired = ["\n".join(i.inputs) if i.inputs != up else "" for i, up in zip(infos, above)]
     table = Table(title=f"{spec.name}  input {_shape(spec.input.shape)}", title_justify="left")
-    for col, justify in (("#", "right"), ("name", "left"), ("type", "left"),
-                         ("output shape", "left"), ("params", "right"), ("MACs", "right")):
-        table.add_column(col, justify=justify)
-    for i in spec.infos:
-        table.add_row(str(i.index), i.name, i.type, _shape(i.out_shape),
-                      _count(i.params) if i.params else "", _count(i.macs) if i.macs else "")
+    columns = [("#", "right"), ("name", "left"), ("type", "left")]
+    columns += [("inputs", "left")] if any(wired) else []
+    columns += [("output shape", "left"), ("params", "right"), ("MACs", "right")]
+    for col, justify in columns:  # names fold when narrow; shapes and numbers never do
+        wrap = col in ("name", "type", "inputs")
+        table.add_column(col, justify=justify, no_wrap=not wrap, overflow="fold",
+                         min_width=14 if col in ("name", "inputs") else None)
+    for i, inputs in zip(infos, wired):
+        table.add_row(str(i.index), i.name, i.type, *([inputs] if any(wired) else []),
+                      _shape(i.out_shape), _count(i.params) if i.params else "",
+                      _count(i.macs) if i.macs else "")
     table.add_section()
-    table.add_row("", "total", "", "", _count(sum(i.params for i in spec.infos)),
-                  _count(sum(i.macs for i in spec.infos)))
+    table.add_row("", "total", "", *([""] if any(wired) else []), "",
+                  _count(sum(i.params for i in infos)), _count(sum(i.macs for i in infos)))
     return table
 
 

@@ -19,6 +19,7 @@ from netspec.gradcheck import check_layer_plan, check_plan
 from netspec.init import SCHEMES
 from netspec.layers import LAYERS
 from netspec.plan import layer_plan
+from netspec.shapes import infer
 from netspec.spec import GradcheckSpec, NetSpec
 
 SPECS = Path(__file__).resolve().parent.parent / "specs"
@@ -36,6 +37,12 @@ def make(tag: str, fields: dict):
     return LAYERS[tag].model_validate({"type": tag, **fields})
 
 
+def inferred(layer, in_shape):
+    """Shape inference's LayerInfo for `layer` alone on the network input `in_shape` (a
+    multi-input example names the input several times: inputs: [input, input])."""
+    return infer(tuple(in_shape), [layer])[0]
+
+
 def one_layer_check(plan, tag, cfg=CFG, seed=0):
     return check_layer_plan(plan, cfg, np.random.default_rng(seed), tag)
 
@@ -47,7 +54,7 @@ def one_layer_check(plan, tag, cfg=CFG, seed=0):
                          ids=[f"{tag}-{i}" for tag, i, _, _ in CASES])
 def test_example_shape_and_gradients(tag, i, fields, in_shape):
     layer = make(tag, fields)
-    out_shape = tuple(layer.output_shape(in_shape))
+    out_shape = inferred(layer, in_shape).out_shape
     plan = layer_plan(layer, in_shape, "float64")
     x = np.random.default_rng(1).standard_normal((3, *in_shape))
     for train in (True, False):
@@ -56,7 +63,7 @@ def test_example_shape_and_gradients(tag, i, fields, in_shape):
         assert np.isfinite(y).all()
 
     rows = one_layer_check(plan, tag)
-    expected = {"input"} | set(layer.param_shapes(in_shape))
+    expected = {"input"} | set(inferred(layer, in_shape).param_shapes)
     assert {r.tensor for r in rows} == expected  # one row per tensor, input included
     for r in rows:
         assert r.checked >= 1, f"{r.tensor}: no entry checked ({r.skipped} skipped)"
@@ -80,7 +87,7 @@ def test_example_round_trips_through_netspec(tag, i, fields, in_shape):
     assert spec.layers[0] == make(tag, fields)
     again = netspec.loads(spec.to_yaml(), "resolved.yaml")  # dump -> YAML -> validate + infer
     assert again.layers == spec.layers
-    assert again.infos[0].out_shape == tuple(make(tag, fields).output_shape(in_shape))
+    assert again.infos[0].out_shape == inferred(make(tag, fields), in_shape).out_shape
 
 
 def test_specs_demonstrate_every_layer_init_optimizer_and_schedule():
@@ -117,6 +124,8 @@ def test_wrong_input_gradient_fails(tag):
 
     def wrong(dy, need_dx=True):
         dx = right(dy, need_dx)
+        if isinstance(dx, list):  # a multi-input layer: every input's dx
+            return [d * 1.05 for d in dx]
         return dx * 1.05  # 5% off
 
     step.backward = wrong
@@ -126,7 +135,7 @@ def test_wrong_input_gradient_fails(tag):
 
 
 PARAM_TAGS = [t for t in sorted(LAYERS)
-              if LAYERS[t].examples and _first_example(t)[0].param_shapes(_first_example(t)[1])]
+              if LAYERS[t].examples and inferred(*_first_example(t)).param_shapes]
 
 
 @pytest.mark.parametrize("tag", PARAM_TAGS)

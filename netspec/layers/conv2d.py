@@ -93,6 +93,12 @@ class Conv2d(Layer):
         kh, kw = pair(self.kernel_size)
         return out_shape[0] * out_shape[1] * out_shape[2] * in_shape[0] * kh * kw
 
+    def torch_module(self, info, nn):
+        padding = self.padding if isinstance(self.padding, str) else pair(self.padding)
+        return nn.Conv2d(info.in_shape[0], self.out_channels, pair(self.kernel_size),
+                         stride=pair(self.stride), padding=padding,
+                         dilation=pair(self.dilation), bias=self.bias)
+
     def build(self, ctx):
         c, h, w = ctx.in_shape
         o, oh, ow = self.output_shape(ctx.in_shape)

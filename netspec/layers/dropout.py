@@ -24,6 +24,9 @@ class Dropout(Layer):
     examples: ClassVar[list] = [({}, (2, 3, 3)), ({"p": 0.2}, (8,)), ({"p": 0.0}, (5,))]
     stochastic: ClassVar[bool] = True
 
+    def torch_module(self, info, nn):
+        return nn.Dropout(self.p)
+
     def build(self, ctx):
         scale = 1.0 / (1.0 - self.p)
         cache = {}
