@@ -28,7 +28,7 @@ import copy
 import re
 from dataclasses import dataclass, field
 
-from netspec.errors import Problem, did_you_mean
+from netspec.errors import Problem, did_you_mean, suggestions
 from netspec.yamlio import Source, format_path
 
 USE_KEYS = ("block", "name", "repeat", "with", "inputs")  # the keys of a block use
@@ -53,6 +53,7 @@ class Expanded(Source):
     original: Source | None = None
     origins: list = field(default_factory=list)  # Origin per expanded layer
     labels: list = field(default_factory=list)  # (name, input names) as written, per layer
+    _plain: dict = field(default_factory=dict, repr=False)  # id(problem) -> its key sans use site
 
     def _translate(self, path) -> tuple[tuple, str]:
         path = tuple(path)
@@ -83,7 +84,19 @@ class Expanded(Source):
 
     def problem(self, path, message: str) -> Problem:
         where, uses = self._translate(path)
-        return self.original.problem(where, message + uses)
+        out = self.original.problem(where, message + uses)
+        self._plain[id(out)] = (out.file, out.line, out.col, out.path, message)
+        return out
+
+    def once(self, problems: list[Problem]) -> list[Problem]:
+        """Drop repeats of a problem that every copy of a block has (the first one stays)."""
+        seen, out = set(), []
+        for p in problems:
+            key = self._plain.get(id(p), id(p))
+            if key not in seen:
+                seen.add(key)
+                out.append(p)
+        return out
 
 
 def uses_graph_syntax(data) -> bool:
@@ -310,8 +323,10 @@ class _Expander:
             return None
         params = block.get("params", {})
         ok = True
+        meant = set()  # parameters that a misspelt key probably meant
         for key in given:
             if key not in params:
+                meant.update(suggestions(key, list(params)))
                 declared = (f"block '{name}' has parameters {', '.join(params)}" if params
                             else f"block '{name}' declares no params")
                 self.fail(here + ("with", key), f"unknown parameter '{key}'"
@@ -319,12 +334,12 @@ class _Expander:
                 ok = False
         values = {**params, **given}
         for key, value in values.items():
-            if value is None:
+            if value is None and key not in meant:
                 line = self.src.locate(("blocks", name, "params", key))[0]
                 self.fail(here, f"block '{name}' needs a value for its parameter '{key}' "
                                 f"(declared without a default at line {line}); add "
                                 f"with: {{{key}: ...}}")
-                ok = False
+            ok = ok and value is not None
         return values if ok else None
 
     def resolve(self, n, path, scope, written, k) -> str | None:
@@ -349,9 +364,12 @@ class _Expander:
         if n in ("in", "input"):
             hint = ("; inside a block, its input is 'in'" if here == "in"
                     else "; 'in' is a block's input, the network's input is 'input'")
+        elif here == "in":
+            hint = (f"{did_you_mean(n, choices)}; inside a block, inputs name layers of the "
+                    "same block, or 'in' for its input")
         else:
-            where = "this block" if scope.input is not None else "the layers above"
-            hint = f"{did_you_mean(n, choices)}; inputs name layers of {where} or '{here}'"
+            hint = (f"{did_you_mean(n, choices)}; inputs name earlier layers or blocks, or "
+                    "'input' for the network's input")
         self.fail(path, f"unknown input '{n}'{hint}")
         return None
 

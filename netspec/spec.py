@@ -214,6 +214,8 @@ def loads(text: str, file: str | None = None, overrides: typing.Iterable[str] = 
         spec = _validated(src.data)
     except ValidationError as e:
         problems = validation_problems(e, src, NetSpec) + _shape_problems_despite(e, src)
+        if isinstance(src, Expanded):
+            problems = src.once(problems)
         raise SpecError(in_order(problems, src)) from None
     spec._source = src
     spec.infos  # noqa: B018 -- shape inference raises SpecError for impossible networks
@@ -264,6 +266,8 @@ def _checked_infos(spec: NetSpec) -> list:
         infos = infer(shape, spec.layers, labels)
     except GraphError as e:
         problems += [src.problem(("layers", p.index, *p.key), p.message) for p in e.problems]
+        if isinstance(src, Expanded):
+            problems = src.once(problems)
         raise SpecError(in_order(problems, src)) from None
     classes = spec.data.classes
     out = infos[-1].out_shape

@@ -90,7 +90,8 @@ SCHEMA_VISIBLE = [
 # Corpus files that are well-formed and only wrong in ways that need shape inference.
 SHAPE_ONLY = ["kernel_too_large", "pool_leaves_nothing", "linear_needs_flatten",
               "conv_after_flatten", "wrong_num_classes", "network_ends_unflat",
-              "input_shape_mismatch", "duplicate_layer_name"]
+              "input_shape_mismatch", "duplicate_layer_name", "graph_unknown_input",
+              "graph_forward_reference", "graph_add_shapes", "graph_concat_shapes"]
 
 
 @pytest.mark.parametrize("name", SCHEMA_VISIBLE)
