@@ -182,6 +182,18 @@ class _Expander:
                 continue
             self._check_params(layers, where + ("layers",), name, params)
 
+    def _outside_blocks(self, node, path):
+        """A `$name` in a layer outside any block: nothing declares it."""
+        if isinstance(node, dict):
+            for key, value in node.items():
+                self._outside_blocks(value, path + (key,))
+        elif isinstance(node, list):
+            for i, value in enumerate(node):
+                self._outside_blocks(value, path + (i,))
+        elif isinstance(node, str) and PARAM.match(node):
+            self.fail(path, f"'{node}' is a block parameter, but this layer is not in a block; "
+                            "write the value itself")
+
     def _check_params(self, node, path, block, params):
         if isinstance(node, dict):
             for key, value in node.items():
@@ -208,6 +220,10 @@ class _Expander:
                 self.fail(here, f"the network expands to more than {MAX_LAYERS:,} layers; "
                                 "use smaller repeat counts")
                 return prev
+            if written[k] in written[:k] and isinstance(item, dict) and "name" in item:
+                j = written.index(written[k])
+                self.fail(here + ("name",), f"layer name '{written[k]}' is already used by "
+                                            f"{format_path(path + (j,))}; names must be unique")
             if isinstance(item, dict) and "block" in item:
                 out = self.use(item, here, scope, prev, uses, written, k)
             else:
@@ -230,6 +246,8 @@ class _Expander:
 
     def layer(self, item, here, scope, prev, uses, written, k):
         origin = Origin(here, uses)
+        if not uses:
+            self._outside_blocks(item, here)
         if not isinstance(item, dict):  # validation reports it at the same place
             full = scope.prefix + written[k]
             self._emit(item, origin, (written[k], ()), full)

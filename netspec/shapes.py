@@ -98,6 +98,16 @@ def infer(in_shape, layers, labels=None) -> list[LayerInfo]:
             problems.append(GraphProblem(i, key, f"layer name '{name}' is already used by "
                                                  f"layers[{index[name]}]; names must be unique"))
         index.setdefault(name, i)
+    groups = set()
+    for i, name in enumerate(names):  # torch nests layer1.0.conv1 in a module layer1
+        parts = name.split(".")
+        for n in range(1, len(parts)):
+            prefix = ".".join(parts[:n])
+            if prefix in index and prefix not in groups:
+                groups.add(prefix)
+                problems.append(GraphProblem(index[prefix], ("name",), (
+                    f"'{prefix}' names a layer and also the group of '{name}'; give the layer "
+                    "another name")))
 
     wiring = [_inputs(i, layer, names, index, problems) for i, layer in enumerate(layers)]
     readers = {n for i, layer in enumerate(layers)

@@ -207,16 +207,19 @@ def loads(text: str, file: str | None = None, overrides: typing.Iterable[str] = 
             problems += e.problems
     if problems:
         raise SpecError(problems)
-    src, problems = expand(src)
-    if problems:
-        raise SpecError(in_order(problems, src))
+    src, wiring = expand(src)  # problems with blocks and names, reported with validation's
     try:
         spec = _validated(src.data)
     except ValidationError as e:
-        problems = validation_problems(e, src, NetSpec) + _shape_problems_despite(e, src)
+        problems = validation_problems(e, src, NetSpec)
+        problems += [] if wiring else _shape_problems_despite(e, src)
         if isinstance(src, Expanded):
             problems = src.once(problems)
-        raise SpecError(in_order(problems, src)) from None
+        said = {(p.file, p.line, p.col) for p in wiring}  # one problem per place
+        problems = [p for p in problems if (p.file, p.line, p.col) not in said]
+        raise SpecError(in_order(wiring + problems, src)) from None
+    if wiring:
+        raise SpecError(in_order(wiring, src))
     spec._source = src
     spec.infos  # noqa: B018 -- shape inference raises SpecError for impossible networks
     return spec
