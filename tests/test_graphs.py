@@ -92,6 +92,62 @@ def test_validate_table_shows_inputs_where_they_are_not_the_layer_above():
     assert "inputs" not in plain.output  # a chain has no inputs column
 
 
+NESTED = """
+input: {shape: [2, 6, 6]}
+blocks:
+  unit:
+    params: {ch: null}
+    layers:
+      - {type: conv2d, name: conv, out_channels: $ch, kernel_size: 3, padding: 1}
+      - {type: add, name: sum, inputs: [conv, in]}
+  stage:
+    params: {width: 2}
+    layers:
+      - {block: unit, name: u, repeat: 2, with: {ch: $width}}
+      - {type: relu}
+layers:
+  - {type: conv2d, name: stem, out_channels: 2, kernel_size: 1}
+  - {block: stage, name: s1}
+  - {block: unit, name: side, with: {ch: 2}, inputs: [stem]}
+  - {type: concat, name: cat, inputs: [s1, side]}
+  - {type: flatten}
+  - {type: linear, name: fc, out_features: 3}
+data: {dataset: custom, num_classes: 3}
+"""
+
+
+def test_blocks_nest_and_their_torch_twin_matches_in_float64():
+    spec = netspec.loads(NESTED, "nested.yaml")
+    infos = {i.name: i.inputs for i in spec.infos}
+    assert infos["s1.u.0.sum"] == ("s1.u.0.conv", "stem")  # `in` of a nested block
+    assert infos["s1.u.1.conv"] == ("s1.u.0.sum",)  # repeat chains the copies
+    assert infos["side.conv"] == ("stem",)  # a block use's inputs: its `in`
+    assert infos["cat"] == ("s1.relu1", "side.sum")
+    torch = pytest.importorskip("torch", reason="needs torch")
+    from netspec.torch_bridge import to_torch
+
+    plan = netspec.compile(spec, "float64")
+    module = to_torch(spec, plan)
+    assert sorted(module.state_dict()) == sorted(plan.state_dict())
+    x = np.random.default_rng(0).standard_normal((3, 2, 6, 6))
+    xt = torch.tensor(x, requires_grad=True)
+    yt = module(xt)
+    dy = np.random.default_rng(1).standard_normal(tuple(yt.shape))
+    yt.backward(torch.tensor(dy))
+    np.testing.assert_allclose(plan.forward(x, train=True), yt.detach().numpy(), rtol=1e-10)
+    np.testing.assert_allclose(plan.backward(dy), xt.grad.numpy(), rtol=1e-9, atol=1e-12)
+    for name, p in module.named_parameters():
+        np.testing.assert_allclose(plan.grads[name], p.grad.numpy(), rtol=1e-9, atol=1e-12)
+
+
+def test_a_block_cannot_contain_itself():
+    text = NESTED.replace("{block: unit, name: u, repeat: 2, with: {ch: $width}}",
+                          "{block: stage, name: u}")
+    with pytest.raises(netspec.SpecError, match=r"nested.yaml:12:10: .*block 'stage' uses "
+                                                r"itself \(through stage -> stage\)"):
+        netspec.loads(text, "nested.yaml")
+
+
 # ------------------------------------------------------------------ the plan
 
 
