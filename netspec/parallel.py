@@ -276,7 +276,8 @@ class WorkerPool:
 
     def _serve(self, k: int, conn, parent_ends) -> None:
         """Child k's loop: one slice's gradient per message, until None or the parent is gone."""
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+        for sig in (signal.SIGINT, signal.SIGTERM):  # the parent's to handle: it stops us
+            signal.signal(sig, signal.SIG_IGN)
         for end in parent_ends:  # so that the parent's death closes every pipe
             end.close()
         threadpool_limits(self.blas_threads, user_api="blas")  # for the child's lifetime
@@ -338,5 +339,5 @@ def _stop(conns, procs) -> None:
     for proc in procs:
         proc.join(timeout=2)
         if proc.is_alive():
-            proc.terminate()
+            proc.kill()  # children ignore SIGTERM
             proc.join(timeout=2)

@@ -252,7 +252,7 @@ def _start(args, tmp_path):
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     return subprocess.Popen([sys.executable, "-m", "netspec", *map(str, args)], cwd=ROOT,
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
+                            text=True, start_new_session=True)  # its own process group
 
 
 def _wait_for_epochs(run_dir, proc, count, timeout=60):
@@ -279,19 +279,23 @@ def reference_run(tmp_path_factory):
     return path, params_of(tmp / "run" / "checkpoints" / "last.npz")
 
 
-@pytest.mark.parametrize("sig, code", [(signal.SIGKILL, -signal.SIGKILL), (signal.SIGINT, 130)],
-                         ids=["SIGKILL", "SIGINT"])
+@pytest.mark.parametrize("sig, code", [(signal.SIGKILL, -signal.SIGKILL), (signal.SIGINT, 130),
+                                       (signal.SIGTERM, 143)],
+                         ids=["SIGKILL", "SIGINT", "SIGTERM"])
 def test_killed_or_interrupted_run_resumes_bit_identically(tmp_path, reference_run, sig, code):
     spec_path, expected = reference_run
     run_dir = tmp_path / "run"
     proc = _start(["train", spec_path, *SIGNAL_EPOCHS, "--out", run_dir], tmp_path)
     _wait_for_epochs(run_dir, proc, 1)
-    proc.send_signal(sig)
+    # To the whole process group, worker processes included, as a terminal's Ctrl-C or
+    # Slurm's scancel do (Kubernetes signals the main process only: the same for netspec).
+    os.killpg(proc.pid, sig)
     output, _ = proc.communicate(timeout=60)
     assert proc.returncode == code, output
     assert "Traceback" not in output
-    if sig == signal.SIGINT:
+    if sig != signal.SIGKILL:
         assert "checkpoint saved" in output and "--resume" in output
+        assert f"({sig.name})" in output
     progress = checkpoint.load(run_dir / "checkpoints" / "last.npz").meta["progress"]
     assert progress["epoch"] < 12  # really stopped before the end
     result = cli("train", "--resume", run_dir, "--no-progress")
