@@ -154,6 +154,8 @@ def gradcheck(specs: list[Path] = SpecArg,
             spec = load(path)
             report = check_spec(spec, isolated=layers)
             out.print(_gradcheck_table(report, path))
+            for problem in report.problems:
+                err.print(f"[red]error:[/red] {path}: {_escape(problem)}")
             verdict = "[green]passed[/green]" if report.passed else "[red]FAILED[/red]"
             out.print(f"{verdict} {path}: {sum(r.checked for r in report.rows)} entries checked, "
                       f"{report.skipped} skipped at kinks; eps {report.eps:g}, "

@@ -7,8 +7,8 @@ at most `max_entries` elements, otherwise on a seeded random sample of that many
 
 Kinks: relu and maxpool record which linear piece each forward used (`Ctx.region`). An entry
 whose +eps or -eps step changes any of those is skipped (the function is not differentiable
-there) and counted in the report. Dropout stays fixed because the plan's Generator is rewound
-before every forward.
+there) and counted in the report; a tensor with no entry left to check fails. Dropout stays
+fixed because the plan's Generator is rewound before every forward.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ class Row:
     rel_err: float = 0.0  # |a - n| / max(|a|, |n|) at the worst entry
     index: tuple | None = None  # worst entry (by error / tolerance)
     passed: bool = True
+    problem: str = ""  # why it failed, when not because of an error above tolerance
 
 
 @dataclass
@@ -52,6 +53,11 @@ class Report:
     @property
     def skipped(self) -> int:
         return sum(r.skipped for r in self.rows)
+
+    @property
+    def problems(self) -> list[str]:
+        """One line per row that failed for a reason other than its error (see Row.problem)."""
+        return [f"{r.scope} {r.layer}.{r.tensor}: {r.problem}" for r in self.rows if r.problem]
 
 
 def check_spec(spec, settings=None, isolated: bool = True) -> Report:
@@ -144,6 +150,12 @@ def check_plan(plan: Plan, objective, x, cfg, rng, scope="network", lines=None,
                 row.index = tuple(int(i) for i in np.unravel_index(flat, array.shape))
             if ratio > 1:
                 row.passed = False
+        if row.checked == 0:  # nothing compared is no evidence of a correct gradient
+            row.passed = False
+            row.problem = (
+                f"all {row.skipped} sampled entries sit at kinks (a relu or maxpool changes "
+                "piece within +-eps), so none was checked; change gradcheck.seed or "
+                "gradcheck.batch_size to draw other inputs (or raise gradcheck.max_entries)")
         rows.append(row)
     return rows
 
