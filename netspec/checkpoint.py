@@ -4,7 +4,7 @@ Layout of the archive:
     "conv1.weight", "bn1.running_mean", ...   parameters and buffers under PyTorch names, so
                                               {k: torch.from_numpy(v)} loads into torch by name
     "optim/<slot>.<param name>", "optim/steps" optimizer state (momentum, Adam moments)
-    "__meta__"                                 JSON: epoch, step, RNG states, metrics so far,
+    "__meta__"                                 JSON: format, epoch, step, metrics so far,
                                               the resolved spec and its SHA-256, netspec version
 """
 
@@ -23,6 +23,14 @@ from netspec.errors import CheckpointError
 
 META = "__meta__"
 OPTIM = "optim/"
+# Checkpoint format, in meta["format"] (absent: 1). A resume needs the same format: what the
+# training state means changed between formats, and FORMAT_CHANGES says how.
+FORMAT = 2
+FORMAT_CHANGES = {
+    1: "Format 1 saved the random generator's state; from format 2 each epoch's "
+       "shuffle and each dropout mask derive from (seed, epoch) and (seed, step), so the run "
+       "would continue with other shuffles and masks than it started with.",
+}
 
 
 @dataclass
@@ -42,7 +50,7 @@ def save(path: str | Path, state: dict, optimizer: dict, meta: dict) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     arrays = dict(state)
     arrays.update({OPTIM + k: v for k, v in optimizer.items()})
-    arrays[META] = np.array(json.dumps(meta))
+    arrays[META] = np.array(json.dumps({"format": FORMAT, **meta}))
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:

@@ -1,8 +1,8 @@
 """The `netspec` command line: thin commands over library calls. The only module that prints.
 
 Exit codes: 0 ok, 1 the spec, data or checkpoint is wrong (or a check failed), 2 usage error,
-130 interrupted (SIGINT, Ctrl-C), 143 terminated (SIGTERM, as sent by Slurm, Kubernetes, Dask). Errors caused by input are printed as `FILE:LINE:COL: key.path: message`,
-never as a traceback.
+130 interrupted (SIGINT, Ctrl-C), 143 terminated (SIGTERM, as sent by Slurm, Kubernetes, Dask).
+Errors caused by input are printed as `FILE:LINE:COL: key.path: message`, never as a traceback.
 """
 
 from __future__ import annotations

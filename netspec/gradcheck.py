@@ -7,8 +7,8 @@ at most `max_entries` elements, otherwise on a seeded random sample of that many
 
 Kinks: relu and maxpool record which linear piece each forward used (`Ctx.region`). An entry
 whose +eps or -eps step changes any of those is skipped (the function is not differentiable
-there) and counted in the report; a tensor with no entry left to check fails. Dropout stays
-fixed because the plan's Generator is rewound before every forward.
+there) and counted in the report; a tensor with no entry left to check fails. Dropout masks stay
+fixed because every forward runs at the same noise step (netspec/noise.py).
 """
 
 from __future__ import annotations
@@ -105,10 +105,10 @@ def check_plan(plan: Plan, objective, x, cfg, rng, scope="network", lines=None,
     """
     lines, types = lines or {}, types or {}
     x = np.array(x, dtype=np.float64)
-    rng_state = plan.rng.bit_generator.state
+    step = plan.noise.step
 
     def run():
-        plan.rng.bit_generator.state = rng_state  # same dropout masks every time
+        plan.noise.step = step  # same dropout masks every time
         loss, dout = objective(plan.forward(x, train=True))
         regions = [s.ctx.region.copy() for s in plan.steps if s.ctx.region is not None]
         return loss, dout, regions

@@ -20,11 +20,11 @@ machine, two threads ran a pair of half-batch steps in ~1.35x the time of one; t
 in ~1.05x. Each worker gets an equal share of the BLAS threads (one each on 2 cores: at these
 GEMM sizes batch-64 LeNet steps take as long with one BLAS thread as with two).
 
-Results are reproducible for a given number of workers, but differ in rounding from a
+Results are reproducible for a given number of workers, and differ only in rounding from a
 one-process run (the gradient is a sum of per-slice sums). Networks with a layer that couples
-the samples of a batch (batchnorm's statistics) cannot be split. Stochastic layers (dropout)
-draw from the plan's Generator in the parent; each child gets a fresh stream per step, seeded
-from that Generator, so runs and resumed runs stay reproducible.
+the samples of a batch (batchnorm's statistics) cannot be split. Dropout masks are keyed by
+(seed, step, position in the batch) (netspec/noise.py): each child is told the step and where
+its slice starts, and draws the masks one process would draw for those samples.
 
 Needs the 'fork' start method (Linux): children inherit the plan and the data without copies,
 and the plan's parameter arena, allocated in shared memory (`shared_array`), is the same memory
@@ -168,7 +168,6 @@ class WorkerPool:
         self.grads = shared_array((workers - 1, size), plan.dtype)  # child k's gradients: row k-1
         self.idx = shared_array((batch_size,), np.int64)  # this step's batch indices
         self.rows = np.empty((batch_size, x.shape[1]), x.dtype)
-        self.stochastic = any(step.info.layer.stochastic for step in plan.steps)
         self.conns, self.procs = [], []
         context = multiprocessing.get_context("fork")
         for k in range(1, workers):
@@ -191,14 +190,14 @@ class WorkerPool:
 
     def gradient(self, idx: np.ndarray) -> tuple[float, int, str | None]:
         """Fill plan.grads with the batch's gradient; (mean loss, correct, first non-finite
-        layer if the loss is not finite)."""
+        layer if the loss is not finite). Dropout masks are those of step plan.noise.step."""
         n = len(idx)
+        self.plan.noise.offset = 0  # the parent's slice starts the batch
         w = min(self.workers, n)
         bounds = [i * n // w for i in range(w + 1)]  # worker k: idx[bounds[k]:bounds[k + 1]]
         self.idx[:n] = idx
-        for k in range(1, w):
-            seed = int(self.plan.rng.integers(2**63)) if self.stochastic else None
-            self._send(k, ("gradient", bounds[k], bounds[k + 1], n, seed))
+        for k in range(1, w):  # the children's dropout masks: at their offsets in this step
+            self._send(k, ("gradient", bounds[k], bounds[k + 1], n, self.plan.noise.step))
         own = bounds[1]
         loss, correct = slice_gradient(self.plan, self.loss, self.x, self.y, idx[:own],
                                        self.rows, own / n)
@@ -291,9 +290,8 @@ class WorkerPool:
                 return
             try:
                 if message[0] == "gradient":
-                    _, lo, hi, n, seed = message
-                    if seed is not None:  # a fresh stream for this step's dropout masks
-                        plan.rng.bit_generator.state = type(plan.rng.bit_generator)(seed).state
+                    _, lo, hi, n, plan.noise.step = message
+                    plan.noise.offset = lo
                     loss, correct = slice_gradient(plan, self.loss, self.x, self.y,
                                                    self.idx[lo:hi], rows, (hi - lo) / n)
                     np.copyto(grads, plan.flat_grads)

@@ -20,6 +20,7 @@ import numpy as np
 
 from netspec.checkpoint import check_fits
 from netspec.layers import Ctx, Layer, Workspace
+from netspec.noise import Noise
 from netspec.parallel import shared_array
 from netspec.shapes import LayerInfo
 
@@ -52,11 +53,14 @@ class Step:
 class Plan:
     """An executable network. Build it with `compile(spec)` or `Plan(infos, ...)`."""
 
-    def __init__(self, infos: list[LayerInfo], dtype="float32", rng=None, defaults=None):
+    def __init__(self, infos: list[LayerInfo], dtype="float32", rng=None, defaults=None,
+                 seed: int = 0):
+        """rng draws the initial parameters; seed keys the dropout masks (netspec/noise.py)."""
         self.dtype = np.dtype(dtype)
         if self.dtype not in (np.float32, np.float64):
             raise ValueError(f"dtype must be float32 or float64, got {self.dtype}")
-        self.rng = rng if rng is not None else np.random.default_rng(0)
+        self.rng = rng if rng is not None else np.random.default_rng(seed)
+        self.noise = Noise(seed)  # its step and offset are set by the trainer
         self.in_shape = tuple(infos[0].in_shape)
         self.out_shape = tuple(infos[-1].out_shape)
         self.params: dict[str, np.ndarray] = {}
@@ -78,7 +82,8 @@ class Plan:
         offset = 0
         for info in infos:  # parameters are drawn layer by layer from the one Generator
             values = info.layer.init_params(info.in_shape, self.rng, defaults)
-            ctx = Ctx(info.in_shape, ws=Workspace(self.dtype), rng=self.rng)
+            ctx = Ctx(info.in_shape, ws=Workspace(self.dtype),
+                      noise=self.noise.stream(info.index))
             for key, value in values.items():
                 n = value.size
                 p = self.flat_params[offset:offset + n].reshape(value.shape)
@@ -95,8 +100,12 @@ class Plan:
     # ------------------------------------------------ public API, PyTorch layout
 
     def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
-        """(N, *input shape) -> (N, *output shape), a fresh array."""
-        return self.from_internal(self.run_forward(self.to_internal(x), train))
+        """(N, *input shape) -> (N, *output shape), a fresh array. In train mode each call
+        draws new dropout masks (it advances plan.noise.step)."""
+        y = self.from_internal(self.run_forward(self.to_internal(x), train))
+        if train:
+            self.noise.step += 1
+        return y
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
         """Back-propagate dL/d(output), (N, *output shape); set plan.grads; return dL/dx."""
@@ -215,7 +224,8 @@ def ufunc_buffer(size: int = UFUNC_BUFSIZE):
 
 def compile(spec, dtype="float32") -> Plan:
     """Build a Plan for a validated NetSpec, initialised from the spec's seed."""
-    return Plan(spec.infos, dtype, np.random.default_rng(spec.seed), spec.defaults.init)
+    return Plan(spec.infos, dtype, np.random.default_rng(spec.seed), spec.defaults.init,
+                spec.seed)
 
 
 def layer_plan(layer: Layer, in_shape, dtype="float64", seed: int = 0,
@@ -225,4 +235,4 @@ def layer_plan(layer: Layer, in_shape, dtype="float64", seed: int = 0,
     info = LayerInfo(0, name or layer.name or layer.type, layer, tuple(in_shape), out,
                      layer.param_shapes(in_shape), layer.buffer_shapes(in_shape),
                      layer.macs(in_shape, out))
-    return Plan([info], dtype, np.random.default_rng(seed))
+    return Plan([info], dtype, np.random.default_rng(seed), seed=seed)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from netspec import checkpoint
+from netspec import checkpoint, noise
 from netspec.errors import CheckpointError, DataError, TrainingError
 from netspec.parallel import WorkerPool, eval_slice, resolve_workers, slice_gradient
 from netspec.plan import compile
@@ -58,7 +58,6 @@ class _Progress:
     correct: int = 0
     seen: int = 0
     seconds: float = 0.0
-    rng_at_epoch_start: dict | None = None  # Generator state before this epoch's shuffle
 
 
 class Trainer:
@@ -71,7 +70,6 @@ class Trainer:
         self.pool = None  # the WorkerPool, started by the first epoch when workers > 1
         self.plan = plan or compile(spec, dtype)
         self.optimizer = spec.train.optimizer.build(self.plan.params)
-        self.rng = self.plan.rng  # the one Generator: init (already drawn), shuffle, dropout
         self.splits = splits
         self.x, self.y = splits["train"]
         self.x = self.x.reshape(len(self.x), -1)  # (N, D): one contiguous row per sample
@@ -114,13 +112,7 @@ class Trainer:
         p = self.progress
         batch, n = self.spec.train.batch_size, len(self.x)
         steps = math.ceil(n / batch)
-        if p.rng_at_epoch_start is None:
-            p.rng_at_epoch_start = self.rng.bit_generator.state
-        state_now = self.rng.bit_generator.state
-        self.rng.bit_generator.state = p.rng_at_epoch_start
-        order = self.rng.permutation(n)  # the same order again when resuming mid-epoch
-        if p.step:
-            self.rng.bit_generator.state = state_now
+        order = noise.shuffle(self.spec.seed, p.epoch, n)  # the same again on resume
         lr = self.lr(p.epoch)
         x_rows = np.empty((batch, self.x.shape[1]), self.x.dtype)
         self.start_workers()
@@ -143,6 +135,7 @@ class Trainer:
             if should_stop is not None and should_stop():
                 return True
             idx = order[step * batch:(step + 1) * batch]
+            plan.noise.step, plan.noise.offset = p.epoch * steps + step, 0  # dropout's key
             if self.pool is None:  # forward, loss and backward of the batch: fills plan.grads
                 loss, correct = slice_gradient(plan, self.spec.loss, self.x, self.y, idx, x_rows)
                 bad = None if math.isfinite(loss) else plan.first_nonfinite()
@@ -192,21 +185,28 @@ class Trainer:
         """(parameters and buffers, optimizer state, progress) for a checkpoint."""
         p = self.progress
         progress = {"epoch": p.epoch, "step": p.step, "loss_sum": p.loss_sum,
-                    "correct": p.correct, "seen": p.seen, "seconds": p.seconds,
-                    "rng_at_epoch_start": p.rng_at_epoch_start,
-                    "rng": self.rng.bit_generator.state}
+                    "correct": p.correct, "seen": p.seen, "seconds": p.seconds}
         return self.plan.state_dict(), self.optimizer.state_dict(), progress
 
     def restore(self, ckpt: checkpoint.Checkpoint, source: str) -> None:
+        """Continue from a checkpoint's parameters, optimizer state and progress."""
+        version = ckpt.meta.get("format", 1)
+        if version != checkpoint.FORMAT:
+            raise CheckpointError(
+                f"cannot resume from {source}: it has checkpoint format {version} (written by "
+                f"netspec {ckpt.meta.get('netspec_version', '?')}), this netspec writes format "
+                f"{checkpoint.FORMAT}. "
+                + (checkpoint.FORMAT_CHANGES.get(version, "") if version < checkpoint.FORMAT
+                   else "Use the newer netspec that wrote it.")
+                + " Start a new run, or finish this one with the netspec that started it; "
+                "its weights still load in `netspec eval`")
         self.plan.load_state_dict(ckpt.state, source)
         try:
             self.optimizer.load_state_dict(ckpt.optimizer)
-            progress = ckpt.meta["progress"]
-            self.rng.bit_generator.state = progress.pop("rng")
+            self.progress = _Progress(**ckpt.meta["progress"])
         except (KeyError, ValueError, TypeError) as e:
             raise CheckpointError(f"{source} has incomplete training state ({e}); "
                                   "start a new run") from None
-        self.progress = _Progress(**progress)
 
 
 @dataclass

@@ -22,7 +22,7 @@ from netspec.cli import app
 from netspec.parallel import resolve_workers
 from netspec.train import Run, Trainer, confusion_matrix
 
-# A small LeNet-like net with dropout, so resume also has to restore the dropout RNG stream.
+# A small LeNet-like net with dropout, so resume also has to draw the same dropout masks again.
 SPEC = f"""
 name: tiny
 seed: 3
@@ -185,6 +185,23 @@ def test_resume_with_changed_spec_names_the_change(tmp_path):
                  "--resume", tmp_path / "r")
     assert result.exit_code == 1
     assert "train.optimizer.lr: 0.05 -> 0.1" in result.output
+
+
+def test_a_checkpoint_of_format_1_is_not_resumed_with_another_meaning(tmp_path):
+    # Format 1 saved the generator state; format 2 derives shuffles and masks from the seed.
+    path = write_spec(tmp_path)
+    one_epoch_run(path, tmp_path / "r")
+    last = tmp_path / "r" / "checkpoints" / "last.npz"
+    old = checkpoint.load(last)
+    meta = {k: v for k, v in old.meta.items() if k != "format"}  # format 1 had no such key
+    meta["progress"].update(rng={"bit_generator": "PCG64"}, rng_at_epoch_start=None)
+    np.savez(last, **old.state, **{checkpoint.OPTIM + k: v for k, v in old.optimizer.items()},
+             **{checkpoint.META: np.array(json.dumps(meta))})
+    result = cli("train", path, "--set", "train.epochs=2", "--resume", tmp_path / "r")
+    assert result.exit_code == 1, result.output
+    text = " ".join(result.output.split())
+    assert "checkpoint format 1" in text and "(seed, epoch)" in text and "new run" in text
+    assert cli("eval", "-c", last).exit_code == 0  # its weights still evaluate
 
 
 def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
