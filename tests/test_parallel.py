@@ -262,15 +262,16 @@ def test_children_exit_quietly_when_the_parent_is_killed(tmp_path):
         x, y = prepare(load_dataset({str(TINY)!r}), "standardize", 0)["train"]
         plan = netspec.compile(spec)
         parent, forward = os.getpid(), plan.steps[0].forward
-        def slow(h, train):  # the child takes a second over its slice
+        def slow(h, train):  # the child says it started its slice, then takes a second
             if os.getpid() != parent:
+                open({str(tmp_path / "started")!r}, "w").close()
                 time.sleep(1.0)
             return forward(h, train)
         plan.steps[0].forward = slow
         pool = WorkerPool(plan, spec.loss, x.reshape(len(x), -1), y, 2, 16)
         print(*pool.pids, flush=True)
         pool.idx[:16] = np.arange(16)
-        pool.conns[0].send((8, 16, 16, None))  # the child's half of a step
+        pool.conns[0].send(("gradient", 8, 16, 16, 0))  # the child's half of step 0
         time.sleep(0.3)
         os.kill(parent, signal.SIGKILL)
     """))
@@ -285,6 +286,7 @@ def test_children_exit_quietly_when_the_parent_is_killed(tmp_path):
     assert not any(_running(p) for p in pids), "a worker outlived its parent"
     errors = proc.stderr.read()  # the worker shares it: EOF once the worker is gone too
     assert "Traceback" not in errors, errors
+    assert (tmp_path / "started").exists(), "the worker never started the step"
 
 
 def _running(pid: int) -> bool:
