@@ -280,6 +280,7 @@ class WorkerPool:
         for end in parent_ends:  # so that the parent's death closes every pipe
             end.close()
         threadpool_limits(self.blas_threads, user_api="blas")  # for the child's lifetime
+        np.seterr(over="ignore", invalid="ignore", divide="ignore")  # the parent reports NaNs
         plan, rows, grads = self.plan, self.rows, self.grads[k - 1]
         while True:
             try:

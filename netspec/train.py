@@ -117,7 +117,7 @@ class Trainer:
         x_rows = np.empty((batch, self.x.shape[1]), self.x.dtype)
         self.start_workers()
         start = time.perf_counter()
-        with (np.errstate(over="ignore", invalid="ignore"),  # divergence is reported below
+        with (np.errstate(over="ignore", invalid="ignore", divide="ignore"),  # reported below
               self.pool.blas_limit() if self.pool else nullcontext()):
             stopped = self._run_steps(order, lr, x_rows, steps, on_step, should_stop)
         p.seconds += time.perf_counter() - start
@@ -169,7 +169,7 @@ class Trainer:
         x = x.reshape(len(x), -1)
         preds = np.empty(len(x), np.int64)
         start = time.perf_counter()
-        with np.errstate(over="ignore", invalid="ignore"):  # a diverged net just scores badly
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # diverged: a bad score
             loss_sum = None
             if self.pool is not None:
                 with self.pool.blas_limit():

@@ -321,3 +321,18 @@ def test_a_forgotten_pool_stops_its_children(tiny_splits):
     for p in children:
         p.join(5)
     assert not any(p.is_alive() for p in children)
+
+
+def test_a_diverging_run_with_workers_prints_no_numpy_warnings(tmp_path):
+    # The NaN is reported as an error; NumPy's overflow warnings, from the worker processes
+    # too, are noise around it.
+    spec_path = tmp_path / "s.yaml"
+    spec_path.write_text(SPEC)
+    proc = subprocess.run(
+        [sys.executable, "-m", "netspec", "train", str(spec_path), "--workers", "2",
+         "--set", "train.schedule={type: exponential, gamma: 1.0e+8}", "--no-progress",
+         "--out", str(tmp_path / "run")],
+        check=False, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "loss became nan" in proc.stderr and "workers: 2 worker processes" in proc.stdout
+    assert "Warning" not in proc.stderr, proc.stderr
