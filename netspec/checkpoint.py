@@ -98,6 +98,22 @@ def check_fits(state: dict, shapes: dict, where: str, optional: tuple = ()) -> N
         raise CheckpointError(f"{where} ({'; '.join(parts)})")
 
 
+# Top-level spec keys that do not change what a trained network computes in evaluation: the
+# run's name, the seed and init defaults (the weights come from the checkpoint), training and
+# gradient-check settings.
+NOT_IN_EVALUATION = ("name", "seed", "defaults", "train", "gradcheck")
+
+
+def evaluation_changes(stored: dict, spec: dict) -> list[str]:
+    """spec_changes between a checkpoint's stored spec and `spec` (resolved dicts) that change
+    evaluation: the input, layers, loss, data normalisation... ([] without a stored spec)."""
+    if not stored:
+        return []
+    old, new = ({k: v for k, v in d.items() if k not in NOT_IN_EVALUATION}
+                for d in (stored, spec))
+    return spec_changes(old, new)
+
+
 def spec_changes(old: dict, new: dict, prefix: str = "") -> list[str]:
     """Human-readable differences between two resolved spec dicts ('train.lr: 0.1 -> 0.2')."""
     changes = []

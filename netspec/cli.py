@@ -366,12 +366,14 @@ def evaluate(
     overrides: list[str] = typer.Option([], "--set", metavar="KEY.PATH=VALUE"),
     data_dir: Path | None = typer.Option(None, "--data-dir", envvar="NETSPEC_DATA"),
     workers: str = typer.Option("auto", help="Processes that share the batches, as for train."),
+    force: bool = typer.Option(False, "--force", help="Evaluate even though SPEC (or --set) "
+                               "differs from the checkpoint's spec in what evaluation computes."),
 ):
     """Evaluate a checkpoint: loss, accuracy, per-class accuracy, confusion matrix."""
     import yaml
 
     from netspec import checkpoint
-    from netspec.errors import DataError
+    from netspec.errors import CheckpointError, DataError
     from netspec.spec import load, loads
     from netspec.train import Trainer, confusion_matrix
 
@@ -384,6 +386,14 @@ def evaluate(
             spec = loads(yaml.safe_dump(ckpt.spec_data), f"{checkpoint_path}:spec", overrides)
         else:
             spec = load(spec_path, overrides)
+        changes = checkpoint.evaluation_changes(ckpt.spec_data, spec.model_dump(mode="json"))
+        if changes and not force:
+            given = f"{spec_path} (with --set)" if spec_path and overrides else (
+                spec_path or "--set")
+            raise CheckpointError(
+                f"{given} differs from the spec stored in {checkpoint_path} in what evaluation "
+                f"computes: {'; '.join(changes)}. The weights were trained with the stored spec; "
+                "leave out SPEC and --set to use it, or pass --force to evaluate anyway")
         splits = _load_data(spec, data_dir)
         if split not in splits:
             raise DataError(f"no '{split}' split (available: {', '.join(splits)})")

@@ -218,9 +218,33 @@ def test_checkpoint_of_another_network_is_rejected(tmp_path, tiny_splits):
     path = write_spec(tmp_path)
     one_epoch_run(path, tmp_path / "r")
     other = write_spec(tmp_path, SPEC.replace("out_features: 32", "out_features: 16"))
-    result = cli("eval", other, "-c", tmp_path / "r" / "checkpoints" / "last.npz")
+    result = cli("eval", other, "-c", tmp_path / "r" / "checkpoints" / "last.npz", "--force")
     assert result.exit_code == 1
     assert "fc1.weight: (32, 144) there, (16, 144) here" in result.output  # 4 x 6 x 6 inputs
+
+
+@pytest.mark.parametrize("how", ["spec", "set"])
+def test_eval_refuses_a_spec_that_evaluates_differently_from_the_checkpoints(tmp_path, how):
+    path = write_spec(tmp_path)
+    one_epoch_run(path, tmp_path / "r")
+    ckpt = tmp_path / "r" / "checkpoints" / "last.npz"
+    if how == "spec":
+        (tmp_path / "other").mkdir()
+        args = [write_spec(tmp_path / "other", SPEC.replace(
+            f"data: {{dataset: {TINY}}}", f"data: {{dataset: {TINY}, normalize: scale}}"))]
+    else:
+        args = ["--set", "data.normalize=scale"]
+    result = cli("eval", *args, "-c", ckpt, "--workers", "1")
+    assert result.exit_code == 1, result.output
+    text = " ".join(result.output.split())
+    assert 'data.normalize: "standardize" -> "scale"' in text
+    assert "--force" in text and "spec stored in" in text
+    forced = cli("eval", *args, "-c", ckpt, "--workers", "1", "--force")
+    assert forced.exit_code == 0, forced.output
+    # changes that do not affect evaluation are fine: training settings, the seed, the name
+    same = cli("eval", path, "-c", ckpt, "--workers", "1", "--set", "train.optimizer.lr=0.5",
+               "--set", "seed=9", "--set", "name=renamed")
+    assert same.exit_code == 0, same.output
 
 
 def test_eval_prints_accuracy_and_confusion_matrix(tmp_path):
