@@ -28,7 +28,7 @@ from netspec.errors import CheckpointError, DataError, TrainingError
 from netspec.parallel import WorkerPool, eval_slice, resolve_workers, slice_gradient
 from netspec.plan import compile
 
-EXCLUDED_FROM_RESUME_CHECK = ("train.epochs",)  # may change when resuming
+EXCLUDED_FROM_RESUME_CHECK = ("train.epochs",)  # may change when resuming (schedule allowing)
 
 
 @dataclass
@@ -254,12 +254,26 @@ class Run:
             raise CheckpointError(
                 f"cannot resume {self.out}: the spec changed since the checkpoint "
                 f"({'; '.join(changes)}); only train.epochs may change when resuming")
+        self._check_length(ckpt.spec_data.get("train", {}).get("epochs"))
         self.trainer.restore(ckpt, str(self.last_path))
         self.history = ckpt.meta.get("history", [])
         self.best = ckpt.meta.get("best", -1.0)
         metrics = self.out / "metrics.jsonl"  # drop lines written after the checkpoint
         metrics.write_text("".join(json.dumps(h) + "\n" for h in self.history))
         (self.out / "spec.yaml").write_text(self.spec.to_yaml())
+
+    def _check_length(self, before: int | None) -> None:
+        """A new train.epochs must not change the learning rates of the run (see
+        Schedule.depends_on_length)."""
+        t = self.spec.train
+        if before is None or before == t.epochs or not t.schedule.depends_on_length():
+            return
+        raise CheckpointError(
+            f"cannot resume {self.out} with train.epochs {t.epochs}: the run started with "
+            f"{before}, and its {t.schedule.type} schedule sets every epoch's learning rate "
+            f"from the total number of epochs, so the rest of the run would leave the curve it "
+            f"started on. Resume with train.epochs {before} (--set train.epochs={before}), or "
+            f"start a new run with {t.epochs} epochs")
 
     def fit(self, on_step=None, on_epoch=None, should_stop=None, until: int | None = None) -> bool:
         """Train to epoch `until` (default spec.train.epochs); False if stopped (state saved)."""

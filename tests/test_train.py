@@ -204,6 +204,28 @@ def test_a_checkpoint_of_format_1_is_not_resumed_with_another_meaning(tmp_path):
     assert cli("eval", "-c", last).exit_code == 0  # its weights still evaluate
 
 
+def test_resume_refuses_new_epochs_when_the_schedule_depends_on_them(tmp_path):
+    cosine = SPEC.replace("{type: step, step_size: 2, gamma: 0.5}", "{type: cosine}")
+    path = write_spec(tmp_path, cosine)
+    one_epoch_run(path, tmp_path / "r")
+    result = cli("train", path, "--set", "train.epochs=3", "--resume", tmp_path / "r")
+    assert result.exit_code == 1, result.output
+    text = " ".join(result.output.split())
+    assert "cosine schedule" in text and "the run started with 1" in text
+    assert "--set train.epochs=1" in text
+    assert checkpoint.load(tmp_path / "r" / "checkpoints" / "last.npz").meta["progress"][
+        "epoch"] == 1  # nothing trained
+
+
+def test_schedules_say_whether_they_depend_on_the_run_length():
+    from netspec.schedules import Constant, Cosine, Exponential, MultiStep, Step
+
+    assert Cosine().depends_on_length() and Cosine(warmup_epochs=20).depends_on_length()
+    for fixed in (Constant(), Step(step_size=2), MultiStep(milestones=[3, 5]),
+                  Exponential(gamma=0.9)):
+        assert not fixed.depends_on_length(), fixed
+
+
 def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
     path = write_spec(tmp_path)
     one_epoch_run(path, tmp_path / "r")
