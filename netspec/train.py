@@ -74,6 +74,7 @@ class Trainer:
         self.x, self.y = splits["train"]
         self.x = self.x.reshape(len(self.x), -1)  # (N, D): one contiguous row per sample
         self.progress = _Progress()
+        check_labels(spec, splits)
         batch = spec.train.batch_size
         coupled = next((i for i in spec.infos if i.layer.couples_batch), None)
         if len(self.x) % batch == 1 and coupled is not None:
@@ -326,6 +327,27 @@ class Run:
         from netspec.plots import plot_curves
 
         return plot_curves(self.history, self.out / "curves.png", title=self.spec.name)
+
+
+def check_labels(spec, splits: dict) -> None:
+    """DataError unless every label of every split is a class the network outputs (0..K-1)."""
+    last = spec.infos[-1]
+    k = math.prod(last.out_shape)
+    for split, (_, y) in splits.items():
+        bad = np.unique(y[(y < 0) | (y >= k)])
+        if bad.size == 0:
+            continue
+        shown = ", ".join(str(int(v)) for v in bad[:10]) + (", ..." if bad.size > 10 else "")
+        count = int(np.count_nonzero((y < 0) | (y >= k)))
+        need = int(max(bad.max() + 1, k))
+        given = (f"data.num_classes is {spec.data.num_classes} and " if spec.data.num_classes
+                 else "")
+        raise DataError(
+            f"{spec.data.dataset}: the {split} split has labels {shown} ({count:,} samples), but "
+            f"{given}the network ends with {k} outputs (layers[{last.index}], {last.type} "
+            f"'{last.name}'), for classes 0..{k - 1}; "
+            + (f"set data.num_classes and the last layer's width to {need}" if bad.min() >= 0
+               else "negative labels are never valid: fix the dataset's labels"))
 
 
 def _version() -> str:

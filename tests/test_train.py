@@ -371,3 +371,30 @@ def test_batchnorm_with_a_final_batch_of_one_fails_before_training(tiny_splits):
     spec = netspec.loads(bn, "bn.yaml", ["train.batch_size=511"])  # 512 = 511 + 1
     with pytest.raises(netspec.DataError, match="batch_size"):
         Trainer(spec, tiny_splits)
+
+
+# ------------------------------------------------------------------ labels
+
+
+def test_labels_beyond_the_networks_classes_fail_before_training(tmp_path):
+    five = SPEC.replace(f"data: {{dataset: {TINY}}}", f"data: {{dataset: {TINY}, num_classes: 5}}")
+    five = five.replace("name: fc2, out_features: 10", "name: fc2, out_features: 5")
+    result = cli("train", write_spec(tmp_path, five), "--out", tmp_path / "r", "--no-progress")
+    assert result.exit_code == 1, result.output
+    text = " ".join(result.output.split())
+    assert f"{TINY}: the train split has labels 5, 6, 7, 8, 9" in text
+    assert "data.num_classes is 5" in text and "layers[7], linear 'fc2'" in text
+    assert "set data.num_classes and the last layer's width to 10" in text
+    assert not (tmp_path / "r" / "metrics.jsonl").exists()
+
+
+def test_a_custom_dataset_label_out_of_range_is_named(tiny_splits):
+    x, y = tiny_splits["test"]
+    y = y.copy()
+    y[[3, 40]] = 200
+    with pytest.raises(netspec.DataError, match=r"the test split has labels 200 \(2 samples\).*"
+                                                r"width to 201"):
+        Trainer(spec(), {**tiny_splits, "test": (x, y)})
+    y[3] = -1
+    with pytest.raises(netspec.DataError, match=r"labels -1, 200 .*negative labels"):
+        Trainer(spec(), {**tiny_splits, "test": (x, y)})
