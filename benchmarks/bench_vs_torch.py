@@ -171,7 +171,7 @@ class NetspecSide:
 
     def infer(self, images: int, batch: int) -> float:
         start = time.perf_counter()
-        self.trainer.evaluate(self.x[:images], self.y[:images], batch)
+        self.trainer.evaluate(self.x[:images], self.y[:images], batch, split="train")
         return time.perf_counter() - start
 
 

@@ -403,7 +403,7 @@ def evaluate(
         x, y = splits[split]
         trainer.start_workers()
         try:
-            result = trainer.evaluate(x, y)
+            result = trainer.evaluate(x, y, split=split)
         finally:
             trainer.close()
     k = spec.infos[-1].out_shape[0]

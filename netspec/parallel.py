@@ -11,8 +11,8 @@ is worker 0; workers 1..W-1 are children forked once, before the first step. One
     parent: plan.grads += every child's gradients; the optimizer then steps as usual
 
 Evaluation works the same way, without the gradients: `evaluate` gives each worker a run of
-whole batches of a data set the children already hold (one registered when they were forked, or
-consecutive rows of it), and the predictions come back through shared memory.
+whole batches of a data set the children already hold (named when they were forked, such as
+"test"), and the predictions come back through shared memory.
 
 Why processes and not threads: a LeNet step is a few hundred NumPy calls of tens of
 microseconds each, and the Python between them holds the GIL. On this project's 2-core test
@@ -153,15 +153,17 @@ class WorkerPool:
     """The calling process plus workers - 1 forked children; see the module docstring."""
 
     def __init__(self, plan, loss, x: np.ndarray, y: np.ndarray, workers: int, batch_size: int,
-                 eval_sets=()):
-        """x (N, D), y (N,): the training data. eval_sets: more (x, y) pairs, such as the test
-        split, that `evaluate` may split across the workers too. The children see all of them
-        as they are now: do not modify them in place while the pool runs."""
+                 eval_sets: dict | None = None):
+        """x (N, D), y (N,): the training data, "train" for `evaluate`. eval_sets: more (x, y)
+        by name, such as {"test": ...}, that `evaluate` may split across the workers too. The
+        children see all of them as they are now: do not modify them in place while the pool
+        runs."""
         if workers < 2:
             raise ValueError(f"a WorkerPool needs at least 2 workers, got {workers}")
         self.plan, self.loss, self.x, self.y = plan, loss, x, y
-        self.eval_sets = [(x, y)] + [(a.reshape(len(a), -1), b) for a, b in eval_sets]
-        self.preds = shared_array((max(len(b) for _, b in self.eval_sets),), np.int64)
+        self.eval_sets = {"train": (x, y)} | {
+            k: (a.reshape(len(a), -1), b) for k, (a, b) in (eval_sets or {}).items()}
+        self.preds = shared_array((max(len(b) for _, b in self.eval_sets.values()),), np.int64)
         self.workers = workers
         self.blas_threads = max(1, available_cores() // workers)
         size = plan.flat_params.size
@@ -210,36 +212,24 @@ class WorkerPool:
             self.plan.flat_grads += self.grads[k - 1]
         return loss, correct, bad
 
-    def evaluate(self, x: np.ndarray, y: np.ndarray, batch: int,
-                 preds: np.ndarray) -> float | None:
-        """eval_slice over all of (x, y), split across the workers in whole batches: fills
-        preds and returns the loss sum. None, having done nothing, when (x, y) is not one of
-        the pool's data sets (then evaluate in one process)."""
-        found = self._find(x, y)
-        n = len(x)
-        if found is None or n == 0:
-            return None
-        which, start = found
+    def evaluate(self, name: str, n: int, batch: int, preds: np.ndarray) -> float:
+        """eval_slice over the first n rows of the data set `name` ("train" or one of
+        eval_sets), split across the workers in whole batches: fills preds[:n] and returns the
+        loss sum."""
+        x, y = self.eval_sets[name]
+        if not 0 <= n <= len(x):
+            raise ValueError(f"{name} has {len(x)} rows, not {n}")
         batches = -(-n // batch)
-        w = min(self.workers, batches)
+        w = max(1, min(self.workers, batches))
         bounds = [min(n, i * batches // w * batch) for i in range(w + 1)]
         for k in range(1, w):
-            self._send(k, ("evaluate", which, start, bounds[k], bounds[k + 1], batch))
+            self._send(k, ("evaluate", name, bounds[k], bounds[k + 1], batch))
         loss_sum = eval_slice(self.plan, self.loss, x, y, 0, bounds[1], batch, preds)
         for k, (part_sum,) in self._replies(w):
             loss_sum += part_sum
             lo, hi = bounds[k], bounds[k + 1]
             preds[lo:hi] = self.preds[lo:hi]
         return loss_sum
-
-    def _find(self, x, y) -> tuple[int, int] | None:
-        """(data set, first row) when x and y are the same rows, in the same memory, of one
-        of the pool's data sets (the set itself, or a slice of consecutive rows); else None."""
-        for i, (a, b) in enumerate(self.eval_sets):
-            start = _row_offset(a, x)
-            if start is not None and _row_offset(b, y) == start:
-                return i, start
-        return None
 
     def _send(self, k: int, message) -> None:
         try:
@@ -299,8 +289,8 @@ class WorkerPool:
                     bad = None if math.isfinite(loss) else plan.first_nonfinite()
                     reply = (loss, correct, bad)
                 else:  # "evaluate"
-                    _, which, start, lo, hi, batch = message
-                    x, y = (a[start:] for a in self.eval_sets[which])
+                    _, name, lo, hi, batch = message
+                    x, y = self.eval_sets[name]
                     reply = (eval_slice(plan, self.loss, x, y, lo, hi, batch, self.preds),)
             except Exception as e:  # noqa: BLE001 - any failure goes to the parent, which stops
                 reply = ("error", f"{type(e).__name__}: {e}")
@@ -313,18 +303,6 @@ class WorkerPool:
         """Stop the children (idempotent; also runs when the pool is garbage-collected)."""
         self._finalizer()
         self.conns, self.procs = [], []
-
-
-def _row_offset(whole: np.ndarray, part: np.ndarray) -> int | None:
-    """r when part is whole[r:r + len(part)] (same memory and layout), else None."""
-    if part.dtype != whole.dtype or part.shape[1:] != whole.shape[1:] or (
-            part.strides != whole.strides) or len(part) == 0:
-        return None
-    gap = part.__array_interface__["data"][0] - whole.__array_interface__["data"][0]
-    row = whole.strides[0]
-    if row <= 0 or gap % row or not 0 <= gap // row <= len(whole) - len(part):
-        return None
-    return gap // row
 
 
 def _stop(conns, procs) -> None:

@@ -86,7 +86,7 @@ class Trainer:
     def start_workers(self) -> None:
         """Fork the worker processes now (else the first epoch does); no-op for 1 worker."""
         if self.workers > 1 and self.pool is None:
-            others = [v for k, v in self.splits.items() if k != "train"]
+            others = {k: v for k, v in self.splits.items() if k != "train"}
             self.pool = WorkerPool(self.plan, self.spec.loss, self.x, self.y, self.workers,
                                    self.spec.train.batch_size, eval_sets=others)
 
@@ -160,22 +160,23 @@ class Trainer:
             f"loss became {loss} at epoch {self.progress.epoch + 1}, step {step + 1}; {where}. "
             f"Try a lower learning rate (train.optimizer.lr is {self.spec.train.optimizer.lr:g})")
 
-    def evaluate(self, x: np.ndarray, y: np.ndarray, batch_size: int | None = None) -> Evaluation:
+    def evaluate(self, x: np.ndarray, y: np.ndarray, batch_size: int | None = None,
+                 split: str | None = None) -> Evaluation:
         """Loss, accuracy and predictions in eval mode, in order, batch by batch.
 
-        With worker processes running and (x, y) one of the trainer's splits, the workers
-        share the batches (the same results, up to rounding).
+        split: the name of the trainer's split whose first len(x) rows (x, y) are, e.g.
+        evaluate(*splits["test"], split="test"); with worker processes running they then
+        share the batches (the same results, up to rounding), since they hold the splits.
         """
         batch = batch_size or self.spec.train.eval_batch_size
         x = x.reshape(len(x), -1)
         preds = np.empty(len(x), np.int64)
         start = time.perf_counter()
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # diverged: a bad score
-            loss_sum = None
-            if self.pool is not None:
+            if self.pool is not None and split is not None:
                 with self.pool.blas_limit():
-                    loss_sum = self.pool.evaluate(x, y, batch, preds)
-            if loss_sum is None:
+                    loss_sum = self.pool.evaluate(split, len(x), batch, preds)
+            else:
                 loss_sum = eval_slice(self.plan, self.spec.loss, x, y, 0, len(x), batch, preds)
         seconds = time.perf_counter() - start
         return Evaluation(loss_sum / max(len(x), 1), float(np.mean(preds == y)), preds, seconds)
@@ -298,7 +299,7 @@ class Run:
             eval_seconds = 0.0
             for split in ("val", "test"):
                 if split in self.splits:
-                    ev = t.evaluate(*self.splits[split])
+                    ev = t.evaluate(*self.splits[split], split=split)
                     record[f"{split}_loss"], record[f"{split}_acc"] = ev.loss, ev.accuracy
                     eval_seconds += ev.seconds
             record["eval_seconds"] = eval_seconds

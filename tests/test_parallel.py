@@ -125,20 +125,19 @@ def test_evaluation_split_across_workers_equals_one_process(tiny_splits, batch):
     two.start_workers()
     calls = []
     evaluate = two.pool.evaluate
-    two.pool.evaluate = lambda *a: calls.append(evaluate(*a)) or calls[-1]
+    two.pool.evaluate = lambda *a: calls.append(a[:2]) or evaluate(*a)
     try:
-        parts = [tiny_splits["test"], tiny_splits["train"],
-                 [a[37:301] for a in tiny_splits["train"]]]  # rows of a split: still shared
-        for x, y in parts:
-            a, b = one.evaluate(x, y, batch), two.evaluate(x, y, batch)
+        parts = [("test", tiny_splits["test"]), ("train", tiny_splits["train"]),
+                 ("train", [a[:301] for a in tiny_splits["train"]])]  # the first rows of a split
+        for split, (x, y) in parts:
+            a, b = one.evaluate(x, y, batch, split), two.evaluate(x, y, batch, split)
             assert np.array_equal(a.predictions, b.predictions)
             assert b.loss == pytest.approx(a.loss, rel=1e-12) and b.accuracy == a.accuracy
-        assert len(calls) == 3 and None not in calls  # all ran in the workers
+        assert calls == [("test", 256), ("train", 512), ("train", 301)]  # all in the workers
         x, y = tiny_splits["test"]
-        for other in ((x.copy(), y), (x[1:], y[:-1]), (x[::2], y[::2])):  # not the workers' data
-            got = two.evaluate(*other, batch)
-            assert calls[-1] is None
-            assert np.array_equal(got.predictions, one.evaluate(*other, batch).predictions)
+        got = two.evaluate(x[::2], y[::2], batch)  # not named: in one process
+        assert len(calls) == 3
+        assert np.array_equal(got.predictions, one.evaluate(x[::2], y[::2], batch).predictions)
     finally:
         two.close()
 
@@ -220,7 +219,7 @@ def test_a_failing_child_is_reported_and_the_pool_stops(tiny_splits, monkeypatch
 
     pool = WorkerPool(plan, spec.loss, x, y, 2, 16)  # the same in evaluation
     with pytest.raises(TrainingError, match="worker process 1 failed: RuntimeError"):
-        pool.evaluate(x, y, 100, np.empty(len(x), np.int64))
+        pool.evaluate("train", len(x), 100, np.empty(len(x), np.int64))
     assert pool.procs == []
 
 
