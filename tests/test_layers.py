@@ -190,6 +190,24 @@ def test_without_kink_skipping_a_relu_at_zero_would_fail():
     assert abs(numeric - 0.5) < 1e-9 and analytic == 0.0
 
 
+# ---------------------------------------------------------------- conv2d
+
+
+@pytest.mark.parametrize("padding", [0, 1])
+def test_conv2d_inference_follows_each_new_input(padding):
+    # Inference keeps its strided views of the (padded) input while that array stays the
+    # same: a new input array, of the same shape, must be read afresh.
+    layer = make("conv2d", {"out_channels": 3, "kernel_size": 3, "padding": padding})
+    plan = layer_plan(layer, (2, 8, 8), "float64")
+    rng = np.random.default_rng(0)
+    inputs = [rng.standard_normal((4, 2, 8, 8)) for _ in range(3)]
+    got = [plan.forward(x) for x in inputs]
+    for x, y in zip(inputs, got):
+        fresh = layer_plan(layer, (2, 8, 8), "float64")
+        np.testing.assert_allclose(y, fresh.forward(x), rtol=1e-12, atol=1e-12)
+    assert not np.allclose(got[0], got[1])
+
+
 # ---------------------------------------------------------------- dropout
 
 
