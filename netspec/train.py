@@ -3,7 +3,7 @@
     trainer = Trainer(spec, splits)            # splits from netspec.data.prepare(...)
     for epoch in range(trainer.epoch, spec.train.epochs):
         stats = trainer.train_epoch()          # one pass over shuffled training batches
-        test = trainer.evaluate(*splits["test"])
+        test = trainer.evaluate(*splits["test"], split="test")  # split: workers may share it
 
 `Run` wraps a Trainer with a run directory: the resolved spec, metrics.jsonl, atomic
 checkpoints (last and best), curves.png, resume, and clean stops on request or on NaN.
