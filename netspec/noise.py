@@ -3,7 +3,7 @@
     order = shuffle(seed, epoch, n)            # epoch's permutation of the training set
     noise = Noise(seed); noise.step = s         # training step s (counted over all epochs)
     noise.offset = lo                           # this process's slice starts at batch row lo
-    noise.stream(layer).uniform((D, B))         # U[0, 1): sample j's D values in column j
+    noise.stream(layer).uniform(u)              # u (B, D) float32 := U[0, 1), sample j in row j
 
 Sample j of a slice is batch position offset + j, and its values come from the stream keyed by
 (seed, step, layer) at the place reserved for that position, so a sample's dropout mask does not
@@ -15,8 +15,6 @@ these streams apart from it and from each other.
 """
 
 from __future__ import annotations
-
-import math
 
 import numpy as np
 
@@ -42,14 +40,23 @@ class Noise:
 
 
 class LayerNoise:
-    def __init__(self, noise: Noise, key: int):
-        self.noise, self.key = noise, key
+    """One layer's draws. Its stream (seed, DROPOUT, layer) is cut into spans of STEP_SPAN
+    64-bit outputs, one span per step; in a span, batch position p's D values are float32
+    draws p*D .. p*D + D - 1 (two per 64-bit output). PCG64 jumps there in O(log n)."""
 
-    def uniform(self, shape: tuple) -> np.ndarray:
-        """U[0, 1) float64 of `shape` (*features, B), batch innermost; a view, not contiguous."""
-        n, d = shape[-1], math.prod(shape[:-1])
-        bits = np.random.PCG64(np.random.SeedSequence(
-            [self.noise.seed, DROPOUT, self.noise.step, self.key]))
-        bits.advance(self.noise.offset * d)  # one 64-bit draw per float64: skip earlier samples
-        u = np.random.Generator(bits).random((n, d))  # (B, D): sample j's values in row j
-        return u.T.reshape(shape)  # (D, B) -> (*features, B), a view
+    STEP_SPAN = 2**64
+
+    def __init__(self, noise: Noise, key: int):
+        self.noise = noise
+        self._bits = np.random.PCG64(np.random.SeedSequence([noise.seed, DROPOUT, key]))
+        self._start = self._bits.state
+        self._draw = np.random.Generator(self._bits)
+
+    def uniform(self, out: np.ndarray) -> np.ndarray:
+        """Fill `out`, float32 (B, D), with U[0, 1): row j for batch position offset + j."""
+        first = self.noise.offset * out.shape[1]  # float32 draws of the earlier positions
+        self._bits.state = self._start
+        self._bits.advance(self.noise.step * self.STEP_SPAN + first // 2)
+        if first % 2:
+            self._draw.random(dtype=np.float32)  # the low half of a shared 64-bit output
+        return self._draw.random(dtype=np.float32, out=out)

@@ -238,20 +238,22 @@ def test_dropout_train_drops_and_rescales(dtype):
 
 
 def test_dropout_mask_is_a_function_of_seed_step_and_batch_position():
-    plan = layer_plan(make("dropout", {}), (3, 4), "float64", seed=7)
-    x = np.random.default_rng(0).uniform(1, 2, (6, 3, 4))
+    plan = layer_plan(make("dropout", {}), (3, 5), "float64", seed=7)
+    x = np.random.default_rng(0).uniform(1, 2, (6, 3, 5))
     whole = plan.forward(x, train=True)  # step 0
     assert plan.noise.step == 1
     assert not np.array_equal(plan.forward(x, train=True) == 0, whole == 0)  # step 1: new
     plan.noise.step = 0
     np.testing.assert_array_equal(plan.forward(x, train=True), whole)  # step 0 again
-    # Samples 2..5 as the slice of a worker whose part of the batch starts at position 2:
-    # the masks of the whole batch's samples 2..5. At offset 0 they are other masks.
-    for offset, same in ((2, True), (0, False)):
-        plan.noise.step, plan.noise.offset = 0, offset
-        part = plan.from_internal(plan.run_forward(plan.to_internal(x[2:]), train=True))
-        assert np.array_equal(part == 0, whole[2:] == 0) == same
-    other = layer_plan(make("dropout", {}), (3, 4), "float64", seed=8)
+    # Samples k.. as the slice of a worker whose part of the batch starts at position k: the
+    # masks of the whole batch's samples k.. (k * 15 draws before them: odd and even counts).
+    # At offset 0 they are other masks.
+    for k in (1, 2, 3):
+        for offset, same in ((k, True), (0, False)):
+            plan.noise.step, plan.noise.offset = 0, offset
+            part = plan.from_internal(plan.run_forward(plan.to_internal(x[k:]), train=True))
+            assert np.array_equal(part == 0, whole[k:] == 0) == same
+    other = layer_plan(make("dropout", {}), (3, 5), "float64", seed=8)
     assert not np.array_equal(other.forward(x, train=True) == 0, whole == 0)  # another seed
 
 

@@ -32,7 +32,10 @@ class Dropout(Layer):
             cache["train"] = train
             if not train:
                 return x  # identity (a view, like flatten's)
-            u = ctx.noise.uniform(x.shape)  # (..., N), sample j's draws in column j
+            n = x.shape[-1]
+            u = ctx.ws("u", (n, x.size // max(n, 1)), dtype=np.float32)  # (N, D): sample j in row j
+            ctx.noise.uniform(u)
+            u = u.T.reshape(x.shape)  # (D, N) -> (..., N), a view
             m = ctx.ws("m", x.shape)
             np.greater_equal(u, self.p, out=m, casting="unsafe")  # keep -> 1.0, drop -> 0.0
             m *= scale
