@@ -5,10 +5,10 @@
     noise.offset = lo                           # this process's slice starts at batch row lo
     noise.stream(layer).uniform(u)              # u (B, D) float32 := U[0, 1), sample j in row j
 
-Sample j of a slice is batch position offset + j, and its values come from the stream keyed by
-(seed, step, layer) at the place reserved for that position, so a sample's dropout mask does not
-depend on how the batch is split between worker processes, and a resumed run needs no saved
-generator state: (seed, epoch) and (seed, step) give the same draws again.
+Sample j of a slice is batch position offset + j, and its values come from the layer's stream,
+keyed by (seed, layer), at the place reserved for (step, position). So a sample's dropout mask
+does not depend on how the batch is split between worker processes, and a resumed run needs no
+saved generator state: (seed, epoch) and (seed, step) give the same draws again.
 
 Initialisation still uses the plan's own Generator (`default_rng(seed)`); the tags below keep
 these streams apart from it and from each other.
