@@ -34,7 +34,6 @@ in every process: the parent's optimizer step is what the children compute with 
 from __future__ import annotations
 
 import math
-import mmap
 import multiprocessing
 import os
 import signal
@@ -45,6 +44,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from netspec.errors import TrainingError
+from netspec.plan import shared_array
 
 MAX_AUTO_WORKERS = 2  # what `workers: auto` may pick; measured on 2 cores only
 # 'auto' splits batches only for networks that use each weight at least this many times per
@@ -140,13 +140,6 @@ def eval_slice(plan, loss, x, y, lo: int, hi: int, batch: int, preds: np.ndarray
         loss_sum += value * (j - i)
         preds[i:j] = logits.argmax(axis=0)
     return loss_sum
-
-
-def shared_array(shape, dtype) -> np.ndarray:
-    """A zeroed array in memory that processes forked after this call share (MAP_SHARED)."""
-    count = math.prod(shape)
-    buf = mmap.mmap(-1, max(count * np.dtype(dtype).itemsize, 1))
-    return np.frombuffer(buf, dtype, count).reshape(shape)
 
 
 class WorkerPool:

@@ -13,6 +13,7 @@ Internally activations are batch-innermost, (C, H, W, N) or (D, N); see layers/b
 from __future__ import annotations
 
 import math
+import mmap
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -21,7 +22,6 @@ import numpy as np
 from netspec.checkpoint import check_fits
 from netspec.layers import Ctx, Layer, Workspace
 from netspec.noise import Noise
-from netspec.parallel import shared_array
 from netspec.shapes import LayerInfo
 
 # Eval-mode forward passes run in chunks whose layer outputs total about this many bytes
@@ -210,6 +210,14 @@ class Plan:
             if not np.isfinite(out).all():
                 return step.name
         return None
+
+
+def shared_array(shape, dtype) -> np.ndarray:
+    """A zeroed array in memory that processes forked after this call share (MAP_SHARED):
+    the parameter arena, which worker processes (netspec/parallel.py) compute with."""
+    count = math.prod(shape)
+    buf = mmap.mmap(-1, max(count * np.dtype(dtype).itemsize, 1))
+    return np.frombuffer(buf, dtype, count).reshape(shape)
 
 
 @contextmanager
