@@ -98,20 +98,31 @@ def check_fits(state: dict, shapes: dict, where: str, optional: tuple = ()) -> N
         raise CheckpointError(f"{where} ({'; '.join(parts)})")
 
 
-# Top-level spec keys that do not change what a trained network computes in evaluation: the
-# run's name, the seed and init defaults (the weights come from the checkpoint), training and
-# gradient-check settings.
-NOT_IN_EVALUATION = ("name", "seed", "defaults", "train", "gradcheck")
+# Spec keys that do not change what a trained network computes in evaluation: the run's name,
+# the seed and init defaults (the weights come from the checkpoint), training and gradient-check
+# settings, and which data it is evaluated on (the input, layers, loss and normalisation count).
+NOT_IN_EVALUATION = ("name", "seed", "defaults", "train", "gradcheck", "data.dataset",
+                     "data.validation")
 
 
 def evaluation_changes(stored: dict, spec: dict) -> list[str]:
     """spec_changes between a checkpoint's stored spec and `spec` (resolved dicts) that change
-    evaluation: the input, layers, loss, data normalisation... ([] without a stored spec)."""
+    evaluation: the input, layers, loss, data.normalize... ([] without a stored spec)."""
     if not stored:
         return []
-    old, new = ({k: v for k, v in d.items() if k not in NOT_IN_EVALUATION}
-                for d in (stored, spec))
-    return spec_changes(old, new)
+    return spec_changes(_without(stored, NOT_IN_EVALUATION), _without(spec, NOT_IN_EVALUATION))
+
+
+def _without(data: dict, dotted: tuple[str, ...]) -> dict:
+    """A copy of a spec dict without the dotted keys (a nested dict is copied where cut)."""
+    data = dict(data)
+    for key in dotted:
+        head, _, rest = key.partition(".")
+        if rest and isinstance(data.get(head), dict):
+            data[head] = _without(data[head], (rest,))
+        elif not rest:
+            data.pop(head, None)
+    return data
 
 
 def spec_changes(old: dict, new: dict, prefix: str = "") -> list[str]:

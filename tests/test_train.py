@@ -398,3 +398,16 @@ def test_a_custom_dataset_label_out_of_range_is_named(tiny_splits):
     y[3] = -1
     with pytest.raises(netspec.DataError, match=r"labels -1, 200 .*negative labels"):
         Trainer(spec(), {**tiny_splits, "test": (x, y)})
+
+
+def test_evaluation_changes_ignore_what_evaluation_does_not_compute():
+    stored = spec().model_dump(mode="json")
+    changed = spec(**{"data.validation": 100, "data.dataset": "mnist", "seed": 1,
+                      "train.epochs": 9}).model_dump(mode="json")
+    assert checkpoint.evaluation_changes(stored, changed) == []
+    changed = spec(**{"data.normalize": "none", "layers[4].out_features": 16,
+                      "seed": 1}).model_dump(mode="json")
+    assert checkpoint.evaluation_changes(stored, changed) == [
+        "layers[4].out_features: 32 -> 16", 'data.normalize: "standardize" -> "none"']
+    assert stored["data"]["dataset"] == str(TINY)  # the copies did not cut the originals
+    assert checkpoint.evaluation_changes({}, changed) == []  # no stored spec: nothing to check
