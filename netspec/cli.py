@@ -1,8 +1,8 @@
 """The `netspec` command line: thin commands over library calls. The only module that prints.
 
 Exit codes: 0 ok, 1 the spec, data or checkpoint is wrong (or a check failed), 2 usage error,
-130 interrupted. Errors caused by input are printed as `FILE:LINE:COL: key.path: message`,
-never as a traceback.
+130 interrupted (SIGINT, Ctrl-C), 143 terminated (SIGTERM, as sent by Slurm, Kubernetes, Dask).
+Errors caused by input are printed as `FILE:LINE:COL: key.path: message`, never as a traceback.
 """
 
 from __future__ import annotations
@@ -32,16 +32,28 @@ SpecArg = typer.Argument(..., exists=True, dir_okay=False, readable=True,
 
 @contextlib.contextmanager
 def report_errors():
-    """Turn NetspecError into printed problems and exit code 1, Ctrl-C into 130."""
+    """Turn NetspecError into printed problems and exit code 1, Ctrl-C into 130 (SIGTERM that
+    interrupts at once, see `train`, into 143)."""
     try:
         yield
     except NetspecError as e:
         for problem in e.problems:
             err.print(f"[red]error:[/red] {_escape(str(problem))}")
         raise typer.Exit(1) from None
+    except Terminated:
+        err.print("[yellow]terminated[/yellow]")
+        raise typer.Exit(143) from None
     except KeyboardInterrupt:
         err.print("[yellow]interrupted[/yellow]")
         raise typer.Exit(130) from None
+
+
+class Terminated(KeyboardInterrupt):
+    """A second SIGTERM: stop at once, like a second Ctrl-C."""
+
+
+STOP_SIGNALS = {"SIGINT": (130, KeyboardInterrupt, "interrupted"),
+                "SIGTERM": (143, Terminated, "terminated")}  # signal -> exit code, ...
 
 
 def _escape(text: str) -> str:
@@ -152,6 +164,8 @@ def gradcheck(specs: list[Path] = SpecArg,
             spec = load(path)
             report = check_spec(spec, isolated=layers)
             out.print(_gradcheck_table(report, path))
+            for problem in report.problems:
+                err.print(f"[red]error:[/red] {path}: {_escape(problem)}")
             verdict = "[green]passed[/green]" if report.passed else "[red]FAILED[/red]"
             out.print(f"{verdict} {path}: {sum(r.checked for r in report.rows)} entries checked, "
                       f"{report.skipped} skipped at kinks; eps {report.eps:g}, "
@@ -251,24 +265,29 @@ def train(
         out.print(f"workers: {run.trainer.workers_why}")
         run.trainer.start_workers()  # fork before the progress bar starts its thread
 
-        stop = {"requested": False}
+        # The first SIGINT or SIGTERM finishes the step and saves a checkpoint; a second
+        # one stops at once. Worker processes ignore both: the parent stops them.
+        stop = {"by": None}
 
-        def on_sigint(signum, frame):
-            if stop["requested"]:
-                raise KeyboardInterrupt
-            stop["requested"] = True
+        def on_signal(signum, frame):
+            name = signal.Signals(signum).name
+            if stop["by"] is not None:
+                raise STOP_SIGNALS[name][1]
+            stop["by"] = name
 
-        previous = signal.signal(signal.SIGINT, on_sigint)
+        previous = {s: signal.signal(getattr(signal, s), on_signal) for s in STOP_SIGNALS}
         try:
-            finished = _fit_with_progress(run, progress, lambda: stop["requested"])
+            finished = _fit_with_progress(run, progress, lambda: stop["by"] is not None)
         finally:
-            signal.signal(signal.SIGINT, previous)
+            for s, handler in previous.items():
+                signal.signal(getattr(signal, s), handler)
             run.trainer.close()
             run.plot()
         if not finished:
-            err.print(f"[yellow]interrupted[/yellow]: checkpoint saved to {run.last_path}; "
-                      f"continue with: netspec train --resume {out_dir}")
-            raise typer.Exit(130)
+            code, _, word = STOP_SIGNALS[stop["by"]]
+            err.print(f"[yellow]{word}[/yellow] ({stop['by']}): checkpoint saved to "
+                      f"{run.last_path}; continue with: netspec train --resume {out_dir}")
+            raise typer.Exit(code)
         best = max(run.history, key=score)
         out.print(f"[green]done[/green]: {out_dir} (best epoch {best['epoch']}: "
                   f"test acc {100 * best.get('test_acc', float('nan')):.2f}%)")
@@ -357,12 +376,14 @@ def evaluate(
     overrides: list[str] = typer.Option([], "--set", metavar="KEY.PATH=VALUE"),
     data_dir: Path | None = typer.Option(None, "--data-dir", envvar="NETSPEC_DATA"),
     workers: str = typer.Option("auto", help="Processes that share the batches, as for train."),
+    force: bool = typer.Option(False, "--force", help="Evaluate even though SPEC (or --set) "
+                               "differs from the checkpoint's spec in what evaluation computes."),
 ):
     """Evaluate a checkpoint: loss, accuracy, per-class accuracy, confusion matrix."""
     import yaml
 
     from netspec import checkpoint
-    from netspec.errors import DataError
+    from netspec.errors import CheckpointError, DataError
     from netspec.spec import load, loads
     from netspec.train import Trainer, confusion_matrix
 
@@ -375,6 +396,14 @@ def evaluate(
             spec = loads(yaml.safe_dump(ckpt.spec_data), f"{checkpoint_path}:spec", overrides)
         else:
             spec = load(spec_path, overrides)
+        changes = checkpoint.evaluation_changes(ckpt.spec_data, spec.model_dump(mode="json"))
+        if changes and not force:
+            given = f"{spec_path} (with --set)" if spec_path and overrides else (
+                spec_path or "--set")
+            raise CheckpointError(
+                f"{given} differs from the spec stored in {checkpoint_path} in what evaluation "
+                f"computes: {'; '.join(changes)}. The weights were trained with the stored spec; "
+                "leave out SPEC and --set to use it, or pass --force to evaluate anyway")
         splits = _load_data(spec, data_dir)
         if split not in splits:
             raise DataError(f"no '{split}' split (available: {', '.join(splits)})")
@@ -384,7 +413,7 @@ def evaluate(
         x, y = splits[split]
         trainer.start_workers()
         try:
-            result = trainer.evaluate(x, y)
+            result = trainer.evaluate(x, y, split=split)
         finally:
             trainer.close()
     k = spec.infos[-1].out_shape[0]

@@ -59,6 +59,10 @@ class InputSpec(Strict):
         return v
 
 
+# A seed for numpy's SeedSequence (non-negative), kept within int64 for every consumer.
+Seed = typing.Annotated[int, Field(ge=0, lt=2**63)]
+
+
 class Defaults(Strict):
     init: InitSpec = Field(InitSpec(), description="Init schemes for layers that give none.")
 
@@ -104,7 +108,7 @@ class GradcheckSpec(Strict):
     rtol: NonNegativeFloat = 1e-3
     max_entries: PositiveInt = Field(
         24, description="Entries checked per tensor (a seeded sample when the tensor is larger).")
-    seed: int = 0
+    seed: Seed = 0
 
 
 def _layer_union():
@@ -120,7 +124,7 @@ class NetSpec(Strict):
     """A whole network: input, layers, loss, data and training recipe."""
 
     name: str = Field("net", pattern=r"^[A-Za-z0-9_.-]+$")
-    seed: int = Field(0, description="Seeds the one Generator behind init, dropout and shuffling.")
+    seed: Seed = Field(0, description="Seeds init, the shuffles and the dropout masks.")
     input: InputSpec
     defaults: Defaults = Defaults()
     layers: list[AnyLayer] = Field(min_length=1)
