@@ -42,6 +42,14 @@ def report_errors():
     except KeyboardInterrupt:
         err.print("[yellow]interrupted[/yellow]")
         raise typer.Exit(130) from None
+    except MemoryError:
+        err.print("[red]error:[/red] out of memory; use a smaller train.batch_size or "
+                  "train.eval_batch_size, or smaller layers")
+        raise typer.Exit(1) from None
+    except OSError as e:  # the library names its files; this is the net for anything missed
+        where = f"{e.filename}: " if e.filename else ""
+        err.print(f"[red]error:[/red] {_escape(where + (e.strerror or str(e)))}")
+        raise typer.Exit(1) from None
 
 
 def _escape(text: str) -> str:
@@ -116,11 +124,13 @@ def _shape_table(spec) -> Table:
 def schema(output: Path | None = typer.Option(None, "--out", "-o",
                                                  help="Write to this file instead of stdout.")):
     """Print the JSON Schema of the spec language (for yaml-language-server)."""
+    from netspec.fsio import atomic_write
     from netspec.spec import json_schema
 
     text = json.dumps(json_schema(), indent=2) + "\n"
     if output:
-        output.write_text(text)
+        with report_errors():
+            atomic_write(output, text)
         out.print(f"wrote {output}")
     else:
         typer.echo(text, nl=False)
@@ -216,6 +226,7 @@ def train(
     import signal
     import time
 
+    from netspec.fsio import check_new_run_dir, check_run_dir
     from netspec.spec import load
     from netspec.train import Run, score
 
@@ -227,9 +238,10 @@ def train(
     with report_errors():
         spec = load(spec_path or resume / "spec.yaml", overrides)
         _check_workers(requested, spec)
-        splits = _load_data(spec, data_dir)
         stamp = time.strftime("%Y%m%d-%H%M%S")
         out_dir = resume or run_dir or Path("runs") / f"{spec.name}-{stamp}"
+        (check_run_dir if resume else check_new_run_dir)(out_dir)  # before the data loads
+        splits = _load_data(spec, data_dir)
         run = Run(spec, splits, out_dir, workers=requested)
         if resume:
             run.resume()
@@ -251,10 +263,14 @@ def train(
         previous = signal.signal(signal.SIGINT, on_sigint)
         try:
             finished = _fit_with_progress(run, progress, lambda: stop["requested"])
+        except BaseException:
+            with contextlib.suppress(Exception):  # the first error is the one to report
+                run.plot()
+            raise
         finally:
             signal.signal(signal.SIGINT, previous)
             run.trainer.close()
-            run.plot()
+        run.plot()
         if not finished:
             err.print(f"[yellow]interrupted[/yellow]: checkpoint saved to {run.last_path}; "
                       f"continue with: netspec train --resume {out_dir}")

@@ -25,6 +25,7 @@ import numpy as np
 
 from netspec import checkpoint
 from netspec.errors import CheckpointError, DataError, TrainingError
+from netspec.fsio import atomic_write, check_run_dir, claim_run_dir, make_dirs
 from netspec.parallel import WorkerPool, eval_slice, resolve_workers, slice_gradient
 from netspec.plan import compile
 
@@ -234,15 +235,18 @@ class Run:
         return self.out / "checkpoints" / "best.npz"
 
     def start(self) -> None:
-        """Create the run directory for a new run; refuse to overwrite an existing one."""
+        """Create the run directory for a new run (see fsio.claim_run_dir); refuse to overwrite
+        a run that has a checkpoint, or a directory holding files netspec did not write."""
+        claim_run_dir(self.out, _version())
         if self.last_path.exists() or (self.out / "metrics.jsonl").exists():
             raise CheckpointError(f"{self.out} already holds a run; resume it with "
                                   f"--resume {self.out}, or choose another --out")
-        (self.out / "checkpoints").mkdir(parents=True, exist_ok=True)
-        (self.out / "spec.yaml").write_text(self.spec.to_yaml())
+        make_dirs(self.out / "checkpoints")
+        atomic_write(self.out / "spec.yaml", self.spec.to_yaml())
 
     def resume(self) -> None:
         """Continue from checkpoints/last.npz; the spec may differ only in train.epochs."""
+        check_run_dir(self.out)
         ckpt = checkpoint.load(self.last_path)
         mine = self.spec.digest(EXCLUDED_FROM_RESUME_CHECK)
         if ckpt.meta.get("spec_sha256") != mine:
@@ -257,9 +261,13 @@ class Run:
         self.trainer.restore(ckpt, str(self.last_path))
         self.history = ckpt.meta.get("history", [])
         self.best = ckpt.meta.get("best", -1.0)
-        metrics = self.out / "metrics.jsonl"  # drop lines written after the checkpoint
-        metrics.write_text("".join(json.dumps(h) + "\n" for h in self.history))
-        (self.out / "spec.yaml").write_text(self.spec.to_yaml())
+        self._write_metrics()  # drops lines written after the checkpoint
+        atomic_write(self.out / "spec.yaml", self.spec.to_yaml())
+
+    def _write_metrics(self) -> None:
+        """metrics.jsonl from the history, replaced atomically (a full disk loses no line)."""
+        atomic_write(self.out / "metrics.jsonl",
+                     "".join(json.dumps(h) + "\n" for h in self.history))
 
     def fit(self, on_step=None, on_epoch=None, should_stop=None, until: int | None = None) -> bool:
         """Train to epoch `until` (default spec.train.epochs); False if stopped (state saved)."""
@@ -292,8 +300,7 @@ class Run:
                 self.best = score(record)
                 self.save(self.best_path)
             self.save(self.last_path)
-            with open(self.out / "metrics.jsonl", "a") as f:  # after the checkpoint it describes
-                f.write(json.dumps(record) + "\n")
+            self._write_metrics()  # after the checkpoint it describes
             if on_epoch is not None:
                 on_epoch(record)
         return True
