@@ -183,10 +183,10 @@ def _load_data(spec, data_dir):
 
     with out.status(f"loading {spec.data.dataset} ..."):
         ds = load_dataset(spec.data.dataset, data_dir=data_dir, progress=_download_progress)
-    sample = ds.input_shape
-    if math.prod(sample) != math.prod(spec.input.shape):
+    sample, shape = ds.input_shape, tuple(spec.input.shape)
+    if math.prod(sample) != math.prod(shape) or (len(shape) == 3 and shape != sample):
         raise DataError(f"{ds.name} samples have shape {list(sample)} but input.shape is "
-                        f"{list(spec.input.shape)}; set input.shape to {list(sample)}")
+                        f"{list(shape)}; set input.shape to {list(sample)}")
     classes = spec.infos[-1].out_shape
     if spec.data.classes is None and classes != (ds.num_classes,):
         raise DataError(f"{ds.name} has {ds.num_classes} classes but the network ends with "

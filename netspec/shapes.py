@@ -60,12 +60,20 @@ def infer(spec) -> list[LayerInfo]:
         problems.append(src.problem(("input", "shape"), (
             f"{spec.data.dataset} samples have shape {list(expected)}, so input.shape must be "
             f"{list(expected)} or [{math.prod(expected)}]; got {list(shape)}")))
+    elif expected and len(shape) == 3 and shape != tuple(expected):
+        problems.append(src.problem(("input", "shape"), (
+            f"{spec.data.dataset} samples have shape {list(expected)}, so input.shape must be "
+            f"{list(expected)} or [{math.prod(expected)}]; got {list(shape)}"
+            + (f"; {channels_last_hint(shape)}" if channels_last_hint(shape) else ""))))
 
     infos = []
     for i, layer in enumerate(spec.layers):
         try:
             out = tuple(layer.output_shape(shape))
         except ShapeError as e:
+            hint = channels_last_hint(tuple(spec.input.shape))
+            if hint and not any(p.path == "input.shape" for p in problems):
+                problems.append(src.problem(("input", "shape"), hint))  # the likely culprit
             problems.append(src.problem(("layers", i), f"input shape {fmt(shape)}: {e}"))
             break
         info = LayerInfo(i, names[i], layer, shape, out, layer.param_shapes(shape),
@@ -83,6 +91,16 @@ def infer(spec) -> list[LayerInfo]:
     if problems:
         raise SpecError(problems)
     return infos
+
+
+def channels_last_hint(shape: tuple) -> str:
+    """'input.shape is [C, H, W] ...: did you mean [1, 28, 28]?' when `shape` looks like
+    [H, W, C] (a few channels last, a large first axis), else ''."""
+    if len(shape) == 3 and shape[2] in (1, 3, 4) and shape[0] > 4 and shape[1] > 4:
+        h, w, c = shape
+        return (f"input.shape is [C, H, W] (channels first, as PyTorch), and {list(shape)} "
+                f"looks like [H, W, C]: did you mean [{c}, {h}, {w}]?")
+    return ""
 
 
 MAX_ELEMENTS = 2**31  # per tensor: 8 GiB of float32, beyond any network netspec can train

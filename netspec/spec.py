@@ -19,6 +19,7 @@ from pydantic import (
     ConfigDict,
     Field,
     NonNegativeFloat,
+    NonNegativeInt,
     PositiveFloat,
     PositiveInt,
     PrivateAttr,
@@ -62,18 +63,21 @@ class DataSpec(Strict):
     dataset: str = Field("mnist", description="mnist, fashion-mnist, or a directory of IDX files.")
     normalize: typing.Literal["standardize", "scale", "none"] = Field(
         "standardize", description="standardize: train mean/std; scale: 0-1; none: raw 0-255.")
-    validation: NonNegativeFloat = Field(
-        0, description="Hold out the last samples of the training set: a fraction below 1, "
-                       "or a count.")
+    validation: NonNegativeInt | NonNegativeFloat = Field(
+        0.0, description="Hold out the last samples of the training set: a fraction below 1 "
+                         "(0.1), or a whole count (5000).")
     num_classes: PositiveInt | None = Field(
         None, description="Classes of a custom dataset (known datasets have 10).")
 
     @field_validator("validation")
     @classmethod
     def _fraction_or_count(cls, v):
-        if v >= 1 and v != int(v):
-            raise ValueError(f"must be a fraction below 1 or a whole count, got {v}")
-        return v
+        if isinstance(v, float) and v >= 1:
+            count = int(v) if v.is_integer() else max(1, round(v))
+            raise ValueError(f"got {v!r}: a number with a point is a fraction of the training "
+                             f"set and must be below 1; write {count} (no point) for "
+                             f"{count} sample{'s' * (count != 1)}, or a fraction such as 0.1")
+        return 0.0 if v == 0 else v  # 0 and 0.0 alike (the spec's hash stays the same)
 
     @property
     def classes(self) -> int | None:
