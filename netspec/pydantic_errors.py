@@ -55,7 +55,8 @@ def validation_problems(err: ValidationError, src: Source,
     extras = {i: _extra_problem(_data_path(e["loc"], src.data), src, missing, root)
               for i, e in enumerate(errors) if e["type"] == "extra_forbidden"}
     problems = []
-    floats = {e["loc"][:-1] for e in errors if e["loc"][-1:] in (("float",), ("constrained-float",))}
+    floats = {e["loc"][:-1] for e in errors
+              if e["loc"][-1:] in (("float",), ("constrained-float",))}
     for i, e in enumerate(errors):
         if e["loc"][-1:] in (("int",), ("constrained-int",)) and e["loc"][:-1] in floats:
             continue  # an `int | float` field: the float member's error says it all
