@@ -296,12 +296,18 @@ def _workers_option(text: str) -> int | str:
 
 def _check_workers(requested: int | str, spec) -> None:
     """A usage error (exit 2) when `requested` workers cannot run this spec."""
-    from netspec.parallel import resolve_workers
+    from netspec.parallel import available_cores, resolve_workers
 
     try:
         resolve_workers(requested, spec.infos)
     except ValueError as e:
         raise typer.BadParameter(str(e), param_hint="--workers") from None
+    cores = available_cores()
+    if requested != "auto" and requested > cores:
+        raise typer.BadParameter(
+            f"{requested} workers but netspec may use {cores} core{'s' * (cores != 1)} here: "
+            "more workers than cores only take turns, which makes the run several times "
+            f"slower; use --workers {cores} or --workers auto", param_hint="--workers")
 
 
 def _fit_with_progress(run, show: bool, should_stop) -> bool:

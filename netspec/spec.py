@@ -36,6 +36,7 @@ from netspec.pydantic_errors import in_order, validation_problems
 from netspec.schedules import Constant, Schedule
 from netspec.yamlio import Source, format_path, load_yaml
 
+MAX_SPEC_BYTES = 1 << 20  # a spec is a few kB; a larger file is a mistake (or /dev/zero)
 KNOWN_DATASETS = {"mnist": ((1, 28, 28), 10), "fashion-mnist": ((1, 28, 28), 10)}
 
 
@@ -174,13 +175,18 @@ def load(path: str | Path, overrides: typing.Iterable[str] = ()) -> NetSpec:
     """
     path = Path(path)
     try:
-        raw = path.read_bytes()
+        with open(path, "rb") as f:  # at most MAX_SPEC_BYTES + 1: /dev/zero must not hang
+            raw = f.read(MAX_SPEC_BYTES + 1)
     except FileNotFoundError:
         raise SpecError([Problem(f"no such file: {path}")]) from None
     except IsADirectoryError:
         raise SpecError([Problem(f"{path} is a directory; give a .yaml spec file")]) from None
     except OSError as e:
         raise SpecError([Problem(f"cannot read {path}: {e.strerror or e}")]) from None
+    if len(raw) > MAX_SPEC_BYTES:
+        raise SpecError([Problem(f"{path} is larger than {MAX_SPEC_BYTES // 2**20} MiB (or "
+                                 "endless, like a device): a spec is a short YAML text file; "
+                                 "give the right file")])
     try:
         text = raw.decode("utf-8-sig")  # a UTF-8 byte-order mark is dropped
     except UnicodeDecodeError as e:

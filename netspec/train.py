@@ -77,13 +77,30 @@ class Trainer:
         self.x, self.y = splits["train"]
         self.x = self.x.reshape(len(self.x), -1)  # (N, D): one contiguous row per sample
         self.progress = _Progress()
-        batch = spec.train.batch_size
-        coupled = next((i for i in spec.infos if i.layer.couples_batch), None)
-        if len(self.x) % batch == 1 and coupled is not None:
-            raise DataError(
-                f"the last training batch would hold 1 of {len(self.x):,} samples, and "
-                f"{coupled.type} cannot normalise a single sample; change train.batch_size "
-                f"(e.g. to {batch + 1})")
+        self._check_batches(spec.train.batch_size, len(self.x))
+
+    def _check_batches(self, batch: int, n: int) -> None:
+        """DataError unless every training batch is usable: the batch size is at most the
+        training set, and each batchnorm sees more than one value per channel in every batch
+        (the last one included), as PyTorch requires."""
+        if batch > n:
+            raise DataError(f"train.batch_size {batch:,} is larger than the training set "
+                            f"({n:,} samples), so each epoch would be a single step of {n:,}; "
+                            f"set train.batch_size to at most {n:,}")
+        smallest = min(batch, n % batch or batch)  # the last batch may be smaller
+        for info in self.spec.infos:
+            if not info.layer.couples_batch:
+                continue
+            positions = math.prod(info.in_shape[1:]) if len(info.in_shape) == 3 else 1
+            if smallest * positions <= 1:
+                which = ("each batch holds" if smallest == batch else
+                         f"the last training batch would hold {smallest} of {n:,} samples, so it "
+                         "holds")
+                raise DataError(
+                    f"{which} a single value per channel at layers[{info.index}] "
+                    f"({info.type} '{info.name}', input {tuple(info.in_shape)}), and batchnorm "
+                    "needs more than one to normalise; change train.batch_size "
+                    f"(e.g. to {batch + 1})")
 
     def start_workers(self) -> None:
         """Fork the worker processes now (else the first epoch does); no-op for 1 worker."""
