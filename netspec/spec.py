@@ -27,6 +27,7 @@ from pydantic import (
     field_validator,
 )
 
+from netspec.data.known import KNOWN
 from netspec.errors import Problem, SpecError
 from netspec.init import InitSpec
 from netspec.layers import LAYERS
@@ -37,7 +38,8 @@ from netspec.schedules import Constant, Schedule
 from netspec.yamlio import Source, format_path, load_yaml
 
 MAX_SPEC_BYTES = 1 << 20  # a spec is a few kB; a larger file is a mistake (or /dev/zero)
-KNOWN_DATASETS = {"mnist": ((1, 28, 28), 10), "fashion-mnist": ((1, 28, 28), 10)}
+# name -> (sample shape, classes), from the one table of known datasets (netspec/data/known.py)
+KNOWN_DATASETS = {k: (v.image_shape, v.num_classes) for k, v in KNOWN.items()}
 
 
 class Strict(BaseModel):
