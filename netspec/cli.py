@@ -14,7 +14,7 @@ from pathlib import Path
 
 import rich.markup
 import typer
-from rich.console import Console
+from rich.console import Console, ConsoleDimensions
 from rich.table import Table
 
 from netspec.errors import NetspecError
@@ -23,8 +23,23 @@ app = typer.Typer(
     add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
     help="Declare a neural network in YAML; validate, gradient-check, train and time it.",
 )
-out = Console(highlight=False, soft_wrap=True)  # long paths stay on one line
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+class _Console(Console):
+    """rich's Console, except that output to a pipe or a file is not cut at 80 columns: tables
+    there take their full width (`netspec gradcheck ... | less` shows every digit)."""
+
+    @property
+    def size(self) -> ConsoleDimensions:
+        size = Console.size.fget(self)
+        return size if self.is_terminal else ConsoleDimensions(PIPE_WIDTH, size.height)
+
+    @size.setter
+    def size(self, value) -> None:
+        Console.size.fset(self, value)
+
+
+PIPE_WIDTH = 1000  # columns when not on a terminal: wider than any table netspec draws
+out = _Console(highlight=False, soft_wrap=True)  # long paths stay on one line
+err = _Console(stderr=True, highlight=False, soft_wrap=True)
 
 SpecArg = typer.Argument(..., exists=True, dir_okay=False, readable=True,
                          help="Spec file(s) (YAML).")

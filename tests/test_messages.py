@@ -1,5 +1,7 @@
 """Messages that used to mislead: each names the real rule and the fix."""
 
+import re
+
 import pytest
 
 import netspec
@@ -70,3 +72,18 @@ def test_validation_counts_and_fractions_are_kept_apart(value, expected):
 def test_a_non_number_validation_is_one_problem():
     [msg] = problems("data.validation=abc")
     assert "should be a valid number" in msg
+
+
+def test_piped_tables_are_not_cut_at_80_columns():
+    from conftest import ROOT
+    from typer.testing import CliRunner
+
+    from netspec.cli import app
+
+    result = CliRunner().invoke(app, ["gradcheck", str(ROOT / "specs" / "mlp.yaml")])
+    assert result.exit_code == 0, result.output
+    assert "…" not in result.output
+    assert "worst rel err" in result.output  # the header on one line
+    errors = [line.split("│")[8].strip() for line in result.output.splitlines()
+              if line.startswith("│ network")]
+    assert errors and all(re.fullmatch(r"\d\.\de[-+]\d\d", e) for e in errors), errors
