@@ -70,6 +70,13 @@ def atomic_write(path, data: bytes | str) -> Path:
     path = Path(path)
     if isinstance(data, str):
         data = data.encode()
+    if _is_virtual(path):
+        raise OutputError([Problem("cannot write: /proc, /sys and /dev hold devices and kernel "
+                                   "files, not output; write elsewhere", file=str(path))])
+    if _kind(path, "write") == "dir" or (path.exists() and not path.is_file()):
+        raise OutputError([Problem("cannot write: it exists and is not a regular file (a "
+                                   "directory, device or pipe); give a file name",
+                                   file=str(path))])
     tmp = None
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -133,6 +140,9 @@ def claim_run_dir(path, version: str = "") -> Path:
 def check_new_run_dir(path) -> Path:
     """The checks of `claim_run_dir`, without creating anything (to fail before slow work)."""
     path = Path(path)
+    if _is_virtual(path):
+        raise OutputError([Problem("cannot use it as a run directory: /proc, /sys and /dev hold "
+                                   "devices and kernel files; write elsewhere", file=str(path))])
     kind = _kind(path, "use this path for the run directory")
     if kind == "file":
         raise OutputError([Problem("is a file, not a directory; --out needs a directory "

@@ -170,3 +170,13 @@ def test_failed_write_keeps_the_previous_checkpoint_and_names_the_file(
     else:  # the file that failed (at resume, or after epoch 2) still holds its old content
         assert epoch == (2 if name == "curves.png" else 1)
         assert after[run.relative_to(run) / name] == before[run.relative_to(run) / name]
+
+
+@pytest.mark.parametrize("target", ["/dev/null", "/dev/netspec-test.json", "/proc/self/comm"])
+def test_schema_never_replaces_a_device_or_kernel_file(target):
+    before = os.stat("/dev/null")
+    result = cli("schema", "-o", target)
+    assert result.exit_code == 1 and "cannot write" in result.output
+    after = os.stat("/dev/null")
+    assert (after.st_mode, after.st_rdev) == (before.st_mode, before.st_rdev)
+    assert not os.path.exists("/dev/netspec-test.json")
