@@ -106,9 +106,12 @@ def check_fits(state: dict, shapes: dict, where: str, optional: tuple = ()) -> N
     extra = [k for k in state if k not in shapes]
     wrong = [f"{k}: {tuple(np.shape(state[k]))} there, {tuple(shapes[k])} here"
              for k in shapes if k in state and tuple(np.shape(state[k])) != tuple(shapes[k])]
-    if missing or extra or wrong:
+    not_numbers = [f"{k} ({np.asarray(state[k]).dtype})" for k in shapes
+                   if k in state and np.asarray(state[k]).dtype.kind not in "fiu"]
+    if missing or extra or wrong or not_numbers:
         parts = [f"{label}: {', '.join(items)}" for label, items in
-                 (("missing", missing), ("unexpected", extra), ("shape mismatch", wrong)) if items]
+                 (("missing", missing), ("unexpected", extra), ("shape mismatch", wrong),
+                  ("not numbers", not_numbers)) if items]
         raise CheckpointError(f"{where} ({'; '.join(parts)})")
 
 

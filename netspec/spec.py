@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import typing
 from pathlib import Path
@@ -177,8 +178,10 @@ def load(path: str | Path, overrides: typing.Iterable[str] = ()) -> NetSpec:
     """
     path = Path(path)
     try:
-        with open(path, "rb") as f:  # at most MAX_SPEC_BYTES + 1: /dev/zero must not hang
-            raw = f.read(MAX_SPEC_BYTES + 1)
+        # at most MAX_SPEC_BYTES + 1 bytes (/dev/zero must not hang); non-blocking, so that a
+        # named pipe with no writer reads as empty instead of waiting forever
+        with os.fdopen(os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)), "rb") as f:
+            raw = f.read(MAX_SPEC_BYTES + 1) or b""
     except FileNotFoundError:
         raise SpecError([Problem(f"no such file: {path}")]) from None
     except IsADirectoryError:

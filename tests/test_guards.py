@@ -1,5 +1,6 @@
 """Guards against inputs that used to hang, crawl or run silently wrong."""
 
+import os
 import subprocess
 import sys
 
@@ -81,3 +82,11 @@ def test_flat_batchnorm_with_a_last_batch_of_one_is_refused(tiny_splits):
     spec = netspec.loads(FLAT_BN, "g.yaml", ["train.batch_size=511"])
     with pytest.raises(netspec.DataError, match="last training batch would hold 1 of 512"):
         Trainer(spec, tiny_splits)
+
+
+def test_a_named_pipe_as_spec_does_not_wait_for_a_writer(tmp_path):
+    fifo = tmp_path / "spec.yaml"
+    os.mkfifo(fifo)
+    proc = subprocess.run([sys.executable, "-m", "netspec", "validate", str(fifo)], cwd=ROOT,
+                          check=False, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1 and "the file is empty" in proc.stderr

@@ -180,3 +180,14 @@ def test_schema_never_replaces_a_device_or_kernel_file(target):
     after = os.stat("/dev/null")
     assert (after.st_mode, after.st_rdev) == (before.st_mode, before.st_rdev)
     assert not os.path.exists("/dev/netspec-test.json")
+
+
+def test_a_checkpoint_of_text_arrays_is_refused_by_name(tmp_path, spec_path):
+    run = tmp_path / "run"
+    assert cli("train", spec_path, "--out", run, "--no-progress").exit_code == 0
+    good = checkpoint.load(run / "checkpoints" / "last.npz")
+    text = {k: np.full(v.shape, "x") for k, v in good.state.items()}
+    checkpoint.save(tmp_path / "text.npz", text, good.optimizer, good.meta)
+    result = cli("eval", spec_path, "-c", tmp_path / "text.npz")
+    assert result.exit_code == 1
+    assert "not numbers: fc1.weight" in result.output
