@@ -4,6 +4,7 @@ checkpoint intact."""
 
 import errno
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -41,6 +42,16 @@ def spec_path(tmp_path):
     path = tmp_path / "small.yaml"
     path.write_text(SPEC)
     return path
+
+
+@pytest.fixture(scope="module")
+def one_epoch_run(tmp_path_factory):
+    """A finished one-epoch run of SPEC, to copy."""
+    tmp = tmp_path_factory.mktemp("base")
+    (tmp / "small.yaml").write_text(SPEC)
+    result = cli("train", tmp / "small.yaml", "--out", tmp / "run", "--no-progress")
+    assert result.exit_code == 0, result.output
+    return tmp / "run"
 
 
 def _snapshot(directory):
@@ -154,9 +165,9 @@ def _fail_writes_to(monkeypatch, name, code):
 @pytest.mark.parametrize("code", [errno.ENOSPC, errno.EACCES], ids=["ENOSPC", "EACCES"])
 @pytest.mark.parametrize("name", ["last.npz", "metrics.jsonl", "curves.png"])
 def test_failed_write_keeps_the_previous_checkpoint_and_names_the_file(
-        tmp_path, spec_path, monkeypatch, name, code):
+        tmp_path, spec_path, monkeypatch, name, code, one_epoch_run):
     run = tmp_path / "run"
-    assert cli("train", spec_path, "--out", run, "--no-progress").exit_code == 0
+    shutil.copytree(one_epoch_run, run)
     last = run / "checkpoints" / "last.npz"
     before = _snapshot(run)
     _fail_writes_to(monkeypatch, name, code)
