@@ -62,8 +62,10 @@ def report_errors():
                   "train.eval_batch_size, or smaller layers")
         raise typer.Exit(1) from None
     except OSError as e:  # the library names its files; this is the net for anything missed
-        where = f"{e.filename}: " if e.filename else ""
-        err.print(f"[red]error:[/red] {_escape(where + (e.strerror or str(e)))}")
+        from netspec.fsio import os_problem
+
+        text = str(os_problem(e, e.filename, "read or write")) if e.filename else str(e)
+        err.print(f"[red]error:[/red] {_escape(text)}")
         raise typer.Exit(1) from None
 
 

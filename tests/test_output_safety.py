@@ -203,3 +203,14 @@ def test_a_checkpoint_of_text_arrays_is_refused_by_name(tmp_path, spec_path):
     result = cli("eval", spec_path, "-c", tmp_path / "text.npz")
     assert result.exit_code == 1
     assert "not numbers: fc1.weight" in result.output
+
+
+def test_an_os_error_the_library_missed_is_still_a_located_exit_1(spec_path, monkeypatch):
+    def broken(*args, **kwargs):
+        raise OSError(errno.EIO, os.strerror(errno.EIO), "/mnt/flaky/file")
+
+    monkeypatch.setattr("netspec.bench.time_layers", broken)
+    result = cli("bench", spec_path, "--repeats", "1")
+    assert result.exit_code == 1
+    assert "/mnt/flaky/file: cannot read or write: Input/output error; input/output error " \
+           "from the device" in result.output.replace("\n", "")

@@ -259,3 +259,8 @@ def test_cli_argument_lists_exit_0_1_or_2_without_traceback(workdir, argv):
     assert result.exit_code in (0, 1, 2), shown
     if result.exit_code:
         assert result.output.strip(), shown
+    elif command == "validate":  # exit 0 means every spec given is valid
+        specs = [a for a in argv[1:] if not a.startswith("-")]
+        assert specs
+        for name in specs:
+            netspec.load(os.path.join(workdir, name))
