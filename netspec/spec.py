@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import re
+import stat
 import typing
 from pathlib import Path
 
@@ -178,10 +179,7 @@ def load(path: str | Path, overrides: typing.Iterable[str] = ()) -> NetSpec:
     """
     path = Path(path)
     try:
-        # at most MAX_SPEC_BYTES + 1 bytes (/dev/zero must not hang); non-blocking, so that a
-        # named pipe with no writer reads as empty instead of waiting forever
-        with os.fdopen(os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)), "rb") as f:
-            raw = f.read(MAX_SPEC_BYTES + 1) or b""
+        raw = _read_capped(path, MAX_SPEC_BYTES + 1)
     except FileNotFoundError:
         raise SpecError([Problem(f"no such file: {path}")]) from None
     except IsADirectoryError:
@@ -201,6 +199,17 @@ def load(path: str | Path, overrides: typing.Iterable[str] = ()) -> NetSpec:
                                  "decoded; save the spec as UTF-8 text", "", str(path), line,
                                  col)]) from None
     return loads(text, str(path), overrides)
+
+
+def _read_capped(path: Path, limit: int) -> bytes:
+    """At most `limit` bytes of `path` (so /dev/zero cannot hang). Opened without blocking, so
+    a named pipe nobody writes to reads as empty instead of waiting forever; a pipe with a
+    writer (`netspec validate <(make-spec)`) is then read normally."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    with os.fdopen(fd, "rb") as f:
+        if stat.S_ISFIFO(os.fstat(fd).st_mode):
+            os.set_blocking(fd, True)
+        return f.read(limit) or b""
 
 
 def loads(text: str, file: str | None = None, overrides: typing.Iterable[str] = ()) -> NetSpec:

@@ -90,3 +90,22 @@ def test_a_named_pipe_as_spec_does_not_wait_for_a_writer(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "netspec", "validate", str(fifo)], cwd=ROOT,
                           check=False, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1 and "the file is empty" in proc.stderr
+
+
+def test_a_named_pipe_with_a_writer_is_read_like_a_file(tmp_path):
+    import threading
+    import time
+
+    fifo = tmp_path / "spec.yaml"
+    os.mkfifo(fifo)
+
+    def write():
+        with open(fifo, "w") as f:  # blocks until the reader opens it
+            time.sleep(0.2)  # the reader must wait for the data, not take the pipe as empty
+            f.write(NET)
+
+    writer = threading.Thread(target=write, daemon=True)
+    writer.start()
+    spec = netspec.load(fifo)
+    writer.join(10)
+    assert spec.name == "g"
