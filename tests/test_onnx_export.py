@@ -114,10 +114,12 @@ def test_layer_names_that_clash_with_the_model_interface_are_errors():
     from netspec.errors import ExportError, SpecError
 
     def spec(first, last):
-        return NetSpec.model_validate({
+        s = NetSpec.model_validate({
             "input": {"shape": [4]}, "data": {"dataset": "custom-dir"},
             "layers": [{"type": "linear", "name": first, "out_features": 3},
                        {"type": "linear", "name": last, "out_features": 2}]})
+        assert s.infos  # shape inference runs (and may refuse the name) here
+        return s
 
     for first in ("input", "logits"):
         try:
