@@ -547,7 +547,7 @@ def export_onnx(
 
     from netspec import checkpoint
     from netspec.errors import DataError
-    from netspec.onnx_export import import_onnx, save, to_onnx
+    from netspec.onnx_export import check_output, import_onnx, save, to_onnx
     from netspec.plan import compile
     from netspec.spec import load, loads
 
@@ -555,6 +555,7 @@ def export_onnx(
         raise typer.BadParameter("give a SPEC file, or a --checkpoint", param_hint="SPEC")
     with report_errors():
         import_onnx()  # before any work: a missing extra is exit 1 with the pip command
+        check_output(output)  # and so is an -o that would overwrite a file not netspec's
         ckpt = checkpoint.load(checkpoint_path) if checkpoint_path else None
         if spec_path is not None:
             spec = load(spec_path, overrides)

@@ -20,13 +20,11 @@ onnx is imported lazily (the `netspec[onnx]` extra); onnx_check.py verifies a mo
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from netspec.errors import ExportError
+from netspec.errors import ExportError, OutputError, Problem
 
 OPSET = 17
 # ONNX 1.12's IR version, the first that carries opset 17. Runtimes refuse models whose IR
@@ -208,30 +206,22 @@ def written_by_netspec(path: Path) -> bool:
 
 
 def save(model, path: str | Path) -> Path:
-    """Write `model` atomically (temp file, fsync, rename). An existing file is replaced only
-    when netspec wrote it; anything else there is an ExportError that loses nothing."""
+    """Write `model` atomically (fsio.atomic_write). An existing file is replaced only when
+    netspec wrote it; anything else there is an OutputError, and the file is left as it is."""
+    from netspec.fsio import atomic_write, make_dirs
+
+    path = check_output(path)
+    make_dirs(path.parent)
+    return atomic_write(path, model.SerializeToString())
+
+
+def check_output(path: str | Path) -> Path:
+    """`path` if a model may be written there (the CLI asks before doing any work)."""
     path = Path(path)
     if path.is_dir():
-        raise ExportError(f"{path} is a directory; give a file name such as {path / 'model.onnx'}")
+        raise OutputError([Problem(f"it is a directory; give a file name such as "
+                                   f"{path / 'model.onnx'}", file=str(path))])
     if path.exists() and not written_by_netspec(path):
-        raise ExportError(f"{path} exists and netspec did not write it; remove it or choose "
-                          "another -o file")
-    data = model.SerializeToString()
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as e:
-        raise ExportError(f"cannot write {path}: {e.strerror or e}") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as e:
-        Path(tmp).unlink(missing_ok=True)
-        raise ExportError(f"cannot write {path}: {e.strerror or e}") from None
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        raise OutputError([Problem("the file exists and netspec did not write it; remove it or "
+                                   "choose another -o file", file=str(path))])
     return path

@@ -92,6 +92,7 @@ def test_never_overwrites_a_file_netspec_did_not_write(onnx, tmp_path):
     result = netspec("export", spec, "-o", precious, *ON_TINY)
     assert result.exit_code == 1
     assert "netspec did not write it" in result.output
+    assert str(precious) in result.output
     assert precious.read_text() == "someone else's model"
 
     foreign = onnx.helper.make_model(onnx.helper.make_graph([], "g", [], []),

@@ -251,6 +251,25 @@ def test_gemm_without_transpose_fails_the_checker(monkeypatch):
     assert {"checker", "shape", "logits"} <= failed_checks(spec, plan, x)
 
 
+def test_concat_on_the_wrong_axis_fails(monkeypatch):
+    spec = layer_spec("concat", {"inputs": ["input", "input"]}, (2, 3, 3))
+    plan = randomized(spec)
+    x = np.random.default_rng(0).standard_normal((4, 2, 3, 3)).astype(np.float32)
+    assert_passes(verify(to_onnx(spec, plan, NORM), spec, plan, x))
+    wrong(monkeypatch, "concat", "Concat", axis=2)  # along H: (N, 2, 6, 3)
+    assert {"shape", "logits"} <= failed_checks(spec, plan, x)
+
+
+def test_graph_spec_keeps_nested_names():
+    spec = netspec.load(ROOT / "specs" / "resnet-mini.yaml")
+    model = to_onnx(spec, randomized(spec), NORM)
+    inits = {t.name for t in model.graph.initializer}
+    assert "layer1.0.conv1.weight" in inits and "layer2.proj_bn.running_var" in inits
+    adds = [n for n in model.graph.node if n.op_type == "Add"]
+    assert [n.name for n in adds] == ["layer1.0.sum", "layer1.1.sum", "layer2.sum"]
+    assert list(adds[0].input) == ["layer1.0.bn2", "stem_relu"]  # the skip connection
+
+
 def test_wrong_batchnorm_eps_fails(monkeypatch):
     spec = layer_spec("batchnorm", {"eps": 1e-3}, (3, 2, 2))
     plan = randomized(spec)
