@@ -404,6 +404,31 @@ def _fit_with_progress(run, show: bool, should_stop) -> bool:
 # ------------------------------------------------------------------ eval
 
 
+def _checkpoint_spec(spec_path, ckpt, checkpoint_path, overrides, force: bool, verb: str):
+    """The spec to use with a checkpoint: SPEC (and --set) if given, else the one stored in it.
+    A SPEC or --set that changes what the network computes is an error unless --force."""
+    import yaml
+
+    from netspec.checkpoint import evaluation_changes
+    from netspec.errors import CheckpointError, DataError
+    from netspec.spec import load, loads
+
+    if spec_path is None:
+        if not ckpt.spec_data:
+            raise DataError(f"{checkpoint_path} holds no spec; give the SPEC file")
+        spec = loads(yaml.safe_dump(ckpt.spec_data), f"{checkpoint_path}:spec", overrides)
+    else:
+        spec = load(spec_path, overrides)
+    changes = evaluation_changes(ckpt.spec_data, spec.model_dump(mode="json"))
+    if changes and not force:
+        given = f"{spec_path} (with --set)" if spec_path and overrides else (spec_path or "--set")
+        raise CheckpointError(
+            f"{given} differs from the spec stored in {checkpoint_path} in what evaluation "
+            f"computes: {'; '.join(changes)}. The weights were trained with the stored spec; "
+            f"leave out SPEC and --set to use it, or pass --force to {verb} anyway")
+    return spec
+
+
 @app.command(name="eval")
 def evaluate(
     spec_path: Path | None = typer.Argument(
@@ -419,30 +444,15 @@ def evaluate(
                                "differs from the checkpoint's spec in what evaluation computes."),
 ):
     """Evaluate a checkpoint: loss, accuracy, per-class accuracy, confusion matrix."""
-    import yaml
 
     from netspec import checkpoint
-    from netspec.errors import CheckpointError, DataError
-    from netspec.spec import load, loads
+    from netspec.errors import DataError
     from netspec.train import Trainer, confusion_matrix
 
     requested = _workers_option(workers)
     with report_errors():
         ckpt = checkpoint.load(checkpoint_path)
-        if spec_path is None:
-            if not ckpt.spec_data:
-                raise DataError(f"{checkpoint_path} holds no spec; give the SPEC file")
-            spec = loads(yaml.safe_dump(ckpt.spec_data), f"{checkpoint_path}:spec", overrides)
-        else:
-            spec = load(spec_path, overrides)
-        changes = checkpoint.evaluation_changes(ckpt.spec_data, spec.model_dump(mode="json"))
-        if changes and not force:
-            given = f"{spec_path} (with --set)" if spec_path and overrides else (
-                spec_path or "--set")
-            raise CheckpointError(
-                f"{given} differs from the spec stored in {checkpoint_path} in what evaluation "
-                f"computes: {'; '.join(changes)}. The weights were trained with the stored spec; "
-                "leave out SPEC and --set to use it, or pass --force to evaluate anyway")
+        spec = _checkpoint_spec(spec_path, ckpt, checkpoint_path, overrides, force, "evaluate")
         splits = _load_data(spec, data_dir)
         if split not in splits:
             raise DataError(f"no '{split}' split (available: {', '.join(splits)})")
@@ -541,15 +551,14 @@ def export_onnx(
                                "the test set."),
     overrides: list[str] = typer.Option([], "--set", metavar="KEY.PATH=VALUE"),
     data_dir: Path | None = typer.Option(None, "--data-dir", envvar="NETSPEC_DATA"),
+    force: bool = typer.Option(False, "--force", help="Export even though SPEC (or --set) "
+                               "differs from the checkpoint's spec in what the network computes."),
 ):
     """Export a network to ONNX (opset 17), optionally verified by onnxruntime."""
-    import yaml
-
     from netspec import checkpoint
-    from netspec.errors import DataError
     from netspec.onnx_export import check_output, import_onnx, save, to_onnx
     from netspec.plan import compile
-    from netspec.spec import load, loads
+    from netspec.spec import load
 
     if spec_path is None and checkpoint_path is None:
         raise typer.BadParameter("give a SPEC file, or a --checkpoint", param_hint="SPEC")
@@ -557,12 +566,10 @@ def export_onnx(
         import_onnx()  # before any work: a missing extra is exit 1 with the pip command
         check_output(output)  # and so is an -o that would overwrite a file not netspec's
         ckpt = checkpoint.load(checkpoint_path) if checkpoint_path else None
-        if spec_path is not None:
+        if ckpt is None:
             spec = load(spec_path, overrides)
-        elif not ckpt.spec_data:
-            raise DataError(f"{checkpoint_path} holds no spec; give the SPEC file")
         else:
-            spec = loads(yaml.safe_dump(ckpt.spec_data), f"{checkpoint_path}:spec", overrides)
+            spec = _checkpoint_spec(spec_path, ckpt, checkpoint_path, overrides, force, "export")
         plan = compile(spec, "float32")
         if ckpt is not None:
             plan.load_state_dict(ckpt.state, str(checkpoint_path))

@@ -84,6 +84,12 @@ def test_eval_and_export_check_print_the_same_accuracy(onnx, tmp_path):
     assert meta["netspec.weights"] == str(ckpt)
     assert "netspec.mean" in meta  # from the checkpoint, which records the normalisation
 
+    # another network with the same parameter shapes: refused, as by eval, unless --force
+    other = [ROOT / "specs" / "lenet-max.yaml", "--checkpoint", ckpt, *ON_TINY]
+    refused = netspec("export", *other, "-o", tmp_path / "max.onnx")
+    assert refused.exit_code == 1 and "--force to export anyway" in refused.output
+    assert netspec("export", *other, "-o", tmp_path / "max.onnx", "--force").exit_code == 0
+
 
 def test_never_overwrites_a_file_netspec_did_not_write(onnx, tmp_path):
     spec = ROOT / "specs" / "mlp.yaml"
