@@ -109,6 +109,35 @@ def _shape_table(spec) -> Table:
     return table
 
 
+# ------------------------------------------------------------------ draw
+
+
+@app.command()
+def draw(
+    spec_path: Path = typer.Argument(..., exists=True, dir_okay=False, metavar="SPEC"),
+    output: Path = typer.Option(..., "--out", "-o", dir_okay=False,
+                                help="Output file (.svg or .png)."),
+    fmt: str | None = typer.Option(None, "--format",
+                                   help="svg or png [default: from the file name, else svg]."),
+    collapse: bool = typer.Option(False, help="Draw repeated blocks (layer1.0, layer1.1, ...) "
+                                              "as one box, 'layer1 ×2'."),
+    overrides: list[str] = typer.Option([], "--set", metavar="KEY.PATH=VALUE"),
+):
+    """Draw the network as a diagram, from shape inference alone (no graphviz)."""
+    from netspec import draw as drawing
+    from netspec.spec import load
+
+    fmt = (fmt or ("png" if output.suffix.lower() == ".png" else "svg")).lower()
+    if fmt not in ("svg", "png"):
+        raise typer.BadParameter(f"choose svg or png, got {fmt!r}", param_hint="--format")
+    with report_errors():
+        spec = load(spec_path, overrides)
+        scene = drawing.draw(spec, collapse=collapse)
+        drawing.save(scene, output, fmt)
+    out.print(f"wrote {output} ({scene.meta['layers']} layers, {scene.meta['params']:,} "
+              f"parameters, {_si(scene.meta['macs'])}MAC per sample)")
+
+
 # ------------------------------------------------------------------ schema
 
 
