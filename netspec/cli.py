@@ -284,6 +284,7 @@ def train(
             signal.signal(signal.SIGINT, previous)
             run.trainer.close()
             run.plot()
+        _write_report(run.report)
         if not finished:
             err.print(f"[yellow]interrupted[/yellow]: checkpoint saved to {run.last_path}; "
                       f"continue with: netspec train --resume {out_dir}")
@@ -291,6 +292,46 @@ def train(
         best = max(run.history, key=score)
         out.print(f"[green]done[/green]: {out_dir} (best epoch {best['epoch']}: "
                   f"test acc {100 * best.get('test_acc', float('nan')):.2f}%)")
+
+
+def _write_report(write) -> None:
+    """Call write() -> path of a report; a failure is a warning (the run itself is fine)."""
+    try:
+        with out.status("writing report.html ..."):
+            path = write()
+    except NetspecError as e:
+        err.print(f"[yellow]warning:[/yellow] no report: {_escape(str(e))}")
+    else:
+        out.print(f"report: {path}")
+
+
+# ------------------------------------------------------------------ report
+
+
+@app.command()
+def report(
+    run_dir: Path = typer.Argument(..., exists=True, file_okay=False, metavar="RUN_DIR"),
+    data_dir: Path | None = typer.Option(None, "--data-dir", envvar="NETSPEC_DATA",
+                                            help="Directory holding the dataset files."),
+    evaluate: bool = typer.Option(True, "--eval/--no-eval",
+                                  help="Evaluate the best checkpoint on the test set for the "
+                                       "confusion matrix and the worst images."),
+):
+    """Write RUN_DIR/report.html; works on finished, running and interrupted runs."""
+    from netspec.report import run_spec, write_report
+
+    with report_errors():
+        spec = run_spec(run_dir)
+        splits = None
+        if evaluate:
+            try:
+                splits = _load_data(spec, data_dir)
+            except NetspecError as e:
+                err.print(f"[yellow]warning:[/yellow] {_escape(str(e))}; writing the report "
+                          "without the test-set figures")
+        with out.status("writing report.html ..."):
+            path = write_report(run_dir, splits)
+    out.print(f"wrote {path}")
 
 
 def _workers_option(text: str) -> int | str:
@@ -376,6 +417,9 @@ def evaluate(
     overrides: list[str] = typer.Option([], "--set", metavar="KEY.PATH=VALUE"),
     data_dir: Path | None = typer.Option(None, "--data-dir", envvar="NETSPEC_DATA"),
     workers: str = typer.Option("auto", help="Processes that share the batches, as for train."),
+    report_dir: Path | None = typer.Option(
+        None, "--report", file_okay=False,
+        help="Also write DIR/eval-report.html: confusion matrix and worst images."),
 ):
     """Evaluate a checkpoint: loss, accuracy, per-class accuracy, confusion matrix."""
     import yaml
@@ -422,6 +466,11 @@ def evaluate(
     out.print(table)
     out.print(f"{split} loss {result.loss:.4f}  accuracy {100 * result.accuracy:.2f}%  "
               f"({result.seconds:.2f} s, {len(y) / result.seconds:,.0f} img/s)")
+    if report_dir is not None:
+        from netspec.report import write_eval_report
+
+        _write_report(lambda: write_eval_report(report_dir, spec, ckpt.state,
+                                                str(checkpoint_path), split, x, y))
 
 
 # ------------------------------------------------------------------ bench
