@@ -260,7 +260,8 @@ def _eval_sections(spec, samples: Samples, x: np.ndarray, where: str) -> list[st
         f"<p>{where}: {len(samples.labels):,} images, accuracy "
         f"<b>{100 * samples.accuracy:.2f}%</b>, {errors:,} errors. Rows are true classes, "
         "columns predictions; the last column is each class's accuracy.</p>"
-        + _figure(to_svg(charts.confusion(matrix, names)))), "confusion")
+        + "<div class=row>" + _figure(to_svg(charts.confusion(matrix, names)))
+        + _confusions(matrix, names) + "</div>"), "confusion")
     order = np.argsort(-samples.losses, kind="stable")[:WORST]
     tiles = []
     for i in order:
@@ -280,6 +281,19 @@ def _eval_sections(spec, samples: Samples, x: np.ndarray, where: str) -> list[st
             f"<div class=grid>{''.join(tiles)}</div>") if tiles else \
         "<p class=note>The inputs are not images.</p>"
     return [conf, _section("Worst test images", grid, "worst")]
+
+
+def _confusions(matrix: np.ndarray, names: list[str], top: int = 8) -> str:
+    """The most frequent mistakes as a small table: true -> predicted, count."""
+    off = matrix.copy()
+    np.fill_diagonal(off, 0)
+    pairs = sorted(((int(off[i, j]), i, j) for i, j in zip(*np.nonzero(off))), reverse=True)
+    if not pairs:
+        return "<p class=note>No mistakes.</p>"
+    rows = "".join(f"<tr><td>{escape(names[i])}</td><td>→</td><td>{escape(names[j])}</td>"
+                   f"<td class=num>{n}</td></tr>" for n, i, j in pairs[:top])
+    return (f"<table class=mistakes><caption>most frequent mistakes</caption><tr><th>true</th>"
+            f"<th></th><th>predicted</th><th class=num>images</th></tr>{rows}</table>")
 
 
 def _network(spec, spec_text: str) -> str:
@@ -337,6 +351,10 @@ small{color:#5c6670}.note{color:#5c6670}
 pre.spec{flex:1;min-width:280px;margin:0;background:#f7f8fa;border:1px solid #e3e6ea;
  border-radius:6px;padding:10px 12px;font:12px/1.4 "DejaVu Sans Mono",Menlo,monospace;
  overflow:auto}
+.mistakes{border-collapse:collapse;margin-top:40px;font-size:13px}
+.mistakes caption{text-align:left;font-weight:600;color:#5c6670;padding-bottom:6px}
+.mistakes td,.mistakes th{padding:3px 10px;border-bottom:1px solid #eef0f2;text-align:left}
+.mistakes .num{text-align:right;font-family:"DejaVu Sans Mono",Menlo,monospace}
 footer{color:#5c6670;font-size:12px;text-align:center}
 """
 
