@@ -197,3 +197,14 @@ def test_png_encoder_round_trips():
     img = (np.arange(28 * 20) % 256).astype(np.uint8).reshape(20, 28)
     back = np.asarray(Image.open(io.BytesIO(png_gray(img))))
     assert back.shape == (20, 28) and np.array_equal(back, img)
+
+
+def test_the_committed_example_report_is_self_contained():
+    from conftest import ROOT
+
+    text = (ROOT / "examples" / "lenet-report.html").read_text()
+    page = Page(text)
+    assert not any(tag in ("script", "link", "iframe") for tag, _ in page.tags)
+    assert all((a.get("src") or "data:").startswith("data:") for _, a in page.tags)
+    assert "http" not in text.replace('xmlns="http://www.w3.org/2000/svg"', "")
+    assert sum(1 for _, a in page.tags if a.get("class") == "sample") == 24
