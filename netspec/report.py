@@ -150,12 +150,16 @@ def write_report(run_dir, splits: dict | None = None) -> Path:
     elif ckpt_path is None:
         body.append(_section("Test set", "<p class=note>No checkpoint yet.</p>", "eval"))
     else:
-        ckpt = checkpoint.load(ckpt_path)
-        x, y = splits["test"]
-        samples = evaluate_samples(spec, ckpt.state, x, y, str(ckpt_path))
-        epoch = ckpt.meta.get("progress", {}).get("epoch", "?")
-        where = f"checkpoint <code>{escape(ckpt_path.name)}</code> (after epoch {epoch})"
-        body += _eval_sections(spec, samples, x, where)
+        try:
+            ckpt = checkpoint.load(ckpt_path)
+        except CheckpointError as e:  # damaged: report the rest, and say why this is missing
+            body.append(_section("Test set", f"<p class=note>{escape(str(e))}</p>", "eval"))
+        else:
+            x, y = splits["test"]
+            samples = evaluate_samples(spec, ckpt.state, x, y, str(ckpt_path))
+            epoch = ckpt.meta.get("progress", {}).get("epoch", "?")
+            where = f"checkpoint <code>{escape(ckpt_path.name)}</code> (after epoch {epoch})"
+            body += _eval_sections(spec, samples, x, where)
     body.append(_network(spec, (run_dir / "spec.yaml").read_text()))
     title = f"{spec.name}: run report"
     return _write_atomic(run_dir / "report.html", _page(title, body))

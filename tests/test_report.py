@@ -208,3 +208,17 @@ def test_the_committed_example_report_is_self_contained():
     assert all((a.get("src") or "data:").startswith("data:") for _, a in page.tags)
     assert "http" not in text.replace('xmlns="http://www.w3.org/2000/svg"', "")
     assert sum(1 for _, a in page.tags if a.get("class") == "sample") == 24
+
+
+def test_report_of_a_run_with_no_epoch_yet_and_a_damaged_checkpoint(tmp_path, tiny_splits):
+    spec = netspec.loads(SPEC, "tiny.yaml")
+    run = Run(spec, tiny_splits, tmp_path / "run")
+    run.start()
+    page = Page(write_report(tmp_path / "run", tiny_splits).read_text())
+    assert "unfinished: 0 of 2 epochs" in page.text["summary"]
+    assert "No checkpoint yet" in page.text["eval"]
+    assert page.text["curves"].count("no data yet") == 3
+    (tmp_path / "run" / "checkpoints" / "last.npz").write_bytes(b"PK\x03\x04 torn")
+    page = Page(write_report(tmp_path / "run", tiny_splits).read_text())
+    assert "damaged" in page.text["eval"]
+    run.trainer.close()
