@@ -90,6 +90,7 @@ def confusion(matrix: np.ndarray, names: list[str], cell: int = 34) -> Scene:
     """Heat map of counts (rows true, columns predicted): the diagonal in blue, errors in
     orange scaled to the largest error; a last column gives each class's accuracy."""
     k = len(matrix)
+    names = [n if n == str(i) else f"{n} ({i})" for i, n in enumerate(names)]
     label_w = max(text_width(n, 11) for n in names) + 10
     left, top = 28 + label_w, 58
     acc_w = 64
@@ -102,8 +103,8 @@ def confusion(matrix: np.ndarray, names: list[str], cell: int = 34) -> Scene:
     off = matrix.copy()
     np.fill_diagonal(off, 0)
     worst = max(int(off.max()), 1)
-    for j, n in enumerate(names):
-        scene.text(left + j * cell + cell / 2, top - 10, n, 11, INK, anchor="middle",
+    for j in range(k):  # columns by index: names would collide in a cell's width
+        scene.text(left + j * cell + cell / 2, top - 10, str(j), 11, INK, anchor="middle",
                    cls="col-label")
     scene.text(left + k * cell + 10, top - 10, "accuracy", 11, MUTED, cls="col-label")
     for i in range(k):

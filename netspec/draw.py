@@ -253,7 +253,14 @@ def layout(nodes: list[Node], title: str, input_shape, output: str = "output") -
                 "shape": shapes[n.name], "inputs": ",".join(n.inputs)}
         if n.repeat > 1:
             data["repeat"] = n.repeat
-        with scene.group("node", data):
+        tip = f"{_title(n)} ({_shown_type(n)})"
+        if n.inputs:
+            tip += f"\nin: {', '.join(f'{p} {shapes[p]}' for p in n.inputs)}"
+        if n.shape:
+            tip += f"\nout: {shapes[n.name]}"
+        if n.params or n.macs:
+            tip += f"\n{n.params:,} parameters, {n.macs:,} MACs per sample"
+        with scene.group("node", data, tip):
             scene.rect(x0, y0, w, h, fill, stroke, dashed=n.repeat > 1)
             scene.rect(x0, y0, 5, h, stroke, stroke)
             scene.text(x0 + 14, y0 + 19, _title(n), NAME, INK, bold=True, cls="node-name")

@@ -47,8 +47,9 @@ class Scene:
         (self._stack[-1]["items"] if self._stack else self.items).append(item)
 
     @contextlib.contextmanager
-    def group(self, cls: str, data: dict | None = None):
-        g = {"kind": "group", "cls": cls, "data": data or {}, "items": []}
+    def group(self, cls: str, data: dict | None = None, tooltip: str = ""):
+        """Items added inside the `with` block form one <g>; `tooltip` becomes its <title>."""
+        g = {"kind": "group", "cls": cls, "data": data or {}, "items": [], "tooltip": tooltip}
         self._add(g)
         self._stack.append(g)
         try:
@@ -100,6 +101,8 @@ def _svg_item(item, lines, indent="  "):
     kind = item["kind"]
     if kind == "group":
         lines.append(f'{indent}<g{_attrs(item)}>')
+        if item["tooltip"]:
+            lines.append(f"{indent}  <title>{escape(item['tooltip'])}</title>")
         for child in item["items"]:
             _svg_item(child, lines, indent + "  ")
         lines.append(f"{indent}</g>")
@@ -130,7 +133,10 @@ def to_svg(scene: Scene, cls: str = MARK) -> str:
     data = "".join(f" data-{k}={quoteattr(str(v))}" for k, v in scene.meta.items())
     root = (f'<svg xmlns="http://www.w3.org/2000/svg" class="{cls}" width="{w}" height="{h}" '
             f'viewBox="0 0 {w} {h}"{data}>')
-    lines = [root, f'  <rect width="{w}" height="{h}" fill="#ffffff"/>']
+    lines = [root]
+    if scene.meta.get("title"):
+        lines.append(f"  <title>{escape(str(scene.meta['title']))}</title>")
+    lines += [f'  <rect width="{w}" height="{h}" fill="#ffffff"/>']
     for item in scene.items:
         _svg_item(item, lines)
     lines.append("</svg>")

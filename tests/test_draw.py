@@ -208,3 +208,32 @@ def test_save_is_atomic_and_leaves_no_temp_files(tmp_path):
     spec = netspec.load(SPECS[0].parent / "mlp.yaml")
     save(draw(spec), tmp_path / "a.svg")
     assert [p.name for p in tmp_path.iterdir()] == ["a.svg"]
+
+
+def test_a_bad_spec_is_an_error_not_a_picture(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\ninput: {shape: [1, 28, 28]}\nlayers:\n"
+                   "  - {type: linear, name: fc, out_features: 10}\n")
+    out = tmp_path / "bad.svg"
+    result = CliRunner().invoke(app, ["draw", str(bad), "-o", str(out)])
+    assert result.exit_code == 1 and "flatten" in result.output and "Traceback" not in result.output
+    assert not out.exists()
+
+
+def test_boxes_have_tooltips_with_shapes():
+    spec = netspec.load(SPECS[0].parent / "lenet.yaml")
+    root = parse(draw(spec))
+    conv1 = next(g for g in groups(root, "node") if g.get("data-name") == "conv1")
+    tip = conv1.find(f"{SVG}title").text
+    assert "in: input 1×28×28" in tip and "out: 6×28×28" in tip and "117,600 MACs" in tip
+
+
+BAD = sorted((SPECS[0].parent.parent / "tests" / "bad_specs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", BAD, ids=[p.stem for p in BAD])
+def test_bad_specs_exit_1_without_traceback(tmp_path, path):
+    result = CliRunner().invoke(app, ["draw", str(path), "-o", str(tmp_path / "x.svg")])
+    assert result.exit_code == 1, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert not (tmp_path / "x.svg").exists()
