@@ -51,11 +51,15 @@ def test_every_spec_draws_with_its_inferred_shapes(path):
     expected = {"input": shape_text(spec.input.shape)}
     expected.update({i.name: shape_text(i.out_shape) for i in infos})
     assert labels == expected
-    # every wire carries its producer's shape, and the chain is input -> layers -> output
+    # every wire carries its producer's shape; wires follow the producers (for a sequential
+    # spec, the layer above; for a graph spec, the layer's `inputs`)
     edges = [(g.get("data-from"), g.get("data-to"), g.get("data-shape"))
              for g in groups(root, "edge")]
-    chain = ["input", *(i.name for i in infos), "output"]
-    assert [(a, b) for a, b, _ in edges] == list(itertools.pairwise(chain))
+    wanted, previous = [], "input"
+    for info in infos:
+        wanted += [(p, info.name) for p in getattr(info, "inputs", None) or (previous,)]
+        previous = info.name
+    assert sorted((a, b) for a, b, _ in edges) == sorted([*wanted, (previous, "output")])
     assert all(shape == expected[a] for a, _, shape in edges)
     # totals
     assert int(root.get("data-params")) == sum(i.params for i in infos)
@@ -65,6 +69,10 @@ def test_every_spec_draws_with_its_inferred_shapes(path):
     assert f"{len(infos)} layers" in totals
     assert_no_overlaps(root)
     assert_no_external_refs(to_svg(draw(spec)))
+    collapsed = parse(draw(spec, collapse=True))  # repeated blocks, if any, become one box
+    assert int(collapsed.get("data-params")) == int(root.get("data-params"))
+    assert collapsed.get("data-layers") == str(len(infos))
+    assert_no_overlaps(collapsed)
 
 
 def boxes(root):
