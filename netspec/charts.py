@@ -9,6 +9,7 @@ Nothing here reads files or knows about runs; report.py feeds in the numbers.
 from __future__ import annotations
 
 import math
+from itertools import pairwise
 
 import numpy as np
 
@@ -41,8 +42,13 @@ def _fmt(v: float, percent: bool) -> str:
 
 
 def line_chart(series: dict[str, list[tuple[float, float]]], title: str, xlabel: str,
-               percent: bool = False, width: int = 340, height: int = 230) -> Scene:
-    """Lines with dots, one per named series, on round-numbered axes."""
+               percent: bool = False, steps: bool = False, width: int = 340,
+               height: int = 230) -> Scene:
+    """Lines with dots, one per named series, on round-numbered axes.
+
+    steps=True joins the dots as a staircase that changes at each new point (for values that
+    hold over an epoch, such as the learning rate).
+    """
     scene = Scene(width, height)
     scene.meta.update(title=title, series=",".join(series))
     pts = [p for s in series.values() for p in s]
@@ -80,7 +86,11 @@ def line_chart(series: dict[str, list[tuple[float, float]]], title: str, xlabel:
     for name, points in series.items():
         colour = SERIES.get(name, INK)
         with scene.group("series", {"name": name, "points": len(points)}):
-            scene.line([(px(x), py(y)) for x, y in points], colour, 2)
+            path = [(px(x), py(y)) for x, y in points]
+            if steps:  # (x0, y0) (x0, y1) (x1, y1) ...
+                corners = [q for a, b in pairwise(path) for q in (a, (a[0], b[1]))]
+                path = corners + path[-1:]
+            scene.line(path, colour, 2)
             for x, y in points:
                 scene.rect(px(x) - 2.5, py(y) - 2.5, 5, 5, colour, colour, rx=2.5)
     return scene

@@ -251,7 +251,7 @@ def _curves(history: list[dict]) -> str:
     figs = [charts.line_chart(series("loss"), "loss", "epoch"),
             charts.line_chart(series("acc"), "accuracy", "epoch", percent=True),
             charts.line_chart({"lr": [(h["epoch"], h["lr"]) for h in history]},
-                              "learning rate", "epoch")]
+                              "learning rate", "epoch", steps=True)]
     return "<div class=row>" + "".join(_figure(to_svg(f)) for f in figs) + "</div>"
 
 
