@@ -127,7 +127,8 @@ def machine(run_dir: Path) -> dict:
         pass
     info = {"cpu": cpu, "cores": os.cpu_count(), "system": platform.platform(terse=True),
             "python": platform.python_version(), "numpy": np.__version__, "netspec": __version__}
-    _write_atomic(path, json.dumps(info, indent=1) + "\n", check=False)
+    if not path.exists():  # never replace a file we could not read
+        _write_atomic(path, json.dumps(info, indent=1) + "\n", check=False)
     return info
 
 
