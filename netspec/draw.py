@@ -16,14 +16,11 @@ collapsed into one box `layer1 ×2`.
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from netspec.errors import NetspecError
-from netspec.scene import MARK, Scene, text_width, to_png, to_svg
+from netspec.scene import MARK, Scene, text_width, to_png, to_svg, write_file
 
 INPUT = "input"  # the producer name of the network input
 
@@ -314,31 +311,6 @@ def draw(spec, collapse: bool = False) -> Scene:
 
 def save(scene: Scene, path: str | Path, fmt: str = "svg") -> Path:
     """Write the scene as SVG or PNG atomically; only replace a file netspec drew."""
-    path = Path(path)
-    if path.exists() and not _ours(path):
-        raise NetspecError(f"{path} exists and was not written by netspec draw; choose another "
-                           "output file or remove it")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        if fmt == "png":
-            to_png(scene, tmp)
-        else:
-            Path(tmp).write_text(to_svg(scene), encoding="utf-8")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def _ours(path: Path) -> bool:
-    """True for a file this module wrote (its SVG or PNG carries the MARK)."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(4096)
-    except OSError:
-        return False
-    return MARK.encode() in head
+    if fmt == "png":
+        return write_file(path, lambda tmp: to_png(scene, tmp), MARK)
+    return write_file(path, lambda tmp: Path(tmp).write_text(to_svg(scene), "utf-8"), MARK)

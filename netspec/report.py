@@ -19,7 +19,6 @@ import json
 import os
 import platform
 import struct
-import tempfile
 import time
 import zlib
 from dataclasses import dataclass
@@ -29,8 +28,8 @@ from pathlib import Path
 import numpy as np
 
 from netspec import charts, checkpoint, draw
-from netspec.errors import CheckpointError, NetspecError
-from netspec.scene import to_svg
+from netspec.errors import CheckpointError
+from netspec.scene import to_svg, write_file
 
 GENERATOR = "netspec report"  # in every report's <meta name="generator">: "netspec wrote this"
 CLASS_NAMES = {"fashion-mnist": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -179,20 +178,9 @@ def write_eval_report(out_dir, spec, state: dict, source: str, split: str, x, y)
 
 
 def _write_atomic(path: Path, text: str, check: bool = True) -> Path:
-    """Replace `path` atomically; refuse to replace an HTML file netspec did not write."""
-    if check and path.exists() and GENERATOR not in path.read_text(errors="replace")[:2000]:
-        raise NetspecError(f"{path} exists and was not written by netspec; move it away")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """Replace `path` atomically; with `check`, only a file netspec wrote."""
+    return write_file(path, lambda tmp: Path(tmp).write_text(text, "utf-8"),
+                      GENERATOR if check else None)
 
 
 # ------------------------------------------------------------------ sections

@@ -9,9 +9,13 @@ character classes, generously, since the browser picks the actual font.
 from __future__ import annotations
 
 import contextlib
+import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from xml.sax.saxutils import escape, quoteattr
+
+from netspec.errors import NetspecError
 
 MARK = "netspec-figure"  # in every SVG's class and every PNG's metadata: "netspec drew this"
 SANS = "DejaVu Sans, Helvetica, Arial, sans-serif"
@@ -189,3 +193,35 @@ def to_png(scene: Scene, path: str | Path, scale: float = 2.0) -> Path:
     path = Path(path)
     fig.savefig(path, facecolor="white", format="png", metadata={"Software": MARK})
     return path
+
+
+# ------------------------------------------------------------------ files
+
+
+def write_file(path: str | Path, write, marker: str | None) -> Path:
+    """Create or replace `path` atomically: write(tmp) fills a temp file beside it, which is
+    then renamed over it. With a `marker`, an existing file is only replaced when its first
+    4 kB contain the marker (netspec wrote it); else NetspecError, and the file is kept."""
+    path = Path(path)
+    if marker and path.exists() and not _has(path, marker):
+        raise NetspecError(f"{path} exists and was not written by netspec; choose another "
+                           "output or move the file away")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _has(path: Path, marker: str) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return marker.encode() in f.read(4096)
+    except OSError:
+        return False
