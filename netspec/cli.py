@@ -469,8 +469,10 @@ def evaluate(
     if report_dir is not None:
         from netspec.report import write_eval_report
 
-        _write_report(lambda: write_eval_report(report_dir, spec, ckpt.state,
-                                                str(checkpoint_path), split, x, y))
+        with report_errors(), out.status("writing eval-report.html ..."):
+            path = write_eval_report(report_dir, spec, ckpt.state, str(checkpoint_path), split,
+                                     x, y)
+        out.print(f"report: {path}")
 
 
 # ------------------------------------------------------------------ bench

@@ -222,3 +222,11 @@ def test_report_of_a_run_with_no_epoch_yet_and_a_damaged_checkpoint(tmp_path, ti
     page = Page(write_report(tmp_path / "run", tiny_splits).read_text())
     assert "damaged" in page.text["eval"]
     run.trainer.close()
+
+
+def test_eval_report_refuses_a_foreign_file(tmp_path, run_dir):
+    (tmp_path / "eval-report.html").write_text("mine")
+    result = cli("eval", "--checkpoint", run_dir / "checkpoints" / "last.npz", "--workers", "1",
+                 "--report", tmp_path)
+    assert result.exit_code == 1 and "not written by netspec" in result.output
+    assert (tmp_path / "eval-report.html").read_text() == "mine"
