@@ -5,6 +5,7 @@ is checked on hand-made DAGs until graph specs exist.
 """
 
 import itertools
+import re
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -245,3 +246,29 @@ def test_bad_specs_exit_1_without_traceback(tmp_path, path):
     assert result.exit_code == 1, result.output
     assert result.exception is None or isinstance(result.exception, SystemExit)
     assert not (tmp_path / "x.svg").exists()
+
+
+def _is_graph(path):
+    return any(len(getattr(i, "inputs", ()) or ()) > 1 for i in netspec.load(path).infos)
+
+
+GRAPHS = [pytest.param(p, id=p.stem) for p in SPECS if _is_graph(p)] or [pytest.param(
+    None, marks=pytest.mark.skip(reason="no graph spec (a layer with 2+ inputs) in specs/ yet"))]
+
+
+@pytest.mark.parametrize("path", GRAPHS)
+def test_graph_specs_draw_every_input_and_collapse_blocks(path):
+    spec = netspec.load(path)
+    root = parse(draw(spec))
+    edges = {(g.get("data-from"), g.get("data-to")) for g in groups(root, "edge")}
+    merges = [i for i in spec.infos if len(i.inputs) > 1]
+    for info in merges:  # every producer of a merge is wired to it
+        assert {(p, info.name) for p in info.inputs} <= edges
+    assert_no_overlaps(root)
+    collapsed = parse(draw(spec, collapse=True))
+    repeated = {re.match(r"^(.+?)\.(\d+)\.", i.name).group(1) for i in spec.infos
+                if re.match(r"^(.+?)\.[1-9]\d*\.", i.name)}
+    names = {g.get("data-name") for g in groups(collapsed, "node")}
+    for block in repeated:  # a block used more than once is one box when its copies match
+        assert block in names or any(n.startswith(f"{block}.") for n in names)
+    assert_no_overlaps(collapsed)
