@@ -266,9 +266,14 @@ def test_graph_specs_draw_every_input_and_collapse_blocks(path):
         assert {(p, info.name) for p in info.inputs} <= edges
     assert_no_overlaps(root)
     collapsed = parse(draw(spec, collapse=True))
-    repeated = {re.match(r"^(.+?)\.(\d+)\.", i.name).group(1) for i in spec.infos
-                if re.match(r"^(.+?)\.[1-9]\d*\.", i.name)}
+    copies = {}  # block -> copy index -> [(name inside the copy, type, settings)]
+    for i in spec.infos:
+        m = re.match(r"^(.+?)\.(\d+)\.(.+)$", i.name)
+        if m:
+            copies.setdefault(m[1], {}).setdefault(m[2], []).append(
+                (m[3], i.type, detail(i.layer)))
     names = {g.get("data-name") for g in groups(collapsed, "node")}
-    for block in repeated:  # a block used more than once is one box when its copies match
-        assert block in names or any(n.startswith(f"{block}.") for n in names)
+    for block, found in copies.items():  # identical copies become one box 'block ×n'
+        same = len(found) > 1 and len({tuple(c) for c in found.values()}) == 1
+        assert (block in names) == same, block
     assert_no_overlaps(collapsed)
