@@ -200,9 +200,12 @@ def _summary(spec, history: list[dict], mach: dict) -> str:
 
     planned = spec.train.epochs
     done = len(history)
-    status = ("finished" if done >= planned else
-              f"unfinished: {done} of {planned} epochs (still running, or interrupted)")
-    rows = [("spec", f"<code>{escape(spec.name)}</code>"), ("status", escape(status)),
+    status = escape("finished" if done >= planned else
+                    f"unfinished: {done} of {planned} epochs (still running, or interrupted; "
+                    "an interrupted run continues with ")
+    if done < planned:
+        status += "<code>netspec train --resume RUN_DIR</code>)"
+    rows = [("spec", f"<code>{escape(spec.name)}</code>"), ("status", status),
             ("epochs", f"{done} of {planned}")]
     if history:
         best = max(history, key=score)
