@@ -2,7 +2,7 @@
 
     nodes = graph(spec)                  # one Node per layer: settings, params, MACs, producers
     scene = layout(nodes, title, ...)    # boxes, wires, labels at pixel positions (a Scene)
-    to_svg(scene) / to_png(scene, path)  # netspec/scene.py writes either, from the same Scene
+    to_svg(scene) / to_png(scene)        # SVG text or PNG bytes (netspec/scene.py); save() writes
 
 The layout works on any DAG of named nodes listed in execution order, each naming its
 producers: a sequential spec is the chain input -> layer 0 -> layer 1 -> ... Each node gets a
@@ -311,6 +311,4 @@ def draw(spec, collapse: bool = False) -> Scene:
 
 def save(scene: Scene, path: str | Path, fmt: str = "svg") -> Path:
     """Write the scene as SVG or PNG atomically; only replace a file netspec drew."""
-    if fmt == "png":
-        return write_file(path, lambda tmp: to_png(scene, tmp), MARK)
-    return write_file(path, lambda tmp: Path(tmp).write_text(to_svg(scene), "utf-8"), MARK)
+    return write_file(path, to_png(scene) if fmt == "png" else to_svg(scene), MARK)

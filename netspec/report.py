@@ -179,8 +179,7 @@ def write_eval_report(out_dir, spec, state: dict, source: str, split: str, x, y)
 
 def _write_atomic(path: Path, text: str, check: bool = True) -> Path:
     """Replace `path` atomically; with `check`, only a file netspec wrote."""
-    return write_file(path, lambda tmp: Path(tmp).write_text(text, "utf-8"),
-                      GENERATOR if check else None)
+    return write_file(path, text, GENERATOR if check else None)
 
 
 # ------------------------------------------------------------------ sections

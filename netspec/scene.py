@@ -9,13 +9,12 @@ character classes, generously, since the browser picks the actual font.
 from __future__ import annotations
 
 import contextlib
-import os
-import tempfile
+import io
 from dataclasses import dataclass, field
 from pathlib import Path
 from xml.sax.saxutils import escape, quoteattr
 
-from netspec.errors import NetspecError
+from netspec.errors import OutputError, Problem
 
 MARK = "netspec-figure"  # in every SVG's class and every PNG's metadata: "netspec drew this"
 SANS = "DejaVu Sans, Helvetica, Arial, sans-serif"
@@ -150,8 +149,8 @@ def to_svg(scene: Scene, cls: str = MARK) -> str:
 # ------------------------------------------------------------------ PNG (matplotlib)
 
 
-def to_png(scene: Scene, path: str | Path, scale: float = 2.0) -> Path:
-    """Draw the scene with matplotlib (Agg, no pyplot) into a PNG at `scale` px per unit."""
+def to_png(scene: Scene, scale: float = 2.0) -> bytes:
+    """The scene drawn with matplotlib (Agg, no pyplot) as PNG bytes, `scale` px per unit."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.patches import FancyBboxPatch, Polygon
@@ -190,33 +189,29 @@ def to_png(scene: Scene, path: str | Path, scale: float = 2.0) -> Path:
 
     for item in scene.items:
         draw(item)
-    path = Path(path)
-    fig.savefig(path, facecolor="white", format="png", metadata={"Software": MARK})
-    return path
+    buffer = io.BytesIO()
+    fig.savefig(buffer, facecolor="white", format="png", metadata={"Software": MARK})
+    return buffer.getvalue()
 
 
 # ------------------------------------------------------------------ files
 
 
-def write_file(path: str | Path, write, marker: str | None) -> Path:
-    """Create or replace `path` atomically: write(tmp) fills a temp file beside it, which is
-    then renamed over it. With a `marker`, an existing file is only replaced when its first
-    4 kB contain the marker (netspec wrote it); else NetspecError, and the file is kept."""
+def write_file(path: str | Path, data: bytes | str, marker: str | None) -> Path:
+    """Create or replace `path` atomically (netspec.fsio). With a `marker`, an existing file is
+    only replaced when its first 4 kB contain the marker, i.e. netspec wrote it; otherwise an
+    OutputError, and the file is kept."""
+    from netspec.fsio import atomic_write, os_problem
+
     path = Path(path)
-    if marker and path.exists() and not _has(path, marker):
-        raise NetspecError(f"{path} exists and was not written by netspec; choose another "
-                           "output or move the file away")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    if marker and path.is_file() and not _has(path, marker):
+        raise OutputError([Problem("exists and was not written by netspec; choose another "
+                                   "output or move the file away", file=str(path))])
     try:
-        write(tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError([os_problem(e, path.parent, "create the directory")]) from None
+    return atomic_write(path, data)
 
 
 def _has(path: Path, marker: str) -> bool:
