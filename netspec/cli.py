@@ -165,7 +165,7 @@ def draw(
     output: Path = typer.Option(..., "--out", "-o", dir_okay=False,
                                 help="Output file (.svg or .png)."),
     fmt: str | None = typer.Option(None, "--format",
-                                   help="svg or png [default: from the file name, else svg]."),
+                                   help="svg or png (default: from the file name, else svg)."),
     collapse: bool = typer.Option(False, help="Draw repeated blocks (layer1.0, layer1.1, ...) "
                                               "as one box, 'layer1 ×2'."),
     overrides: list[str] = typer.Option([], "--set", metavar="KEY.PATH=VALUE"),
