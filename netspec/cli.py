@@ -621,8 +621,8 @@ def export_onnx(
     spec_path: Path | None = typer.Argument(
         None, exists=True, dir_okay=False, metavar="SPEC",
         help="Spec file [default: the spec stored in the checkpoint]."),
-    output: Path = typer.Option(..., "--out", "-o", help="The .onnx file to write; an existing "
-                                "file is replaced only if netspec wrote it."),
+    output: Path = typer.Option(..., "--out", "-o", dir_okay=False, help="The .onnx file to "
+                                "write; an existing file is replaced only if netspec wrote it."),
     checkpoint_path: Path | None = typer.Option(
         None, "--checkpoint", "-c", exists=True, dir_okay=False,
         help="A checkpoints/*.npz file [default: the spec's initial weights]."),

@@ -123,9 +123,14 @@ def test_usage_errors_exit_2(args):
 
 
 def test_output_that_is_a_directory_is_an_error(onnx, tmp_path):
+    from netspec.errors import OutputError
+    from netspec.onnx_export import check_output
+
     result = netspec("export", ROOT / "specs" / "mlp.yaml", "-o", tmp_path, *ON_TINY)
-    assert result.exit_code == 1
+    assert result.exit_code == 2  # a usage error, as for draw -o
     assert "is a directory" in result.output
+    with pytest.raises(OutputError, match="it is a directory"):  # the library says so too
+        check_output(tmp_path)
 
 
 def test_a_layer_without_mapping_is_a_located_error(onnx, tmp_path, monkeypatch):
