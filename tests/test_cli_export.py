@@ -128,7 +128,7 @@ def test_output_that_is_a_directory_is_an_error(onnx, tmp_path):
 
     result = netspec("export", ROOT / "specs" / "mlp.yaml", "-o", tmp_path, *ON_TINY)
     assert result.exit_code == 2  # a usage error, as for draw -o
-    assert "is a directory" in result.output
+    assert "is a directory" in re.sub(r"[│\s]+", " ", result.output)  # rich may wrap it
     with pytest.raises(OutputError, match="it is a directory"):  # the library says so too
         check_output(tmp_path)
 
