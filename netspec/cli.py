@@ -620,12 +620,12 @@ def bench(
 def export_onnx(
     spec_path: Path | None = typer.Argument(
         None, exists=True, dir_okay=False, metavar="SPEC",
-        help="Spec file [default: the spec stored in the checkpoint]."),
+        help="Spec file (default: the spec stored in the checkpoint)."),
     output: Path = typer.Option(..., "--out", "-o", dir_okay=False, help="The .onnx file to "
                                 "write; an existing file is replaced only if netspec wrote it."),
     checkpoint_path: Path | None = typer.Option(
         None, "--checkpoint", "-c", exists=True, dir_okay=False,
-        help="A checkpoints/*.npz file [default: the spec's initial weights]."),
+        help="A checkpoints/*.npz file (default: the spec's initial weights)."),
     check: bool = typer.Option(False, "--check", help="Before writing, verify the model: ONNX "
                                "checker, shapes at every layer, onnxruntime against netspec on "
                                "the test set."),
