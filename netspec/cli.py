@@ -169,19 +169,11 @@ def _gradcheck_table(report, path) -> Table:
 def _load_data(spec, data_dir):
     """Find (or download) the spec's dataset and normalise it; check it fits the network."""
     from netspec.data import load_dataset, prepare
-    from netspec.errors import DataError
+    from netspec.train import check_dataset
 
     with out.status(f"loading {spec.data.dataset} ..."):
         ds = load_dataset(spec.data.dataset, data_dir=data_dir, progress=_download_progress)
-    sample = ds.input_shape
-    if math.prod(sample) != math.prod(spec.input.shape):
-        raise DataError(f"{ds.name} samples have shape {list(sample)} but input.shape is "
-                        f"{list(spec.input.shape)}; set input.shape to {list(sample)}")
-    classes = spec.infos[-1].out_shape
-    if spec.data.classes is None and classes != (ds.num_classes,):
-        raise DataError(f"{ds.name} has {ds.num_classes} classes but the network ends with "
-                        f"shape {tuple(classes)}; set out_features: {ds.num_classes} on the "
-                        "last layer (or data.num_classes)")
+    check_dataset(spec, ds)
     splits = prepare(ds, spec.data.normalize, spec.data.validation)
     counts = ", ".join(f"{k} {len(v[1]):,}" for k, v in splits.items())
     out.print(f"data: {ds.name} from {ds.path} ({counts}; normalize {spec.data.normalize})")
@@ -393,6 +385,197 @@ def evaluate(
     out.print(table)
     out.print(f"{split} loss {result.loss:.4f}  accuracy {100 * result.accuracy:.2f}%  "
               f"({result.seconds:.2f} s, {len(y) / result.seconds:,.0f} img/s)")
+
+
+# ------------------------------------------------------------------ sweep
+
+
+@app.command()
+def sweep(
+    spec_path: Path = typer.Argument(..., exists=True, dir_okay=False, metavar="SPEC"),
+    params: list[str] = typer.Option(
+        [], "-p", "--param", metavar="KEY.PATH=V1,V2,...",
+        help="Values to sweep (repeatable; the grid is every combination), e.g. "
+             "-p train.optimizer.lr=0.01,0.05"),
+    seeds: str | None = typer.Option(None, metavar="S1,S2,...",
+                                     help="Seeds of each grid point [default: the spec's seed]."),
+    metric: str | None = typer.Option(None, help="What 'best' means, e.g. test_acc or val_loss "
+                                                 "[default: val_acc with a validation split, "
+                                                 "else test_acc]."),
+    workers: int | None = typer.Option(None, min=1, help="Worker processes of the embedded "
+                                                         "cluster [default: one per core]."),
+    scheduler: str | None = typer.Option(
+        None, envvar="DASK_SCHEDULER_ADDRESS", metavar="ADDRESS",
+        help="Run on this Dask cluster (e.g. tcp://host:8786) instead of an embedded one."),
+    sweep_dir: Path | None = typer.Option(None, "--out", help="Sweep directory "
+                                             "[default: sweeps/<name>]; rerun to continue."),
+    overrides: list[str] = typer.Option([], "--set", metavar="KEY.PATH=VALUE",
+                                        help="Override a spec value in every trial."),
+    data_dir: Path | None = typer.Option(None, "--data-dir", help="Dataset directory, as the "
+                                            "workers see it [default: each worker's "
+                                            "NETSPEC_DATA or cache]."),
+    progress: bool = typer.Option(True, help="Show the live table of trials."),
+):
+    """Train a spec over a grid of values times seeds, on Dask (this machine or a cluster)."""
+    from netspec import sweep as sweeps
+
+    seed_list = _seeds_option(seeds)
+    if scheduler and workers:
+        raise typer.BadParameter("--workers sizes the embedded cluster; a cluster's size is "
+                                 "set by its `dask worker` processes", param_hint="--workers")
+    with report_errors(), _stop_on_signals() as stop:
+        grid = sweeps.parse_params(params)
+        client = None
+        if scheduler:
+            client = _connect(scheduler)
+        where = scheduler or f"an embedded cluster of {workers or _cores()} worker processes"
+        out.print(f"trials run on {where}")
+        live = _SweepTable(progress)
+        try:
+            with live:
+                result = sweeps.run(spec_path, grid, seed_list, client, out=sweep_dir,
+                                    overrides=overrides, metric=metric, data_dir=data_dir,
+                                    workers=workers, on_update=live.update,
+                                    should_stop=lambda: stop["signal"] is not None)
+        finally:
+            if client is not None:
+                client.close()
+    _print_sweep(result)
+    if result.interrupted:
+        err.print(f"[yellow]interrupted[/yellow]: running trials saved checkpoints; rerun the "
+                  f"same command (--out {result.out}) to continue")
+        raise typer.Exit(143 if stop["signal"] == "SIGTERM" else 130)
+    if any(r["status"] == "failed" for r in result.rows):
+        raise typer.Exit(1)
+
+
+def _seeds_option(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        seeds = [int(s) for s in text.split(",")]
+    except ValueError:
+        seeds = []
+    if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
+        raise typer.BadParameter(f"expected distinct non-negative integers separated by "
+                                 f"commas, e.g. 0,1,2; got {text!r}", param_hint="--seeds")
+    return seeds
+
+
+def _cores() -> int:
+    from netspec.parallel import available_cores
+
+    return available_cores()
+
+
+def _connect(address: str):
+    """A Client of the cluster at `address`; a SweepError when Dask or the cluster is missing."""
+    from netspec.sweep import EXTRA, SweepError
+
+    try:
+        from distributed import Client
+    except ImportError:
+        raise SweepError(f"netspec sweep needs Dask: {EXTRA}") from None
+    try:
+        return Client(address, timeout="20s")
+    except (OSError, TimeoutError, ValueError) as e:
+        raise SweepError(f"cannot reach the Dask scheduler at {address} ({e}); start one with "
+                         "`dask scheduler`, or drop --scheduler for an embedded cluster") from None
+
+
+@contextlib.contextmanager
+def _stop_on_signals():
+    """{"signal": None}, set to "SIGINT" or "SIGTERM" by the first one; a second raises."""
+    import signal
+
+    stop = {"signal": None}
+
+    def handler(signum, frame):
+        if stop["signal"] is not None:
+            raise KeyboardInterrupt
+        stop["signal"] = signal.Signals(signum).name
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+class _SweepTable:
+    """The live table of trials: state, epochs, best metric, worker (running ones first)."""
+
+    SHOWN = 20
+
+    def __init__(self, show: bool):
+        from rich.live import Live
+
+        self.rows: dict = {}
+        self.live = Live(console=out, transient=True, refresh_per_second=4,
+                         get_renderable=self.render) if show else None
+
+    def __enter__(self):
+        if self.live:
+            self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self.live:
+            self.live.__exit__(*exc)
+
+    def update(self, row: dict) -> None:
+        self.rows[row["trial"]] = row
+
+    def render(self) -> Table:
+        rows = list(self.rows.values())
+        counts = {}
+        for r in rows:
+            counts[r["status"]] = counts.get(r["status"], 0) + 1
+        table = Table(title="trials: " + ", ".join(f"{n} {s}" for s, n in counts.items()),
+                      title_justify="left")
+        for col in ("trial", "overrides", "seed", "state", "epochs", "best", "worker"):
+            table.add_column(col)
+        order = {"running": 0, "failed": 1, "queued": 2}
+        for r in sorted(rows, key=lambda r: order.get(r["status"], 3))[:self.SHOWN]:
+            table.add_row(r["trial"], _escape(_overrides_text(r["overrides"])), str(r["seed"]),
+                          r["status"], str(r["epochs"]), _score(r["best"]), r["worker"])
+        return table
+
+
+def _overrides_text(overrides: dict) -> str:
+    return " ".join(f"{k}={json.dumps(v)}" for k, v in overrides.items()) or "(spec as is)"
+
+
+def _score(value, metric: str = "acc") -> str:
+    if value is None:
+        return "-"
+    return f"{100 * value:.2f}%" if metric.endswith("acc") else f"{value:.4f}"
+
+
+def _print_sweep(result) -> None:
+    """Failed trials with their messages, then the table grouped by overrides."""
+    from netspec.sweep_report import groups
+
+    for r in result.rows:
+        if r["status"] == "failed":
+            err.print(f"[red]failed[/red] trial {r['trial']} "
+                      f"({_escape(_overrides_text(r['overrides']))} seed {r['seed']}): "
+                      f"{_escape(r['message'])}")
+    m = result.metric
+    table = Table(title=f"{m}, mean ± std over seeds, best first", title_justify="left")
+    for col in ("overrides", "seeds", f"final {m}", f"best {m}", "time/trial"):
+        table.add_column(col, justify="left" if col == "overrides" else "right")
+    for g in groups(result.rows, result.higher_is_better):
+        cells = []
+        for which in ("final", "best"):
+            mean, std = g[f"{which}_mean"], g[f"{which}_std"]
+            cells.append(_score(mean, m) + (f" ± {_score(std, m)}" if std is not None else ""))
+        done = f"{g['done']}/{g['trials']}" + (f" ({g['failed']} failed)" if g["failed"] else "")
+        seconds = "-" if g["seconds"] is None else f"{g['seconds']:.1f} s"
+        table.add_row(_escape(_overrides_text(g["overrides"])), done, *cells, seconds)
+    out.print(table)
+    out.print(f"wrote {', '.join(str(p) for p in result.files)}")
 
 
 # ------------------------------------------------------------------ bench
