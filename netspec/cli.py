@@ -427,10 +427,9 @@ def sweep(
         grid = sweeps.parse_params(params)
         client = None
         if scheduler:
-            client = _connect(scheduler)
+            client = sweeps.connect(scheduler)
         where = scheduler or f"an embedded cluster of {workers or _cores()} worker processes"
-        out.print(f"trials run on {where}")
-        live = _SweepTable(progress)
+        live = _SweepTable(progress, f"on {where}")
         try:
             with live:
                 result = sweeps.run(spec_path, grid, seed_list, client, out=sweep_dir,
@@ -468,21 +467,6 @@ def _cores() -> int:
     return available_cores()
 
 
-def _connect(address: str):
-    """A Client of the cluster at `address`; a SweepError when Dask or the cluster is missing."""
-    from netspec.sweep import EXTRA, SweepError
-
-    try:
-        from distributed import Client
-    except ImportError:
-        raise SweepError(f"netspec sweep needs Dask: {EXTRA}") from None
-    try:
-        return Client(address, timeout="20s")
-    except (OSError, TimeoutError, ValueError) as e:
-        raise SweepError(f"cannot reach the Dask scheduler at {address} ({e}); start one with "
-                         "`dask scheduler`, or drop --scheduler for an embedded cluster") from None
-
-
 @contextlib.contextmanager
 def _stop_on_signals():
     """{"signal": None}, set to "SIGINT" or "SIGTERM" by the first one; a second raises."""
@@ -504,25 +488,23 @@ def _stop_on_signals():
 
 
 class _SweepTable:
-    """The live table of trials: state, epochs, best metric, worker (running ones first)."""
+    """The live table of trials: overrides, seed, state, epochs, best metric, worker."""
 
-    SHOWN = 20
+    SHOWN = 20  # rows; running and failed trials first
 
-    def __init__(self, show: bool):
+    def __init__(self, show: bool, where: str):
         from rich.live import Live
 
-        self.rows: dict = {}
+        self.rows, self.where = {}, where
         self.live = Live(console=out, transient=True, refresh_per_second=4,
                          get_renderable=self.render) if show else None
 
     def __enter__(self):
-        if self.live:
-            self.live.__enter__()
+        self.live and self.live.__enter__()
         return self
 
     def __exit__(self, *exc):
-        if self.live:
-            self.live.__exit__(*exc)
+        self.live and self.live.__exit__(*exc)
 
     def update(self, row: dict) -> None:
         self.rows[row["trial"]] = row
@@ -532,25 +514,28 @@ class _SweepTable:
         counts = {}
         for r in rows:
             counts[r["status"]] = counts.get(r["status"], 0) + 1
-        table = Table(title="trials: " + ", ".join(f"{n} {s}" for s, n in counts.items()),
+        paths = list(rows[0]["overrides"]) if rows else []
+        table = Table(title=f"trials {self.where}: " + ", ".join(
+            f"{n} {s}" for s, n in counts.items()),
                       title_justify="left")
-        for col in ("trial", "overrides", "seed", "state", "epochs", "best", "worker"):
+        for col in ("trial", *paths, "seed", "state", "epochs", "best", "worker"):
             table.add_column(col)
         order = {"running": 0, "failed": 1, "queued": 2}
         for r in sorted(rows, key=lambda r: order.get(r["status"], 3))[:self.SHOWN]:
-            table.add_row(r["trial"], _escape(_overrides_text(r["overrides"])), str(r["seed"]),
+            table.add_row(r["trial"], *[_value(r["overrides"][p]) for p in paths], str(r["seed"]),
                           r["status"], str(r["epochs"]), _score(r["best"]), r["worker"])
         return table
 
 
-def _overrides_text(overrides: dict) -> str:
-    return " ".join(f"{k}={json.dumps(v)}" for k, v in overrides.items()) or "(spec as is)"
+def _value(v) -> str:
+    return _escape(f"{v:g}" if isinstance(v, float) else json.dumps(v) if not isinstance(
+        v, str) else v)
 
 
-def _score(value, metric: str = "acc") -> str:
+def _score(value, percent: bool = True) -> str:
     if value is None:
         return "-"
-    return f"{100 * value:.2f}%" if metric.endswith("acc") else f"{value:.4f}"
+    return f"{100 * value:.2f}" if percent else f"{value:.4f}"
 
 
 def _print_sweep(result) -> None:
@@ -559,21 +544,25 @@ def _print_sweep(result) -> None:
 
     for r in result.rows:
         if r["status"] == "failed":
-            err.print(f"[red]failed[/red] trial {r['trial']} "
-                      f"({_escape(_overrides_text(r['overrides']))} seed {r['seed']}): "
+            where = " ".join(f"{k}={_value(v)}" for k, v in r["overrides"].items())
+            err.print(f"[red]failed[/red] trial {r['trial']} ({where} seed {r['seed']}): "
                       f"{_escape(r['message'])}")
-    m = result.metric
-    table = Table(title=f"{m}, mean ± std over seeds, best first", title_justify="left")
-    for col in ("overrides", "seeds", f"final {m}", f"best {m}", "time/trial"):
-        table.add_column(col, justify="left" if col == "overrides" else "right")
+    m, percent = result.metric, result.metric.endswith("_acc")
+    table = Table(title=f"{m}{' (%)' if percent else ''}: mean ± std over seeds, best first",
+                  title_justify="left")
+    for col in result.grid:
+        table.add_column(col, min_width=len(col))
+    for col in ("seeds", f"final {m}", f"best {m}", "s/trial"):
+        table.add_column(col, justify="right")
     for g in groups(result.rows, result.higher_is_better):
         cells = []
         for which in ("final", "best"):
             mean, std = g[f"{which}_mean"], g[f"{which}_std"]
-            cells.append(_score(mean, m) + (f" ± {_score(std, m)}" if std is not None else ""))
+            cells.append(_score(mean, percent) + (f" ± {_score(std, percent)}"
+                                                   if std is not None else ""))
         done = f"{g['done']}/{g['trials']}" + (f" ({g['failed']} failed)" if g["failed"] else "")
-        seconds = "-" if g["seconds"] is None else f"{g['seconds']:.1f} s"
-        table.add_row(_escape(_overrides_text(g["overrides"])), done, *cells, seconds)
+        seconds = "-" if g["seconds"] is None else f"{g['seconds']:.1f}"
+        table.add_row(*[_value(g["overrides"][p]) for p in result.grid], done, *cells, seconds)
     out.print(table)
     out.print(f"wrote {', '.join(str(p) for p in result.files)}")
 

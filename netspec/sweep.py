@@ -316,6 +316,20 @@ def local_client(workers: int | None = None):
     return client, cluster
 
 
+def connect(address: str):
+    """A Client of the Dask cluster whose scheduler is at `address` (tcp://host:8786)."""
+    try:
+        from distributed import Client
+    except ImportError:
+        raise SweepError(f"netspec sweep needs Dask: {EXTRA}") from None
+    try:
+        return Client(address, timeout="20s")
+    except (OSError, TimeoutError, ValueError) as e:
+        raise SweepError([Problem(f"cannot reach the Dask scheduler ({e}); start one with "
+                                  "`dask scheduler`, or drop --scheduler for an embedded "
+                                  "cluster", "", address)]) from None
+
+
 def _notify(on_update, row: dict) -> None:
     if on_update is not None:
         on_update(dict(row))
