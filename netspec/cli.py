@@ -523,7 +523,7 @@ class _SweepTable:
         order = {"running": 0, "failed": 1, "queued": 2}
         for r in sorted(rows, key=lambda r: order.get(r["status"], 3))[:self.SHOWN]:
             table.add_row(r["trial"], *[_value(r["overrides"][p]) for p in paths], str(r["seed"]),
-                          r["status"], str(r["epochs"]), _score(r["best"]), r["worker"])
+                          r["status"], str(r["epochs"]), _score(r["best"], False), r["worker"])
         return table
 
 

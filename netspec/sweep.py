@@ -14,6 +14,7 @@ here prints; progress goes to the `on_update` callback.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import json
@@ -98,6 +99,8 @@ def parse_params(items: list[str]) -> dict[str, list[str]]:
             raise SpecError([Problem("expected key.path=value1,value2,... (values separated by "
                                      "commas), e.g. -p train.optimizer.lr=0.01,0.05", "",
                                      f"-p {item}")])
+        if path == "seed":
+            raise SpecError([Problem("give the seeds with --seeds 0,1,2", "", f"-p {item}")])
         if path in grid:
             raise SpecError([Problem(f"{path} is swept twice; give all its values in one -p",
                                      "", f"-p {item}")])
@@ -249,6 +252,7 @@ def run(spec, grid: dict, seeds=None, client=None, *, out=None, overrides=(),
     all_trials = trials(grid, seeds)
     specs = resolve(text, file, list(overrides), all_trials)
     metric, higher = check_metric(metric, specs)
+    data_dir = Path(data_dir).expanduser().resolve() if data_dir else None
     out = Path(out or Path("sweeps") / base.name).expanduser().resolve()
     grid = {p: [_canonical(_as_text(v)) for v in vs] for p, vs in grid.items()}
     rows = [sweep_report.new_row(t, out / t.key) for t in all_trials]
@@ -377,8 +381,9 @@ def _drive(distributed, client, todo, text, file, fixed, out, metric, higher, da
         while not events.empty():
             _apply_event(events.get(), by_key, on_update)
     except BaseException:  # a second Ctrl-C: stop what runs, leave at once
-        stop.set()
-        client.cancel(list(futures.values()))
+        with contextlib.suppress(Exception):  # the cluster may be gone already
+            stop.set()
+            client.cancel(list(futures.values()))
         raise
     finally:
         client.unsubscribe_topic(name)

@@ -161,7 +161,7 @@ def test_params_split_at_top_level_commas_only():
                                "layers[0].kernel_size=[3, 3],[5,5]", "data.dataset='a,b',c"])
     assert grid == {LR: ["0.01", "0.02", "1e-1"], "layers[0].kernel_size": ["[3, 3]", "[5,5]"],
                     "data.dataset": ["'a,b'", "c"]}
-    for bad in (["lr"], ["lr="], ["lr=1,,2"], [f"{LR}=1", f"{LR}=2"]):
+    for bad in (["lr"], ["lr="], ["lr=1,,2"], [f"{LR}=1", f"{LR}=2"], ["seed=1,2"]):
         with pytest.raises(netspec.SpecError, match="-p "):
             sweep.parse_params(bad)
 
@@ -281,8 +281,10 @@ def test_stop_cancels_queued_trials_checkpoints_running_ones_and_rerun_finishes(
 def test_same_sweep_on_a_dask_scheduler_with_a_diverging_trial(spec_path, tmp_path, scheduler,
                                                                ordinary):
     out = tmp_path / "sweep"
-    result = cli("sweep", spec_path, "-p", f"{LR}=0.05,1e8", "--seeds", "0,1",
-                 "--scheduler", scheduler, "--out", out, "--no-progress")
+    result = CliRunner().invoke(app, ["sweep", str(spec_path), "-p", f"{LR}=0.05,1e8", "--seeds",
+                                      "0,1", "--out", str(out), "--no-progress"],
+                                env={"DASK_SCHEDULER_ADDRESS": scheduler})
+    assert "Traceback" not in result.output, result.output
     assert result.exit_code == 1, result.output  # some trials failed
     summary = json.loads((out / "summary.json").read_text())
     rows = rows_by(summary["trials"], LR, "seed")
