@@ -27,9 +27,9 @@ def new_row(trial, run_dir: Path) -> dict:
 
 
 def _value(text: str):
-    from netspec.sweep import _canonical
+    from netspec.sweep_grid import canonical
 
-    return _canonical(text)
+    return canonical(text)
 
 
 def scores(history: list[dict], metric: str, higher: bool) -> dict:
