@@ -147,14 +147,14 @@ def run(spec, grid: dict, seeds=None, client=None, *, out=None, overrides=(),
         if history is not None:
             row.update(sweep_report.scores(history, metric, higher), status="done",
                        note="finished earlier")
-    own = client is None
+    todo = [(t, row) for t, row in zip(all_trials, rows) if row["status"] != "done"]
+    for row in rows:
+        _notify(on_update, row)
+    own = client is None and bool(todo)  # nothing to run: no cluster to start
     cluster = None
     try:
         if own:
             client, cluster = local_client(workers)
-        todo = [(t, row) for t, row in zip(all_trials, rows) if row["status"] != "done"]
-        for row in rows:
-            _notify(on_update, row)
         result.interrupted = _drive(distributed, client, todo, text, file, list(overrides),
                                     out, metric, higher, data_dir, on_update, should_stop,
                                     retries)
@@ -283,7 +283,7 @@ def _apply_event(msg: dict, by_key: dict, on_update) -> None:
             _add_note(row, f"restarted on {msg['worker']} after its worker was lost")
         row.update(status="running", worker=msg["worker"], pid=msg["pid"])
     elif msg["event"] == "resumed":
-        _add_note(row, f"resumed after epoch {msg['epoch']}")
+        _add_note(row, msg["note"])
         row["epochs"] = msg["epoch"]
     elif msg["event"] == "epoch":
         row.update(status="running", epochs=msg["epoch"], final=msg["final"], best=msg["best"])

@@ -2,7 +2,8 @@
 
 A row holds: trial (the run directory's name), status, overrides ({key path: value}), seed,
 final and best (the metric at the last epoch and at the best one), epochs, seconds (training
-plus evaluation time over all epochs, across resumes), run_dir, worker, message, note.
+plus evaluation time over all epochs, across resumes), run_dir, worker (its address) and pid,
+message (why it failed) and note (how it ran: resumed, restarted after a lost worker, ...).
 `write_summary` writes summary.csv, summary.json and sweep.png atomically into the sweep's
 directory; `groups` gives mean and std over seeds for each point of the grid.
 """
@@ -23,7 +24,7 @@ def new_row(trial, run_dir: Path) -> dict:
     return {"trial": trial.key, "status": "queued",
             "overrides": {path: _value(text) for path, text in trial.values},
             "seed": trial.seed, "final": None, "best": None, "epochs": 0, "seconds": 0.0,
-            "run_dir": str(run_dir), "worker": "", "message": "", "note": ""}
+            "run_dir": str(run_dir), "worker": "", "pid": None, "message": "", "note": ""}
 
 
 def _value(text: str):

@@ -67,8 +67,8 @@ def run_trial(task: dict, publish=None, should_stop=None) -> dict:
             run = Run(spec, _splits(spec, task["data_dir"]), Path(task["run_dir"]), workers=1)
             if run.last_path.exists():
                 run.resume()
-                row["note"] = f"resumed after epoch {run.trainer.epoch}"
-                publish({"event": "resumed", "epoch": run.trainer.epoch})
+                row["note"] = resumed_note(run.trainer.progress)
+                publish({"event": "resumed", "note": row["note"], "epoch": run.trainer.epoch})
             else:
                 run.start()
 
@@ -87,6 +87,12 @@ def run_trial(task: dict, publish=None, should_stop=None) -> dict:
                 run.plot()
     row.update(scores(run.history if run is not None else [], metric, higher))
     return row
+
+
+def resumed_note(progress) -> str:
+    if progress.step:
+        return f"resumed in epoch {progress.epoch + 1} at step {progress.step}"
+    return f"resumed after epoch {progress.epoch}"
 
 
 def _splits(spec, data_dir):
