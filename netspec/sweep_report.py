@@ -89,7 +89,7 @@ def write_atomic(path: Path, data: str | bytes) -> Path:
 
 
 def write_summary(result) -> list[Path]:
-    """summary.csv, summary.json and (when a trial has a score) sweep.png in result.out."""
+    """summary.csv, summary.json and (once a trial has finished) sweep.png in result.out."""
     out, metric = result.out, result.metric
     paths = list(result.grid)
     fields = ["trial", *paths, "seed", "status", f"final_{metric}", f"best_{metric}",
@@ -107,7 +107,7 @@ def write_summary(result) -> list[Path]:
                "grid": result.grid, "seeds": result.seeds, "interrupted": result.interrupted,
                "trials": result.rows, "groups": groups(result.rows, result.higher_is_better)}
     files.append(write_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n"))
-    if any(r["final"] is not None for r in result.rows):
+    if any(r["status"] == "done" and r["final"] is not None for r in result.rows):
         files.append(plot(result, out / "sweep.png"))
     return files
 
@@ -122,13 +122,13 @@ def _csv(value) -> str:
 
 
 def plot(result, path: Path) -> Path:
-    """The final metric against each swept value (one panel per key path; against the seed
-    when nothing is swept), one point per seed, the mean over seeds joined by a line."""
+    """The final metric of the finished trials against each swept value (one panel per key
+    path; against the seed when nothing is swept), one point per seed, means joined by a line."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     swept = list(result.grid) or ["seed"]
-    rows = [r for r in result.rows if r["final"] is not None]
+    rows = [r for r in result.rows if r["status"] == "done" and r["final"] is not None]
     scale = 100 if result.metric.endswith("_acc") else 1
     fig = Figure(figsize=(4.5 * len(swept), 3.6), dpi=100)
     FigureCanvasAgg(fig)  # no pyplot, no global backend: safe in any process

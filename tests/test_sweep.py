@@ -324,30 +324,33 @@ def test_a_killed_worker_process_s_trial_completes_elsewhere(spec_path, tmp_path
     assert "after its worker was lost" in row["note"] and "; resumed " in row["note"]
 
 
-def test_ctrl_c_exits_130_and_running_trials_keep_a_checkpoint(spec_path, tmp_path, scheduler):
+def test_ctrl_c_in_a_terminal_exits_130_and_running_trials_keep_a_checkpoint(spec_path, tmp_path):
+    """Ctrl-C in a terminal signals the whole process group, the embedded cluster's worker
+    processes too: they must ignore it and let the sweep stop them cleanly."""
     out = tmp_path / "sweep"
-    command = [sys.executable, "-m", "netspec", "sweep", str(spec_path), "--seeds", "0,1",
-               "--set", "train.epochs=500", "--scheduler", scheduler, "--out", str(out),
-               "--no-progress"]
+    command = [sys.executable, "-m", "netspec", "sweep", str(spec_path), "--seeds", "0,1,2",
+               "--set", "train.epochs=500", "--workers", "2", "--out", str(out), "--no-progress"]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True, start_new_session=True)
     try:
         deadline = time.monotonic() + CLUSTER_TIMEOUT
         while not any(out.glob("*/metrics.jsonl")):  # a trial has finished an epoch
             assert proc.poll() is None, proc.communicate()
             assert time.monotonic() < deadline, "no trial started"
             time.sleep(0.2)
-        proc.send_signal(signal.SIGINT)
+        os.killpg(proc.pid, signal.SIGINT)  # what the terminal does on Ctrl-C
         stdout, stderr = proc.communicate(timeout=CLUSTER_TIMEOUT)
     finally:
-        proc.kill()
+        with_pgid(proc, signal.SIGKILL)
     assert proc.returncode == 130, stdout + stderr
     assert "interrupted" in stderr and "rerun the same command" in stderr
+    assert "Traceback" not in stdout + stderr
     summary = json.loads((out / "summary.json").read_text())
     assert summary["interrupted"]
+    states = [r["status"] for r in summary["trials"]]
+    assert set(states) == {"interrupted", "cancelled"}, states  # 2 workers, 3 trials
     for row in summary["trials"]:
         if row["status"] == "interrupted":
             ckpt = checkpoint.load(out / row["trial"] / "checkpoints" / "last.npz")
             assert ckpt.meta["progress"]["epoch"] == row["epochs"] < 500
-    assert "interrupted" in [r["status"] for r in summary["trials"]]
