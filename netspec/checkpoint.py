@@ -10,6 +10,7 @@ Layout of the archive:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -43,17 +44,26 @@ def save(path: str | Path, state: dict, optimizer: dict, meta: dict) -> Path:
     arrays = dict(state)
     arrays.update({OPTIM + k: v for k, v in optimizer.items()})
     arrays[META] = np.array(json.dumps(meta))
+    with atomic_file(path) as f:
+        np.savez(f, **arrays)
+    return path
+
+
+@contextlib.contextmanager
+def atomic_file(path: str | Path):
+    """A binary file that replaces `path` only once fully written: a temp file in the same
+    directory, fsync, rename. On any error the temp file goes and `path` is untouched."""
+    path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return path
 
 
 def load(path: str | Path) -> Checkpoint:

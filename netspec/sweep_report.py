@@ -14,9 +14,7 @@ import csv
 import io
 import json
 import math
-import os
 import statistics
-import tempfile
 from pathlib import Path
 
 
@@ -73,19 +71,12 @@ def groups(rows: list[dict], higher: bool) -> list[dict]:
 
 
 def write_atomic(path: Path, data: str | bytes) -> Path:
-    """Write via a temp file in the same directory, fsync, rename: never a partial file."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data.encode() if isinstance(data, str) else data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """Replace `path` with `data` atomically (see checkpoint.atomic_file)."""
+    from netspec.checkpoint import atomic_file
+
+    with atomic_file(path) as f:
+        f.write(data.encode() if isinstance(data, str) else data)
+    return Path(path)
 
 
 def write_summary(result) -> list[Path]:

@@ -202,6 +202,15 @@ def test_unknown_metric_and_foreign_out_dir_are_errors(spec_path, tmp_path):
     assert (foreign / "notes.txt").read_text() == "mine" and len(list(foreign.iterdir())) == 1
 
 
+def test_usage_errors_exit_2(spec_path, tmp_path):
+    for args in (["--seeds", "0,x"], ["--seeds", "1,1"], ["--workers", "2", "--scheduler",
+                                                           "tcp://127.0.0.1:8786"]):
+        result = cli("sweep", spec_path, "-p", f"{LR}=0.01", "--out", tmp_path / "s", *args)
+        assert result.exit_code == 2, result.output
+        assert args[0] in result.output
+    assert not (tmp_path / "s").exists()
+
+
 def test_without_dask_sweep_names_the_extra(spec_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "distributed", None)  # `import distributed` fails
     result = cli("sweep", spec_path, "-p", f"{LR}=0.01")
