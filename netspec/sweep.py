@@ -193,6 +193,9 @@ def local_client(workers: int | None = None):
         cluster = LocalCluster(n_workers=workers or available_cores(), threads_per_worker=1,
                                processes=True, host="127.0.0.1", dashboard_address=None,
                                silence_logs=logging.ERROR)
+    except (OSError, RuntimeError, TimeoutError) as e:
+        raise SweepError(f"cannot start the embedded Dask cluster ({e}); start one with "
+                         "`dask scheduler` and `dask worker` and pass --scheduler") from None
     finally:
         if main:
             signal.signal(signal.SIGINT, previous)
