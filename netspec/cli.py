@@ -442,7 +442,7 @@ def sweep(
     _print_sweep(result)
     if result.interrupted:
         err.print(f"[yellow]interrupted[/yellow]: running trials saved checkpoints; rerun the "
-                  f"same command (--out {result.out}) to continue")
+                  f"same command (--out {_relative(result.out)}) to continue")
         raise typer.Exit(143 if stop["signal"] == "SIGTERM" else 130)
     if any(r["status"] == "failed" for r in result.rows):
         raise typer.Exit(1)
@@ -459,6 +459,14 @@ def _seeds_option(text: str | None) -> list[int] | None:
         raise typer.BadParameter(f"expected distinct non-negative integers separated by "
                                  f"commas, e.g. 0,1,2; got {text!r}", param_hint="--seeds")
     return seeds
+
+
+def _relative(path: Path) -> str:
+    """`path` relative to the current directory when it lies below it."""
+    try:
+        return str(Path(path).relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 def _cores() -> int:
@@ -564,7 +572,7 @@ def _print_sweep(result) -> None:
         seconds = "-" if g["seconds"] is None else f"{g['seconds']:.1f}"
         table.add_row(*[_value(g["overrides"][p]) for p in result.grid], done, *cells, seconds)
     out.print(table)
-    out.print(f"wrote {', '.join(str(p) for p in result.files)}")
+    out.print(f"wrote {', '.join(_relative(p) for p in result.files)}")
 
 
 # ------------------------------------------------------------------ bench

@@ -122,7 +122,9 @@ def run(spec, grid: dict, seeds=None, client=None, *, out=None, overrides=(),
     dask.distributed Client; None starts a LocalCluster of `workers` processes (default one
     per core) for this call. on_update(row) is called (in this thread) whenever a trial's
     row changes. should_stop() is polled: once true, queued trials are cancelled and running
-    ones save a checkpoint and stop; the result then has interrupted=True.
+    ones save a checkpoint and stop; the result then has interrupted=True. A trial whose
+    worker dies is run again elsewhere by the scheduler (up to Dask's allowed-failures), and
+    resumes from its checkpoint; one that raised an unexpected error runs `retries` more times.
     """
     from netspec import sweep_report
 
