@@ -191,10 +191,12 @@ def local_client(workers: int | None = None):
 
     main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
+    # No dashboard, and the scheduler's HTTP routes on a free port (8787 may be taken).
+    http = {"dashboard_address": "127.0.0.1:0"}
     try:  # spawned workers inherit the ignored SIGINT
         cluster = LocalCluster(n_workers=workers or available_cores(), threads_per_worker=1,
-                               processes=True, host="127.0.0.1", dashboard_address=None,
-                               silence_logs=logging.ERROR)
+                               processes=True, host="127.0.0.1", silence_logs=logging.ERROR,
+                               dashboard_address=None, scheduler_kwargs=http)
     except (OSError, RuntimeError, TimeoutError) as e:
         raise SweepError(f"cannot start the embedded Dask cluster ({e}); start one with "
                          "`dask scheduler` and `dask worker` and pass --scheduler") from None
