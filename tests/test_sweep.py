@@ -97,8 +97,8 @@ def scheduler(tmp_path_factory):
     dask = [sys.executable, "-m", "dask"]
     procs = [subprocess.Popen(
         [*dask, "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
-         "--scheduler-file", str(file)], cwd=tmp, env=env, start_new_session=True,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+         "--dashboard-address", "127.0.0.1:0", "--scheduler-file", str(file)], cwd=tmp,
+        env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
     try:
         deadline = time.monotonic() + CLUSTER_TIMEOUT
         while not file.exists() or not file.read_text().strip():
