@@ -4,7 +4,7 @@ Layout of the archive:
     "conv1.weight", "bn1.running_mean", ...   parameters and buffers under PyTorch names, so
                                               {k: torch.from_numpy(v)} loads into torch by name
     "optim/<slot>.<param name>", "optim/steps" optimizer state (momentum, Adam moments)
-    "__meta__"                                 JSON: epoch, step, RNG states, metrics so far,
+    "__meta__"                                 JSON: format, epoch, step, metrics so far,
                                               the resolved spec and its SHA-256, netspec version
 """
 
@@ -24,6 +24,15 @@ from netspec.errors import CheckpointError
 
 META = "__meta__"
 OPTIM = "optim/"
+# Checkpoint format, in meta["format"] (absent: 1). A resume needs the same format: what the
+# training state means changed between formats, and FORMAT_CHANGES says how.
+FORMAT = 2
+FORMAT_CHANGES = {
+    1: "In format 1 dropout masks came from the run's random generator; from format 2 each "
+       "sample's mask derives from (seed, step, position in the batch), so a run with dropout "
+       "would continue with other masks than it started with (runs without dropout resume "
+       "from format 1 unchanged).",
+}
 
 
 @dataclass
@@ -43,7 +52,7 @@ def save(path: str | Path, state: dict, optimizer: dict, meta: dict) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     arrays = dict(state)
     arrays.update({OPTIM + k: v for k, v in optimizer.items()})
-    arrays[META] = np.array(json.dumps(meta))
+    arrays[META] = np.array(json.dumps({"format": FORMAT, **meta}))
     with atomic_file(path) as f:
         np.savez(f, **arrays)
     return path
@@ -98,6 +107,33 @@ def check_fits(state: dict, shapes: dict, where: str, optional: tuple = ()) -> N
         parts = [f"{label}: {', '.join(items)}" for label, items in
                  (("missing", missing), ("unexpected", extra), ("shape mismatch", wrong)) if items]
         raise CheckpointError(f"{where} ({'; '.join(parts)})")
+
+
+# Spec keys that do not change what a trained network computes in evaluation: the run's name,
+# the seed and init defaults (the weights come from the checkpoint), training and gradient-check
+# settings, and which data it is evaluated on (the input, layers, loss and normalisation count).
+NOT_IN_EVALUATION = ("name", "seed", "defaults", "train", "gradcheck", "data.dataset",
+                     "data.validation")
+
+
+def evaluation_changes(stored: dict, spec: dict) -> list[str]:
+    """spec_changes between a checkpoint's stored spec and `spec` (resolved dicts) that change
+    evaluation: the input, layers, loss, data.normalize... ([] without a stored spec)."""
+    if not stored:
+        return []
+    return spec_changes(_without(stored, NOT_IN_EVALUATION), _without(spec, NOT_IN_EVALUATION))
+
+
+def _without(data: dict, dotted: tuple[str, ...]) -> dict:
+    """A copy of a spec dict without the dotted keys (a nested dict is copied where cut)."""
+    data = dict(data)
+    for key in dotted:
+        head, _, rest = key.partition(".")
+        if rest and isinstance(data.get(head), dict):
+            data[head] = _without(data[head], (rest,))
+        elif not rest:
+            data.pop(head, None)
+    return data
 
 
 def spec_changes(old: dict, new: dict, prefix: str = "") -> list[str]:

@@ -1,8 +1,8 @@
 """The `netspec` command line: thin commands over library calls. The only module that prints.
 
 Exit codes: 0 ok, 1 the spec, data or checkpoint is wrong (or a check failed), 2 usage error,
-130 interrupted. Errors caused by input are printed as `FILE:LINE:COL: key.path: message`,
-never as a traceback.
+130 interrupted (SIGINT, Ctrl-C), 143 terminated (SIGTERM, as sent by Slurm, Kubernetes, Dask).
+Errors caused by input are printed as `FILE:LINE:COL: key.path: message`, never as a traceback.
 """
 
 from __future__ import annotations
@@ -32,16 +32,28 @@ SpecArg = typer.Argument(..., exists=True, dir_okay=False, readable=True,
 
 @contextlib.contextmanager
 def report_errors():
-    """Turn NetspecError into printed problems and exit code 1, Ctrl-C into 130."""
+    """Turn NetspecError into printed problems and exit code 1, Ctrl-C into 130 (SIGTERM that
+    interrupts at once, see `train`, into 143)."""
     try:
         yield
     except NetspecError as e:
         for problem in e.problems:
             err.print(f"[red]error:[/red] {_escape(str(problem))}")
         raise typer.Exit(1) from None
+    except Terminated:
+        err.print("[yellow]terminated[/yellow]")
+        raise typer.Exit(143) from None
     except KeyboardInterrupt:
         err.print("[yellow]interrupted[/yellow]")
         raise typer.Exit(130) from None
+
+
+class Terminated(KeyboardInterrupt):
+    """A second SIGTERM: stop at once, like a second Ctrl-C."""
+
+
+STOP_SIGNALS = {"SIGINT": (130, KeyboardInterrupt, "interrupted"),
+                "SIGTERM": (143, Terminated, "terminated")}  # signal -> exit code, ...
 
 
 def _escape(text: str) -> str:
@@ -96,16 +108,26 @@ def validate(specs: list[Path] = SpecArg,
 
 
 def _shape_table(spec) -> Table:
+    """One row per layer; a graph gets an `inputs` column, filled where a layer reads anything
+    other than the layer above it."""
+    infos = spec.infos
+    above = [("input",)] + [(i.name,) for i in infos[:-1]]
+    wired = ["\n".join(i.inputs) if i.inputs != up else "" for i, up in zip(infos, above)]
     table = Table(title=f"{spec.name}  input {_shape(spec.input.shape)}", title_justify="left")
-    for col, justify in (("#", "right"), ("name", "left"), ("type", "left"),
-                         ("output shape", "left"), ("params", "right"), ("MACs", "right")):
-        table.add_column(col, justify=justify)
-    for i in spec.infos:
-        table.add_row(str(i.index), i.name, i.type, _shape(i.out_shape),
-                      _count(i.params) if i.params else "", _count(i.macs) if i.macs else "")
+    columns = [("#", "right"), ("name", "left"), ("type", "left")]
+    columns += [("inputs", "left")] if any(wired) else []
+    columns += [("output shape", "left"), ("params", "right"), ("MACs", "right")]
+    for col, justify in columns:  # names fold when narrow; shapes and numbers never do
+        wrap = col in ("name", "type", "inputs")
+        table.add_column(col, justify=justify, no_wrap=not wrap, overflow="fold",
+                         min_width=14 if col in ("name", "inputs") else None)
+    for i, inputs in zip(infos, wired):
+        table.add_row(str(i.index), i.name, i.type, *([inputs] if any(wired) else []),
+                      _shape(i.out_shape), _count(i.params) if i.params else "",
+                      _count(i.macs) if i.macs else "")
     table.add_section()
-    table.add_row("", "total", "", "", _count(sum(i.params for i in spec.infos)),
-                  _count(sum(i.macs for i in spec.infos)))
+    table.add_row("", "total", "", *([""] if any(wired) else []), "",
+                  _count(sum(i.params for i in infos)), _count(sum(i.macs for i in infos)))
     return table
 
 
@@ -142,6 +164,8 @@ def gradcheck(specs: list[Path] = SpecArg,
             spec = load(path)
             report = check_spec(spec, isolated=layers)
             out.print(_gradcheck_table(report, path))
+            for problem in report.problems:
+                err.print(f"[red]error:[/red] {path}: {_escape(problem)}")
             verdict = "[green]passed[/green]" if report.passed else "[red]FAILED[/red]"
             out.print(f"{verdict} {path}: {sum(r.checked for r in report.rows)} entries checked, "
                       f"{report.skipped} skipped at kinks; eps {report.eps:g}, "
@@ -205,7 +229,6 @@ def train(
                      "convolutional nets without batchnorm, on Linux; else 1)."),
 ):
     """Train a spec; writes spec.yaml, metrics.jsonl, checkpoints and curves.png."""
-    import signal
     import time
 
     from netspec.spec import load
@@ -233,24 +256,19 @@ def train(
         out.print(f"workers: {run.trainer.workers_why}")
         run.trainer.start_workers()  # fork before the progress bar starts its thread
 
-        stop = {"requested": False}
-
-        def on_sigint(signum, frame):
-            if stop["requested"]:
-                raise KeyboardInterrupt
-            stop["requested"] = True
-
-        previous = signal.signal(signal.SIGINT, on_sigint)
+        # The first SIGINT or SIGTERM finishes the step and saves a checkpoint; a second
+        # one stops at once. Worker processes ignore both: the parent stops them.
         try:
-            finished = _fit_with_progress(run, progress, lambda: stop["requested"])
+            with _stop_on_signals() as stop:
+                finished = _fit_with_progress(run, progress, lambda: stop["by"] is not None)
         finally:
-            signal.signal(signal.SIGINT, previous)
             run.trainer.close()
             run.plot()
         if not finished:
-            err.print(f"[yellow]interrupted[/yellow]: checkpoint saved to {run.last_path}; "
-                      f"continue with: netspec train --resume {out_dir}")
-            raise typer.Exit(130)
+            code, _, word = STOP_SIGNALS[stop["by"]]
+            err.print(f"[yellow]{word}[/yellow] ({stop['by']}): checkpoint saved to "
+                      f"{run.last_path}; continue with: netspec train --resume {out_dir}")
+            raise typer.Exit(code)
         best = max(run.history, key=score)
         out.print(f"[green]done[/green]: {out_dir} (best epoch {best['epoch']}: "
                   f"test acc {100 * best.get('test_acc', float('nan')):.2f}%)")
@@ -339,12 +357,14 @@ def evaluate(
     overrides: list[str] = typer.Option([], "--set", metavar="KEY.PATH=VALUE"),
     data_dir: Path | None = typer.Option(None, "--data-dir", envvar="NETSPEC_DATA"),
     workers: str = typer.Option("auto", help="Processes that share the batches, as for train."),
+    force: bool = typer.Option(False, "--force", help="Evaluate even though SPEC (or --set) "
+                               "differs from the checkpoint's spec in what evaluation computes."),
 ):
     """Evaluate a checkpoint: loss, accuracy, per-class accuracy, confusion matrix."""
     import yaml
 
     from netspec import checkpoint
-    from netspec.errors import DataError
+    from netspec.errors import CheckpointError, DataError
     from netspec.spec import load, loads
     from netspec.train import Trainer, confusion_matrix
 
@@ -357,6 +377,14 @@ def evaluate(
             spec = loads(yaml.safe_dump(ckpt.spec_data), f"{checkpoint_path}:spec", overrides)
         else:
             spec = load(spec_path, overrides)
+        changes = checkpoint.evaluation_changes(ckpt.spec_data, spec.model_dump(mode="json"))
+        if changes and not force:
+            given = f"{spec_path} (with --set)" if spec_path and overrides else (
+                spec_path or "--set")
+            raise CheckpointError(
+                f"{given} differs from the spec stored in {checkpoint_path} in what evaluation "
+                f"computes: {'; '.join(changes)}. The weights were trained with the stored spec; "
+                "leave out SPEC and --set to use it, or pass --force to evaluate anyway")
         splits = _load_data(spec, data_dir)
         if split not in splits:
             raise DataError(f"no '{split}' split (available: {', '.join(splits)})")
@@ -366,7 +394,7 @@ def evaluate(
         x, y = splits[split]
         trainer.start_workers()
         try:
-            result = trainer.evaluate(x, y)
+            result = trainer.evaluate(x, y, split=split)
         finally:
             trainer.close()
     k = spec.infos[-1].out_shape[0]
@@ -435,15 +463,16 @@ def sweep(
                 result = sweeps.run(spec_path, grid, seed_list, client, out=sweep_dir,
                                     overrides=overrides, metric=metric, data_dir=data_dir,
                                     workers=workers, on_update=live.update,
-                                    should_stop=lambda: stop["signal"] is not None)
+                                    should_stop=lambda: stop["by"] is not None)
         finally:
             if client is not None:
                 client.close()
     _print_sweep(result)
     if result.interrupted:
-        err.print(f"[yellow]interrupted[/yellow]: running trials saved checkpoints; rerun the "
+        code, _, word = STOP_SIGNALS[stop["by"] or "SIGINT"]
+        err.print(f"[yellow]{word}[/yellow]: running trials saved checkpoints; rerun the "
                   f"same command (--out {_relative(result.out)}) to continue")
-        raise typer.Exit(143 if stop["signal"] == "SIGTERM" else 130)
+        raise typer.Exit(code)
     if any(r["status"] == "failed" for r in result.rows):
         raise typer.Exit(1)
 
@@ -477,22 +506,24 @@ def _cores() -> int:
 
 @contextlib.contextmanager
 def _stop_on_signals():
-    """{"signal": None}, set to "SIGINT" or "SIGTERM" by the first one; a second raises."""
+    """{"by": None}, set to "SIGINT" or "SIGTERM" by the first of them; a second one raises
+    (KeyboardInterrupt or Terminated, see STOP_SIGNALS) to stop at once."""
     import signal
 
-    stop = {"signal": None}
+    stop = {"by": None}
 
-    def handler(signum, frame):
-        if stop["signal"] is not None:
-            raise KeyboardInterrupt
-        stop["signal"] = signal.Signals(signum).name
+    def on_signal(signum, frame):
+        name = signal.Signals(signum).name
+        if stop["by"] is not None:
+            raise STOP_SIGNALS[name][1]
+        stop["by"] = name
 
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    previous = {s: signal.signal(getattr(signal, s), on_signal) for s in STOP_SIGNALS}
     try:
         yield stop
     finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
+        for s, handler in previous.items():
+            signal.signal(getattr(signal, s), handler)
 
 
 class _SweepTable:
