@@ -10,7 +10,6 @@ Layout of the archive:
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import tempfile
@@ -20,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from netspec.errors import CheckpointError
+from netspec.errors import CheckpointError, OutputError
+from netspec.fsio import make_dirs, os_problem
 
 META = "__meta__"
 OPTIM = "optim/"
@@ -47,32 +47,31 @@ class Checkpoint:
 
 
 def save(path: str | Path, state: dict, optimizer: dict, meta: dict) -> Path:
-    """Write a checkpoint atomically: a temp file in the same directory, then rename."""
+    """Write a checkpoint atomically: a temp file in the same directory, fsync, then rename.
+
+    If writing fails (disk full, no permission) the previous file at `path` is left intact and
+    the error is an OutputError naming `path`.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(path.parent)
     arrays = dict(state)
     arrays.update({OPTIM + k: v for k, v in optimizer.items()})
     arrays[META] = np.array(json.dumps({"format": FORMAT, **meta}))
-    with atomic_file(path) as f:
-        np.savez(f, **arrays)
-    return path
-
-
-@contextlib.contextmanager
-def atomic_file(path: str | Path):
-    """A binary file that replaces `path` only once fully written: a temp file in the same
-    directory, fsync, rename. On any error the temp file goes and `path` is untouched."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as f:
-            yield f
+            np.savez(f, **arrays)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        tmp = None
+    except OSError as exc:
+        raise OutputError([os_problem(exc, path, "write the checkpoint")]) from None
+    finally:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+    return path
 
 
 def load(path: str | Path) -> Checkpoint:
@@ -80,15 +79,28 @@ def load(path: str | Path) -> Checkpoint:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}")
+
+    def corrupt(why: str) -> CheckpointError:
+        return CheckpointError(f"{path} is corrupt or not a netspec checkpoint ({why}); use "
+                               "checkpoints/best.npz, or start a new run")
+
     try:
+        with open(path, "rb") as f:
+            if f.read(4) != b"PK\x03\x04":  # every .npz is a zip archive
+                raise corrupt("it is not a zip archive, as an .npz written by netspec is")
         with np.load(path, allow_pickle=False) as archive:
             arrays = {k: archive[k] for k in archive.files}
         meta = json.loads(str(arrays.pop(META)))
+        if not isinstance(meta, dict):
+            raise corrupt("its metadata is not a JSON object")
     except KeyError:
         raise CheckpointError(f"{path} is not a netspec checkpoint (no {META} record)") from None
+    except PermissionError:
+        raise CheckpointError(f"{path}: permission denied; make the file readable") from None
     except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
-        raise CheckpointError(f"{path} is damaged or not a checkpoint ({e}); "
-                              "use checkpoints/best.npz or start a new run") from None
+        # numpy's own message suggests allow_pickle, which is never the fix here
+        raise corrupt("an archive member holds objects" if "pickle" in str(e) else
+                      f"{type(e).__name__}: {e}") from None
     optimizer = {k[len(OPTIM):]: v for k, v in arrays.items() if k.startswith(OPTIM)}
     state = {k: v for k, v in arrays.items() if not k.startswith(OPTIM)}
     return Checkpoint(state, optimizer, meta)
@@ -103,9 +115,12 @@ def check_fits(state: dict, shapes: dict, where: str, optional: tuple = ()) -> N
     extra = [k for k in state if k not in shapes]
     wrong = [f"{k}: {tuple(np.shape(state[k]))} there, {tuple(shapes[k])} here"
              for k in shapes if k in state and tuple(np.shape(state[k])) != tuple(shapes[k])]
-    if missing or extra or wrong:
+    not_numbers = [f"{k} ({np.asarray(state[k]).dtype})" for k in shapes
+                   if k in state and np.asarray(state[k]).dtype.kind not in "fiu"]
+    if missing or extra or wrong or not_numbers:
         parts = [f"{label}: {', '.join(items)}" for label, items in
-                 (("missing", missing), ("unexpected", extra), ("shape mismatch", wrong)) if items]
+                 (("missing", missing), ("unexpected", extra), ("shape mismatch", wrong),
+                  ("not numbers", not_numbers)) if items]
         raise CheckpointError(f"{where} ({'; '.join(parts)})")
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import rich.markup
 import typer
-from rich.console import Console
+from rich.console import Console, ConsoleDimensions
 from rich.table import Table
 
 from netspec.errors import NetspecError
@@ -23,8 +23,23 @@ app = typer.Typer(
     add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
     help="Declare a neural network in YAML; validate, gradient-check, train and time it.",
 )
-out = Console(highlight=False, soft_wrap=True)  # long paths stay on one line
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+class _Console(Console):
+    """rich's Console, except that output to a pipe or a file is not cut at 80 columns: tables
+    there take their full width (`netspec gradcheck ... | less` shows every digit)."""
+
+    @property
+    def size(self) -> ConsoleDimensions:
+        size = Console.size.fget(self)
+        return size if self.is_terminal else ConsoleDimensions(PIPE_WIDTH, size.height)
+
+    @size.setter
+    def size(self, value) -> None:
+        Console.size.fset(self, value)
+
+
+PIPE_WIDTH = 1000  # columns when not on a terminal: wider than any table netspec draws
+out = _Console(highlight=False, soft_wrap=True)  # long paths stay on one line
+err = _Console(stderr=True, highlight=False, soft_wrap=True)
 
 SpecArg = typer.Argument(..., exists=True, dir_okay=False, readable=True,
                          help="Spec file(s) (YAML).")
@@ -46,6 +61,16 @@ def report_errors():
     except KeyboardInterrupt:
         err.print("[yellow]interrupted[/yellow]")
         raise typer.Exit(130) from None
+    except MemoryError:
+        err.print("[red]error:[/red] out of memory; use a smaller train.batch_size or "
+                  "train.eval_batch_size, or smaller layers")
+        raise typer.Exit(1) from None
+    except OSError as e:  # the library names its files; this is the net for anything missed
+        from netspec.fsio import os_problem
+
+        text = str(os_problem(e, e.filename, "read or write")) if e.filename else str(e)
+        err.print(f"[red]error:[/red] {_escape(text)}")
+        raise typer.Exit(1) from None
 
 
 class Terminated(KeyboardInterrupt):
@@ -138,11 +163,13 @@ def _shape_table(spec) -> Table:
 def schema(output: Path | None = typer.Option(None, "--out", "-o",
                                                  help="Write to this file instead of stdout.")):
     """Print the JSON Schema of the spec language (for yaml-language-server)."""
+    from netspec.fsio import atomic_write
     from netspec.spec import json_schema
 
     text = json.dumps(json_schema(), indent=2) + "\n"
     if output:
-        output.write_text(text)
+        with report_errors():
+            atomic_write(output, text)
         out.print(f"wrote {output}")
     else:
         typer.echo(text, nl=False)
@@ -231,6 +258,7 @@ def train(
     """Train a spec; writes spec.yaml, metrics.jsonl, checkpoints and curves.png."""
     import time
 
+    from netspec.fsio import check_new_run_dir, check_run_dir
     from netspec.spec import load
     from netspec.train import Run, score
 
@@ -242,9 +270,10 @@ def train(
     with report_errors():
         spec = load(spec_path or resume / "spec.yaml", overrides)
         _check_workers(requested, spec)
-        splits = _load_data(spec, data_dir)
         stamp = time.strftime("%Y%m%d-%H%M%S")
         out_dir = resume or run_dir or Path("runs") / f"{spec.name}-{stamp}"
+        (check_run_dir if resume else check_new_run_dir)(out_dir)  # before the data loads
+        splits = _load_data(spec, data_dir)
         run = Run(spec, splits, out_dir, workers=requested)
         if resume:
             run.resume()
@@ -261,9 +290,13 @@ def train(
         try:
             with _stop_on_signals() as stop:
                 finished = _fit_with_progress(run, progress, lambda: stop["by"] is not None)
+        except BaseException:
+            with contextlib.suppress(Exception):  # the first error is the one to report
+                run.plot()
+            raise
         finally:
             run.trainer.close()
-            run.plot()
+        run.plot()
         if not finished:
             code, _, word = STOP_SIGNALS[stop["by"]]
             err.print(f"[yellow]{word}[/yellow] ({stop['by']}): checkpoint saved to "
@@ -290,12 +323,18 @@ def _workers_option(text: str) -> int | str:
 
 def _check_workers(requested: int | str, spec) -> None:
     """A usage error (exit 2) when `requested` workers cannot run this spec."""
-    from netspec.parallel import resolve_workers
+    from netspec.parallel import available_cores, resolve_workers
 
     try:
         resolve_workers(requested, spec.infos)
     except ValueError as e:
         raise typer.BadParameter(str(e), param_hint="--workers") from None
+    cores = available_cores()
+    if requested != "auto" and requested > cores:
+        raise typer.BadParameter(
+            f"{requested} workers but netspec may use {cores} core{'s' * (cores != 1)} here: "
+            "more workers than cores only take turns, which makes the run several times "
+            f"slower; use --workers {cores} or --workers auto", param_hint="--workers")
 
 
 def _fit_with_progress(run, show: bool, should_stop) -> bool:
@@ -451,6 +490,10 @@ def sweep(
     if scheduler and workers:
         raise typer.BadParameter("--workers sizes the embedded cluster; a cluster's size is "
                                  "set by its `dask worker` processes", param_hint="--workers")
+    if workers and workers > _cores():
+        raise typer.BadParameter(f"{workers} workers but netspec may use {_cores()} cores here; "
+                                 "trials on more workers than cores only take turns",
+                                 param_hint="--workers")
     with report_errors(), _stop_on_signals() as stop:
         grid = sweeps.parse_params(params)
         client = None

@@ -20,6 +20,7 @@ is called around every layer call (netspec bench times layers through it).
 
 from __future__ import annotations
 
+import errno
 import math
 import mmap
 from collections.abc import Callable
@@ -29,6 +30,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from netspec.checkpoint import check_fits
+from netspec.errors import SpecError
 from netspec.layers import Ctx, Layer, Workspace
 from netspec.noise import Noise
 from netspec.shapes import INPUT, LayerInfo, infer
@@ -306,9 +308,24 @@ def ufunc_buffer(size: int = UFUNC_BUFSIZE):
 
 
 def compile(spec, dtype="float32") -> Plan:
-    """Build a Plan for a validated NetSpec, initialised from the spec's seed."""
-    return Plan(spec.infos, dtype, np.random.default_rng(spec.seed), spec.defaults.init,
-                spec.seed)
+    """Build a Plan for a validated NetSpec, initialised from the spec's seed.
+
+    A network whose parameters do not fit in memory is a SpecError that says how big it is.
+    """
+    try:
+        return Plan(spec.infos, dtype, np.random.default_rng(spec.seed), spec.defaults.init,
+                    spec.seed)
+    except (MemoryError, OSError) as e:
+        if isinstance(e, OSError) and e.errno != errno.ENOMEM:
+            raise
+        n = sum(info.params for info in spec.infos)
+        size = 2 * n * np.dtype(dtype).itemsize  # parameters and their gradients
+        biggest = max(spec.infos, key=lambda info: info.params)
+        raise SpecError([spec.source.problem(("layers", biggest.index), (
+            f"out of memory: the network's {n:,} parameters need {size / 2**30:,.1f} GiB "
+            f"(values and gradients, {np.dtype(dtype).name}) and this machine could not "
+            f"allocate them; the largest layer is '{biggest.name}' with {biggest.params:,}; "
+            "use smaller layers"))]) from None
 
 
 def layer_plan(layer: Layer, in_shape, dtype="float64", seed: int = 0,

@@ -26,7 +26,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from netspec.errors import NetspecError, Problem, did_you_mean
+from netspec.errors import NetspecError, OutputError, Problem, did_you_mean
 from netspec.sweep_grid import Trial, as_text, canonical, parse_params, resolve, trials
 
 __all__ = ["SweepError", "SweepResult", "Trial", "connect", "local_client", "parse_params",
@@ -71,16 +71,20 @@ def check_metric(metric: str | None, specs: list) -> tuple[str, bool]:
 
 def claim(out: Path, record: dict) -> None:
     """Make `out` this sweep's directory (sweep.json); refuse a directory netspec did not make."""
-    from netspec.sweep_report import write_atomic
+    from netspec.fsio import atomic_write, make_dirs, os_problem
 
     marker = out / "sweep.json"
+    try:
+        foreign = out.is_dir() and not marker.exists() and any(out.iterdir())
+    except OSError as e:
+        raise OutputError([os_problem(e, out, "read the sweep directory")]) from None
     if out.exists() and not out.is_dir():
         raise SweepError([Problem("is a file; --out names the sweep's directory", "", str(out))])
-    if out.is_dir() and any(out.iterdir()) and not marker.exists():
+    if foreign:
         raise SweepError([Problem("holds files netspec did not write (no sweep.json); choose "
                                   "another --out", "", str(out))])
-    out.mkdir(parents=True, exist_ok=True)
-    write_atomic(marker, json.dumps(record, indent=2) + "\n")
+    make_dirs(out)
+    atomic_write(marker, json.dumps(record, indent=2) + "\n")
 
 
 def finished(spec, run_dir: Path) -> list | None:

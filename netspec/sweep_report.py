@@ -70,17 +70,10 @@ def groups(rows: list[dict], higher: bool) -> list[dict]:
 # ------------------------------------------------------------------ files
 
 
-def write_atomic(path: Path, data: str | bytes) -> Path:
-    """Replace `path` with `data` atomically (see checkpoint.atomic_file)."""
-    from netspec.checkpoint import atomic_file
-
-    with atomic_file(path) as f:
-        f.write(data.encode() if isinstance(data, str) else data)
-    return Path(path)
-
-
 def write_summary(result) -> list[Path]:
     """summary.csv, summary.json and (once a trial has finished) sweep.png in result.out."""
+    from netspec.fsio import atomic_write
+
     out, metric = result.out, result.metric
     paths = list(result.grid)
     fields = ["trial", *paths, "seed", "status", f"final_{metric}", f"best_{metric}",
@@ -93,11 +86,11 @@ def write_summary(result) -> list[Path]:
                          r["status"], _csv(r["final"]), _csv(r["best"]), r["epochs"],
                          f"{r['seconds']:.2f}", r["run_dir"], r["worker"], r["message"],
                          r["note"]])
-    files = [write_atomic(out / "summary.csv", text.getvalue())]
+    files = [atomic_write(out / "summary.csv", text.getvalue())]
     summary = {"metric": metric, "higher_is_better": result.higher_is_better,
                "grid": result.grid, "seeds": result.seeds, "interrupted": result.interrupted,
                "trials": result.rows, "groups": groups(result.rows, result.higher_is_better)}
-    files.append(write_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n"))
+    files.append(atomic_write(out / "summary.json", json.dumps(summary, indent=2) + "\n"))
     if any(r["status"] == "done" and r["final"] is not None for r in result.rows):
         files.append(plot(result, out / "sweep.png"))
     return files
@@ -145,9 +138,11 @@ def plot(result, path: Path) -> Path:
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize="small")
     fig.tight_layout()
+    from netspec.fsio import atomic_write
+
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
-    return write_atomic(path, buffer.getvalue())
+    return atomic_write(path, buffer.getvalue())
 
 
 def _key_value(row: dict, key: str):

@@ -25,6 +25,7 @@ import numpy as np
 
 from netspec import checkpoint
 from netspec.errors import CheckpointError, DataError, TrainingError
+from netspec.fsio import atomic_write, check_run_dir, claim_run_dir, make_dirs
 from netspec.parallel import WorkerPool, eval_slice, resolve_workers, slice_gradient
 from netspec.plan import compile
 
@@ -77,13 +78,30 @@ class Trainer:
         self.x = self.x.reshape(len(self.x), -1)  # (N, D): one contiguous row per sample
         self.progress = _Progress()
         check_labels(spec, splits)
-        batch = spec.train.batch_size
-        coupled = next((i for i in spec.infos if i.layer.couples_batch), None)
-        if len(self.x) % batch == 1 and coupled is not None:
-            raise DataError(
-                f"the last training batch would hold 1 of {len(self.x):,} samples, and "
-                f"{coupled.type} cannot normalise a single sample; change train.batch_size "
-                f"(e.g. to {batch + 1})")
+        self._check_batches(spec.train.batch_size, len(self.x))
+
+    def _check_batches(self, batch: int, n: int) -> None:
+        """DataError unless every training batch is usable: the batch size is at most the
+        training set, and each batchnorm sees more than one value per channel in every batch
+        (the last one included), as PyTorch requires."""
+        if batch > n:
+            raise DataError(f"train.batch_size {batch:,} is larger than the training set "
+                            f"({n:,} samples), so each epoch would be a single step of {n:,}; "
+                            f"set train.batch_size to at most {n:,}")
+        smallest = min(batch, n % batch or batch)  # the last batch may be smaller
+        for info in self.spec.infos:
+            if not info.layer.couples_batch:
+                continue
+            positions = math.prod(info.in_shape[1:]) if len(info.in_shape) == 3 else 1
+            if smallest * positions <= 1:
+                which = ("each batch holds" if smallest == batch else
+                         f"the last training batch would hold {smallest} of {n:,} samples, so it "
+                         "holds")
+                raise DataError(
+                    f"{which} a single value per channel at layers[{info.index}] "
+                    f"({info.type} '{info.name}', input {tuple(info.in_shape)}), and batchnorm "
+                    "needs more than one to normalise; change train.batch_size "
+                    f"(e.g. to {batch + 1})")
 
     def start_workers(self) -> None:
         """Fork the worker processes now (else the first epoch does); no-op for 1 worker."""
@@ -249,15 +267,18 @@ class Run:
         return self.out / "checkpoints" / "best.npz"
 
     def start(self) -> None:
-        """Create the run directory for a new run; refuse to overwrite an existing one."""
+        """Create the run directory for a new run (see fsio.claim_run_dir); refuse to overwrite
+        a run that has a checkpoint, or a directory holding files netspec did not write."""
+        claim_run_dir(self.out, _version())
         if self.last_path.exists() or (self.out / "metrics.jsonl").exists():
             raise CheckpointError(f"{self.out} already holds a run; resume it with "
                                   f"--resume {self.out}, or choose another --out")
-        (self.out / "checkpoints").mkdir(parents=True, exist_ok=True)
-        (self.out / "spec.yaml").write_text(self.spec.to_yaml())
+        make_dirs(self.out / "checkpoints")
+        atomic_write(self.out / "spec.yaml", self.spec.to_yaml())
 
     def resume(self) -> None:
         """Continue from checkpoints/last.npz; the spec may differ only in train.epochs."""
+        check_run_dir(self.out)
         ckpt = checkpoint.load(self.last_path)
         mine = self.spec.digest(EXCLUDED_FROM_RESUME_CHECK)
         if ckpt.meta.get("spec_sha256") != mine:
@@ -273,9 +294,13 @@ class Run:
         self.trainer.restore(ckpt, str(self.last_path))
         self.history = ckpt.meta.get("history", [])
         self.best = ckpt.meta.get("best", -1.0)
-        metrics = self.out / "metrics.jsonl"  # drop lines written after the checkpoint
-        metrics.write_text("".join(json.dumps(h) + "\n" for h in self.history))
-        (self.out / "spec.yaml").write_text(self.spec.to_yaml())
+        self._write_metrics()  # drops lines written after the checkpoint
+        atomic_write(self.out / "spec.yaml", self.spec.to_yaml())
+
+    def _write_metrics(self) -> None:
+        """metrics.jsonl from the history, replaced atomically (a full disk loses no line)."""
+        atomic_write(self.out / "metrics.jsonl",
+                     "".join(json.dumps(h) + "\n" for h in self.history))
 
     def _check_length(self, before: int | None) -> None:
         """A new train.epochs must not change the learning rates of the run (see
@@ -321,8 +346,7 @@ class Run:
                 self.best = score(record)
                 self.save(self.best_path)
             self.save(self.last_path)
-            with open(self.out / "metrics.jsonl", "a") as f:  # after the checkpoint it describes
-                f.write(json.dumps(record) + "\n")
+            self._write_metrics()  # after the checkpoint it describes
             if on_epoch is not None:
                 on_epoch(record)
         return True
@@ -377,10 +401,10 @@ def score(record: dict) -> float:
 
 def check_dataset(spec, ds) -> None:
     """DataError unless the dataset's samples and classes fit the spec's input and output."""
-    sample = ds.input_shape
-    if math.prod(sample) != math.prod(spec.input.shape):
+    sample, shape = ds.input_shape, tuple(spec.input.shape)
+    if math.prod(sample) != math.prod(shape) or (len(shape) == 3 and shape != sample):
         raise DataError(f"{ds.name} samples have shape {list(sample)} but input.shape is "
-                        f"{list(spec.input.shape)}; set input.shape to {list(sample)}")
+                        f"{list(shape)}; set input.shape to {list(sample)}")
     classes = spec.infos[-1].out_shape
     if spec.data.classes is None and classes != (ds.num_classes,):
         raise DataError(f"{ds.name} has {ds.num_classes} classes but the network ends with "

@@ -209,8 +209,8 @@ def test_unknown_metric_and_foreign_out_dir_are_errors(spec_path, tmp_path):
 
 
 def test_usage_errors_exit_2(spec_path, tmp_path):
-    for args in (["--seeds", "0,x"], ["--seeds", "1,1"], ["--workers", "2", "--scheduler",
-                                                           "tcp://127.0.0.1:8786"]):
+    for args in (["--seeds", "0,x"], ["--seeds", "1,1"], ["--workers", "999"],
+                 ["--workers", "1", "--scheduler", "tcp://127.0.0.1:8786"]):
         result = cli("sweep", spec_path, "-p", f"{LR}=0.01", "--out", tmp_path / "s", *args)
         assert result.exit_code == 2, result.output
         assert args[0] in result.output

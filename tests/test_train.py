@@ -246,7 +246,7 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
     last.write_bytes(last.read_bytes()[:1000])
     result = cli("train", path, "--resume", tmp_path / "r")
     assert result.exit_code == 1
-    assert "damaged" in result.output and "last.npz" in result.output
+    assert "corrupt" in result.output and "last.npz" in result.output
 
 
 def test_checkpoint_of_another_network_is_rejected(tmp_path, tiny_splits):
