@@ -465,22 +465,22 @@ def sweep(
         help="Values to sweep (repeatable; the grid is every combination), e.g. "
              "-p train.optimizer.lr=0.01,0.05"),
     seeds: str | None = typer.Option(None, metavar="S1,S2,...",
-                                     help="Seeds of each grid point [default: the spec's seed]."),
+                                     help="Seeds of each grid point (default: the spec's seed)."),
     metric: str | None = typer.Option(None, help="What 'best' means, e.g. test_acc or val_loss "
-                                                 "[default: val_acc with a validation split, "
-                                                 "else test_acc]."),
+                                                 "(default: val_acc with a validation split, "
+                                                 "else test_acc)."),
     workers: int | None = typer.Option(None, min=1, help="Worker processes of the embedded "
-                                                         "cluster [default: one per core]."),
+                                                         "cluster (default: one per core)."),
     scheduler: str | None = typer.Option(
         None, envvar="DASK_SCHEDULER_ADDRESS", metavar="ADDRESS",
         help="Run on this Dask cluster (e.g. tcp://host:8786) instead of an embedded one."),
     sweep_dir: Path | None = typer.Option(None, "--out", help="Sweep directory "
-                                             "[default: sweeps/<name>]; rerun to continue."),
+                                             "(default: sweeps/<name>); rerun to continue."),
     overrides: list[str] = typer.Option([], "--set", metavar="KEY.PATH=VALUE",
                                         help="Override a spec value in every trial."),
     data_dir: Path | None = typer.Option(None, "--data-dir", help="Dataset directory, as the "
-                                            "workers see it [default: each worker's "
-                                            "NETSPEC_DATA or cache]."),
+                                            "workers see it (default: each worker's "
+                                            "NETSPEC_DATA or cache)."),
     progress: bool = typer.Option(True, help="Show the live table of trials."),
 ):
     """Train a spec over a grid of values times seeds, on Dask (this machine or a cluster)."""
