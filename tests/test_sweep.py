@@ -143,8 +143,8 @@ def cli(*args):
     return result
 
 
-def rows_by(result, *keys):
-    return {tuple(r[k] if k != LR else r["overrides"][LR] for k in keys): r for r in result}
+def rows_by(rows, *keys):
+    return {tuple(r[k] if k != LR else r["overrides"][LR] for k in keys): r for r in rows}
 
 
 def assert_ordinary(row, history):
