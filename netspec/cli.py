@@ -156,6 +156,35 @@ def _shape_table(spec) -> Table:
     return table
 
 
+# ------------------------------------------------------------------ draw
+
+
+@app.command()
+def draw(
+    spec_path: Path = typer.Argument(..., exists=True, dir_okay=False, metavar="SPEC"),
+    output: Path = typer.Option(..., "--out", "-o", dir_okay=False,
+                                help="Output file (.svg or .png)."),
+    fmt: str | None = typer.Option(None, "--format",
+                                   help="svg or png (default: from the file name, else svg)."),
+    collapse: bool = typer.Option(False, help="Draw repeated blocks (layer1.0, layer1.1, ...) "
+                                              "as one box, 'layer1 ×2'."),
+    overrides: list[str] = typer.Option([], "--set", metavar="KEY.PATH=VALUE"),
+):
+    """Draw the network as a diagram, from shape inference alone (no graphviz)."""
+    from netspec import draw as drawing
+    from netspec.spec import load
+
+    fmt = (fmt or ("png" if output.suffix.lower() == ".png" else "svg")).lower()
+    if fmt not in ("svg", "png"):
+        raise typer.BadParameter(f"choose svg or png, got {fmt!r}", param_hint="--format")
+    with report_errors():
+        spec = load(spec_path, overrides)
+        scene = drawing.draw(spec, collapse=collapse)
+        drawing.save(scene, output, fmt)
+    out.print(f"wrote {output} ({scene.meta['layers']} layers, {scene.meta['params']:,} "
+              f"parameters, {_si(scene.meta['macs'])}MAC per sample)")
+
+
 # ------------------------------------------------------------------ schema
 
 
@@ -297,6 +326,7 @@ def train(
         finally:
             run.trainer.close()
         run.plot()
+        _write_report(run.report)
         if not finished:
             code, _, word = STOP_SIGNALS[stop["by"]]
             err.print(f"[yellow]{word}[/yellow] ({stop['by']}): checkpoint saved to "
@@ -305,6 +335,46 @@ def train(
         best = max(run.history, key=score)
         out.print(f"[green]done[/green]: {out_dir} (best epoch {best['epoch']}: "
                   f"test acc {100 * best.get('test_acc', float('nan')):.2f}%)")
+
+
+def _write_report(write) -> None:
+    """Call write() -> path of a report; a failure is a warning (the run itself is fine)."""
+    try:
+        with out.status("writing report.html ..."):
+            path = write()
+    except NetspecError as e:
+        err.print(f"[yellow]warning:[/yellow] no report: {_escape(str(e))}")
+    else:
+        out.print(f"report: {path}")
+
+
+# ------------------------------------------------------------------ report
+
+
+@app.command()
+def report(
+    run_dir: Path = typer.Argument(..., exists=True, file_okay=False, metavar="RUN_DIR"),
+    data_dir: Path | None = typer.Option(None, "--data-dir", envvar="NETSPEC_DATA",
+                                            help="Directory holding the dataset files."),
+    evaluate: bool = typer.Option(True, "--eval/--no-eval",
+                                  help="Evaluate the best checkpoint on the test set for the "
+                                       "confusion matrix and the worst images."),
+):
+    """Write RUN_DIR/report.html; works on finished, running and interrupted runs."""
+    from netspec.report import run_spec, write_report
+
+    with report_errors():
+        spec = run_spec(run_dir)
+        splits = None
+        if evaluate:
+            try:
+                splits = _load_data(spec, data_dir)
+            except NetspecError as e:
+                err.print(f"[yellow]warning:[/yellow] {_escape(str(e))}; writing the report "
+                          "without the test-set figures")
+        with out.status("writing report.html ..."):
+            path = write_report(run_dir, splits)
+    out.print(f"wrote {path}")
 
 
 def _workers_option(text: str) -> int | str:
@@ -398,6 +468,9 @@ def evaluate(
     workers: str = typer.Option("auto", help="Processes that share the batches, as for train."),
     force: bool = typer.Option(False, "--force", help="Evaluate even though SPEC (or --set) "
                                "differs from the checkpoint's spec in what evaluation computes."),
+    report_dir: Path | None = typer.Option(
+        None, "--report", file_okay=False,
+        help="Also write DIR/eval-report.html: confusion matrix and worst images."),
 ):
     """Evaluate a checkpoint: loss, accuracy, per-class accuracy, confusion matrix."""
     import yaml
@@ -452,6 +525,13 @@ def evaluate(
     out.print(table)
     out.print(f"{split} loss {result.loss:.4f}  accuracy {100 * result.accuracy:.2f}%  "
               f"({result.seconds:.2f} s, {len(y) / result.seconds:,.0f} img/s)")
+    if report_dir is not None:
+        from netspec.report import write_eval_report
+
+        with report_errors(), out.status("writing eval-report.html ..."):
+            path = write_eval_report(report_dir, spec, ckpt.state, str(checkpoint_path), split,
+                                     x, y)
+        out.print(f"report: {path}")
 
 
 # ------------------------------------------------------------------ sweep

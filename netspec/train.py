@@ -366,6 +366,12 @@ class Run:
 
         return plot_curves(self.history, self.out / "curves.png", title=self.spec.name)
 
+    def report(self) -> Path:
+        """Write report.html (netspec/report.py), with an eval pass over the test split."""
+        from netspec.report import write_report
+
+        return write_report(self.out, self.splits)
+
 
 def check_labels(spec, splits: dict) -> None:
     """DataError unless every label of every split is a class the network outputs (0..K-1)."""
