@@ -78,15 +78,23 @@ def run_trial(task: dict, publish=None, should_stop=None) -> dict:
 
             done = run.fit(on_epoch=on_epoch, should_stop=should_stop)
             row["status"] = "done" if done else "interrupted"
-        except NetspecError as e:
-            row["message"] = "; ".join(str(p) for p in e.problems)
-        except OSError as e:
-            row["message"] = f"{e.filename or task['run_dir']}: {e.strerror or e}"
-        finally:
-            if run is not None and run.history:
-                run.plot()
+        except (NetspecError, OSError) as e:
+            row["message"] = _message(e, task["run_dir"])
+        if run is not None and run.history:  # curves.png and report.html, as `netspec train`
+            writers = [run.plot] + ([run.report] if row["status"] != "failed" else [])
+            for write in writers:  # failing to write one is only a note
+                try:
+                    write()
+                except (NetspecError, OSError) as e:
+                    row["note"] = "; ".join(filter(None, [row["note"], _message(e, run.out)]))
     row.update(scores(run.history if run is not None else [], metric, higher))
     return row
+
+
+def _message(e: Exception, where) -> str:
+    if isinstance(e, NetspecError):
+        return "; ".join(str(p) for p in e.problems)
+    return f"{e.filename or where}: {e.strerror or e}"
 
 
 def resumed_note(progress) -> str:

@@ -239,7 +239,8 @@ def test_sweep_on_a_local_cluster_then_rerun_skips_finished(spec_path, tmp_path,
         assert row["run_dir"] == str(run_dir)
         resolved = netspec.load(run_dir / "spec.yaml")
         assert (resolved.train.optimizer.lr, resolved.seed) == (lr, seed)
-        assert (run_dir / "checkpoints" / "best.npz").exists()
+        for name in ("checkpoints/best.npz", "curves.png", "report.html"):  # as `netspec train`
+            assert (run_dir / name).is_file(), name
     summary = json.loads((out / "summary.json").read_text())
     assert summary["metric"] == "test_acc" and len(summary["trials"]) == 4
     assert [g["overrides"][LR] for g in summary["groups"]] == sorted(
