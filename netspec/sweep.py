@@ -107,9 +107,8 @@ def finished(spec, run_dir: Path) -> list | None:
         changes = "; ".join(checkpoint.spec_changes(old, new)) or "no spec stored"
         raise SweepError([Problem(f"holds a run of another spec ({changes}); rerun with the "
                                   "same spec, or choose another --out", "", str(run_dir))])
-    history = ckpt.meta.get("history", [])
-    return history if ckpt.meta.get("progress", {}).get("epoch", 0) >= spec.train.epochs \
-        else None
+    done = ckpt.meta.get("progress", {}).get("epoch", 0) >= spec.train.epochs
+    return ckpt.meta.get("history", []) if done else None
 
 
 # ------------------------------------------------------------------ running
