@@ -260,6 +260,10 @@ def test_sweep_on_a_local_cluster_then_rerun_skips_finished(spec_path, tmp_path,
         assert (new["final"], new["best"], new["epochs"]) == (old["final"], old["best"], 2)
     assert stamps == {r["trial"]: os.stat(out / r["trial"] / "checkpoints" / "last.npz")
                       .st_mtime_ns for r in again.rows}
+    with pytest.raises(sweep.SweepError, match=r"holds a run of another spec \(train.optimizer"
+                                               r".momentum"):
+        sweep.run(spec_path, {LR: [0.02]}, [0], local, out=out,
+                  overrides=["train.optimizer.momentum=0.5"])
 
 
 def test_stop_cancels_queued_trials_checkpoints_running_ones_and_rerun_finishes(
