@@ -281,3 +281,48 @@ def test_graph_spec_trains_in_worker_processes_like_in_one(tiny_splits):
         finals.append((trainer.plan.flat_params.copy(), stats.loss))
     np.testing.assert_allclose(finals[1][0], finals[0][0], rtol=1e-8, atol=1e-10)
     assert finals[1][1] == pytest.approx(finals[0][1], rel=1e-8)
+
+
+# ------------------------------------------------------------------ shape inference, pure
+
+
+def layers(*items):
+    from netspec.layers import LAYERS
+
+    return [LAYERS[d["type"]].model_validate(d) for d in items]
+
+
+def test_infer_is_a_function_of_the_input_shape_and_the_layers():
+    from netspec.shapes import infer
+
+    net = layers({"type": "linear", "name": "a", "out_features": 3},
+                 {"type": "linear", "name": "b", "out_features": 2, "inputs": ["input"]},
+                 {"type": "concat", "name": "c", "inputs": ["a", "b", "input"]})
+    infos = infer((4,), net)
+    assert [(i.name, i.inputs, i.in_shape, i.out_shape) for i in infos] == [
+        ("a", ("input",), (4,), (3,)), ("b", ("input",), (4,), (2,)),
+        ("c", ("a", "b", "input"), ((3,), (2,), (4,)), (9,))]
+    assert infer((4,), net) == infos  # nothing else goes in
+
+
+@pytest.mark.parametrize("items, message", [
+    ([{"type": "flatten", "name": "f"}, {"type": "concat", "inputs": ["f", "input"]}],
+     "inputs differ in rank: 'f' (48,) vs 'input' (3, 4, 4)"),
+    ([{"type": "maxpool2d", "name": "p", "kernel_size": 2},
+      {"type": "concat", "inputs": ["input", "p"]}],
+     "inputs differ in height (dimension 1): 'input' (3, 4, 4) vs 'p' (3, 2, 2)"),
+    ([{"type": "flatten", "name": "f"}, {"type": "add", "inputs": ["f", "f", "input"]}],
+     "add 'add1': inputs differ: 'f' (48,) vs 'input' (3, 4, 4)"),
+    ([{"type": "relu", "name": "r"}, {"type": "add", "inputs": ["r"]}],
+     "add needs two or more inputs"),
+    ([{"type": "relu", "name": "r"}, {"type": "relu", "inputs": ["r", "input"]}],
+     "relu reads one input, got 2"),
+    ([{"type": "relu", "name": "r", "inputs": ["s"]}, {"type": "relu", "name": "s"}],
+     "'s' is defined further down (layers[1])"),
+])
+def test_infer_names_the_inputs_and_shapes_of_a_graph_problem(items, message):
+    from netspec.shapes import GraphError, infer
+
+    with pytest.raises(GraphError) as info:
+        infer((3, 4, 4), layers(*items))
+    assert any(message in p.message for p in info.value.problems), info.value
