@@ -128,7 +128,8 @@ def run_spec(name, args, splits):
               f"test {100 * test_acc:.2f}%", flush=True)
     run.plot()
 
-    ns_eval = run.trainer.evaluate(*splits["train"])  # on the workers too, as `netspec eval`
+    # on the workers too, as `netspec eval`
+    ns_eval = run.trainer.evaluate(*splits["train"], split="train")
     run.trainer.close()
     t_seconds, _, t_train_acc = torch_eval(model, loss_fn, *tx["train"])
     return {

@@ -7,8 +7,8 @@ at most `max_entries` elements, otherwise on a seeded random sample of that many
 
 Kinks: relu and maxpool record which linear piece each forward used (`Ctx.region`). An entry
 whose +eps or -eps step changes any of those is skipped (the function is not differentiable
-there) and counted in the report. Dropout stays fixed because the plan's Generator is rewound
-before every forward.
+there) and counted in the report; a tensor with no entry left to check fails. Dropout masks stay
+fixed because every forward runs at the same noise step (netspec/noise.py).
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ class Row:
     rel_err: float = 0.0  # |a - n| / max(|a|, |n|) at the worst entry
     index: tuple | None = None  # worst entry (by error / tolerance)
     passed: bool = True
+    problem: str = ""  # why it failed, when not because of an error above tolerance
 
 
 @dataclass
@@ -53,6 +54,11 @@ class Report:
     @property
     def skipped(self) -> int:
         return sum(r.skipped for r in self.rows)
+
+    @property
+    def problems(self) -> list[str]:
+        """One line per row that failed for a reason other than its error (see Row.problem)."""
+        return [f"{r.scope} {r.layer}.{r.tensor}: {r.problem}" for r in self.rows if r.problem]
 
 
 def check_spec(spec, settings=None, isolated: bool = True) -> Report:
@@ -89,7 +95,7 @@ def check_multi_input(info, cfg, rng, line=None) -> list[Row]:
     of the shapes it has in the network (internal layout: batch innermost).
     """
     layer, n = info.layer, cfg.batch_size
-    ctx = Ctx(info.in_shape, ws=Workspace("float64"), rng=np.random.default_rng(cfg.seed))
+    ctx = Ctx(info.in_shape, ws=Workspace("float64"))
     forward, backward = layer.build(ctx)
     xs = [rng.standard_normal((*shape, n)) for shape in info.in_shape]
     projection = rng.standard_normal((*info.out_shape, n))
@@ -144,10 +150,10 @@ def check_plan(plan: Plan, objective, x, cfg, rng, scope="network", lines=None,
     """
     lines, types = lines or {}, types or {}
     x = np.array(x, dtype=np.float64)
-    rng_state = plan.rng.bit_generator.state
+    step = plan.noise.step
 
     def run():
-        plan.rng.bit_generator.state = rng_state  # same dropout masks every time
+        plan.noise.step = step  # same dropout masks every time
         loss, dout = objective(plan.forward(x, train=True))
         regions = [s.ctx.region.copy() for s in plan.steps if s.ctx.region is not None]
         return loss, dout, regions
@@ -189,6 +195,12 @@ def check_plan(plan: Plan, objective, x, cfg, rng, scope="network", lines=None,
                 row.index = tuple(int(i) for i in np.unravel_index(flat, array.shape))
             if ratio > 1:
                 row.passed = False
+        if row.checked == 0:  # nothing compared is no evidence of a correct gradient
+            row.passed = False
+            row.problem = (
+                f"all {row.skipped} sampled entries sit at kinks (a relu or maxpool changes "
+                "piece within +-eps), so none was checked; change gradcheck.seed or "
+                "gradcheck.batch_size to draw other inputs (or raise gradcheck.max_entries)")
         rows.append(row)
     return rows
 

@@ -20,7 +20,9 @@ is called around every layer call (netspec bench times layers through it).
 
 from __future__ import annotations
 
+import errno
 import math
+import mmap
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -28,8 +30,9 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from netspec.checkpoint import check_fits
+from netspec.errors import SpecError
 from netspec.layers import Ctx, Layer, Workspace
-from netspec.parallel import shared_array
+from netspec.noise import Noise
 from netspec.shapes import INPUT, LayerInfo, infer
 
 # Eval-mode forward passes run in chunks whose layer outputs total about this many bytes
@@ -67,11 +70,14 @@ Hook = Callable[..., object]
 class Plan:
     """An executable network. Build it with `compile(spec)` or `Plan(infos, ...)`."""
 
-    def __init__(self, infos: list[LayerInfo], dtype="float32", rng=None, defaults=None):
+    def __init__(self, infos: list[LayerInfo], dtype="float32", rng=None, defaults=None,
+                 seed: int = 0):
+        """rng draws the initial parameters; seed keys the dropout masks (netspec/noise.py)."""
         self.dtype = np.dtype(dtype)
         if self.dtype not in (np.float32, np.float64):
             raise ValueError(f"dtype must be float32 or float64, got {self.dtype}")
-        self.rng = rng if rng is not None else np.random.default_rng(0)
+        self.rng = rng if rng is not None else np.random.default_rng(seed)
+        self.noise = Noise(seed)  # its step and offset are set by the trainer
         self.in_shape = next(tuple(shape) for info in infos  # what the "input" readers get
                              for n, shape in zip(info.inputs, info.in_shapes) if n == INPUT)
         self.out_shape = tuple(infos[-1].out_shape)
@@ -96,7 +102,8 @@ class Plan:
         index: dict[str, int] = {}  # layer name -> step index
         for info in infos:  # parameters are drawn layer by layer from the one Generator
             values = info.layer.init_params(info.in_shape, self.rng, defaults)
-            ctx = Ctx(info.in_shape, ws=Workspace(self.dtype), rng=self.rng)
+            ctx = Ctx(info.in_shape, ws=Workspace(self.dtype),
+                      noise=self.noise.stream(info.index))
             for key, value in values.items():
                 n = value.size
                 p = self.flat_params[offset:offset + n].reshape(value.shape)
@@ -121,8 +128,12 @@ class Plan:
     # ------------------------------------------------ public API, PyTorch layout
 
     def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
-        """(N, *input shape) -> (N, *output shape), a fresh array."""
-        return self.from_internal(self.run_forward(self.to_internal(x), train))
+        """(N, *input shape) -> (N, *output shape), a fresh array. In train mode each call
+        draws new dropout masks (it advances plan.noise.step)."""
+        y = self.from_internal(self.run_forward(self.to_internal(x), train))
+        if train:
+            self.noise.step += 1
+        return y
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
         """Back-propagate dL/d(output), (N, *output shape); set plan.grads; return dL/dx."""
@@ -279,6 +290,14 @@ class Plan:
         return None
 
 
+def shared_array(shape, dtype) -> np.ndarray:
+    """A zeroed array in memory that processes forked after this call share (MAP_SHARED):
+    the parameter arena, which worker processes (netspec/parallel.py) compute with."""
+    count = math.prod(shape)
+    buf = mmap.mmap(-1, max(count * np.dtype(dtype).itemsize, 1))
+    return np.frombuffer(buf, dtype, count).reshape(shape)
+
+
 @contextmanager
 def ufunc_buffer(size: int = UFUNC_BUFSIZE):
     """Run the block with NumPy's ufunc buffer at `size` elements (see UFUNC_BUFSIZE)."""
@@ -290,8 +309,24 @@ def ufunc_buffer(size: int = UFUNC_BUFSIZE):
 
 
 def compile(spec, dtype="float32") -> Plan:
-    """Build a Plan for a validated NetSpec, initialised from the spec's seed."""
-    return Plan(spec.infos, dtype, np.random.default_rng(spec.seed), spec.defaults.init)
+    """Build a Plan for a validated NetSpec, initialised from the spec's seed.
+
+    A network whose parameters do not fit in memory is a SpecError that says how big it is.
+    """
+    try:
+        return Plan(spec.infos, dtype, np.random.default_rng(spec.seed), spec.defaults.init,
+                    spec.seed)
+    except (MemoryError, OSError) as e:
+        if isinstance(e, OSError) and e.errno != errno.ENOMEM:
+            raise
+        n = sum(info.params for info in spec.infos)
+        size = 2 * n * np.dtype(dtype).itemsize  # parameters and their gradients
+        biggest = max(spec.infos, key=lambda info: info.params)
+        raise SpecError([spec.source.problem(("layers", biggest.index), (
+            f"out of memory: the network's {n:,} parameters need {size / 2**30:,.1f} GiB "
+            f"(values and gradients, {np.dtype(dtype).name}) and this machine could not "
+            f"allocate them; the largest layer is '{biggest.name}' with {biggest.params:,}; "
+            "use smaller layers"))]) from None
 
 
 def layer_plan(layer: Layer, in_shape, dtype="float64", seed: int = 0,
@@ -305,4 +340,4 @@ def layer_plan(layer: Layer, in_shape, dtype="float64", seed: int = 0,
         layer = layer.model_copy(update={"inputs": None})
     (info,) = infer(tuple(in_shape), [layer])
     info = replace(info, name=name or layer.name or layer.type)
-    return Plan([info], dtype, np.random.default_rng(seed))
+    return Plan([info], dtype, np.random.default_rng(seed), seed=seed)

@@ -27,6 +27,13 @@ class _Schedule(BaseModel):
     def lr(self, epoch: int, base_lr: float, epochs: int) -> float:
         raise NotImplementedError
 
+    def depends_on_length(self) -> bool:
+        """True when the rate at some epoch depends on the total number of epochs (cosine):
+        then a run cannot resume with another train.epochs without bending its curve. This
+        default compares the rates for a few totals; a schedule may answer directly."""
+        return any(self.lr(e, 1.0, n) != self.lr(e, 1.0, n + 1)
+                   for n in (10, 100, 1000) for e in range(n))
+
 
 class Constant(_Schedule):
     type: Literal["constant"] = "constant"
@@ -84,6 +91,9 @@ class Cosine(_Schedule):
     type: Literal["cosine"] = "cosine"
     warmup_epochs: NonNegativeInt = 0
     min_lr: float = Field(0.0, ge=0.0)
+
+    def depends_on_length(self):
+        return True
 
     def lr(self, epoch, base_lr, epochs):
         w = self.warmup_epochs

@@ -184,6 +184,16 @@ def _inputs(i, layer, names, index, problems) -> tuple[str, ...] | None:
     return ins
 
 
+def channels_last_hint(shape: tuple) -> str:
+    """'input.shape is [C, H, W] ...: did you mean [1, 28, 28]?' when `shape` looks like
+    [H, W, C] (a few channels last, a large first axis), else ''."""
+    if len(shape) == 3 and shape[2] in (1, 3, 4) and shape[0] > 4 and shape[1] > 4:
+        h, w, c = shape
+        return (f"input.shape is [C, H, W] (channels first, as PyTorch), and {list(shape)} "
+                f"looks like [H, W, C]: did you mean [{c}, {h}, {w}]?")
+    return ""
+
+
 MAX_ELEMENTS = 2**31  # per tensor: 8 GiB of float32, beyond any network netspec can train
 
 

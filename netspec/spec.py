@@ -12,7 +12,9 @@ import copy
 import hashlib
 import json
 import math
+import os
 import re
+import stat
 import typing
 from pathlib import Path
 
@@ -22,6 +24,7 @@ from pydantic import (
     ConfigDict,
     Field,
     NonNegativeFloat,
+    NonNegativeInt,
     PositiveFloat,
     PositiveInt,
     PrivateAttr,
@@ -30,6 +33,7 @@ from pydantic import (
 )
 
 from netspec.blocks import Expanded, expand
+from netspec.data.known import KNOWN
 from netspec.errors import Problem, SpecError
 from netspec.init import InitSpec
 from netspec.layers import LAYERS
@@ -37,10 +41,12 @@ from netspec.losses import CrossEntropy, Loss
 from netspec.optim import SGD, OptimizerSpec
 from netspec.pydantic_errors import in_order, validation_problems
 from netspec.schedules import Constant, Schedule
-from netspec.shapes import GraphError, fmt, infer, layer_names
+from netspec.shapes import GraphError, channels_last_hint, fmt, infer, layer_names
 from netspec.yamlio import Source, format_path, load_yaml
 
-KNOWN_DATASETS = {"mnist": ((1, 28, 28), 10), "fashion-mnist": ((1, 28, 28), 10)}
+MAX_SPEC_BYTES = 1 << 20  # a spec is a few kB; a larger file is a mistake (or /dev/zero)
+# name -> (sample shape, classes), from the one table of known datasets (netspec/data/known.py)
+KNOWN_DATASETS = {k: (v.image_shape, v.num_classes) for k, v in KNOWN.items()}
 
 
 class Strict(BaseModel):
@@ -59,6 +65,10 @@ class InputSpec(Strict):
         return v
 
 
+# A seed for numpy's SeedSequence (non-negative), kept within int64 for every consumer.
+Seed = typing.Annotated[int, Field(ge=0, lt=2**63)]
+
+
 class Defaults(Strict):
     init: InitSpec = Field(InitSpec(), description="Init schemes for layers that give none.")
 
@@ -67,18 +77,21 @@ class DataSpec(Strict):
     dataset: str = Field("mnist", description="mnist, fashion-mnist, or a directory of IDX files.")
     normalize: typing.Literal["standardize", "scale", "none"] = Field(
         "standardize", description="standardize: train mean/std; scale: 0-1; none: raw 0-255.")
-    validation: NonNegativeFloat = Field(
-        0, description="Hold out the last samples of the training set: a fraction below 1, "
-                       "or a count.")
+    validation: NonNegativeInt | NonNegativeFloat = Field(
+        0.0, description="Hold out the last samples of the training set: a fraction below 1 "
+                         "(0.1), or a whole count (5000).")
     num_classes: PositiveInt | None = Field(
         None, description="Classes of a custom dataset (known datasets have 10).")
 
     @field_validator("validation")
     @classmethod
     def _fraction_or_count(cls, v):
-        if v >= 1 and v != int(v):
-            raise ValueError(f"must be a fraction below 1 or a whole count, got {v}")
-        return v
+        if isinstance(v, float) and v >= 1:
+            count = int(v) if v.is_integer() else max(1, round(v))
+            raise ValueError(f"got {v!r}: a number with a point is a fraction of the training "
+                             f"set and must be below 1; write {count} (no point) for "
+                             f"{count} sample{'s' * (count != 1)}, or a fraction such as 0.1")
+        return 0.0 if v == 0 else v  # 0 and 0.0 alike (the spec's hash stays the same)
 
     @property
     def classes(self) -> int | None:
@@ -104,7 +117,7 @@ class GradcheckSpec(Strict):
     rtol: NonNegativeFloat = 1e-3
     max_entries: PositiveInt = Field(
         24, description="Entries checked per tensor (a seeded sample when the tensor is larger).")
-    seed: int = 0
+    seed: Seed = 0
 
 
 def _layer_union():
@@ -120,7 +133,7 @@ class NetSpec(Strict):
     """A whole network: input, layers, loss, data and training recipe."""
 
     name: str = Field("net", pattern=r"^[A-Za-z0-9_.-]+$")
-    seed: int = Field(0, description="Seeds the one Generator behind init, dropout and shuffling.")
+    seed: Seed = Field(0, description="Seeds init, the shuffles and the dropout masks.")
     input: InputSpec
     defaults: Defaults = Defaults()
     layers: list[AnyLayer] = Field(min_length=1)
@@ -173,13 +186,17 @@ def load(path: str | Path, overrides: typing.Iterable[str] = ()) -> NetSpec:
     """
     path = Path(path)
     try:
-        raw = path.read_bytes()
+        raw = _read_capped(path, MAX_SPEC_BYTES + 1)
     except FileNotFoundError:
         raise SpecError([Problem(f"no such file: {path}")]) from None
     except IsADirectoryError:
         raise SpecError([Problem(f"{path} is a directory; give a .yaml spec file")]) from None
     except OSError as e:
         raise SpecError([Problem(f"cannot read {path}: {e.strerror or e}")]) from None
+    if len(raw) > MAX_SPEC_BYTES:
+        raise SpecError([Problem(f"{path} is larger than {MAX_SPEC_BYTES // 2**20} MiB (or "
+                                 "endless, like a device): a spec is a short YAML text file; "
+                                 "give the right file")])
     try:
         text = raw.decode("utf-8-sig")  # a UTF-8 byte-order mark is dropped
     except UnicodeDecodeError as e:
@@ -189,6 +206,17 @@ def load(path: str | Path, overrides: typing.Iterable[str] = ()) -> NetSpec:
                                  "decoded; save the spec as UTF-8 text", "", str(path), line,
                                  col)]) from None
     return loads(text, str(path), overrides)
+
+
+def _read_capped(path: Path, limit: int) -> bytes:
+    """At most `limit` bytes of `path` (so /dev/zero cannot hang). Opened without blocking, so
+    a named pipe nobody writes to reads as empty instead of waiting forever; a pipe with a
+    writer (`netspec validate <(make-spec)`) is then read normally."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    with os.fdopen(fd, "rb") as f:
+        if stat.S_ISFIFO(os.fstat(fd).st_mode):
+            os.set_blocking(fd, True)
+        return f.read(limit) or b""
 
 
 def loads(text: str, file: str | None = None, overrides: typing.Iterable[str] = ()) -> NetSpec:
@@ -260,14 +288,19 @@ def _checked_infos(spec: NetSpec) -> list:
     problems = []
     expected = KNOWN_DATASETS.get(spec.data.dataset, (None, None))[0]
     shape = tuple(spec.input.shape)
-    if expected and math.prod(shape) != math.prod(expected):
+    hint = channels_last_hint(shape)
+    if expected and (math.prod(shape) != math.prod(expected)
+                     or (len(shape) == 3 and shape != tuple(expected))):
         problems.append(src.problem(("input", "shape"), (
             f"{spec.data.dataset} samples have shape {list(expected)}, so input.shape must be "
-            f"{list(expected)} or [{math.prod(expected)}]; got {list(shape)}")))
+            f"{list(expected)} or [{math.prod(expected)}]; got {list(shape)}"
+            + (f"; {hint}" if hint else ""))))
     labels = src.labels if isinstance(src, Expanded) and src.labels else None
     try:
         infos = infer(shape, spec.layers, labels)
     except GraphError as e:
+        if hint and not problems:  # the likely culprit, before the layer it breaks
+            problems.append(src.problem(("input", "shape"), hint))
         problems += [src.problem(("layers", p.index, *p.key), p.message) for p in e.problems]
         if isinstance(src, Expanded):
             problems = src.once(problems)

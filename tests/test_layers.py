@@ -199,6 +199,24 @@ def test_without_kink_skipping_a_relu_at_zero_would_fail():
     assert abs(numeric - 0.5) < 1e-9 and analytic == 0.0
 
 
+# ---------------------------------------------------------------- conv2d
+
+
+@pytest.mark.parametrize("padding", [0, 1])
+def test_conv2d_inference_follows_each_new_input(padding):
+    # Inference keeps its strided views of the (padded) input while that array stays the
+    # same: a new input array, of the same shape, must be read afresh.
+    layer = make("conv2d", {"out_channels": 3, "kernel_size": 3, "padding": padding})
+    plan = layer_plan(layer, (2, 8, 8), "float64")
+    rng = np.random.default_rng(0)
+    inputs = [rng.standard_normal((4, 2, 8, 8)) for _ in range(3)]
+    got = [plan.forward(x) for x in inputs]
+    for x, y in zip(inputs, got):
+        fresh = layer_plan(layer, (2, 8, 8), "float64")
+        np.testing.assert_allclose(y, fresh.forward(x), rtol=1e-12, atol=1e-12)
+    assert not np.allclose(got[0], got[1])
+
+
 # ---------------------------------------------------------------- dropout
 
 
@@ -228,13 +246,24 @@ def test_dropout_train_drops_and_rescales(dtype):
     assert not np.array_equal(plan.forward(x, train=True) != 0, kept)
 
 
-def test_dropout_mask_repeats_when_the_generator_is_rewound():
-    plan = layer_plan(make("dropout", {}), (20,), "float64")
-    x = np.random.default_rng(0).standard_normal((4, 20))
-    state = plan.rng.bit_generator.state
-    a = plan.forward(x, train=True).copy()
-    plan.rng.bit_generator.state = state
-    np.testing.assert_array_equal(plan.forward(x, train=True), a)
+def test_dropout_mask_is_a_function_of_seed_step_and_batch_position():
+    plan = layer_plan(make("dropout", {}), (3, 5), "float64", seed=7)
+    x = np.random.default_rng(0).uniform(1, 2, (6, 3, 5))
+    whole = plan.forward(x, train=True)  # step 0
+    assert plan.noise.step == 1
+    assert not np.array_equal(plan.forward(x, train=True) == 0, whole == 0)  # step 1: new
+    plan.noise.step = 0
+    np.testing.assert_array_equal(plan.forward(x, train=True), whole)  # step 0 again
+    # Samples k.. as the slice of a worker whose part of the batch starts at position k: the
+    # masks of the whole batch's samples k.. (k * 15 draws before them: odd and even counts).
+    # At offset 0 they are other masks.
+    for k in (1, 2, 3):
+        for offset, same in ((k, True), (0, False)):
+            plan.noise.step, plan.noise.offset = 0, offset
+            part = plan.from_internal(plan.run_forward(plan.to_internal(x[k:]), train=True))
+            assert np.array_equal(part == 0, whole[k:] == 0) == same
+    other = layer_plan(make("dropout", {}), (3, 5), "float64", seed=8)
+    assert not np.array_equal(other.forward(x, train=True) == 0, whole == 0)  # another seed
 
 
 # ---------------------------------------------------------------- batchnorm

@@ -110,7 +110,7 @@ class Ctx:
     grads: dict = field(default_factory=dict)  # same keys as params
     buffers: dict = field(default_factory=dict)  # non-trainable state, e.g. running_mean
     ws: Workspace = None
-    rng: np.random.Generator = None  # for stochastic layers (dropout)
+    noise: object = None  # LayerNoise (netspec/noise.py): keyed draws for dropout
     # Piecewise-linear layers (relu, maxpool) store here which piece the last forward used
     # (a sign mask, an argmax); the gradient checker skips steps that change it (kinks).
     region: np.ndarray | None = None
@@ -141,9 +141,6 @@ class Layer(BaseModel):
     # True when one sample's output depends on the other samples of its batch (batchnorm's
     # batch statistics): then a batch cannot be split across worker processes (parallel.py).
     couples_batch: ClassVar[bool] = False
-    # True when forward draws from ctx.rng (dropout): each worker process then gets its own
-    # stream, seeded from the plan's Generator at every step.
-    stochastic: ClassVar[bool] = False
     # True for layers that read two or more inputs (add, concat); see the module docstring.
     multi_input: ClassVar[bool] = False
 

@@ -142,12 +142,12 @@ class Conv2d(Layer):
 
         def row_windows(xp, n, g):
             """windows() of each of g blocks of output rows. as_strided costs more than
-            copying a LeNet-sized block, so the views are kept while xp stays the same."""
-            key = (xp.__array_interface__["data"][0], xp.strides, n, g)
-            if cache.get("windows_key") != key:
+            copying a LeNet-sized block, so the views are kept while xp is the same array (a
+            workspace buffer from step to step)."""
+            if cache.get("windows_of") is not xp or cache.get("windows_key") != (n, g):
                 rows = oh // g
                 cache["windows"] = [windows(xp[:, i * rows * sh:], n, rows) for i in range(g)]
-                cache["windows_key"] = key
+                cache["windows_of"], cache["windows_key"] = xp, (n, g)
             return cache["windows"]
 
         def forward(x, train):
