@@ -113,8 +113,9 @@ def uses_graph_syntax(data) -> bool:
 def expand(src: Source) -> tuple[Source, list[Problem]]:
     """The flat spec of `src` (a new Source) and the problems found on the way."""
     data = src.data
-    if not isinstance(data.get("layers"), list):
-        return src, []
+    if not isinstance(data.get("layers"), list):  # validation says what layers must be
+        rest = {k: v for k, v in data.items() if k != "blocks"}
+        return Source(rest, src.file, src.marks, src.overrides), []
     x = _Expander(src)
     x.check_blocks()
     scope = _Scope(prefix="", input=None, full_names=uses_graph_syntax(data))
