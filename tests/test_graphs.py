@@ -326,3 +326,24 @@ def test_infer_names_the_inputs_and_shapes_of_a_graph_problem(items, message):
     with pytest.raises(GraphError) as info:
         infer((3, 4, 4), layers(*items))
     assert any(message in p.message for p in info.value.problems), info.value
+
+
+def test_a_multi_input_layer_is_checked_alone_through_a_plan_and_can_fail(monkeypatch):
+    from netspec.gradcheck import check_multi_input
+    from netspec.layers.concat import Concat
+
+    spec = netspec.load(ROOT / "specs" / "inception-mini.yaml")
+    info = next(i for i in spec.infos if i.type == "concat")  # inputs of 6, 6 and 4 channels
+    rows = check_multi_input(info, spec.gradcheck, np.random.default_rng(0), line=20)
+    assert [(r.layer, r.tensor, r.line, r.passed) for r in rows] == [
+        ("mixed1.cat", "input", 20, True)]
+    build = Concat.build
+
+    def wrong(self, ctx):  # the first input's gradient 5% off
+        forward, backward = build(self, ctx)
+        return forward, lambda dy, need: [d * 1.05 if k == 0 else d
+                                          for k, d in enumerate(backward(dy, need))]
+
+    monkeypatch.setattr(Concat, "build", wrong)
+    rows = check_multi_input(info, spec.gradcheck, np.random.default_rng(0))
+    assert not rows[0].passed
