@@ -248,9 +248,9 @@ def test_a_checkpoint_from_before_graphs_resumes_bit_identically(tmp_path, tiny_
 def test_graph_spec_resumes_mid_epoch_bit_identically(tmp_path, tiny_splits):
     def spec():
         return netspec.load(ROOT / "specs" / "resnet-mini.yaml",
-                            ["train.epochs=1", "train.batch_size=32"])
+                            ["train.epochs=1", "train.batch_size=16"])
 
-    tiny_splits = {k: (x[:128], y[:128]) for k, (x, y) in tiny_splits.items()}  # 4 steps
+    tiny_splits = {k: (x[:64], y[:64]) for k, (x, y) in tiny_splits.items()}  # 4 steps
     reference = Run(spec(), tiny_splits, tmp_path / "a")
     reference.start()
     assert reference.fit()
