@@ -270,7 +270,7 @@ class _Expander:
             return full
         layer = dict(item)
         full = scope.prefix + written[k]
-        if scope.full_names:
+        if scope.full_names and isinstance(item.get("name", ""), str):  # (else: reported)
             layer["name"] = full
         ins = layer.get("inputs")
         if isinstance(ins, list) and ins and all(isinstance(n, str) for n in ins):
