@@ -140,6 +140,7 @@ class _Expander:
         self.problems: list[Problem] = []
         self.stack: list[str] = []  # blocks being expanded, to refuse recursion
         self.last = "input"  # full name of the last layer emitted: what the next one reads
+        self.too_big = False  # MAX_LAYERS passed (reported once); expansion stops
 
     def fail(self, path, message):
         self.problems.append(self.src.problem(path, message))
@@ -216,7 +217,10 @@ class _Expander:
         written = [self._written_name(item, k) for k, item in enumerate(items)]
         for k, item in enumerate(items):
             here = path + (k,)
+            if self.too_big:
+                return prev
             if len(self.layers) > MAX_LAYERS:
+                self.too_big = True
                 self.fail(here, f"the network expands to more than {MAX_LAYERS:,} layers; "
                                 "use smaller repeat counts")
                 return prev
@@ -254,8 +258,9 @@ class _Expander:
             return full
         layer = dict(item)
         full = scope.prefix + written[k]
-        if scope.full_names:
-            layer["name"] = full
+        given = layer.get("name")
+        if scope.full_names and (given is None or isinstance(given, str) and given):
+            layer["name"] = full  # any other name stays for validation to report
         ins = layer.get("inputs")
         if isinstance(ins, list) and ins and all(isinstance(n, str) for n in ins):
             resolved = [self.resolve(n, here + ("inputs", i), scope, written, k)
@@ -310,6 +315,10 @@ class _Expander:
                                    or repeat < 1):
             self.fail(here + ("repeat",), f"repeat must be a whole number >= 1, got {repeat!r}")
             return None
+        if repeat is not None and repeat > MAX_LAYERS:  # fail before looping, not after
+            self.fail(here + ("repeat",), f"repeat {repeat:,} is too large: a network has at "
+                                          f"most {MAX_LAYERS:,} layers after expansion")
+            return None
         values = self._values(item, here, name, block)
         if values is None:
             return None
@@ -325,6 +334,8 @@ class _Expander:
         layers = _substitute(block["layers"], values)
         self.stack.append(name)
         for r in range(repeat or 1):
+            if self.too_big:
+                break
             prefix = scope.prefix + title + (f".{r}." if repeat is not None else ".")
             inner = _Scope(prefix, prev, True)
             prev = self.items(layers, ("blocks", name, "layers"), inner, prev,

@@ -1,0 +1,95 @@
+"""Hostile graph specs (blocks, repeat, with, inputs): each is a located error, fast, no traceback.
+
+Found by the issue-9 audit after the graph language landed; the property tests in
+test_properties.py generate more of the same class.
+"""
+
+from __future__ import annotations
+
+import signal
+
+import pytest
+
+import netspec
+
+BLOCK = """
+input: {shape: [1, 28, 28]}
+blocks:
+  basic:
+    params: {ch: 4}
+    layers:
+      - {type: conv2d, name: conv1, out_channels: $ch, kernel_size: 3, padding: 1}
+      - {type: relu}
+      - {type: add, inputs: [conv1, in]}
+"""
+STEM = "  - {type: conv2d, name: stem, out_channels: 4, kernel_size: 3, stride: 4, padding: 1}\n"
+TAIL = "  - {type: flatten}\n  - {type: linear, out_features: 10}\n"
+
+
+def spec(middle: str, blocks: str = BLOCK) -> str:
+    return blocks + "layers:\n" + STEM + middle + TAIL
+
+
+@pytest.fixture
+def deadline():
+    """Fail (instead of hanging the suite) when loading takes more than 10 s."""
+    def expired(*_):
+        raise TimeoutError("loading the spec did not finish in 10 s")
+
+    old = signal.signal(signal.SIGALRM, expired)
+    signal.alarm(10)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, old)
+
+
+def error(text: str, overrides=()) -> str:
+    with pytest.raises(netspec.SpecError) as e:
+        netspec.loads(text, "g.yaml", list(overrides))
+    return str(e.value)
+
+
+def test_huge_repeat_is_refused_before_expanding(deadline):
+    # used to loop 10**9 times, adding one problem per copy: minutes and gigabytes
+    msg = error(spec("  - {block: basic, repeat: 1000000000}\n"))
+    assert "g.yaml:" in msg and "layers[1].repeat" in msg and "too large" in msg
+    assert msg.count("\n") == 0
+    msg = error(spec("  - {block: basic}\n"), ["layers[1].repeat=1000000000"])
+    assert "--set layers[1].repeat=1000000000" in msg and "too large" in msg
+
+
+def test_nested_repeats_stop_at_the_layer_cap_once(deadline):
+    blocks = BLOCK.replace("blocks:\n", """blocks:
+  o1: {layers: [{block: basic, repeat: 100}]}
+  o2: {layers: [{block: o1, repeat: 100}]}
+  o3: {layers: [{block: o2, repeat: 100}]}
+""")
+    msg = error(spec("  - {block: o3, repeat: 100}\n", blocks))
+    assert msg.count("expands to more than 10,000 layers") == 1, msg
+
+
+def test_a_non_text_layer_name_in_a_graph_spec_is_reported_not_replaced():
+    # the expander wrote the full name over `name: 3`, so the typo vanished silently
+    msg = error(spec("  - {type: relu, name: 3}\n"))
+    assert "layers[1] (relu).name" in msg and "got 3" in msg
+    msg = error(spec("  - {type: relu, name: ''}\n"))
+    assert "layers[1] (relu).name" in msg
+
+
+@pytest.mark.parametrize("use, words", [
+    ("{block: basic, repeat: 0}", "repeat must be a whole number >= 1, got 0"),
+    ("{block: basic, repeat: -1}", "got -1"),
+    ("{block: basic, repeat: '3'}", "got '3'"),
+    ("{block: basic, repeat: true}", "got True"),
+    ("{block: basic, with: [1]}", "with is a mapping"),
+    ("{block: basic, with: {cn: 8}}", "unknown parameter 'cn'"),
+    ("{block: basic, inputs: stem}", "a list of one name"),
+    ("{block: [basic]}", "unknown block"),
+    ("{type: add, inputs: stem}", "should be a list"),
+    ("{type: add, name: me, inputs: [me, stem]}", "this layer itself"),
+    ("{type: add, inputs: [stem, in]}", "'in' is a block's input"),
+    ("{type: flatten, name: f}\n  - {type: concat, inputs: [f, stem]}", "differ in rank"),
+])
+def test_graph_mistakes_are_located(use, words):
+    msg = error(spec(f"  - {use}\n"))
+    assert msg.startswith("g.yaml:") and words in msg, msg
