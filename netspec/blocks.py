@@ -204,8 +204,11 @@ class _Expander:
                 self._check_params(value, path + (i,), block, params)
         elif isinstance(node, str) and node.startswith("$"):
             m = PARAM.match(node)
-            if not m or m.group(1) not in params:
-                name = m.group(1) if m else node[1:]
+            if not m:  # '$', '$1x', '$a b': no parameter name can be written so
+                self.fail(path, f"'{node}' is not a parameter reference: write $ and a "
+                                "parameter's name (letters, digits, _), e.g. $ch")
+            elif m.group(1) not in params:
+                name = m.group(1)
                 self.fail(path, f"'{node}' is not a parameter of block '{block}'"
                                 f"{did_you_mean(name, list(params))}; declare it in "
                                 f"blocks.{block}.params (e.g. params: {{{name}: 16}})")

@@ -93,3 +93,11 @@ def test_a_non_text_layer_name_in_a_graph_spec_is_reported_not_replaced():
 def test_graph_mistakes_are_located(use, words):
     msg = error(spec(f"  - {use}\n"))
     assert msg.startswith("g.yaml:") and words in msg, msg
+
+
+@pytest.mark.parametrize("value", ["$", "$1x", "'$a b'"])
+def test_a_dollar_without_a_parameter_name_says_how_to_write_one(value):
+    blocks = BLOCK.replace("kernel_size: 3, padding: 1}", f"kernel_size: {value}, padding: 1}}")
+    msg = error(spec("  - {block: basic}\n", blocks))
+    assert "kernel_size" in msg and "not a parameter reference" in msg and "e.g. $ch" in msg
+    assert "{: 16}" not in msg  # the old advice declared a parameter with an empty name
