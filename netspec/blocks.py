@@ -36,6 +36,7 @@ BLOCK_KEYS = ("params", "layers")
 NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 PARAM = re.compile(r"^\$([A-Za-z_][A-Za-z0-9_]*)$")
 MAX_LAYERS = 10_000  # after expansion; repeat and nesting multiply
+MAX_DEPTH = 32  # blocks inside blocks (each level is a few Python frames of recursion)
 
 
 @dataclass(frozen=True)
@@ -307,6 +308,11 @@ class _Expander:
             self.fail(here + ("block",), f"block '{name}' uses itself (through "
                                          f"{' -> '.join(self.stack + [name])}); a block "
                                          "cannot contain itself")
+            return None
+        if len(self.stack) >= MAX_DEPTH:
+            self.fail(here + ("block",), f"blocks nest more than {MAX_DEPTH} deep (through "
+                                         f"{' -> '.join(self.stack[:3])} -> ... -> {name}); "
+                                         "use fewer levels of blocks inside blocks")
             return None
         title = item.get("name", written[k])
         if not isinstance(title, str) or not NAME.match(title):

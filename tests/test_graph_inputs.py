@@ -101,3 +101,30 @@ def test_a_dollar_without_a_parameter_name_says_how_to_write_one(value):
     msg = error(spec("  - {block: basic}\n", blocks))
     assert "kernel_size" in msg and "not a parameter reference" in msg and "e.g. $ch" in msg
     assert "{: 16}" not in msg  # the old advice declared a parameter with an empty name
+
+
+@pytest.mark.parametrize("join", ["add", "concat"])
+def test_a_join_may_read_the_same_output_twice_and_its_gradient_counts_both(join):
+    from netspec.gradcheck import check_spec
+
+    text = spec(f"  - {{type: {join}, inputs: [stem, stem]}}\n").replace(
+        "input: {shape: [1, 28, 28]}", "input: {shape: [1, 8, 8]}\n"
+                                       "data: {dataset: custom, num_classes: 10}")
+    report = check_spec(netspec.loads(text, "g.yaml"))
+    assert report.passed and report.rows, [r for r in report.rows if not r.passed]
+
+
+def deep_blocks(n: int) -> str:
+    """Block b0 uses b1, which uses b2, ... n levels; the last holds a relu."""
+    lines = ["input: {shape: [1, 28, 28]}", "blocks:"]
+    for i in range(n):
+        inner = f"{{block: b{i + 1}}}" if i < n - 1 else "{type: relu}"
+        lines.append(f"  b{i}: {{layers: [{inner}]}}")
+    return "\n".join(lines + ["layers:", "  - {block: b0}"]) + "\n" + TAIL
+
+
+def test_blocks_nested_too_deep_are_an_error_not_a_recursion_error():
+    # 600 levels raised RecursionError (a traceback); 32 still load
+    assert len(netspec.loads(deep_blocks(32), "g.yaml").layers) == 3
+    msg = error(deep_blocks(600))
+    assert "blocks nest more than 32 deep" in msg and "b31.layers[0].block" in msg
