@@ -19,8 +19,8 @@ blocks:
     params: {ch: 4}
     layers:
       - {type: conv2d, name: conv1, out_channels: $ch, kernel_size: 3, padding: 1}
-      - {type: relu}
-      - {type: add, inputs: [conv1, in]}
+      - {type: relu, name: r}
+      - {type: add, inputs: [r, in]}
 """
 STEM = "  - {type: conv2d, name: stem, out_channels: 4, kernel_size: 3, stride: 4, padding: 1}\n"
 TAIL = "  - {type: flatten}\n  - {type: linear, out_features: 10}\n"
@@ -87,6 +87,7 @@ def test_a_non_text_layer_name_in_a_graph_spec_is_reported_not_replaced():
     ("{block: [basic]}", "unknown block"),
     ("{type: add, inputs: stem}", "should be a list"),
     ("{type: add, name: me, inputs: [me, stem]}", "this layer itself"),
+    ("{block: basic}\n  - {type: add, inputs: [basic1, stem, in]}", "'in' is a block's"),
     ("{type: add, inputs: [stem, in]}", "'in' is a block's input"),
     ("{type: flatten, name: f}\n  - {type: concat, inputs: [f, stem]}", "differ in rank"),
 ])
@@ -128,3 +129,12 @@ def test_blocks_nested_too_deep_are_an_error_not_a_recursion_error():
     assert len(netspec.loads(deep_blocks(32), "g.yaml").layers) == 3
     msg = error(deep_blocks(600))
     assert "blocks nest more than 32 deep" in msg and "b31.layers[0].block" in msg
+
+
+def test_an_unused_layer_in_a_repeated_block_is_reported_once():
+    # each copy named its own full name (basic1.0.relu1, basic1.1.relu1, ...): one line per copy
+    unused = BLOCK.replace("- {type: relu, name: r}",
+                           "- {type: relu, name: r}\n      - {type: tanh, name: t, inputs: [in]}")
+    msg = error(spec("  - {block: basic, repeat: 5}\n", unused))
+    assert msg.count("never used") == 1 and "'t' is never used" in msg, msg
+    assert "(in basic1.0: block 'basic' used at line" in msg
