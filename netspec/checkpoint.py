@@ -78,7 +78,10 @@ def load(path: str | Path) -> Checkpoint:
     """Read a checkpoint; any damage is a CheckpointError naming the file."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"no checkpoint at {path}")
+        what = ("is a directory; give the .npz file in it, e.g. checkpoints/last.npz"
+                if path.is_dir() else "is not a regular file (a device or pipe)"
+                if path.exists() else "does not exist")
+        raise CheckpointError(f"no checkpoint at {path}: it {what}")
 
     def corrupt(why: str) -> CheckpointError:
         return CheckpointError(f"{path} is corrupt or not a netspec checkpoint ({why}); use "
