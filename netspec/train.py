@@ -366,6 +366,12 @@ class Run:
 
         return plot_curves(self.history, self.out / "curves.png", title=self.spec.name)
 
+    def report(self) -> Path:
+        """Write report.html (netspec/report.py), with an eval pass over the test split."""
+        from netspec.report import write_report
+
+        return write_report(self.out, self.splits)
+
 
 def check_labels(spec, splits: dict) -> None:
     """DataError unless every label of every split is a class the network outputs (0..K-1)."""
@@ -397,6 +403,19 @@ def _version() -> str:
 def score(record: dict) -> float:
     """What 'best' means for an epoch record: validation accuracy if any, else test accuracy."""
     return record.get("val_acc", record.get("test_acc", -1.0))
+
+
+def check_dataset(spec, ds) -> None:
+    """DataError unless the dataset's samples and classes fit the spec's input and output."""
+    sample, shape = ds.input_shape, tuple(spec.input.shape)
+    if math.prod(sample) != math.prod(shape) or (len(shape) == 3 and shape != sample):
+        raise DataError(f"{ds.name} samples have shape {list(sample)} but input.shape is "
+                        f"{list(shape)}; set input.shape to {list(sample)}")
+    classes = spec.infos[-1].out_shape
+    if spec.data.classes is None and classes != (ds.num_classes,):
+        raise DataError(f"{ds.name} has {ds.num_classes} classes but the network ends with "
+                        f"shape {tuple(classes)}; set out_features: {ds.num_classes} on the "
+                        "last layer (or data.num_classes)")
 
 
 def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, classes: int) -> np.ndarray:
