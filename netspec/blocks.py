@@ -35,6 +35,7 @@ USE_KEYS = ("block", "name", "repeat", "with", "inputs")  # the keys of a block 
 BLOCK_KEYS = ("params", "layers")
 NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 PARAM = re.compile(r"^\$([A-Za-z_][A-Za-z0-9_]*)$")
+WORD = "ASCII letters (A-Z, a-z), digits and '_', not starting with a digit"  # what NAME means
 MAX_LAYERS = 10_000  # after expansion; repeat and nesting multiply
 MAX_DEPTH = 32  # blocks inside blocks (each level is a few Python frames of recursion)
 
@@ -160,8 +161,8 @@ class _Expander:
         for name, block in list(self.blocks.items()):
             where = ("blocks", name)
             if not NAME.match(name) or name in ("in", "input"):
-                self.fail(where, f"block name '{name}' must be a word (letters, digits, _), "
-                                 "and not 'in' or 'input'")
+                self.fail(where, f"block name '{name}' must be a word of {WORD}, and not "
+                                 "'in' or 'input'")
             if not isinstance(block, dict):
                 self.fail(where, "a block is a mapping with `layers` (and optionally `params`)")
                 self.blocks[name] = None
@@ -207,7 +208,7 @@ class _Expander:
             m = PARAM.match(node)
             if not m:  # '$', '$1x', '$a b': no parameter name can be written so
                 self.fail(path, f"'{node}' is not a parameter reference: write $ and a "
-                                "parameter's name (letters, digits, _), e.g. $ch")
+                                f"parameter's name ({WORD}), e.g. $ch")
             elif m.group(1) not in params:
                 name = m.group(1)
                 self.fail(path, f"'{node}' is not a parameter of block '{block}'"
@@ -316,8 +317,8 @@ class _Expander:
             return None
         title = item.get("name", written[k])
         if not isinstance(title, str) or not NAME.match(title):
-            self.fail(here + ("name",), f"a block use's name must be a word (letters, digits, "
-                                        f"_), got {title!r}")
+            self.fail(here + ("name",), f"a block use's name must be a word of {WORD}, got "
+                                        f"{title!r}")
             return None
         repeat = item.get("repeat")
         if repeat is not None and (not isinstance(repeat, int) or isinstance(repeat, bool)

@@ -138,3 +138,11 @@ def test_an_unused_layer_in_a_repeated_block_is_reported_once():
     msg = error(spec("  - {block: basic, repeat: 5}\n", unused))
     assert msg.count("never used") == 1 and "'t' is never used" in msg, msg
     assert "(in basic1.0: block 'basic' used at line" in msg
+
+
+def test_unicode_block_and_use_names_are_told_the_rule_is_ascii():
+    # as for layer names (issue 9): "letters" let a user think 'ä' is one
+    msg = error(spec("  - {block: basic, name: blöck}\n"))
+    assert "layers[1].name" in msg and "ASCII letters" in msg
+    msg = error(spec("  - {type: relu}\n", BLOCK.replace("  basic:", "  bäsic:")))
+    assert "blocks.bäsic" in msg and "ASCII letters" in msg
