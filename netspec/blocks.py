@@ -78,6 +78,21 @@ class Expanded(Source):
             parts.append(f"block '{block}' {at}")
         return f" (in {uses[0][0]}: {', inside '.join(parts)})"
 
+    def written(self, j: int) -> str:
+        """Where layer j of the flat list is written: 'layers[3]', or for a block's copy
+        'blocks.basic.layers[0] (line 7, in layer1.1)'."""
+        if not 0 <= j < len(self.origins):
+            return f"layers[{j}]"
+        origin = self.origins[j]
+        if not origin.uses:
+            return format_path(origin.path)
+        line = self.original.locate(origin.path)[0]
+        return f"{format_path(origin.path)} (line {line}, in {origin.uses[0][0]})"
+
+    def in_words(self, message: str) -> str:
+        """`message` with each 'layers[j]' (an index of the flat list) said as written."""
+        return re.sub(r"\blayers\[(\d+)\]", lambda m: self.written(int(m.group(1))), message)
+
     def locate(self, path):
         return self.original.locate(self._translate(path)[0])
 

@@ -301,7 +301,9 @@ def _checked_infos(spec: NetSpec) -> list:
     except GraphError as e:
         if hint and not problems:  # the likely culprit, before the layer it breaks
             problems.append(src.problem(("input", "shape"), hint))
-        problems += [src.problem(("layers", p.index, *p.key), p.message) for p in e.problems]
+        said = src.in_words if isinstance(src, Expanded) else str  # indices of the flat list
+        problems += [src.problem(("layers", p.index, *p.key), said(p.message))
+                     for p in e.problems]
         if isinstance(src, Expanded):
             problems = src.once(problems)
         ordered = in_order(problems, src)  # the input's problem first, even from --set

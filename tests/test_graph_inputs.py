@@ -146,3 +146,11 @@ def test_unicode_block_and_use_names_are_told_the_rule_is_ascii():
     assert "layers[1].name" in msg and "ASCII letters" in msg
     msg = error(spec("  - {type: relu}\n", BLOCK.replace("  basic:", "  bäsic:")))
     assert "blocks.bäsic" in msg and "ASCII letters" in msg
+
+
+def test_a_name_clash_with_a_blocks_copy_points_at_the_written_layer():
+    # "already used by layers[4]" counted the expanded list: in the file, layers[4] is the linear
+    msg = error(spec("  - {block: basic, name: layer1, repeat: 2}\n"
+                     "  - {type: relu, name: layer1.1.conv1}\n"))
+    assert "'layer1.1.conv1' is already used by blocks.basic.layers[0] (line 7, in layer1.1)" \
+        in msg, msg
