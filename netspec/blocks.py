@@ -67,16 +67,7 @@ class Expanded(Source):
 
     def use_sites(self, j: int) -> str:
         """' (in layer1.0: block 'basic' used at line 22)' for a layer from a block, else ''."""
-        uses = self.origins[j].uses
-        if not uses:
-            return ""
-        parts = []
-        for prefix, block, use in uses:
-            line = self.original.locate(use)[0]
-            option = self.original.origin(use)
-            at = f"set by {option}" if option else f"used at line {line}"
-            parts.append(f"block '{block}' {at}")
-        return f" (in {uses[0][0]}: {', inside '.join(parts)})"
+        return use_sites(self.origins[j].uses, self.original)
 
     def written(self, j: int) -> str:
         """Where layer j of the flat list is written: 'layers[3]', or for a block's copy
@@ -116,6 +107,19 @@ class Expanded(Source):
         return out
 
 
+def use_sites(uses: tuple, src: Source) -> str:
+    """' (in layer1.0: block 'basic' used at line 22)' for the chain of block uses `uses`
+    (innermost first), or '' outside blocks."""
+    if not uses:
+        return ""
+    parts = []
+    for _prefix, block, use in uses:
+        option = src.origin(use)
+        at = f"set by {option}" if option else f"used at line {src.locate(use)[0]}"
+        parts.append(f"block '{block}' {at}")
+    return f" (in {uses[0][0]}: {', inside '.join(parts)})"
+
+
 def uses_graph_syntax(data) -> bool:
     """True when a spec has blocks or block uses (then every layer gets its full name)."""
     layers = data.get("layers")
@@ -126,8 +130,9 @@ def uses_graph_syntax(data) -> bool:
 def expand(src: Source) -> tuple[Source, list[Problem]]:
     """The flat spec of `src` (a new Source) and the problems found on the way."""
     data = src.data
-    if not isinstance(data.get("layers"), list):
-        return src, []
+    if not isinstance(data.get("layers"), list):  # validation says what layers must be
+        rest = {k: v for k, v in data.items() if k != "blocks"}
+        return Source(rest, src.file, src.marks, src.overrides), []
     x = _Expander(src)
     x.check_blocks()
     scope = _Scope(prefix="", input=None, full_names=uses_graph_syntax(data))
@@ -158,8 +163,16 @@ class _Expander:
         self.stack: list[str] = []  # blocks being expanded, to refuse recursion
         self.last = "input"  # full name of the last layer emitted: what the next one reads
         self.too_big = False  # MAX_LAYERS passed (reported once); expansion stops
+        self.uses: tuple = ()  # the block uses whose copy is being made, innermost first
+        self.said: set = set()
 
     def fail(self, path, message):
+        """Report a problem once; inside a block, with the use site of the copy being made."""
+        if (tuple(path), message) in self.said:
+            return  # the same mistake in another copy of the block
+        self.said.add((tuple(path), message))
+        if path and path[0] == "blocks":
+            message += use_sites(self.uses, self.src)
         self.problems.append(self.src.problem(path, message))
 
     # ---------------------------------------------------------- block definitions
@@ -235,6 +248,7 @@ class _Expander:
     def items(self, items, path, scope: _Scope, prev: str, uses: tuple) -> str:
         """Expand a list of layers and block uses; returns the full name of its output."""
         written = [self._written_name(item, k) for k, item in enumerate(items)]
+        outer, self.uses = self.uses, uses
         for k, item in enumerate(items):
             here = path + (k,)
             if self.too_big:
@@ -243,7 +257,7 @@ class _Expander:
                 self.too_big = True
                 self.fail(here, f"the network expands to more than {MAX_LAYERS:,} layers; "
                                 "use smaller repeat counts")
-                return prev
+                break
             if written[k] in written[:k] and isinstance(item, dict) and "name" in item:
                 j = written.index(written[k])
                 self.fail(here + ("name",), f"layer name '{written[k]}' is already used by "
@@ -256,6 +270,8 @@ class _Expander:
                 out = prev
             scope.local.setdefault(written[k], out)
             prev = out
+            self.uses = uses  # (a nested block use changed it)
+        self.uses = outer
         return prev
 
     @staticmethod
@@ -280,7 +296,7 @@ class _Expander:
         full = scope.prefix + written[k]
         given = layer.get("name")
         if scope.full_names and (given is None or isinstance(given, str) and given):
-            layer["name"] = full  # any other name stays for validation to report
+            layer["name"] = full  # any other name ('', 3) stays for validation to report
         ins = layer.get("inputs")
         if isinstance(ins, list) and ins and all(isinstance(n, str) for n in ins):
             resolved = [self.resolve(n, here + ("inputs", i), scope, written, k)
