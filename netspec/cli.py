@@ -174,9 +174,17 @@ def draw(
     from netspec import draw as drawing
     from netspec.spec import load
 
-    fmt = (fmt or ("png" if output.suffix.lower() == ".png" else "svg")).lower()
+    suffix = output.suffix.lower().lstrip(".")
+    if fmt is None and suffix not in ("svg", "png"):
+        raise typer.BadParameter(f"{output} does not end in .svg or .png; name the file so, or "
+                                 "give --format svg|png", param_hint="--out")
+    fmt = (fmt or suffix).lower()
     if fmt not in ("svg", "png"):
         raise typer.BadParameter(f"choose svg or png, got {fmt!r}", param_hint="--format")
+    if suffix in ("svg", "png") and suffix != fmt:
+        raise typer.BadParameter(f"--format {fmt} would write {fmt.upper()} into {output}; "
+                                 f"name the file .{fmt}, or leave --format out",
+                                 param_hint="--format")
     with report_errors():
         spec = load(spec_path, overrides)
         scene = drawing.draw(spec, collapse=collapse)

@@ -300,10 +300,14 @@ def _checked_infos(spec: NetSpec) -> list:
     except GraphError as e:
         if hint and not problems:  # the likely culprit, before the layer it breaks
             problems.append(src.problem(("input", "shape"), hint))
-        problems += [src.problem(("layers", p.index, *p.key), p.message) for p in e.problems]
+        said = src.in_words if isinstance(src, Expanded) else str  # indices of the flat list
+        problems += [src.problem(("layers", p.index, *p.key), said(p.message))
+                     for p in e.problems]
         if isinstance(src, Expanded):
             problems = src.once(problems)
-        raise SpecError(in_order(problems, src)) from None
+        ordered = in_order(problems, src)  # the input's problem first, even from --set
+        first = [p for p in ordered if p.path == "input.shape"]
+        raise SpecError(first + [p for p in ordered if p not in first]) from None
     classes = spec.data.classes
     out = infos[-1].out_shape
     if classes and out != (classes,):

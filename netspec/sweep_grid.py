@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
 from dataclasses import dataclass, replace
 
 from netspec.errors import NetspecError, Problem, SpecError
@@ -87,10 +88,20 @@ def as_text(value) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
+MAX_TRIALS = 10_000  # each trial is a whole training run with its own directory
+
+
 def trials(grid: dict, seeds) -> list[Trial]:
-    """The grid's points times the seeds, seeds innermost, in the grid's order."""
+    """The grid's points times the seeds, seeds innermost, in the grid's order; a SpecError
+    when there are more than MAX_TRIALS (a typo such as one value too many per -p multiplies)."""
     paths = list(grid)
     columns = [[as_text(v) for v in grid[p]] for p in paths]
+    sizes = [len(c) for c in columns] + [len(list(seeds))]
+    if math.prod(sizes) > MAX_TRIALS:
+        raise SpecError([Problem(
+            f"the sweep has {' x '.join(map(str, sizes))} = {math.prod(sizes):,} trials "
+            f"(values per -p, then seeds), more than {MAX_TRIALS:,}; each trial is a whole "
+            "training run, so sweep fewer values, or split the sweep")])
     points = itertools.product(*columns)
     return [Trial(i, tuple(zip(paths, point)), seed)
             for i, (point, seed) in enumerate(itertools.product(points, seeds))]

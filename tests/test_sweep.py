@@ -217,6 +217,15 @@ def test_usage_errors_exit_2(spec_path, tmp_path):
     assert not (tmp_path / "s").exists()
 
 
+def test_a_sweep_of_more_than_ten_thousand_trials_is_refused_at_once(spec_path, tmp_path):
+    values = ",".join(str(k / 1e5) for k in range(1, 101))  # 100 x 100 values x 2 seeds
+    result = cli("sweep", spec_path, "-p", f"{LR}={values}", "-p", f"train.epochs={values}",
+                 "--seeds", "0,1", "--out", tmp_path / "s")
+    assert result.exit_code == 1, result.output
+    assert "20,000 trials" in " ".join(result.output.split())
+    assert not (tmp_path / "s").exists()
+
+
 def test_without_dask_sweep_names_the_extra(spec_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "distributed", None)  # `import distributed` fails
     result = cli("sweep", spec_path, "-p", f"{LR}=0.01")
