@@ -1,0 +1,62 @@
+"""`netspec bench`: per-layer timing of a training step, as a table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from netspec.cli.app import app
+from netspec.cli.common import (
+    _shape,
+    out,
+    report_errors,
+)
+
+
+@app.command()
+def bench(
+    spec_path: Path = typer.Argument(..., exists=True, dir_okay=False, metavar="SPEC"),
+    batch_size: int | None = typer.Option(None, "--batch-size", "-b", min=1,
+                                          help="[default: the spec's train.batch_size]"),
+    repeats: int = typer.Option(20, min=1, help="Timed steps; the table shows medians."),
+    dtype: str = typer.Option("float32", help="float32 or float64."),
+    overrides: list[str] = typer.Option([], "--set", metavar="KEY.PATH=VALUE"),
+):
+    """Per-layer forward/backward timing of a training step (like `caffe time`)."""
+    import numpy as np
+
+    from netspec.bench import time_layers
+    from netspec.parallel import resolve_workers
+    from netspec.plan import compile
+    from netspec.spec import load
+
+    if dtype not in ("float32", "float64"):
+        raise typer.BadParameter("choose float32 or float64", param_hint="--dtype")
+    with report_errors():
+        spec = load(spec_path, overrides)
+        plan = compile(spec, dtype)
+        batch = batch_size or spec.train.batch_size
+        report = time_layers(plan, batch, repeats, np.random.default_rng(spec.seed),
+                             loss=spec.loss, optimizer=spec.train.optimizer)
+    table = Table(title=f"{spec.name}: batch {batch}, {dtype}, median of {repeats} steps (ms)",
+                  title_justify="left")
+    for col in ("#", "name", "type", "output shape", "forward", "backward", "share"):
+        table.add_column(col, justify="left" if col in ("name", "type", "output shape")
+                         else "right")
+    for i, t in enumerate(report.layers):
+        table.add_row(str(i), t.name, t.type, _shape(t.out_shape), f"{t.forward_ms:.3f}",
+                      f"{t.backward_ms:.3f}", f"{100 * t.share:.1f}%")
+    table.add_section()
+    table.add_row("", "loss", "", "", f"{report.loss_ms:.3f}", "", "")
+    table.add_row("", "optimizer step", "", "", f"{report.optimizer_ms:.3f}", "", "")
+    table.add_row("", "layers total", "", "", f"{report.forward_ms:.3f}",
+                  f"{report.backward_ms:.3f}", "")
+    out.print(table)
+    out.print(f"step {report.step_ms:.2f} ms (min {report.step_min_ms:.2f}, max "
+              f"{report.step_max_ms:.2f}): {report.images_per_s:,.0f} images/s; "
+              f"an epoch of 60,000 images ~ {60000 / report.images_per_s:.1f} s")
+    workers, why = resolve_workers("auto", spec.infos)
+    if workers > 1:
+        out.print(f"timed in one process; `netspec train` splits each batch across {why}")

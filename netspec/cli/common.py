@@ -1,0 +1,188 @@
+"""What the verbs share: the consoles (`out`, `err`), `report_errors` (problems -> exit
+codes), number formatting, and options and helpers used by several verbs (workers,
+signals, loading data, the spec of a checkpoint)."""
+
+from __future__ import annotations
+
+import contextlib
+
+import rich.markup
+import typer
+from rich.console import Console, ConsoleDimensions
+
+from netspec.errors import NetspecError
+
+
+class _Console(Console):
+    """rich's Console, except that output to a pipe or a file is not cut at 80 columns: tables
+    there take their full width (`netspec gradcheck ... | less` shows every digit)."""
+
+    @property
+    def size(self) -> ConsoleDimensions:
+        size = Console.size.fget(self)
+        return size if self.is_terminal else ConsoleDimensions(PIPE_WIDTH, size.height)
+
+    @size.setter
+    def size(self, value) -> None:
+        Console.size.fset(self, value)
+
+
+PIPE_WIDTH = 1000  # columns when not on a terminal: wider than any table netspec draws
+out = _Console(highlight=False, soft_wrap=True)  # long paths stay on one line
+err = _Console(stderr=True, highlight=False, soft_wrap=True)
+
+SpecArg = typer.Argument(..., exists=True, dir_okay=False, readable=True,
+                         help="Spec file(s) (YAML).")
+
+
+@contextlib.contextmanager
+def report_errors():
+    """Turn NetspecError into printed problems and exit code 1, Ctrl-C into 130 (SIGTERM that
+    interrupts at once, see `train`, into 143)."""
+    try:
+        yield
+    except NetspecError as e:
+        for problem in e.problems:
+            err.print(f"[red]error:[/red] {_escape(str(problem))}")
+        raise typer.Exit(1) from None
+    except Terminated:
+        err.print("[yellow]terminated[/yellow]")
+        raise typer.Exit(143) from None
+    except KeyboardInterrupt:
+        err.print("[yellow]interrupted[/yellow]")
+        raise typer.Exit(130) from None
+    except MemoryError:
+        err.print("[red]error:[/red] out of memory; use a smaller train.batch_size or "
+                  "train.eval_batch_size, or smaller layers")
+        raise typer.Exit(1) from None
+    except OSError as e:  # the library names its files; this is the net for anything missed
+        from netspec.fsio import os_problem
+
+        text = str(os_problem(e, e.filename, "read or write")) if e.filename else str(e)
+        err.print(f"[red]error:[/red] {_escape(text)}")
+        raise typer.Exit(1) from None
+
+
+class Terminated(KeyboardInterrupt):
+    """A second SIGTERM: stop at once, like a second Ctrl-C."""
+
+
+STOP_SIGNALS = {"SIGINT": (130, KeyboardInterrupt, "interrupted"),
+                "SIGTERM": (143, Terminated, "terminated")}  # signal -> exit code, ...
+
+
+def _escape(text: str) -> str:
+    """Show text literally: rich's escape also handles backslashes before '[' (a bare
+    replace let `x\\[/foo]` in a spec through as a markup tag and crashed the printer)."""
+    return rich.markup.escape(text)
+
+
+def _shape(shape) -> str:
+    return str(tuple(shape))
+
+
+def _count(n: int) -> str:
+    return f"{n:,}"
+
+
+def _si(n: float) -> str:
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.2f} {unit}"
+    return f"{n:.0f}"
+
+
+def _load_data(spec, data_dir):
+    """Find (or download) the spec's dataset and normalise it; check it fits the network."""
+    from netspec.data import load_dataset, prepare
+    from netspec.train import check_dataset
+
+    with out.status(f"loading {spec.data.dataset} ..."):
+        ds = load_dataset(spec.data.dataset, data_dir=data_dir, progress=_download_progress)
+    check_dataset(spec, ds)
+    splits = prepare(ds, spec.data.normalize, spec.data.validation)
+    counts = ", ".join(f"{k} {len(v[1]):,}" for k, v in splits.items())
+    out.print(f"data: {ds.name} from {ds.path} ({counts}; normalize {spec.data.normalize})")
+    return splits
+
+
+def _download_progress(name, done, total):
+    if total and done == total:
+        out.print(f"downloaded {name} ({done:,} bytes)")
+
+
+def _workers_option(text: str) -> int | str:
+    """--workers: 'auto' or a positive integer."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise typer.BadParameter(f"expected a positive integer or 'auto', got {text!r}",
+                                 param_hint="--workers")
+    return n
+
+
+def _check_workers(requested: int | str, spec) -> None:
+    """A usage error (exit 2) when `requested` workers cannot run this spec."""
+    from netspec.parallel import available_cores, resolve_workers
+
+    try:
+        resolve_workers(requested, spec.infos)
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="--workers") from None
+    cores = available_cores()
+    if requested != "auto" and requested > cores:
+        raise typer.BadParameter(
+            f"{requested} workers but netspec may use {cores} core{'s' * (cores != 1)} here: "
+            "more workers than cores only take turns, which makes the run several times "
+            f"slower; use --workers {cores} or --workers auto", param_hint="--workers")
+
+
+@contextlib.contextmanager
+def _stop_on_signals():
+    """{"by": None}, set to "SIGINT" or "SIGTERM" by the first of them; a second one raises
+    (KeyboardInterrupt or Terminated, see STOP_SIGNALS) to stop at once."""
+    import signal
+
+    stop = {"by": None}
+
+    def on_signal(signum, frame):
+        name = signal.Signals(signum).name
+        if stop["by"] is not None:
+            raise STOP_SIGNALS[name][1]
+        stop["by"] = name
+
+    previous = {s: signal.signal(getattr(signal, s), on_signal) for s in STOP_SIGNALS}
+    try:
+        yield stop
+    finally:
+        for s, handler in previous.items():
+            signal.signal(getattr(signal, s), handler)
+
+
+def _checkpoint_spec(spec_path, ckpt, checkpoint_path, overrides, force: bool, verb: str):
+    """The spec to use with a checkpoint: SPEC (and --set) if given, else the one stored in it.
+    A SPEC or --set that changes what the network computes is an error unless --force."""
+    import yaml
+
+    from netspec.checkpoint import evaluation_changes
+    from netspec.errors import CheckpointError, DataError
+    from netspec.spec import load, loads
+
+    if spec_path is None:
+        if not ckpt.spec_data:
+            raise DataError(f"{checkpoint_path} holds no spec; give the SPEC file")
+        spec = loads(yaml.safe_dump(ckpt.spec_data), f"{checkpoint_path}:spec", overrides)
+    else:
+        spec = load(spec_path, overrides)
+    changes = evaluation_changes(ckpt.spec_data, spec.model_dump(mode="json"))
+    if changes and not force:
+        given = f"{spec_path} (with --set)" if spec_path and overrides else (spec_path or "--set")
+        raise CheckpointError(
+            f"{given} differs from the spec stored in {checkpoint_path} in what evaluation "
+            f"computes: {'; '.join(changes)}. The weights were trained with the stored spec; "
+            f"leave out SPEC and --set to use it, or pass --force to {verb} anyway")
+    return spec
