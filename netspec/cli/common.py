@@ -38,7 +38,7 @@ SpecArg = typer.Argument(..., exists=True, dir_okay=False, readable=True,
 @contextlib.contextmanager
 def report_errors():
     """Turn NetspecError into printed problems and exit code 1, Ctrl-C into 130 (SIGTERM that
-    interrupts at once, see `train`, into 143)."""
+    interrupts at once, see `run.train`, into 143)."""
     try:
         yield
     except NetspecError as e:
