@@ -285,7 +285,8 @@ class Run:
             if stats.stopped:
                 self.save(self.last_path)
                 return False
-            record = {"epoch": epoch + 1, "lr": t.lr(epoch), "train_loss": stats.loss,
+            lr = t.lr(epoch, t.steps_per_epoch - 1)  # the epoch's last (per-step schedules)
+            record = {"epoch": epoch + 1, "lr": lr, "train_loss": stats.loss,
                       "train_acc": stats.accuracy, "train_seconds": stats.seconds,
                       "images_per_second": stats.images / max(stats.seconds, 1e-9),
                       "workers": t.workers}
