@@ -152,11 +152,10 @@ class NetspecSide:
             self.trainer.start_workers()
             self.start = copy.deepcopy(self.trainer.state())
             return
-        params, optimizer, progress = self.start
+        params, optimizer, _ = self.start
         t = self.trainer
         t.plan.load_state_dict(params)
         t.optimizer.load_state_dict(optimizer)
-        t.rng.bit_generator.state = progress["rng"]
         t.progress = type(t.progress)()
 
     def initial_state(self) -> dict:
@@ -177,7 +176,7 @@ class NetspecSide:
 
     def infer(self, images: int, batch: int) -> float:
         start = time.perf_counter()
-        self.trainer.evaluate(self.x[:images], self.y[:images], batch)
+        self.trainer.evaluate(self.x[:images], self.y[:images], batch, split="train")
         return time.perf_counter() - start
 
 

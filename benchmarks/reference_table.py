@@ -4,10 +4,12 @@ Usage (from the repository root, in an environment with torch):
 
     python benchmarks/reference_table.py --data-dir ../shared/data/mnist
     python benchmarks/reference_table.py --specs lenet --epochs 2          # a quick look
+    python benchmarks/reference_table.py --specs resnet-mini inception-mini  # the graph specs
 
 For each spec (default: lenet, lenet-max), netspec and PyTorch train the spec's own recipe
-(20 epochs, batch 64, SGD lr 0.02 momentum 0.9 weight decay 1e-4, lr x0.3 every 6 epochs,
-Kaiming-normal weights, zero biases, standardised inputs) from the same initial weights, in
+(for LeNet: 20 epochs, batch 64, SGD lr 0.02 momentum 0.9 weight decay 1e-4, lr x0.3 every 6
+epochs, Kaiming-normal weights, zero biases, standardised inputs; any spec in specs/, graphs
+included, through the torch twin of netspec.torch_bridge) from the same initial weights, in
 lockstep: one netspec epoch, then one torch epoch, so that machine load hits both alike.
 `--specs record --seed 1` trains specs/record.yaml with seed 1 (its schedule, stepped per
 optimizer step, is stepped per iteration on the torch side too).
@@ -136,7 +138,8 @@ def run_spec(name, args, splits):
               f"test {100 * test_acc:.2f}%", flush=True)
     run.plot()
 
-    ns_eval = run.trainer.evaluate(*splits["train"])  # on the workers too, as `netspec eval`
+    # on the workers too, as `netspec eval`
+    ns_eval = run.trainer.evaluate(*splits["train"], split="train")
     run.trainer.close()
     t_seconds, _, t_train_acc = torch_eval(model, loss_fn, *tx["train"])
     return {
@@ -169,14 +172,17 @@ def main(argv=None):
            "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
            "cpu_count": os.cpu_count(), "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE")}
     print()
-    print("| spec | | train acc | test acc (final / best) | training time | inference, 60k |")
-    print("|---|---|---|---|---|---|")
+    print("| spec | | train acc | test acc (final / best) | training time | epoch time "
+          "(netspec / torch) | inference, 60k |")
+    print("|---|---|---|---|---|---|---|")
     for r in results:
+        ratio = r["netspec"]["train_seconds"] / r["torch"]["train_seconds"]
         for side in ("netspec", "torch"):
             s = r[side]
             print(f"| {r['spec']} | {side} | {100 * s['train_acc']:.2f}% | "
                   f"{100 * s['test_acc']:.2f}% / {100 * s['best_test_acc']:.2f}% | "
-                  f"{s['train_seconds']:.0f} s | {s['infer_seconds_60k']:.2f} s |")
+                  f"{s['train_seconds']:.0f} s | {s['train_seconds'] / r['epochs']:.1f} s "
+                  f"({ratio:.2f}x) | {s['infer_seconds_60k']:.2f} s |")
     print(f"\n{env}")
     if args.json:
         Path(args.json).write_text(json.dumps({"env": env, "results": results}, indent=1))

@@ -9,6 +9,7 @@ from netspec.errors import (
                             CheckpointError,
                             DataError,
                             NetspecError,
+                            OutputError,
                             Problem,
                             SpecError,
                             TrainingError,
@@ -18,5 +19,5 @@ from netspec.spec import NetSpec, load, loads
 
 __version__ = "0.1.0"
 
-__all__ = ["CheckpointError", "DataError", "NetSpec", "NetspecError", "Plan", "Problem",
-           "SpecError", "TrainingError", "compile", "load", "loads"]
+__all__ = ["CheckpointError", "DataError", "NetSpec", "NetspecError", "OutputError", "Plan",
+           "Problem", "SpecError", "TrainingError", "compile", "load", "loads"]

@@ -5,8 +5,9 @@
     report.layers[0].forward_ms, report.step_ms, report.images_per_s
 
 A step is what the trainer's hot loop does: forward (train=True), the loss on the (K, N) logits,
-backward (the first layer skips dL/dx, as in training) and one optimizer step. Inputs are random
-normal images and random labels, made once outside the timed region. Each repeat runs one
+backward (the first layer skips dL/dx, as in training) and one optimizer step. Layers are timed
+through `plan.hook`, so the timed loops are the plan's own (graph wiring included). Inputs are
+random normal images and random labels, made once outside the timed region. Each repeat runs one
 instrumented step (a clock reading around every layer's forward and backward, the loss and the
 optimizer step) and one plain step timed as a whole; the report gives medians over the repeats.
 The plan's parameters are restored afterwards, so timing never changes a model.
@@ -98,6 +99,7 @@ def time_layers(plan, batch_size: int, repeats: int, rng: np.random.Generator, *
     labels = rng.integers(0, classes, batch_size)
     steps = plan.steps
     n_layers = len(steps)
+    position = {id(step): i for i, step in enumerate(steps)}
 
     def plain_step():
         logits = plan.run_forward(x, train=True)  # (K, N)
@@ -110,22 +112,27 @@ def time_layers(plan, batch_size: int, repeats: int, rng: np.random.Generator, *
     fwd = np.zeros((repeats, n_layers))
     bwd = np.zeros((repeats, n_layers))
     extra = np.zeros((repeats, 3))
+    row = 0  # the repeat being timed
+
+    def timer(step, phase, fn, *args):
+        """The plan's hook: a clock reading around each layer call of its own loops."""
+        t0 = clock()
+        out = fn(*args)
+        (fwd if phase == "forward" else bwd)[row, position[id(step)]] = clock() - t0
+        return out
 
     def instrumented_step(r):
-        h = x
-        plan.outputs.clear()
-        for i, step in enumerate(steps):
+        nonlocal row
+        row = r
+        plan.hook = timer
+        try:
+            h = plan.run_forward(x, train=True)
             t0 = clock()
-            h = step.forward(h, True)
-            fwd[r, i] = clock() - t0
-            plan.outputs.append(h)
-        t0 = clock()
-        _, dy = loss(h, labels, axis=0)
-        extra[r, 0] = clock() - t0
-        for i in range(n_layers - 1, -1, -1):
-            t0 = clock()
-            dy = steps[i].backward(dy, i > 0)  # the first layer skips dL/dx, as in training
-            bwd[r, i] = clock() - t0
+            _, dy = loss(h, labels, axis=0)
+            extra[r, 0] = clock() - t0
+            plan.run_backward(dy)  # layers reading the input skip dL/dx, as in training
+        finally:
+            plan.hook = None
         if opt is not None:
             t0 = clock()
             opt.step(plan.grads, step_lr)

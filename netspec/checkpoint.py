@@ -4,7 +4,7 @@ Layout of the archive:
     "conv1.weight", "bn1.running_mean", ...   parameters and buffers under PyTorch names, so
                                               {k: torch.from_numpy(v)} loads into torch by name
     "optim/<slot>.<param name>", "optim/steps" optimizer state (momentum, Adam moments)
-    "__meta__"                                 JSON: epoch, step, RNG states, metrics so far,
+    "__meta__"                                 JSON: format, epoch, step, metrics so far,
                                               the resolved spec and its SHA-256, netspec version
 """
 
@@ -19,10 +19,20 @@ from pathlib import Path
 
 import numpy as np
 
-from netspec.errors import CheckpointError
+from netspec.errors import CheckpointError, OutputError
+from netspec.fsio import make_dirs, os_problem
 
 META = "__meta__"
 OPTIM = "optim/"
+# Checkpoint format, in meta["format"] (absent: 1). A resume needs the same format: what the
+# training state means changed between formats, and FORMAT_CHANGES says how.
+FORMAT = 2
+FORMAT_CHANGES = {
+    1: "In format 1 dropout masks came from the run's random generator; from format 2 each "
+       "sample's mask derives from (seed, step, position in the batch), so a run with dropout "
+       "would continue with other masks than it started with (runs without dropout resume "
+       "from format 1 unchanged).",
+}
 
 
 @dataclass
@@ -37,22 +47,30 @@ class Checkpoint:
 
 
 def save(path: str | Path, state: dict, optimizer: dict, meta: dict) -> Path:
-    """Write a checkpoint atomically: a temp file in the same directory, then rename."""
+    """Write a checkpoint atomically: a temp file in the same directory, fsync, then rename.
+
+    If writing fails (disk full, no permission) the previous file at `path` is left intact and
+    the error is an OutputError naming `path`.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(path.parent)
     arrays = dict(state)
     arrays.update({OPTIM + k: v for k, v in optimizer.items()})
-    arrays[META] = np.array(json.dumps(meta))
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    arrays[META] = np.array(json.dumps({"format": FORMAT, **meta}))
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        tmp = None
+    except OSError as exc:
+        raise OutputError([os_problem(exc, path, "write the checkpoint")]) from None
+    finally:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
     return path
 
 
@@ -61,15 +79,28 @@ def load(path: str | Path) -> Checkpoint:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}")
+
+    def corrupt(why: str) -> CheckpointError:
+        return CheckpointError(f"{path} is corrupt or not a netspec checkpoint ({why}); use "
+                               "checkpoints/best.npz, or start a new run")
+
     try:
+        with open(path, "rb") as f:
+            if f.read(4) != b"PK\x03\x04":  # every .npz is a zip archive
+                raise corrupt("it is not a zip archive, as an .npz written by netspec is")
         with np.load(path, allow_pickle=False) as archive:
             arrays = {k: archive[k] for k in archive.files}
         meta = json.loads(str(arrays.pop(META)))
+        if not isinstance(meta, dict):
+            raise corrupt("its metadata is not a JSON object")
     except KeyError:
         raise CheckpointError(f"{path} is not a netspec checkpoint (no {META} record)") from None
+    except PermissionError:
+        raise CheckpointError(f"{path}: permission denied; make the file readable") from None
     except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
-        raise CheckpointError(f"{path} is damaged or not a checkpoint ({e}); "
-                              "use checkpoints/best.npz or start a new run") from None
+        # numpy's own message suggests allow_pickle, which is never the fix here
+        raise corrupt("an archive member holds objects" if "pickle" in str(e) else
+                      f"{type(e).__name__}: {e}") from None
     optimizer = {k[len(OPTIM):]: v for k, v in arrays.items() if k.startswith(OPTIM)}
     state = {k: v for k, v in arrays.items() if not k.startswith(OPTIM)}
     return Checkpoint(state, optimizer, meta)
@@ -84,10 +115,40 @@ def check_fits(state: dict, shapes: dict, where: str, optional: tuple = ()) -> N
     extra = [k for k in state if k not in shapes]
     wrong = [f"{k}: {tuple(np.shape(state[k]))} there, {tuple(shapes[k])} here"
              for k in shapes if k in state and tuple(np.shape(state[k])) != tuple(shapes[k])]
-    if missing or extra or wrong:
+    not_numbers = [f"{k} ({np.asarray(state[k]).dtype})" for k in shapes
+                   if k in state and np.asarray(state[k]).dtype.kind not in "fiu"]
+    if missing or extra or wrong or not_numbers:
         parts = [f"{label}: {', '.join(items)}" for label, items in
-                 (("missing", missing), ("unexpected", extra), ("shape mismatch", wrong)) if items]
+                 (("missing", missing), ("unexpected", extra), ("shape mismatch", wrong),
+                  ("not numbers", not_numbers)) if items]
         raise CheckpointError(f"{where} ({'; '.join(parts)})")
+
+
+# Spec keys that do not change what a trained network computes in evaluation: the run's name,
+# the seed and init defaults (the weights come from the checkpoint), training and gradient-check
+# settings, and which data it is evaluated on (the input, layers, loss and normalisation count).
+NOT_IN_EVALUATION = ("name", "seed", "defaults", "train", "gradcheck", "data.dataset",
+                     "data.validation")
+
+
+def evaluation_changes(stored: dict, spec: dict) -> list[str]:
+    """spec_changes between a checkpoint's stored spec and `spec` (resolved dicts) that change
+    evaluation: the input, layers, loss, data.normalize... ([] without a stored spec)."""
+    if not stored:
+        return []
+    return spec_changes(_without(stored, NOT_IN_EVALUATION), _without(spec, NOT_IN_EVALUATION))
+
+
+def _without(data: dict, dotted: tuple[str, ...]) -> dict:
+    """A copy of a spec dict without the dotted keys (a nested dict is copied where cut)."""
+    data = dict(data)
+    for key in dotted:
+        head, _, rest = key.partition(".")
+        if rest and isinstance(data.get(head), dict):
+            data[head] = _without(data[head], (rest,))
+        elif not rest:
+            data.pop(head, None)
+    return data
 
 
 def spec_changes(old: dict, new: dict, prefix: str = "") -> list[str]:

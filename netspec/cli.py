@@ -1,8 +1,8 @@
 """The `netspec` command line: thin commands over library calls. The only module that prints.
 
 Exit codes: 0 ok, 1 the spec, data or checkpoint is wrong (or a check failed), 2 usage error,
-130 interrupted. Errors caused by input are printed as `FILE:LINE:COL: key.path: message`,
-never as a traceback.
+130 interrupted (SIGINT, Ctrl-C), 143 terminated (SIGTERM, as sent by Slurm, Kubernetes, Dask).
+Errors caused by input are printed as `FILE:LINE:COL: key.path: message`, never as a traceback.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import rich.markup
 import typer
-from rich.console import Console
+from rich.console import Console, ConsoleDimensions
 from rich.table import Table
 
 from netspec.errors import NetspecError
@@ -23,8 +23,23 @@ app = typer.Typer(
     add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
     help="Declare a neural network in YAML; validate, gradient-check, train and time it.",
 )
-out = Console(highlight=False, soft_wrap=True)  # long paths stay on one line
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+class _Console(Console):
+    """rich's Console, except that output to a pipe or a file is not cut at 80 columns: tables
+    there take their full width (`netspec gradcheck ... | less` shows every digit)."""
+
+    @property
+    def size(self) -> ConsoleDimensions:
+        size = Console.size.fget(self)
+        return size if self.is_terminal else ConsoleDimensions(PIPE_WIDTH, size.height)
+
+    @size.setter
+    def size(self, value) -> None:
+        Console.size.fset(self, value)
+
+
+PIPE_WIDTH = 1000  # columns when not on a terminal: wider than any table netspec draws
+out = _Console(highlight=False, soft_wrap=True)  # long paths stay on one line
+err = _Console(stderr=True, highlight=False, soft_wrap=True)
 
 SpecArg = typer.Argument(..., exists=True, dir_okay=False, readable=True,
                          help="Spec file(s) (YAML).")
@@ -32,16 +47,38 @@ SpecArg = typer.Argument(..., exists=True, dir_okay=False, readable=True,
 
 @contextlib.contextmanager
 def report_errors():
-    """Turn NetspecError into printed problems and exit code 1, Ctrl-C into 130."""
+    """Turn NetspecError into printed problems and exit code 1, Ctrl-C into 130 (SIGTERM that
+    interrupts at once, see `train`, into 143)."""
     try:
         yield
     except NetspecError as e:
         for problem in e.problems:
             err.print(f"[red]error:[/red] {_escape(str(problem))}")
         raise typer.Exit(1) from None
+    except Terminated:
+        err.print("[yellow]terminated[/yellow]")
+        raise typer.Exit(143) from None
     except KeyboardInterrupt:
         err.print("[yellow]interrupted[/yellow]")
         raise typer.Exit(130) from None
+    except MemoryError:
+        err.print("[red]error:[/red] out of memory; use a smaller train.batch_size or "
+                  "train.eval_batch_size, or smaller layers")
+        raise typer.Exit(1) from None
+    except OSError as e:  # the library names its files; this is the net for anything missed
+        from netspec.fsio import os_problem
+
+        text = str(os_problem(e, e.filename, "read or write")) if e.filename else str(e)
+        err.print(f"[red]error:[/red] {_escape(text)}")
+        raise typer.Exit(1) from None
+
+
+class Terminated(KeyboardInterrupt):
+    """A second SIGTERM: stop at once, like a second Ctrl-C."""
+
+
+STOP_SIGNALS = {"SIGINT": (130, KeyboardInterrupt, "interrupted"),
+                "SIGTERM": (143, Terminated, "terminated")}  # signal -> exit code, ...
 
 
 def _escape(text: str) -> str:
@@ -96,17 +133,56 @@ def validate(specs: list[Path] = SpecArg,
 
 
 def _shape_table(spec) -> Table:
+    """One row per layer; a graph gets an `inputs` column, filled where a layer reads anything
+    other than the layer above it."""
+    infos = spec.infos
+    above = [("input",)] + [(i.name,) for i in infos[:-1]]
+    wired = ["\n".join(i.inputs) if i.inputs != up else "" for i, up in zip(infos, above)]
     table = Table(title=f"{spec.name}  input {_shape(spec.input.shape)}", title_justify="left")
-    for col, justify in (("#", "right"), ("name", "left"), ("type", "left"),
-                         ("output shape", "left"), ("params", "right"), ("MACs", "right")):
-        table.add_column(col, justify=justify)
-    for i in spec.infos:
-        table.add_row(str(i.index), i.name, i.type, _shape(i.out_shape),
-                      _count(i.params) if i.params else "", _count(i.macs) if i.macs else "")
+    columns = [("#", "right"), ("name", "left"), ("type", "left")]
+    columns += [("inputs", "left")] if any(wired) else []
+    columns += [("output shape", "left"), ("params", "right"), ("MACs", "right")]
+    for col, justify in columns:  # names fold when narrow; shapes and numbers never do
+        wrap = col in ("name", "type", "inputs")
+        table.add_column(col, justify=justify, no_wrap=not wrap, overflow="fold",
+                         min_width=14 if col in ("name", "inputs") else None)
+    for i, inputs in zip(infos, wired):
+        table.add_row(str(i.index), i.name, i.type, *([inputs] if any(wired) else []),
+                      _shape(i.out_shape), _count(i.params) if i.params else "",
+                      _count(i.macs) if i.macs else "")
     table.add_section()
-    table.add_row("", "total", "", "", _count(sum(i.params for i in spec.infos)),
-                  _count(sum(i.macs for i in spec.infos)))
+    table.add_row("", "total", "", *([""] if any(wired) else []), "",
+                  _count(sum(i.params for i in infos)), _count(sum(i.macs for i in infos)))
     return table
+
+
+# ------------------------------------------------------------------ draw
+
+
+@app.command()
+def draw(
+    spec_path: Path = typer.Argument(..., exists=True, dir_okay=False, metavar="SPEC"),
+    output: Path = typer.Option(..., "--out", "-o", dir_okay=False,
+                                help="Output file (.svg or .png)."),
+    fmt: str | None = typer.Option(None, "--format",
+                                   help="svg or png (default: from the file name, else svg)."),
+    collapse: bool = typer.Option(False, help="Draw repeated blocks (layer1.0, layer1.1, ...) "
+                                              "as one box, 'layer1 ×2'."),
+    overrides: list[str] = typer.Option([], "--set", metavar="KEY.PATH=VALUE"),
+):
+    """Draw the network as a diagram, from shape inference alone (no graphviz)."""
+    from netspec import draw as drawing
+    from netspec.spec import load
+
+    fmt = (fmt or ("png" if output.suffix.lower() == ".png" else "svg")).lower()
+    if fmt not in ("svg", "png"):
+        raise typer.BadParameter(f"choose svg or png, got {fmt!r}", param_hint="--format")
+    with report_errors():
+        spec = load(spec_path, overrides)
+        scene = drawing.draw(spec, collapse=collapse)
+        drawing.save(scene, output, fmt)
+    out.print(f"wrote {output} ({scene.meta['layers']} layers, {scene.meta['params']:,} "
+              f"parameters, {_si(scene.meta['macs'])}MAC per sample)")
 
 
 # ------------------------------------------------------------------ schema
@@ -116,11 +192,13 @@ def _shape_table(spec) -> Table:
 def schema(output: Path | None = typer.Option(None, "--out", "-o",
                                                  help="Write to this file instead of stdout.")):
     """Print the JSON Schema of the spec language (for yaml-language-server)."""
+    from netspec.fsio import atomic_write
     from netspec.spec import json_schema
 
     text = json.dumps(json_schema(), indent=2) + "\n"
     if output:
-        output.write_text(text)
+        with report_errors():
+            atomic_write(output, text)
         out.print(f"wrote {output}")
     else:
         typer.echo(text, nl=False)
@@ -142,6 +220,8 @@ def gradcheck(specs: list[Path] = SpecArg,
             spec = load(path)
             report = check_spec(spec, isolated=layers)
             out.print(_gradcheck_table(report, path))
+            for problem in report.problems:
+                err.print(f"[red]error:[/red] {path}: {_escape(problem)}")
             verdict = "[green]passed[/green]" if report.passed else "[red]FAILED[/red]"
             out.print(f"{verdict} {path}: {sum(r.checked for r in report.rows)} entries checked, "
                       f"{report.skipped} skipped at kinks; eps {report.eps:g}, "
@@ -173,10 +253,10 @@ def _load_data(spec, data_dir):
 
     with out.status(f"loading {spec.data.dataset} ..."):
         ds = load_dataset(spec.data.dataset, data_dir=data_dir, progress=_download_progress)
-    sample = ds.input_shape
-    if math.prod(sample) != math.prod(spec.input.shape):
+    sample, shape = ds.input_shape, tuple(spec.input.shape)
+    if math.prod(sample) != math.prod(shape) or (len(shape) == 3 and shape != sample):
         raise DataError(f"{ds.name} samples have shape {list(sample)} but input.shape is "
-                        f"{list(spec.input.shape)}; set input.shape to {list(sample)}")
+                        f"{list(shape)}; set input.shape to {list(sample)}")
     classes = spec.infos[-1].out_shape
     if spec.data.classes is None and classes != (ds.num_classes,):
         raise DataError(f"{ds.name} has {ds.num_classes} classes but the network ends with "
@@ -216,6 +296,7 @@ def train(
     import signal
     import time
 
+    from netspec.fsio import check_new_run_dir, check_run_dir
     from netspec.spec import load
     from netspec.train import Run, score
 
@@ -227,9 +308,10 @@ def train(
     with report_errors():
         spec = load(spec_path or resume / "spec.yaml", overrides)
         _check_workers(requested, spec)
-        splits = _load_data(spec, data_dir)
         stamp = time.strftime("%Y%m%d-%H%M%S")
         out_dir = resume or run_dir or Path("runs") / f"{spec.name}-{stamp}"
+        (check_run_dir if resume else check_new_run_dir)(out_dir)  # before the data loads
+        splits = _load_data(spec, data_dir)
         run = Run(spec, splits, out_dir, workers=requested)
         if resume:
             run.resume()
@@ -241,27 +323,77 @@ def train(
         out.print(f"workers: {run.trainer.workers_why}")
         run.trainer.start_workers()  # fork before the progress bar starts its thread
 
-        stop = {"requested": False}
+        # The first SIGINT or SIGTERM finishes the step and saves a checkpoint; a second
+        # one stops at once. Worker processes ignore both: the parent stops them.
+        stop = {"by": None}
 
-        def on_sigint(signum, frame):
-            if stop["requested"]:
-                raise KeyboardInterrupt
-            stop["requested"] = True
+        def on_signal(signum, frame):
+            name = signal.Signals(signum).name
+            if stop["by"] is not None:
+                raise STOP_SIGNALS[name][1]
+            stop["by"] = name
 
-        previous = signal.signal(signal.SIGINT, on_sigint)
+        previous = {s: signal.signal(getattr(signal, s), on_signal) for s in STOP_SIGNALS}
         try:
-            finished = _fit_with_progress(run, progress, lambda: stop["requested"])
+            finished = _fit_with_progress(run, progress, lambda: stop["by"] is not None)
+        except BaseException:
+            with contextlib.suppress(Exception):  # the first error is the one to report
+                run.plot()
+            raise
         finally:
-            signal.signal(signal.SIGINT, previous)
+            for s, handler in previous.items():
+                signal.signal(getattr(signal, s), handler)
             run.trainer.close()
-            run.plot()
+        run.plot()
+        _write_report(run.report)
         if not finished:
-            err.print(f"[yellow]interrupted[/yellow]: checkpoint saved to {run.last_path}; "
-                      f"continue with: netspec train --resume {out_dir}")
-            raise typer.Exit(130)
+            code, _, word = STOP_SIGNALS[stop["by"]]
+            err.print(f"[yellow]{word}[/yellow] ({stop['by']}): checkpoint saved to "
+                      f"{run.last_path}; continue with: netspec train --resume {out_dir}")
+            raise typer.Exit(code)
         best = max(run.history, key=score)
         out.print(f"[green]done[/green]: {out_dir} (best epoch {best['epoch']}: "
                   f"test acc {100 * best.get('test_acc', float('nan')):.2f}%)")
+
+
+def _write_report(write) -> None:
+    """Call write() -> path of a report; a failure is a warning (the run itself is fine)."""
+    try:
+        with out.status("writing report.html ..."):
+            path = write()
+    except NetspecError as e:
+        err.print(f"[yellow]warning:[/yellow] no report: {_escape(str(e))}")
+    else:
+        out.print(f"report: {path}")
+
+
+# ------------------------------------------------------------------ report
+
+
+@app.command()
+def report(
+    run_dir: Path = typer.Argument(..., exists=True, file_okay=False, metavar="RUN_DIR"),
+    data_dir: Path | None = typer.Option(None, "--data-dir", envvar="NETSPEC_DATA",
+                                            help="Directory holding the dataset files."),
+    evaluate: bool = typer.Option(True, "--eval/--no-eval",
+                                  help="Evaluate the best checkpoint on the test set for the "
+                                       "confusion matrix and the worst images."),
+):
+    """Write RUN_DIR/report.html; works on finished, running and interrupted runs."""
+    from netspec.report import run_spec, write_report
+
+    with report_errors():
+        spec = run_spec(run_dir)
+        splits = None
+        if evaluate:
+            try:
+                splits = _load_data(spec, data_dir)
+            except NetspecError as e:
+                err.print(f"[yellow]warning:[/yellow] {_escape(str(e))}; writing the report "
+                          "without the test-set figures")
+        with out.status("writing report.html ..."):
+            path = write_report(run_dir, splits)
+    out.print(f"wrote {path}")
 
 
 def _workers_option(text: str) -> int | str:
@@ -280,12 +412,18 @@ def _workers_option(text: str) -> int | str:
 
 def _check_workers(requested: int | str, spec) -> None:
     """A usage error (exit 2) when `requested` workers cannot run this spec."""
-    from netspec.parallel import resolve_workers
+    from netspec.parallel import available_cores, resolve_workers
 
     try:
         resolve_workers(requested, spec.infos)
     except ValueError as e:
         raise typer.BadParameter(str(e), param_hint="--workers") from None
+    cores = available_cores()
+    if requested != "auto" and requested > cores:
+        raise typer.BadParameter(
+            f"{requested} workers but netspec may use {cores} core{'s' * (cores != 1)} here: "
+            "more workers than cores only take turns, which makes the run several times "
+            f"slower; use --workers {cores} or --workers auto", param_hint="--workers")
 
 
 def _fit_with_progress(run, show: bool, should_stop) -> bool:
@@ -347,12 +485,17 @@ def evaluate(
     overrides: list[str] = typer.Option([], "--set", metavar="KEY.PATH=VALUE"),
     data_dir: Path | None = typer.Option(None, "--data-dir", envvar="NETSPEC_DATA"),
     workers: str = typer.Option("auto", help="Processes that share the batches, as for train."),
+    force: bool = typer.Option(False, "--force", help="Evaluate even though SPEC (or --set) "
+                               "differs from the checkpoint's spec in what evaluation computes."),
+    report_dir: Path | None = typer.Option(
+        None, "--report", file_okay=False,
+        help="Also write DIR/eval-report.html: confusion matrix and worst images."),
 ):
     """Evaluate a checkpoint: loss, accuracy, per-class accuracy, confusion matrix."""
     import yaml
 
     from netspec import checkpoint
-    from netspec.errors import DataError
+    from netspec.errors import CheckpointError, DataError
     from netspec.spec import load, loads
     from netspec.train import Trainer, confusion_matrix
 
@@ -365,6 +508,14 @@ def evaluate(
             spec = loads(yaml.safe_dump(ckpt.spec_data), f"{checkpoint_path}:spec", overrides)
         else:
             spec = load(spec_path, overrides)
+        changes = checkpoint.evaluation_changes(ckpt.spec_data, spec.model_dump(mode="json"))
+        if changes and not force:
+            given = f"{spec_path} (with --set)" if spec_path and overrides else (
+                spec_path or "--set")
+            raise CheckpointError(
+                f"{given} differs from the spec stored in {checkpoint_path} in what evaluation "
+                f"computes: {'; '.join(changes)}. The weights were trained with the stored spec; "
+                "leave out SPEC and --set to use it, or pass --force to evaluate anyway")
         splits = _load_data(spec, data_dir)
         if split not in splits:
             raise DataError(f"no '{split}' split (available: {', '.join(splits)})")
@@ -374,7 +525,7 @@ def evaluate(
         x, y = splits[split]
         trainer.start_workers()
         try:
-            result = trainer.evaluate(x, y)
+            result = trainer.evaluate(x, y, split=split)
         finally:
             trainer.close()
     k = spec.infos[-1].out_shape[0]
@@ -393,6 +544,13 @@ def evaluate(
     out.print(table)
     out.print(f"{split} loss {result.loss:.4f}  accuracy {100 * result.accuracy:.2f}%  "
               f"({result.seconds:.2f} s, {len(y) / result.seconds:,.0f} img/s)")
+    if report_dir is not None:
+        from netspec.report import write_eval_report
+
+        with report_errors(), out.status("writing eval-report.html ..."):
+            path = write_eval_report(report_dir, spec, ckpt.state, str(checkpoint_path), split,
+                                     x, y)
+        out.print(f"report: {path}")
 
 
 # ------------------------------------------------------------------ bench

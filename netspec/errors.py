@@ -56,6 +56,11 @@ class CheckpointError(NetspecError):
     """A checkpoint is missing, corrupt, or belongs to a different spec."""
 
 
+class OutputError(NetspecError):
+    """A file or directory cannot be written (bad path, full disk, no permission), or writing
+    it would overwrite a file netspec did not write."""
+
+
 class TrainingError(NetspecError):
     """Training cannot go on (for example the loss became NaN)."""
 

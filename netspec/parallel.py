@@ -11,8 +11,8 @@ is worker 0; workers 1..W-1 are children forked once, before the first step. One
     parent: plan.grads += every child's gradients; the optimizer then steps as usual
 
 Evaluation works the same way, without the gradients: `evaluate` gives each worker a run of
-whole batches of a data set the children already hold (one registered when they were forked, or
-consecutive rows of it), and the predictions come back through shared memory.
+whole batches of a data set the children already hold (named when they were forked, such as
+"test"), and the predictions come back through shared memory.
 
 Why processes and not threads: a LeNet step is a few hundred NumPy calls of tens of
 microseconds each, and the Python between them holds the GIL. On this project's 2-core test
@@ -20,14 +20,14 @@ machine, two threads ran a pair of half-batch steps in ~1.35x the time of one; t
 in ~1.05x. Each worker gets an equal share of the BLAS threads (one each on 2 cores: at these
 GEMM sizes batch-64 LeNet steps take as long with one BLAS thread as with two).
 
-Results are reproducible for a given number of workers, but differ in rounding from a
+Results are reproducible for a given number of workers, and differ only in rounding from a
 one-process run (the gradient is a sum of per-slice sums). A layer that couples the samples of
 a batch (batchnorm's statistics) gathers every worker's per-channel partial sums mid-step
 through a `BatchExchange` (shared memory, plus one pipe round trip per gather between the
 parent and each child), so it normalises the whole batch as one process would. Its running
-statistics are shared buffers that only the parent writes. Stochastic layers (dropout)
-draw from the plan's Generator in the parent; each child gets a fresh stream per step, seeded
-from that Generator, so runs and resumed runs stay reproducible.
+statistics are shared buffers that only the parent writes. Dropout masks are keyed by
+(seed, step, position in the batch) (netspec/noise.py): each child is told the step and where
+its slice starts, and draws the masks one process would draw for those samples.
 
 Needs the 'fork' start method (Linux): children inherit the plan and the data without copies,
 and the plan's parameter arena, allocated in shared memory (`shared_array`), is the same memory
@@ -37,7 +37,6 @@ in every process: the parent's optimizer step is what the children compute with 
 from __future__ import annotations
 
 import math
-import mmap
 import multiprocessing
 import os
 import signal
@@ -48,6 +47,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from netspec.errors import TrainingError
+from netspec.plan import shared_array
 
 MAX_AUTO_WORKERS = 2  # what `workers: auto` may pick; measured on 2 cores only
 # 'auto' splits batches only for networks that use each weight at least this many times per
@@ -138,13 +138,6 @@ def eval_slice(plan, loss, x, y, lo: int, hi: int, batch: int, preds: np.ndarray
     return loss_sum
 
 
-def shared_array(shape, dtype) -> np.ndarray:
-    """A zeroed array in memory that processes forked after this call share (MAP_SHARED)."""
-    count = math.prod(shape)
-    buf = mmap.mmap(-1, max(count * np.dtype(dtype).itemsize, 1))
-    return np.frombuffer(buf, dtype, count).reshape(shape)
-
-
 class BatchExchange:
     """All-gather of small float64 vectors between the workers of one step, for batch-coupled
     layers (ctx.exchange). Worker k writes its vector into row k of a shared (2, W, width)
@@ -189,22 +182,23 @@ class WorkerPool:
     """The calling process plus workers - 1 forked children; see the module docstring."""
 
     def __init__(self, plan, loss, x: np.ndarray, y: np.ndarray, workers: int, batch_size: int,
-                 eval_sets=()):
-        """x (N, D), y (N,): the training data. eval_sets: more (x, y) pairs, such as the test
-        split, that `evaluate` may split across the workers too. The children see all of them
-        as they are now: do not modify them in place while the pool runs."""
+                 eval_sets: dict | None = None):
+        """x (N, D), y (N,): the training data, "train" for `evaluate`. eval_sets: more (x, y)
+        by name, such as {"test": ...}, that `evaluate` may split across the workers too. The
+        children see all of them as they are now: do not modify them in place while the pool
+        runs."""
         if workers < 2:
             raise ValueError(f"a WorkerPool needs at least 2 workers, got {workers}")
         self.plan, self.loss, self.x, self.y = plan, loss, x, y
-        self.eval_sets = [(x, y)] + [(a.reshape(len(a), -1), b) for a, b in eval_sets]
-        self.preds = shared_array((max(len(b) for _, b in self.eval_sets),), np.int64)
+        self.eval_sets = {"train": (x, y)} | {
+            k: (a.reshape(len(a), -1), b) for k, (a, b) in (eval_sets or {}).items()}
+        self.preds = shared_array((max(len(b) for _, b in self.eval_sets.values()),), np.int64)
         self.workers = workers
         self.blas_threads = max(1, available_cores() // workers)
         size = plan.flat_params.size
         self.grads = shared_array((workers - 1, size), plan.dtype)  # child k's gradients: row k-1
         self.idx = shared_array((batch_size,), np.int64)  # this step's batch indices
         self.rows = np.empty((batch_size, x.shape[1]), x.dtype)
-        self.stochastic = any(step.info.layer.stochastic for step in plan.steps)
         coupled = coupled_layers(step.info for step in plan.steps)
         self.exchange = None
         if coupled:  # each gathers (count, mean, var) or (dbias, dweight) per channel
@@ -233,8 +227,9 @@ class WorkerPool:
 
     def gradient(self, idx: np.ndarray) -> tuple[float, int, str | None]:
         """Fill plan.grads with the batch's gradient; (mean loss, correct, first non-finite
-        layer if the loss is not finite)."""
+        layer if the loss is not finite). Dropout masks are those of step plan.noise.step."""
         n = len(idx)
+        self.plan.noise.offset = 0  # the parent's slice starts the batch
         w = min(self.workers, n)
         try:
             return self._gradient(idx, n, w)
@@ -247,9 +242,8 @@ class WorkerPool:
         self.idx[:n] = idx
         if self.exchange is not None:
             self.exchange.start_step(w)
-        for k in range(1, w):
-            seed = int(self.plan.rng.integers(2**63)) if self.stochastic else None
-            self._send(k, ("gradient", bounds[k], bounds[k + 1], n, w, seed))
+        for k in range(1, w):  # the children's dropout masks: at their offsets in this step
+            self._send(k, ("gradient", bounds[k], bounds[k + 1], n, w, self.plan.noise.step))
         own = bounds[1]
         loss, correct = slice_gradient(self.plan, self.loss, self.x, self.y, idx[:own],
                                        self.rows, own / n)
@@ -262,36 +256,24 @@ class WorkerPool:
             self.plan.flat_grads += self.grads[k - 1]
         return loss, correct, bad
 
-    def evaluate(self, x: np.ndarray, y: np.ndarray, batch: int,
-                 preds: np.ndarray) -> float | None:
-        """eval_slice over all of (x, y), split across the workers in whole batches: fills
-        preds and returns the loss sum. None, having done nothing, when (x, y) is not one of
-        the pool's data sets (then evaluate in one process)."""
-        found = self._find(x, y)
-        n = len(x)
-        if found is None or n == 0:
-            return None
-        which, start = found
+    def evaluate(self, name: str, n: int, batch: int, preds: np.ndarray) -> float:
+        """eval_slice over the first n rows of the data set `name` ("train" or one of
+        eval_sets), split across the workers in whole batches: fills preds[:n] and returns the
+        loss sum."""
+        x, y = self.eval_sets[name]
+        if not 0 <= n <= len(x):
+            raise ValueError(f"{name} has {len(x)} rows, not {n}")
         batches = -(-n // batch)
-        w = min(self.workers, batches)
+        w = max(1, min(self.workers, batches))
         bounds = [min(n, i * batches // w * batch) for i in range(w + 1)]
         for k in range(1, w):
-            self._send(k, ("evaluate", which, start, bounds[k], bounds[k + 1], batch))
+            self._send(k, ("evaluate", name, bounds[k], bounds[k + 1], batch))
         loss_sum = eval_slice(self.plan, self.loss, x, y, 0, bounds[1], batch, preds)
         for k, (part_sum,) in self._replies(w):
             loss_sum += part_sum
             lo, hi = bounds[k], bounds[k + 1]
             preds[lo:hi] = self.preds[lo:hi]
         return loss_sum
-
-    def _find(self, x, y) -> tuple[int, int] | None:
-        """(data set, first row) when x and y are the same rows, in the same memory, of one
-        of the pool's data sets (the set itself, or a slice of consecutive rows); else None."""
-        for i, (a, b) in enumerate(self.eval_sets):
-            start = _row_offset(a, x)
-            if start is not None and _row_offset(b, y) == start:
-                return i, start
-        return None
 
     def _send(self, k: int, message) -> None:
         try:
@@ -340,10 +322,12 @@ class WorkerPool:
 
     def _serve(self, k: int, conn, parent_ends) -> None:
         """Child k's loop: one slice's gradient per message, until None or the parent is gone."""
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+        for sig in (signal.SIGINT, signal.SIGTERM):  # the parent's to handle: it stops us
+            signal.signal(sig, signal.SIG_IGN)
         for end in parent_ends:  # so that the parent's death closes every pipe
             end.close()
         threadpool_limits(self.blas_threads, user_api="blas")  # for the child's lifetime
+        np.seterr(over="ignore", invalid="ignore", divide="ignore")  # the parent reports NaNs
         plan, rows, grads = self.plan, self.rows, self.grads[k - 1]
         if self.exchange is not None:
             self.exchange.rank, self.exchange.conn = k, conn
@@ -356,19 +340,18 @@ class WorkerPool:
                 return
             try:
                 if message[0] == "gradient":
-                    _, lo, hi, n, active, seed = message
+                    _, lo, hi, n, active, plan.noise.step = message
+                    plan.noise.offset = lo
                     if self.exchange is not None:
                         self.exchange.start_step(active)
-                    if seed is not None:  # a fresh stream for this step's dropout masks
-                        plan.rng.bit_generator.state = type(plan.rng.bit_generator)(seed).state
                     loss, correct = slice_gradient(plan, self.loss, self.x, self.y,
                                                    self.idx[lo:hi], rows, (hi - lo) / n)
                     np.copyto(grads, plan.flat_grads)
                     bad = None if math.isfinite(loss) else plan.first_nonfinite()
                     reply = (loss, correct, bad)
                 else:  # "evaluate"
-                    _, which, start, lo, hi, batch = message
-                    x, y = (a[start:] for a in self.eval_sets[which])
+                    _, name, lo, hi, batch = message
+                    x, y = self.eval_sets[name]
                     reply = (eval_slice(plan, self.loss, x, y, lo, hi, batch, self.preds),)
             except Exception as e:  # noqa: BLE001 - any failure goes to the parent, which stops
                 reply = ("error", f"{type(e).__name__}: {e}")
@@ -386,18 +369,6 @@ class WorkerPool:
                 step.ctx.exchange = None
 
 
-def _row_offset(whole: np.ndarray, part: np.ndarray) -> int | None:
-    """r when part is whole[r:r + len(part)] (same memory and layout), else None."""
-    if part.dtype != whole.dtype or part.shape[1:] != whole.shape[1:] or (
-            part.strides != whole.strides) or len(part) == 0:
-        return None
-    gap = part.__array_interface__["data"][0] - whole.__array_interface__["data"][0]
-    row = whole.strides[0]
-    if row <= 0 or gap % row or not 0 <= gap // row <= len(whole) - len(part):
-        return None
-    return gap // row
-
-
 def _stop(conns, procs) -> None:
     """Ask each child to exit, then make sure it has."""
     for conn in conns:
@@ -409,5 +380,5 @@ def _stop(conns, procs) -> None:
     for proc in procs:
         proc.join(timeout=2)
         if proc.is_alive():
-            proc.terminate()
+            proc.kill()  # children ignore SIGTERM
             proc.join(timeout=2)

@@ -8,20 +8,32 @@ Parameters live in `plan.params` under PyTorch names ("conv1.weight") and layout
 `plan.grads` with the same keys; non-trainable state (batchnorm running statistics) in
 `plan.buffers`. Update them in place (`p[...] = ...`): the closures hold these very arrays.
 Internally activations are batch-innermost, (C, H, W, N) or (D, N); see layers/base.py.
+
+Graphs: the steps run in list order (the spec's order, so producers come first). Each step
+reads the outputs of the layers named in its LayerInfo.inputs. In backward, a tensor read by
+several layers gets the sum of their gradients, accumulated in a buffer of the plan's (Caffe's
+split layer), so that every layer still owns its dy and may overwrite it. Those buffers return
+to a pool once their last reader is done and serve the next fan-out of the same shape.
+`_run_layers` and `run_backward` are the only loops that run layers; `plan.hook`, when set,
+is called around every layer call (netspec bench times layers through it).
 """
 
 from __future__ import annotations
 
+import errno
 import math
+import mmap
+from collections.abc import Callable
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from netspec.checkpoint import check_fits
+from netspec.errors import SpecError
 from netspec.layers import Ctx, Layer, Workspace
-from netspec.parallel import shared_array
-from netspec.shapes import LayerInfo
+from netspec.noise import Noise
+from netspec.shapes import INPUT, LayerInfo, infer
 
 # Eval-mode forward passes run in chunks whose layer outputs total about this many bytes
 # (LeNet: ~41 kB per sample -> chunks of ~125; the MLP: 3 kB -> batches of 1000 run whole).
@@ -41,29 +53,40 @@ class Step:
 
     info: LayerInfo
     ctx: Ctx
-    forward: object  # (x, train) -> y, internal layout
-    backward: object  # (dy, need_dx) -> dx or None
+    forward: object  # (x, train) -> y, internal layout (multi-input: ([x, ...], train))
+    backward: object  # (dy, need_dx) -> dx or None (multi-input: (dy, need) -> [dx, ...])
+    sources: tuple = (-1,)  # the step index of each input; -1 is the network input
 
     @property
     def name(self) -> str:
         return self.info.name
 
 
+# hook(step, phase, fn, *args) -> fn(*args): wraps every layer call when set (phase "forward"
+# or "backward"), e.g. to time it; it must return what fn returns.
+Hook = Callable[..., object]
+
+
 class Plan:
     """An executable network. Build it with `compile(spec)` or `Plan(infos, ...)`."""
 
-    def __init__(self, infos: list[LayerInfo], dtype="float32", rng=None, defaults=None):
+    def __init__(self, infos: list[LayerInfo], dtype="float32", rng=None, defaults=None,
+                 seed: int = 0):
+        """rng draws the initial parameters; seed keys the dropout masks (netspec/noise.py)."""
         self.dtype = np.dtype(dtype)
         if self.dtype not in (np.float32, np.float64):
             raise ValueError(f"dtype must be float32 or float64, got {self.dtype}")
-        self.rng = rng if rng is not None else np.random.default_rng(0)
-        self.in_shape = tuple(infos[0].in_shape)
+        self.rng = rng if rng is not None else np.random.default_rng(seed)
+        self.noise = Noise(seed)  # its step and offset are set by the trainer
+        self.in_shape = next(tuple(shape) for info in infos  # what the "input" readers get
+                             for n, shape in zip(info.inputs, info.in_shapes) if n == INPUT)
         self.out_shape = tuple(infos[-1].out_shape)
         self.params: dict[str, np.ndarray] = {}
         self.grads: dict[str, np.ndarray] = {}
         self.buffers: dict[str, np.ndarray] = {}
         self.steps: list[Step] = []
         self.outputs: list[np.ndarray] = []  # each layer's output from the last forward
+        self.hook: Hook | None = None
         # eval-mode chunking (see run_forward): samples whose activations fill ~EVAL_BYTES
         per_sample = sum(math.prod(info.out_shape) for info in infos) * self.dtype.itemsize
         self.eval_chunk = max(1, EVAL_BYTES // max(per_sample, 1))
@@ -78,7 +101,8 @@ class Plan:
         offset = 0
         for info in infos:  # parameters are drawn layer by layer from the one Generator
             values = info.layer.init_params(info.in_shape, self.rng, defaults)
-            ctx = Ctx(info.in_shape, ws=Workspace(self.dtype), rng=self.rng)
+            ctx = Ctx(info.in_shape, ws=Workspace(self.dtype),
+                      noise=self.noise.stream(info.index))
             for key, value in values.items():
                 n = value.size
                 p = self.flat_params[offset:offset + n].reshape(value.shape)
@@ -92,13 +116,25 @@ class Plan:
                 buf[...] = value
                 ctx.buffers[key] = self.buffers[f"{info.name}.{key}"] = buf
             forward, backward = info.layer.build(ctx)
-            self.steps.append(Step(info, ctx, forward, backward))
+            index = {step.name: i for i, step in enumerate(self.steps)}
+            sources = tuple(-1 if n == INPUT else index[n] for n in info.inputs)
+            self.steps.append(Step(info, ctx, forward, backward, sources))
+        # readers[s]: how many inputs read step s's output (readers[-1]: the network input's)
+        self.readers = [0] * (len(self.steps) + 1)
+        for step in self.steps:
+            for s in step.sources:
+                self.readers[s] += 1
+        self._pool: dict[tuple, list[np.ndarray]] = {}  # free gradient-sum buffers, by shape
 
     # ------------------------------------------------ public API, PyTorch layout
 
     def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
-        """(N, *input shape) -> (N, *output shape), a fresh array."""
-        return self.from_internal(self.run_forward(self.to_internal(x), train))
+        """(N, *input shape) -> (N, *output shape), a fresh array. In train mode each call
+        draws new dropout masks (it advances plan.noise.step)."""
+        y = self.from_internal(self.run_forward(self.to_internal(x), train))
+        if train:
+            self.noise.step += 1
+        return y
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
         """Back-propagate dL/d(output), (N, *output shape); set plan.grads; return dL/dx."""
@@ -158,12 +194,20 @@ class Plan:
         return out
 
     def _run_layers(self, x: np.ndarray, train: bool) -> np.ndarray:
-        self.outputs.clear()
+        """The forward loop: every step in order, on the outputs its inputs name."""
+        outs, hook = self.outputs, self.hook
+        outs.clear()
         with ufunc_buffer():
             for step in self.steps:
-                x = step.forward(x, train)
-                self.outputs.append(x)
-        return x
+                if step.info.layer.multi_input:
+                    a = [x if s < 0 else outs[s] for s in step.sources]
+                else:
+                    a = x if step.sources[0] < 0 else outs[step.sources[0]]
+                if hook is None:
+                    outs.append(step.forward(a, train))
+                else:
+                    outs.append(hook(step, "forward", step.forward, a, train))
+        return outs[-1]
 
     def _chunk_size(self, n: int) -> int:
         """Samples per eval chunk for a batch of n: a divisor of n near eval_chunk if any."""
@@ -174,14 +218,56 @@ class Plan:
         return min(near, key=lambda d: abs(d - target)) if near else target
 
     def run_backward(self, dy: np.ndarray, need_dx: bool = False) -> np.ndarray | None:
-        """Internal layout; fills grads. The first layer skips dL/dx unless need_dx."""
+        """Internal layout; fills grads and returns dL/dx (valid until the next backward).
+
+        Layers reading the network input skip dL/dx unless need_dx. The backward loop: steps
+        in reverse; each hands its dx to the step it read, and a step read by several gets the
+        sum of their dx in a pooled buffer (see the module docstring).
+        """
         if self._unchunked_x is not None:  # layers hold the last eval chunk: redo it whole
             self._run_layers(self._unchunked_x, False)
             self._unchunked_x = None
+        n, hook, readers = len(self.steps), self.hook, self.readers
+        pending: list = [None] * (n + 1)  # dL/d(output of step s); [-1]: of the network input
+        pending[n - 1] = dy
+        arrived = [0] * (n + 1)  # how many readers of s have handed their dx in
+        backing: list = [None] * (n + 1)  # the pooled buffer pending[s] may be (a view of)
         with ufunc_buffer():
-            for i in range(len(self.steps) - 1, -1, -1):
-                dy = self.steps[i].backward(dy, need_dx or i > 0)
-        return dy
+            for i in range(n - 1, -1, -1):
+                step, g, buf = self.steps[i], pending[i], backing[i]
+                pending[i] = backing[i] = None
+                if step.info.layer.multi_input:
+                    need = tuple(s >= 0 or need_dx for s in step.sources)
+                    args = (g, need)
+                else:
+                    args = (g, step.sources[0] >= 0 or need_dx)
+                out = step.backward(*args) if hook is None else hook(step, "backward",
+                                                                     step.backward, *args)
+                dxs = out if step.info.layer.multi_input else (out,)
+                for s, dx in zip(step.sources, dxs):
+                    if dx is None:
+                        continue
+                    arrived[s] += 1
+                    if readers[s] == 1:  # its only reader: hand dx on as it is
+                        pending[s] = dx
+                        if buf is not None and np.may_share_memory(dx, buf):
+                            backing[s] = buf  # dx lives in (or is) our buffer: keep it
+                    elif arrived[s] == 1:  # the first of several: start the sum
+                        pending[s] = backing[s] = self._take(dx.shape)
+                        np.copyto(pending[s], dx)
+                    else:
+                        pending[s] += dx
+                if buf is not None and not any(b is buf for b in backing):
+                    self._pool.setdefault(buf.shape, []).append(buf)  # its last reader is done
+        for buf in backing:  # only the input's gradient can still hold one
+            if buf is not None:
+                self._pool.setdefault(buf.shape, []).append(buf)
+        return pending[-1]
+
+    def _take(self, shape) -> np.ndarray:
+        """A gradient-sum buffer of `shape` from the pool (or a new one)."""
+        free = self._pool.get(tuple(shape))
+        return free.pop() if free else np.empty(shape, self.dtype)
 
     # ------------------------------------------------ state
 
@@ -205,6 +291,14 @@ class Plan:
         return None
 
 
+def shared_array(shape, dtype) -> np.ndarray:
+    """A zeroed array in memory that processes forked after this call share (MAP_SHARED):
+    the parameter arena, which worker processes (netspec/parallel.py) compute with."""
+    count = math.prod(shape)
+    buf = mmap.mmap(-1, max(count * np.dtype(dtype).itemsize, 1))
+    return np.frombuffer(buf, dtype, count).reshape(shape)
+
+
 @contextmanager
 def ufunc_buffer(size: int = UFUNC_BUFSIZE):
     """Run the block with NumPy's ufunc buffer at `size` elements (see UFUNC_BUFSIZE)."""
@@ -216,15 +310,35 @@ def ufunc_buffer(size: int = UFUNC_BUFSIZE):
 
 
 def compile(spec, dtype="float32") -> Plan:
-    """Build a Plan for a validated NetSpec, initialised from the spec's seed."""
-    return Plan(spec.infos, dtype, np.random.default_rng(spec.seed), spec.defaults.init)
+    """Build a Plan for a validated NetSpec, initialised from the spec's seed.
+
+    A network whose parameters do not fit in memory is a SpecError that says how big it is.
+    """
+    try:
+        return Plan(spec.infos, dtype, np.random.default_rng(spec.seed), spec.defaults.init,
+                    spec.seed)
+    except (MemoryError, OSError) as e:
+        if isinstance(e, OSError) and e.errno != errno.ENOMEM:
+            raise
+        n = sum(info.params for info in spec.infos)
+        size = 2 * n * np.dtype(dtype).itemsize  # parameters and their gradients
+        biggest = max(spec.infos, key=lambda info: info.params)
+        raise SpecError([spec.source.problem(("layers", biggest.index), (
+            f"out of memory: the network's {n:,} parameters need {size / 2**30:,.1f} GiB "
+            f"(values and gradients, {np.dtype(dtype).name}) and this machine could not "
+            f"allocate them; the largest layer is '{biggest.name}' with {biggest.params:,}; "
+            "use smaller layers"))]) from None
 
 
 def layer_plan(layer: Layer, in_shape, dtype="float64", seed: int = 0,
                name: str | None = None) -> Plan:
-    """A one-layer Plan (used to check a layer in isolation); its step is called `name`."""
-    out = tuple(layer.output_shape(tuple(in_shape)))
-    info = LayerInfo(0, name or layer.name or layer.type, layer, tuple(in_shape), out,
-                     layer.param_shapes(in_shape), layer.buffer_shapes(in_shape),
-                     layer.macs(in_shape, out))
-    return Plan([info], dtype, np.random.default_rng(seed))
+    """A one-layer Plan (used to check a layer in isolation); its step is called `name`.
+
+    The layer reads the plan's input (a multi-input layer names it in its own `inputs`, e.g.
+    [input, input]); a single-input layer's `inputs` are ignored.
+    """
+    if not layer.multi_input and layer.inputs is not None:
+        layer = layer.model_copy(update={"inputs": None})
+    (info,) = infer(tuple(in_shape), [layer])
+    info = replace(info, name=name or layer.name or layer.type)
+    return Plan([info], dtype, np.random.default_rng(seed), seed=seed)

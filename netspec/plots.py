@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
+
+from netspec.fsio import atomic_write
 
 
 def plot_curves(history: list[dict], path: str | Path, title: str = "") -> Path:
@@ -29,6 +32,6 @@ def plot_curves(history: list[dict], path: str | Path, title: str = "") -> Path:
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path)
-    return path
+    png = io.BytesIO()
+    fig.savefig(png, format="png")
+    return atomic_write(Path(path), png.getvalue())  # OutputError naming the file if it fails

@@ -37,6 +37,9 @@ _MISSING_HINTS = {
 }
 
 
+MAX_WHOLE = 2**31 - 1  # a whole number written as a float beyond this is a mistake, not a size
+
+
 def validation_problems(err: ValidationError, src: Source,
                         root: type[BaseModel]) -> list[Problem]:
     """Translate pydantic errors into located, actionable Problems (one per independent error).
@@ -52,7 +55,11 @@ def validation_problems(err: ValidationError, src: Source,
     extras = {i: _extra_problem(_data_path(e["loc"], src.data), src, missing, root)
               for i, e in enumerate(errors) if e["type"] == "extra_forbidden"}
     problems = []
+    floats = {e["loc"][:-1] for e in errors
+              if e["loc"][-1:] in (("float",), ("constrained-float",))}
     for i, e in enumerate(errors):
+        if e["loc"][-1:] in (("int",), ("constrained-int",)) and e["loc"][:-1] in floats:
+            continue  # an `int | float` field: the float member's error says it all
         path = _data_path(e["loc"], src.data)
         kind, ctx, value = e["type"], e.get("ctx") or {}, e.get("input")
         if kind in ("union_tag_invalid", "union_tag_not_found"):
@@ -154,6 +161,9 @@ def _value_problem(path: tuple, e: dict, src: Source) -> tuple[tuple, str]:
     if isinstance(value, bool) and kind in ("int_type", "float_type"):
         msg = (f"should be a number, got {str(value).lower()} (a boolean); "
                "write a number such as 10")
+    elif kind == "int_type" and isinstance(value, float) and abs(value) > MAX_WHOLE:
+        msg = (f"{value:g} is too large: a size or count is at most {MAX_WHOLE:,} (2**31 - 1); "
+               "use a smaller whole number")
     elif kind == "int_type" and isinstance(value, float):
         whole = f"; write {int(value)}" if value.is_integer() else ""
         msg = f"should be a whole number, got {value!r}{whole}"
@@ -172,9 +182,12 @@ def _value_problem(path: tuple, e: dict, src: Source) -> tuple[tuple, str]:
         example = _LIST_EXAMPLES.get(path[-1] if path else "", "[1, 2]")
         msg = f"should be a list such as {example}, got {value!r}"
     elif kind == "string_pattern_mismatch":
-        what = ("letters, digits and '_', not starting with a digit" if "layers" in path
-                else "letters, digits, '_', '.' and '-'")
-        msg = f"{value!r} is not a valid name: use {what}"
+        what = ("ASCII letters (A-Z, a-z), digits and '_', not starting with a digit"
+                if "layers" in path else "ASCII letters (A-Z, a-z), digits, '_', '.' and '-'")
+        odd = sorted({c for c in str(value) if not c.isascii()})
+        shown = f" ({', '.join(repr(c) for c in odd)} {'is' if len(odd) == 1 else 'are'} not " \
+                "ASCII)" if odd else ""
+        msg = f"{value!r} is not a valid name{shown}: use only {what}"
     elif kind == "too_short" and path == ("layers",):
         msg = ("needs at least one layer, e.g. layers: [{type: flatten}, "
                "{type: linear, out_features: 10}]")

@@ -48,8 +48,8 @@ class _Schedule(BaseModel):
         return epoch, epochs
 
     def depends_on_length(self) -> bool:
-        """True when the learning rate at a given point depends on the total training length
-        (then changing train.epochs changes the schedule already run)."""
+        """True when the rate at some point depends on the total training length (cosine):
+        then a run cannot resume with another train.epochs without bending its curve."""
         return False
 
     def check_length(self, epochs: int) -> None:

@@ -1,15 +1,20 @@
 """The spec language: the top-level `NetSpec` schema, loading and `--set` overrides.
 
-`load(path)` reads YAML (see yamlio), applies `--set` overrides, validates with pydantic and
-runs shape inference, so a returned spec describes a network that can be built. Every problem
-is raised as one SpecError listing `FILE:LINE:COL: key.path: message` entries.
+`load(path)` reads YAML (see yamlio), applies `--set` overrides, expands blocks and resolves
+layer names (see blocks), validates with pydantic and runs shape inference (see shapes), so a
+returned spec describes a network that can be built. Every problem is raised as one SpecError
+listing `FILE:LINE:COL: key.path: message` entries.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
+import math
+import os
 import re
+import stat
 import typing
 from pathlib import Path
 
@@ -19,6 +24,7 @@ from pydantic import (
     ConfigDict,
     Field,
     NonNegativeFloat,
+    NonNegativeInt,
     PositiveFloat,
     PositiveInt,
     PrivateAttr,
@@ -27,6 +33,8 @@ from pydantic import (
     model_validator,
 )
 
+from netspec.blocks import Expanded, expand
+from netspec.data.known import KNOWN
 from netspec.errors import Problem, SpecError
 from netspec.init import InitSpec
 from netspec.layers import LAYERS
@@ -34,9 +42,12 @@ from netspec.losses import CrossEntropy, Loss
 from netspec.optim import SGD, OptimizerSpec
 from netspec.pydantic_errors import in_order, validation_problems
 from netspec.schedules import Constant, Schedule
+from netspec.shapes import GraphError, channels_last_hint, fmt, infer, layer_names
 from netspec.yamlio import Source, format_path, load_yaml
 
-KNOWN_DATASETS = {"mnist": ((1, 28, 28), 10), "fashion-mnist": ((1, 28, 28), 10)}
+MAX_SPEC_BYTES = 1 << 20  # a spec is a few kB; a larger file is a mistake (or /dev/zero)
+# name -> (sample shape, classes), from the one table of known datasets (netspec/data/known.py)
+KNOWN_DATASETS = {k: (v.image_shape, v.num_classes) for k, v in KNOWN.items()}
 
 
 class Strict(BaseModel):
@@ -55,6 +66,10 @@ class InputSpec(Strict):
         return v
 
 
+# A seed for numpy's SeedSequence (non-negative), kept within int64 for every consumer.
+Seed = typing.Annotated[int, Field(ge=0, lt=2**63)]
+
+
 class Defaults(Strict):
     init: InitSpec = Field(InitSpec(), description="Init schemes for layers that give none.")
 
@@ -63,18 +78,21 @@ class DataSpec(Strict):
     dataset: str = Field("mnist", description="mnist, fashion-mnist, or a directory of IDX files.")
     normalize: typing.Literal["standardize", "scale", "none"] = Field(
         "standardize", description="standardize: train mean/std; scale: 0-1; none: raw 0-255.")
-    validation: NonNegativeFloat = Field(
-        0, description="Hold out the last samples of the training set: a fraction below 1, "
-                       "or a count.")
+    validation: NonNegativeInt | NonNegativeFloat = Field(
+        0.0, description="Hold out the last samples of the training set: a fraction below 1 "
+                         "(0.1), or a whole count (5000).")
     num_classes: PositiveInt | None = Field(
         None, description="Classes of a custom dataset (known datasets have 10).")
 
     @field_validator("validation")
     @classmethod
     def _fraction_or_count(cls, v):
-        if v >= 1 and v != int(v):
-            raise ValueError(f"must be a fraction below 1 or a whole count, got {v}")
-        return v
+        if isinstance(v, float) and v >= 1:
+            count = int(v) if v.is_integer() else max(1, round(v))
+            raise ValueError(f"got {v!r}: a number with a point is a fraction of the training "
+                             f"set and must be below 1; write {count} (no point) for "
+                             f"{count} sample{'s' * (count != 1)}, or a fraction such as 0.1")
+        return 0.0 if v == 0 else v  # 0 and 0.0 alike (the spec's hash stays the same)
 
     @property
     def classes(self) -> int | None:
@@ -105,7 +123,7 @@ class GradcheckSpec(Strict):
     rtol: NonNegativeFloat = 1e-3
     max_entries: PositiveInt = Field(
         24, description="Entries checked per tensor (a seeded sample when the tensor is larger).")
-    seed: int = 0
+    seed: Seed = 0
 
 
 def _layer_union():
@@ -121,7 +139,7 @@ class NetSpec(Strict):
     """A whole network: input, layers, loss, data and training recipe."""
 
     name: str = Field("net", pattern=r"^[A-Za-z0-9_.-]+$")
-    seed: int = Field(0, description="Seeds the one Generator behind init, dropout and shuffling.")
+    seed: Seed = Field(0, description="Seeds init, the shuffles and the dropout masks.")
     input: InputSpec
     defaults: Defaults = Defaults()
     layers: list[AnyLayer] = Field(min_length=1)
@@ -139,15 +157,13 @@ class NetSpec(Strict):
 
     @property
     def infos(self):
-        """Per-layer LayerInfo from shape inference (computed once)."""
+        """Per-layer LayerInfo from shape inference (computed once); raises SpecError."""
         if self._infos is None:
-            from netspec.shapes import infer
-
-            self._infos = infer(self)
+            self._infos = _checked_infos(self)
         return self._infos
 
     def layer_names(self) -> list[str]:
-        return [layer.name or f"{layer.type}{i}" for i, layer in enumerate(self.layers)]
+        return layer_names(self.layers)
 
     def to_yaml(self) -> str:
         """The fully resolved spec (all defaults written out) as YAML."""
@@ -176,13 +192,17 @@ def load(path: str | Path, overrides: typing.Iterable[str] = ()) -> NetSpec:
     """
     path = Path(path)
     try:
-        raw = path.read_bytes()
+        raw = _read_capped(path, MAX_SPEC_BYTES + 1)
     except FileNotFoundError:
         raise SpecError([Problem(f"no such file: {path}")]) from None
     except IsADirectoryError:
         raise SpecError([Problem(f"{path} is a directory; give a .yaml spec file")]) from None
     except OSError as e:
         raise SpecError([Problem(f"cannot read {path}: {e.strerror or e}")]) from None
+    if len(raw) > MAX_SPEC_BYTES:
+        raise SpecError([Problem(f"{path} is larger than {MAX_SPEC_BYTES // 2**20} MiB (or "
+                                 "endless, like a device): a spec is a short YAML text file; "
+                                 "give the right file")])
     try:
         text = raw.decode("utf-8-sig")  # a UTF-8 byte-order mark is dropped
     except UnicodeDecodeError as e:
@@ -192,6 +212,17 @@ def load(path: str | Path, overrides: typing.Iterable[str] = ()) -> NetSpec:
                                  "decoded; save the spec as UTF-8 text", "", str(path), line,
                                  col)]) from None
     return loads(text, str(path), overrides)
+
+
+def _read_capped(path: Path, limit: int) -> bytes:
+    """At most `limit` bytes of `path` (so /dev/zero cannot hang). Opened without blocking, so
+    a named pipe nobody writes to reads as empty instead of waiting forever; a pipe with a
+    writer (`netspec validate <(make-spec)`) is then read normally."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    with os.fdopen(fd, "rb") as f:
+        if stat.S_ISFIFO(os.fstat(fd).st_mode):
+            os.set_blocking(fd, True)
+        return f.read(limit) or b""
 
 
 def loads(text: str, file: str | None = None, overrides: typing.Iterable[str] = ()) -> NetSpec:
@@ -210,11 +241,19 @@ def loads(text: str, file: str | None = None, overrides: typing.Iterable[str] = 
             problems += e.problems
     if problems:
         raise SpecError(problems)
+    src, wiring = expand(src)  # problems with blocks and names, reported with validation's
     try:
         spec = _validated(src.data)
     except ValidationError as e:
-        problems = validation_problems(e, src, NetSpec) + _shape_problems_despite(e, src)
-        raise SpecError(in_order(problems, src)) from None
+        problems = validation_problems(e, src, NetSpec)
+        problems += [] if wiring else _shape_problems_despite(e, src)
+        if isinstance(src, Expanded):
+            problems = src.once(problems)
+        said = {(p.file, p.line, p.col) for p in wiring}  # one problem per place
+        problems = [p for p in problems if (p.file, p.line, p.col) not in said]
+        raise SpecError(in_order(wiring + problems, src)) from None
+    if wiring:
+        raise SpecError(in_order(wiring, src))
     spec._source = src
     spec.infos  # noqa: B018 -- shape inference raises SpecError for impossible networks
     return spec
@@ -247,6 +286,55 @@ def _shape_problems_despite(err: ValidationError, src: Source) -> list[Problem]:
     except SpecError as e:
         return e.problems
     return []
+
+
+def _checked_infos(spec: NetSpec) -> list:
+    """Shape inference plus the checks that need the data section, as located Problems."""
+    src = spec.source
+    problems = []
+    expected = KNOWN_DATASETS.get(spec.data.dataset, (None, None))[0]
+    shape = tuple(spec.input.shape)
+    hint = channels_last_hint(shape)
+    if expected and (math.prod(shape) != math.prod(expected)
+                     or (len(shape) == 3 and shape != tuple(expected))):
+        problems.append(src.problem(("input", "shape"), (
+            f"{spec.data.dataset} samples have shape {list(expected)}, so input.shape must be "
+            f"{list(expected)} or [{math.prod(expected)}]; got {list(shape)}"
+            + (f"; {hint}" if hint else ""))))
+    labels = src.labels if isinstance(src, Expanded) and src.labels else None
+    try:
+        infos = infer(shape, spec.layers, labels)
+    except GraphError as e:
+        if hint and not problems:  # the likely culprit, before the layer it breaks
+            problems.append(src.problem(("input", "shape"), hint))
+        problems += [src.problem(("layers", p.index, *p.key), p.message) for p in e.problems]
+        if isinstance(src, Expanded):
+            problems = src.once(problems)
+        raise SpecError(in_order(problems, src)) from None
+    classes = spec.data.classes
+    out = infos[-1].out_shape
+    if classes and out != (classes,):
+        problems.append(_class_mismatch(spec, out, classes))
+    if problems:
+        raise SpecError(problems)
+    return infos
+
+
+def _class_mismatch(spec, shape, classes) -> Problem:
+    last = len(spec.layers) - 1
+    what = f"{spec.data.dataset} has {classes} classes"
+    layer = spec.layers[last]
+    if len(shape) != 1:
+        return spec.source.problem(("layers", last), (
+            f"the network ends with shape {fmt(shape)}, but {spec.loss.type} needs one score "
+            f"per class ({what}); end with {{type: flatten}} and "
+            f"{{type: linear, out_features: {classes}}}"))
+    if hasattr(layer, "out_features"):
+        return spec.source.problem(("layers", last, "out_features"), (
+            f"the last layer gives {shape[0]} outputs but {what}; set out_features: {classes}"))
+    return spec.source.problem(("layers", last), (
+        f"the network ends with {shape[0]} outputs but {what}; "
+        f"add {{type: linear, out_features: {classes}}}"))
 
 
 _KEY_PATH = re.compile(r"[^.\[\]=]+(?:\.[^.\[\]=]+|\[-?\d+\])*")
@@ -304,9 +392,43 @@ def _apply_override(src: Source, item: str) -> None:
     src.overrides[created or done] = option
 
 
+class BlockUse(Strict):
+    """Copies of a block's layers here (see blocks.py); the block's name means its output."""
+
+    block: str = Field(description="Name of a block defined under `blocks`.")
+    name: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description=(
+        "Prefix of the block's layer names: layer1 -> layer1.conv1 (with repeat: "
+        "layer1.0.conv1, layer1.1.conv1, ...); defaults to <block><index>."))
+    repeat: PositiveInt | None = Field(None, description="Chain this many copies.")
+    with_: dict[str, typing.Any] = Field({}, alias="with",
+                                         description="Values of the block's params.")
+    inputs: list[str] | None = Field(None, min_length=1, max_length=1, description=(
+        "The one layer or block whose output is the block's `in`; default: the layer above."))
+
+
+class BlockSpec(Strict):
+    """A reusable group of layers; inside it `in` is its input and `$name` a parameter."""
+
+    params: dict[str, typing.Any] = Field({}, description=(
+        "Parameters and their defaults (null: required at each use); `$name` in the layers "
+        "is replaced by the value."))
+    layers: list[typing.Any] = Field(min_length=1, description="The block's layers.")
+
+
+class _Authored(NetSpec):
+    """What a spec file may hold before blocks are expanded (only for the JSON Schema)."""
+
+    blocks: dict[str, BlockSpec] = Field({}, description="Reusable blocks, by name.")
+    layers: list[AnyLayer | BlockUse] = Field(min_length=1)
+
+
 def json_schema() -> dict:
     """JSON Schema of the spec language, for editors (yaml-language-server) and tooling."""
-    schema = NetSpec.model_json_schema()
+    schema = _Authored.model_json_schema(by_alias=True)
+    schema["title"] = "NetSpec"
+    schema.pop("description", None)
+    schema["description"] = NetSpec.__doc__
+    _block_layers(schema)
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "netspec network spec"
     for definition in schema.get("$defs", {}).values():
@@ -318,3 +440,27 @@ def json_schema() -> dict:
             if "type" not in required:
                 required.insert(0, "type")
     return schema
+
+
+def _block_layers(schema: dict) -> None:
+    """Inside a block any layer field may be a `$name` parameter: there the layer union refers
+    to copies of the layer definitions that also accept '$name' strings."""
+    defs = schema["$defs"]
+    items = schema["properties"]["layers"]["items"]
+    union = next(m for m in items["anyOf"] if "discriminator" in m)
+    defs["Param"] = {"type": "string", "pattern": r"^\$[A-Za-z_][A-Za-z0-9_]*$",
+                     "description": "A parameter of the enclosing block, e.g. $ch."}
+    loose = copy.deepcopy(union)
+    for tag, ref in union["discriminator"]["mapping"].items():
+        name = ref.rsplit("/", 1)[-1]
+        layer = copy.deepcopy(defs[name])
+        for key, prop in layer["properties"].items():
+            if key not in ("type", "name", "inputs"):
+                layer["properties"][key] = {"anyOf": [prop, {"$ref": "#/$defs/Param"}],
+                                            **{k: prop[k] for k in ("description", "title")
+                                               if k in prop}}
+        defs[f"Block{name}"] = layer
+        loose["discriminator"]["mapping"][tag] = f"#/$defs/Block{name}"
+    loose["oneOf"] = [{"$ref": ref} for ref in loose["discriminator"]["mapping"].values()]
+    defs["BlockSpec"]["properties"]["layers"]["items"] = {
+        "anyOf": [loose, {"$ref": "#/$defs/BlockUse"}]}

@@ -1,11 +1,11 @@
 """The same network, optimizer and schedule in PyTorch (optional; torch is imported lazily).
 
     from netspec.torch_bridge import to_torch, torch_optimizer, torch_scheduler
-    module = to_torch(spec, plan)                 # nn.Sequential with plan's params and buffers
+    module = to_torch(spec, plan)                 # a torch module with plan's params and buffers
     opt = torch_optimizer(spec, module)           # train.optimizer as torch.optim
     sched = torch_scheduler(spec, opt)            # train.schedule as torch.optim.lr_scheduler
 
-The module is an nn.Sequential whose children are named after netspec's layers, so
+The module's children are named after netspec's layers (see to_torch), so
 `module.state_dict()` keys are netspec's parameter and buffer names ("conv1.weight",
 "bn3.running_mean"). The one difference: torch's BatchNorm also keeps `num_batches_tracked`,
 which netspec does not; `load_state_dict` below leaves that key as it is and is strict about
@@ -20,64 +20,36 @@ from collections import OrderedDict
 import numpy as np
 
 from netspec.checkpoint import check_fits
-from netspec.layers.base import pair
+from netspec.shapes import INPUT
 
 TORCH_ONLY = ("num_batches_tracked",)  # buffer names torch has and netspec does not
 
 
-def _padding(p):
-    """netspec conv padding ('same' / 'valid' / (h, w)) -> torch's."""
-    return p if isinstance(p, str) else pair(p)
-
-
-def _stride(layer):
-    return pair(layer.stride) if layer.stride is not None else pair(layer.kernel_size)
-
-
-# layer type -> (layer, LayerInfo) -> nn.Module. A netspec layer type missing here makes
-# to_torch raise NotImplementedError naming it: add its entry when adding the layer.
-def _builders(nn):
-    return {
-        "conv2d": lambda ly, i: nn.Conv2d(
-            i.in_shape[0], ly.out_channels, pair(ly.kernel_size), stride=pair(ly.stride),
-            padding=_padding(ly.padding), dilation=pair(ly.dilation), bias=ly.bias),
-        "linear": lambda ly, i: nn.Linear(i.in_shape[0], ly.out_features, bias=ly.bias),
-        "relu": lambda ly, i: nn.ReLU(),
-        "leaky_relu": lambda ly, i: nn.LeakyReLU(ly.negative_slope),
-        "sigmoid": lambda ly, i: nn.Sigmoid(),
-        "tanh": lambda ly, i: nn.Tanh(),
-        "maxpool2d": lambda ly, i: nn.MaxPool2d(
-            pair(ly.kernel_size), _stride(ly), pair(ly.padding)),
-        "avgpool2d": lambda ly, i: nn.AvgPool2d(
-            pair(ly.kernel_size), _stride(ly), pair(ly.padding), count_include_pad=True),
-        "global_avgpool": lambda ly, i: nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten()),
-        "flatten": lambda ly, i: nn.Flatten(),
-        "dropout": lambda ly, i: nn.Dropout(ly.p),
-        "batchnorm": lambda ly, i: (nn.BatchNorm2d if len(i.in_shape) == 3 else nn.BatchNorm1d)(
-            i.in_shape[0], eps=ly.eps, momentum=ly.momentum),
-    }
-
-
 def to_torch(spec, plan=None, dtype=None):
-    """An nn.Sequential equal to `spec`'s network, with `plan`'s parameters when given.
+    """A torch module equal to `spec`'s network, with `plan`'s parameters when given.
 
-    Only `spec.infos` (shape inference's LayerInfo list) is read. dtype defaults to the plan's
-    (float32 or float64), else torch's default. Without a plan the module keeps torch's own
-    initialisation (and torch's default BatchNorm buffers, which equal netspec's).
+    Only `spec.infos` (shape inference's LayerInfo list) is read. Each layer's twin comes from
+    its own file (`Layer.torch_module`). A plain chain of layers becomes an nn.Sequential; a
+    graph becomes a module that runs the twins in list order on the outputs their `inputs`
+    name, with the twins nested by name (layer1.0.conv1 is module layer1 -> 0 -> conv1), so the
+    state_dict keys are netspec's names either way. dtype defaults to the plan's (float32 or
+    float64), else torch's default. Without a plan the module keeps torch's own initialisation
+    (and torch's default BatchNorm buffers, which equal netspec's).
     """
     import torch
     from torch import nn
 
-    builders = _builders(nn)
-    children = OrderedDict()
-    for info in spec.infos:
-        build = builders.get(info.type)
-        if build is None:
-            raise NotImplementedError(
-                f"torch_bridge has no entry for layer type '{info.type}' (layer '{info.name}'); "
-                "add one to _builders in netspec/torch_bridge.py")
-        children[info.name] = build(info.layer, info)
-    module = nn.Sequential(children)
+    infos = list(spec.infos)
+    twins = OrderedDict()
+    for info in infos:
+        try:
+            twins[info.name] = info.layer.torch_module(info, nn)
+        except NotImplementedError as e:
+            raise NotImplementedError(f"{e} (layer '{info.name}')") from None
+    chain = all(not i.layer.multi_input and "." not in i.name
+                and i.inputs == ((infos[k - 1].name,) if k else (INPUT,))
+                for k, i in enumerate(infos))
+    module = nn.Sequential(twins) if chain else _graph(nn, infos, twins)
     if dtype is None and plan is not None:
         dtype = str(plan.dtype)
     if dtype is not None:
@@ -85,6 +57,31 @@ def to_torch(spec, plan=None, dtype=None):
     if plan is not None:
         load_state_dict(module, plan.state_dict())
     return module
+
+
+def _graph(nn, infos, twins):
+    """An nn.Module running `twins` in order, each on the outputs its LayerInfo.inputs name."""
+
+    class Graph(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.wiring = [(i.name, i.inputs) for i in infos]
+            for name, twin in twins.items():
+                *path, leaf = name.split(".")
+                parent = self
+                for part in path:  # containers, as nn.Sequential nests: layer1 -> 0 -> conv1
+                    if not hasattr(parent, part):
+                        parent.add_module(part, nn.Module())
+                    parent = getattr(parent, part)
+                parent.add_module(leaf, twin)
+
+        def forward(self, x):
+            outs = {INPUT: x}
+            for name, inputs in self.wiring:
+                outs[name] = self.get_submodule(name)(*(outs[n] for n in inputs))
+            return outs[name]
+
+    return Graph()
 
 
 def load_state_dict(module, state: dict[str, np.ndarray]) -> None:

@@ -3,7 +3,7 @@
     trainer = Trainer(spec, splits)            # splits from netspec.data.prepare(...)
     for epoch in range(trainer.epoch, spec.train.epochs):
         stats = trainer.train_epoch()          # one pass over shuffled training batches
-        test = trainer.evaluate(*splits["test"])
+        test = trainer.evaluate(*splits["test"], split="test")  # split: workers may share it
 
 `Run` wraps a Trainer with a run directory: the resolved spec, metrics.jsonl, atomic
 checkpoints (last and best), curves.png, resume, and clean stops on request or on NaN.
@@ -25,10 +25,11 @@ import numpy as np
 
 from netspec import checkpoint
 from netspec.errors import CheckpointError, DataError, TrainingError
+from netspec.fsio import atomic_write, check_run_dir, claim_run_dir, make_dirs
 from netspec.parallel import WorkerPool, eval_slice, resolve_workers, slice_gradient
 from netspec.plan import compile
 
-EXCLUDED_FROM_RESUME_CHECK = ("train.epochs",)  # may change when resuming
+EXCLUDED_FROM_RESUME_CHECK = ("train.epochs",)  # may change when resuming (schedule allowing)
 
 
 @dataclass
@@ -71,23 +72,41 @@ class Trainer:
         self.pool = None  # the WorkerPool, started by the first epoch when workers > 1
         self.plan = plan or compile(spec, dtype)
         self.optimizer = spec.train.optimizer.build(self.plan.params)
-        self.rng = self.plan.rng  # the one Generator: init (already drawn), shuffle, dropout
+        self.rng = self.plan.rng  # the one Generator: init (already drawn), then the shuffles
         self.splits = splits
         self.x, self.y = splits["train"]
         self.x = self.x.reshape(len(self.x), -1)  # (N, D): one contiguous row per sample
         self.progress = _Progress()
-        batch = spec.train.batch_size
-        coupled = next((i for i in spec.infos if i.layer.couples_batch), None)
-        if len(self.x) % batch == 1 and coupled is not None:
-            raise DataError(
-                f"the last training batch would hold 1 of {len(self.x):,} samples, and "
-                f"{coupled.type} cannot normalise a single sample; change train.batch_size "
-                f"(e.g. to {batch + 1})")
+        check_labels(spec, splits)
+        self._check_batches(spec.train.batch_size, len(self.x))
+
+    def _check_batches(self, batch: int, n: int) -> None:
+        """DataError unless every training batch is usable: the batch size is at most the
+        training set, and each batchnorm sees more than one value per channel in every batch
+        (the last one included), as PyTorch requires."""
+        if batch > n:
+            raise DataError(f"train.batch_size {batch:,} is larger than the training set "
+                            f"({n:,} samples), so each epoch would be a single step of {n:,}; "
+                            f"set train.batch_size to at most {n:,}")
+        smallest = min(batch, n % batch or batch)  # the last batch may be smaller
+        for info in self.spec.infos:
+            if not info.layer.couples_batch:
+                continue
+            positions = math.prod(info.in_shape[1:]) if len(info.in_shape) == 3 else 1
+            if smallest * positions <= 1:
+                which = ("each batch holds" if smallest == batch else
+                         f"the last training batch would hold {smallest} of {n:,} samples, so it "
+                         "holds")
+                raise DataError(
+                    f"{which} a single value per channel at layers[{info.index}] "
+                    f"({info.type} '{info.name}', input {tuple(info.in_shape)}), and batchnorm "
+                    "needs more than one to normalise; change train.batch_size "
+                    f"(e.g. to {batch + 1})")
 
     def start_workers(self) -> None:
         """Fork the worker processes now (else the first epoch does); no-op for 1 worker."""
         if self.workers > 1 and self.pool is None:
-            others = [v for k, v in self.splits.items() if k != "train"]
+            others = {k: v for k, v in self.splits.items() if k != "train"}
             self.pool = WorkerPool(self.plan, self.spec.loss, self.x, self.y, self.workers,
                                    self.spec.train.batch_size, eval_sets=others)
 
@@ -130,7 +149,7 @@ class Trainer:
         x_rows = np.empty((batch, self.x.shape[1]), self.x.dtype)
         self.start_workers()
         start = time.perf_counter()
-        with (np.errstate(over="ignore", invalid="ignore"),  # divergence is reported below
+        with (np.errstate(over="ignore", invalid="ignore", divide="ignore"),  # reported below
               self.pool.blas_limit() if self.pool else nullcontext()):
             stopped = self._run_steps(order, x_rows, steps, on_step, should_stop)
         p.seconds += time.perf_counter() - start
@@ -152,6 +171,7 @@ class Trainer:
             if should_stop is not None and should_stop():
                 return True
             idx = order[step * batch:(step + 1) * batch]
+            plan.noise.step, plan.noise.offset = p.epoch * steps + step, 0  # dropout's key
             if self.pool is None:  # forward, loss and backward of the batch: fills plan.grads
                 loss, correct = slice_gradient(plan, self.spec.loss, self.x, self.y, idx, x_rows)
                 bad = None if math.isfinite(loss) else plan.first_nonfinite()
@@ -175,22 +195,23 @@ class Trainer:
             f"loss became {loss} at epoch {self.progress.epoch + 1}, step {step + 1}; {where}. "
             f"Try a lower learning rate (train.optimizer.lr is {self.spec.train.optimizer.lr:g})")
 
-    def evaluate(self, x: np.ndarray, y: np.ndarray, batch_size: int | None = None) -> Evaluation:
+    def evaluate(self, x: np.ndarray, y: np.ndarray, batch_size: int | None = None,
+                 split: str | None = None) -> Evaluation:
         """Loss, accuracy and predictions in eval mode, in order, batch by batch.
 
-        With worker processes running and (x, y) one of the trainer's splits, the workers
-        share the batches (the same results, up to rounding).
+        split: the name of the trainer's split whose first len(x) rows (x, y) are, e.g.
+        evaluate(*splits["test"], split="test"); with worker processes running they then
+        share the batches (the same results, up to rounding), since they hold the splits.
         """
         batch = batch_size or self.spec.train.eval_batch_size
         x = x.reshape(len(x), -1)
         preds = np.empty(len(x), np.int64)
         start = time.perf_counter()
-        with np.errstate(over="ignore", invalid="ignore"):  # a diverged net just scores badly
-            loss_sum = None
-            if self.pool is not None:
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # diverged: a bad score
+            if self.pool is not None and split is not None:
                 with self.pool.blas_limit():
-                    loss_sum = self.pool.evaluate(x, y, batch, preds)
-            if loss_sum is None:
+                    loss_sum = self.pool.evaluate(split, len(x), batch, preds)
+            else:
                 loss_sum = eval_slice(self.plan, self.spec.loss, x, y, 0, len(x), batch, preds)
         seconds = time.perf_counter() - start
         return Evaluation(loss_sum / max(len(x), 1), float(np.mean(preds == y)), preds, seconds)
@@ -207,15 +228,27 @@ class Trainer:
         return self.plan.state_dict(), self.optimizer.state_dict(), progress
 
     def restore(self, ckpt: checkpoint.Checkpoint, source: str) -> None:
+        """Continue from a checkpoint's parameters, optimizer state and progress."""
+        version = ckpt.meta.get("format", 1)
+        stochastic = any(i.layer.type == "dropout" for i in self.spec.infos)
+        if version > checkpoint.FORMAT or (version < checkpoint.FORMAT and stochastic):
+            raise CheckpointError(
+                f"cannot resume from {source}: it has checkpoint format {version} (written by "
+                f"netspec {ckpt.meta.get('netspec_version', '?')}), this netspec writes format "
+                f"{checkpoint.FORMAT}. "
+                + (checkpoint.FORMAT_CHANGES.get(version, "") if version < checkpoint.FORMAT
+                   else "Use the newer netspec that wrote it.")
+                + " Start a new run, or finish this one with the netspec that started it; "
+                "its weights still load in `netspec eval`")
         self.plan.load_state_dict(ckpt.state, source)
         try:
             self.optimizer.load_state_dict(ckpt.optimizer)
-            progress = ckpt.meta["progress"]
+            progress = dict(ckpt.meta["progress"])
             self.rng.bit_generator.state = progress.pop("rng")
+            self.progress = _Progress(**progress)
         except (KeyError, ValueError, TypeError) as e:
             raise CheckpointError(f"{source} has incomplete training state ({e}); "
                                   "start a new run") from None
-        self.progress = _Progress(**progress)
 
 
 @dataclass
@@ -243,15 +276,18 @@ class Run:
         return self.out / "checkpoints" / "best.npz"
 
     def start(self) -> None:
-        """Create the run directory for a new run; refuse to overwrite an existing one."""
+        """Create the run directory for a new run (see fsio.claim_run_dir); refuse to overwrite
+        a run that has a checkpoint, or a directory holding files netspec did not write."""
+        claim_run_dir(self.out, _version())
         if self.last_path.exists() or (self.out / "metrics.jsonl").exists():
             raise CheckpointError(f"{self.out} already holds a run; resume it with "
                                   f"--resume {self.out}, or choose another --out")
-        (self.out / "checkpoints").mkdir(parents=True, exist_ok=True)
-        (self.out / "spec.yaml").write_text(self.spec.to_yaml())
+        make_dirs(self.out / "checkpoints")
+        atomic_write(self.out / "spec.yaml", self.spec.to_yaml())
 
     def resume(self) -> None:
         """Continue from checkpoints/last.npz; the spec may differ only in train.epochs."""
+        check_run_dir(self.out)
         ckpt = checkpoint.load(self.last_path)
         mine = self.spec.digest(EXCLUDED_FROM_RESUME_CHECK)
         if ckpt.meta.get("spec_sha256") != mine:
@@ -263,12 +299,30 @@ class Run:
             raise CheckpointError(
                 f"cannot resume {self.out}: the spec changed since the checkpoint "
                 f"({'; '.join(changes)}); only train.epochs may change when resuming")
+        self._check_length(ckpt.spec_data.get("train", {}).get("epochs"))
         self.trainer.restore(ckpt, str(self.last_path))
         self.history = ckpt.meta.get("history", [])
         self.best = ckpt.meta.get("best", -1.0)
-        metrics = self.out / "metrics.jsonl"  # drop lines written after the checkpoint
-        metrics.write_text("".join(json.dumps(h) + "\n" for h in self.history))
-        (self.out / "spec.yaml").write_text(self.spec.to_yaml())
+        self._write_metrics()  # drops lines written after the checkpoint
+        atomic_write(self.out / "spec.yaml", self.spec.to_yaml())
+
+    def _write_metrics(self) -> None:
+        """metrics.jsonl from the history, replaced atomically (a full disk loses no line)."""
+        atomic_write(self.out / "metrics.jsonl",
+                     "".join(json.dumps(h) + "\n" for h in self.history))
+
+    def _check_length(self, before: int | None) -> None:
+        """A new train.epochs must not change the learning rates of the run (see
+        Schedule.depends_on_length)."""
+        t = self.spec.train
+        if before is None or before == t.epochs or not t.schedule.depends_on_length():
+            return
+        raise CheckpointError(
+            f"cannot resume {self.out} with train.epochs {t.epochs}: the run started with "
+            f"{before}, and its {t.schedule.type} schedule sets every epoch's learning rate "
+            f"from the total number of epochs, so the rest of the run would leave the curve it "
+            f"started on. Resume with train.epochs {before} (--set train.epochs={before}), or "
+            f"start a new run with {t.epochs} epochs")
 
     def fit(self, on_step=None, on_epoch=None, should_stop=None, until: int | None = None) -> bool:
         """Train to epoch `until` (default spec.train.epochs); False if stopped (state saved)."""
@@ -293,7 +347,7 @@ class Run:
             eval_seconds = 0.0
             for split in ("val", "test"):
                 if split in self.splits:
-                    ev = t.evaluate(*self.splits[split])
+                    ev = t.evaluate(*self.splits[split], split=split)
                     record[f"{split}_loss"], record[f"{split}_acc"] = ev.loss, ev.accuracy
                     eval_seconds += ev.seconds
             record["eval_seconds"] = eval_seconds
@@ -302,8 +356,7 @@ class Run:
                 self.best = score(record)
                 self.save(self.best_path)
             self.save(self.last_path)
-            with open(self.out / "metrics.jsonl", "a") as f:  # after the checkpoint it describes
-                f.write(json.dumps(record) + "\n")
+            self._write_metrics()  # after the checkpoint it describes
             if on_epoch is not None:
                 on_epoch(record)
         return True
@@ -322,6 +375,33 @@ class Run:
         from netspec.plots import plot_curves
 
         return plot_curves(self.history, self.out / "curves.png", title=self.spec.name)
+
+    def report(self) -> Path:
+        """Write report.html (netspec/report.py), with an eval pass over the test split."""
+        from netspec.report import write_report
+
+        return write_report(self.out, self.splits)
+
+
+def check_labels(spec, splits: dict) -> None:
+    """DataError unless every label of every split is a class the network outputs (0..K-1)."""
+    last = spec.infos[-1]
+    k = math.prod(last.out_shape)
+    for split, (_, y) in splits.items():
+        bad = np.unique(y[(y < 0) | (y >= k)])
+        if bad.size == 0:
+            continue
+        shown = ", ".join(str(int(v)) for v in bad[:10]) + (", ..." if bad.size > 10 else "")
+        count = int(np.count_nonzero((y < 0) | (y >= k)))
+        need = int(max(bad.max() + 1, k))
+        given = (f"data.num_classes is {spec.data.num_classes} and " if spec.data.num_classes
+                 else "")
+        raise DataError(
+            f"{spec.data.dataset}: the {split} split has labels {shown} ({count:,} samples), but "
+            f"{given}the network ends with {k} outputs (layers[{last.index}], {last.type} "
+            f"'{last.name}'), for classes 0..{k - 1}; "
+            + (f"set data.num_classes and the last layer's width to {need}" if bad.min() >= 0
+               else "negative labels are never valid: fix the dataset's labels"))
 
 
 def _version() -> str:

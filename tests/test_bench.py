@@ -122,3 +122,37 @@ def test_bad_arguments_are_rejected(spec, batch, repeats, warmup):
     with pytest.raises(ValueError, match="must be"):
         time_layers(netspec.compile(spec), batch, repeats, np.random.default_rng(0),
                     warmup=warmup)
+
+
+GRAPH = """
+name: tiny-graph
+input: {shape: [2, 6, 6]}
+layers:
+  - {type: conv2d, name: conv1, out_channels: 2, kernel_size: 3, padding: 1}
+  - {type: relu, name: act}
+  - {type: add, name: res, inputs: [act, input]}
+  - {type: conv2d, name: side, out_channels: 3, kernel_size: 1, inputs: [input]}
+  - {type: concat, name: cat, inputs: [res, side]}
+  - {type: global_avgpool}
+  - {type: linear, name: fc, out_features: 3}
+data: {dataset: custom-dir, num_classes: 3}
+"""
+
+
+def test_graph_layers_are_timed_through_the_plans_own_loops(monkeypatch):
+    spec = netspec.loads(GRAPH, "tiny-graph.yaml")
+    plan = netspec.compile(spec)
+    runs = []
+    run_forward, run_backward = plan.run_forward, plan.run_backward
+    monkeypatch.setattr(plan, "run_forward",
+                        lambda *a, **k: runs.append("f") or run_forward(*a, **k))
+    monkeypatch.setattr(plan, "run_backward",
+                        lambda *a, **k: runs.append("b") or run_backward(*a, **k))
+    report = time_layers(plan, 4, 3, np.random.default_rng(0), loss=spec.loss, warmup=1,
+                         clock=fake_clock())
+    assert [t.name for t in report.layers] == [s.name for s in plan.steps]
+    assert [t.type for t in report.layers][2:5] == ["add", "conv2d", "concat"]
+    assert runs == ["f", "b"] * (1 + 2 * 3)  # warmup, then instrumented and plain steps
+    for t in report.layers:  # each layer call is timed by exactly two clock readings
+        assert (t.forward_ms, t.backward_ms) == pytest.approx((1.0, 1.0))
+    assert plan.hook is None

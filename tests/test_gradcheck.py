@@ -96,3 +96,33 @@ def test_cli_gradcheck_exit_codes(monkeypatch):
     bad = CliRunner().invoke(app, ["gradcheck", str(SPECS[0].parent / "mlp.yaml")])
     assert bad.exit_code == 1
     assert "FAILED" in bad.output and "FAIL" in bad.output
+
+
+# Zero weights put every hidden unit of fc1 exactly at relu's kink: any +-eps step of an fc1
+# parameter moves a unit off it, so every sampled entry of fc1.weight and fc1.bias is skipped.
+ALL_AT_KINKS = """
+name: kinks
+input: {shape: [4]}
+layers:
+  - {type: linear, name: fc1, out_features: 3, init: {weight: zeros, bias: zeros}}
+  - {type: relu}
+  - {type: linear, name: fc2, out_features: 2}
+data: {dataset: custom-dir, num_classes: 2}
+"""
+
+
+def test_a_tensor_with_every_entry_at_a_kink_fails(tmp_path):
+    report = check_spec(netspec.loads(ALL_AT_KINKS, "kinks.yaml"), isolated=False)
+    rows = {(r.layer, r.tensor): r for r in report.rows}
+    for key in (("fc1", "weight"), ("fc1", "bias")):
+        assert rows[key].checked == 0 and rows[key].skipped > 0 and not rows[key].passed
+    assert rows["fc2", "weight"].checked > 0 and rows["fc2", "weight"].passed  # control
+    assert not report.passed and len(report.problems) == 2
+
+    path = tmp_path / "kinks.yaml"
+    path.write_text(ALL_AT_KINKS)
+    result = CliRunner().invoke(app, ["gradcheck", str(path), "--no-layers"])
+    assert result.exit_code == 1, result.output
+    text = " ".join(result.output.split())
+    assert "network fc1.weight: all 12 sampled entries sit at kinks" in text
+    assert "gradcheck.seed" in text and "gradcheck.batch_size" in text

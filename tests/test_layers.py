@@ -19,6 +19,7 @@ from netspec.gradcheck import check_layer_plan, check_plan
 from netspec.init import SCHEMES
 from netspec.layers import LAYERS
 from netspec.plan import layer_plan
+from netspec.shapes import infer
 from netspec.spec import GradcheckSpec, NetSpec
 
 SPECS = Path(__file__).resolve().parent.parent / "specs"
@@ -36,6 +37,12 @@ def make(tag: str, fields: dict):
     return LAYERS[tag].model_validate({"type": tag, **fields})
 
 
+def inferred(layer, in_shape):
+    """Shape inference's LayerInfo for `layer` alone on the network input `in_shape` (a
+    multi-input example names the input several times: inputs: [input, input])."""
+    return infer(tuple(in_shape), [layer])[0]
+
+
 def one_layer_check(plan, tag, cfg=CFG, seed=0):
     return check_layer_plan(plan, cfg, np.random.default_rng(seed), tag)
 
@@ -47,7 +54,7 @@ def one_layer_check(plan, tag, cfg=CFG, seed=0):
                          ids=[f"{tag}-{i}" for tag, i, _, _ in CASES])
 def test_example_shape_and_gradients(tag, i, fields, in_shape):
     layer = make(tag, fields)
-    out_shape = tuple(layer.output_shape(in_shape))
+    out_shape = inferred(layer, in_shape).out_shape
     plan = layer_plan(layer, in_shape, "float64")
     x = np.random.default_rng(1).standard_normal((3, *in_shape))
     for train in (True, False):
@@ -56,7 +63,7 @@ def test_example_shape_and_gradients(tag, i, fields, in_shape):
         assert np.isfinite(y).all()
 
     rows = one_layer_check(plan, tag)
-    expected = {"input"} | set(layer.param_shapes(in_shape))
+    expected = {"input"} | set(inferred(layer, in_shape).param_shapes)
     assert {r.tensor for r in rows} == expected  # one row per tensor, input included
     for r in rows:
         assert r.checked >= 1, f"{r.tensor}: no entry checked ({r.skipped} skipped)"
@@ -80,7 +87,7 @@ def test_example_round_trips_through_netspec(tag, i, fields, in_shape):
     assert spec.layers[0] == make(tag, fields)
     again = netspec.loads(spec.to_yaml(), "resolved.yaml")  # dump -> YAML -> validate + infer
     assert again.layers == spec.layers
-    assert again.infos[0].out_shape == tuple(make(tag, fields).output_shape(in_shape))
+    assert again.infos[0].out_shape == inferred(make(tag, fields), in_shape).out_shape
 
 
 def test_specs_demonstrate_every_layer_init_optimizer_and_schedule():
@@ -117,6 +124,8 @@ def test_wrong_input_gradient_fails(tag):
 
     def wrong(dy, need_dx=True):
         dx = right(dy, need_dx)
+        if isinstance(dx, list):  # a multi-input layer: every input's dx
+            return [d * 1.05 for d in dx]
         return dx * 1.05  # 5% off
 
     step.backward = wrong
@@ -126,7 +135,7 @@ def test_wrong_input_gradient_fails(tag):
 
 
 PARAM_TAGS = [t for t in sorted(LAYERS)
-              if LAYERS[t].examples and _first_example(t)[0].param_shapes(_first_example(t)[1])]
+              if LAYERS[t].examples and inferred(*_first_example(t)).param_shapes]
 
 
 @pytest.mark.parametrize("tag", PARAM_TAGS)
@@ -190,6 +199,24 @@ def test_without_kink_skipping_a_relu_at_zero_would_fail():
     assert abs(numeric - 0.5) < 1e-9 and analytic == 0.0
 
 
+# ---------------------------------------------------------------- conv2d
+
+
+@pytest.mark.parametrize("padding", [0, 1])
+def test_conv2d_inference_follows_each_new_input(padding):
+    # Inference keeps its strided views of the (padded) input while that array stays the
+    # same: a new input array, of the same shape, must be read afresh.
+    layer = make("conv2d", {"out_channels": 3, "kernel_size": 3, "padding": padding})
+    plan = layer_plan(layer, (2, 8, 8), "float64")
+    rng = np.random.default_rng(0)
+    inputs = [rng.standard_normal((4, 2, 8, 8)) for _ in range(3)]
+    got = [plan.forward(x) for x in inputs]
+    for x, y in zip(inputs, got):
+        fresh = layer_plan(layer, (2, 8, 8), "float64")
+        np.testing.assert_allclose(y, fresh.forward(x), rtol=1e-12, atol=1e-12)
+    assert not np.allclose(got[0], got[1])
+
+
 # ---------------------------------------------------------------- dropout
 
 
@@ -219,13 +246,24 @@ def test_dropout_train_drops_and_rescales(dtype):
     assert not np.array_equal(plan.forward(x, train=True) != 0, kept)
 
 
-def test_dropout_mask_repeats_when_the_generator_is_rewound():
-    plan = layer_plan(make("dropout", {}), (20,), "float64")
-    x = np.random.default_rng(0).standard_normal((4, 20))
-    state = plan.rng.bit_generator.state
-    a = plan.forward(x, train=True).copy()
-    plan.rng.bit_generator.state = state
-    np.testing.assert_array_equal(plan.forward(x, train=True), a)
+def test_dropout_mask_is_a_function_of_seed_step_and_batch_position():
+    plan = layer_plan(make("dropout", {}), (3, 5), "float64", seed=7)
+    x = np.random.default_rng(0).uniform(1, 2, (6, 3, 5))
+    whole = plan.forward(x, train=True)  # step 0
+    assert plan.noise.step == 1
+    assert not np.array_equal(plan.forward(x, train=True) == 0, whole == 0)  # step 1: new
+    plan.noise.step = 0
+    np.testing.assert_array_equal(plan.forward(x, train=True), whole)  # step 0 again
+    # Samples k.. as the slice of a worker whose part of the batch starts at position k: the
+    # masks of the whole batch's samples k.. (k * 15 draws before them: odd and even counts).
+    # At offset 0 they are other masks.
+    for k in (1, 2, 3):
+        for offset, same in ((k, True), (0, False)):
+            plan.noise.step, plan.noise.offset = 0, offset
+            part = plan.from_internal(plan.run_forward(plan.to_internal(x[k:]), train=True))
+            assert np.array_equal(part == 0, whole[k:] == 0) == same
+    other = layer_plan(make("dropout", {}), (3, 5), "float64", seed=8)
+    assert not np.array_equal(other.forward(x, train=True) == 0, whole == 0)  # another seed
 
 
 # ---------------------------------------------------------------- batchnorm

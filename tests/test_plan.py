@@ -104,3 +104,14 @@ def test_a_plan_runs_with_its_own_ufunc_buffer_and_restores_the_callers():
         np.setbufsize(old)
     assert seen == [UFUNC_BUFSIZE, UFUNC_BUFSIZE]
     assert UFUNC_BUFSIZE != 4096
+
+
+def test_the_compiler_does_not_load_the_worker_machinery():
+    # plan.py is the core: worker processes (parallel.py) build on it, not the other way round.
+    import subprocess
+    import sys
+
+    code = "import sys, netspec; print('netspec.parallel' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                            text=True, check=True)
+    assert result.stdout.strip() == "False"

@@ -90,7 +90,8 @@ SCHEMA_VISIBLE = [
 # Corpus files that are well-formed and only wrong in ways that need shape inference.
 SHAPE_ONLY = ["kernel_too_large", "pool_leaves_nothing", "linear_needs_flatten",
               "conv_after_flatten", "wrong_num_classes", "network_ends_unflat",
-              "input_shape_mismatch", "duplicate_layer_name"]
+              "input_shape_mismatch", "duplicate_layer_name", "graph_unknown_input",
+              "graph_forward_reference", "graph_add_shapes", "graph_concat_shapes"]
 
 
 @pytest.mark.parametrize("name", SCHEMA_VISIBLE)
@@ -127,7 +128,7 @@ def union_of(node: dict) -> dict:
 
 
 def test_layers_are_a_union_on_type(schema):
-    layers = members(schema["properties"]["layers"]["items"], schema)
+    layers = members(union_of(schema["properties"]["layers"]["items"]), schema)
     assert set(layers) == set(LAYERS)
     for tag, definition in layers.items():
         assert definition["required"][0] == "type", tag  # editors complete `type` first
@@ -201,3 +202,31 @@ def test_numbers_are_strict_like_the_loader(validator):
     data = lenet()
     data["train"]["optimizer"]["lr"] = 1  # an int is a valid number
     assert validator.is_valid(data)
+
+
+# ---------------------------------------------------------------- graphs: blocks and inputs
+
+
+def test_editors_complete_block_inputs_and_with(schema):
+    items = schema["properties"]["layers"]["items"]["anyOf"]
+    use = schema["$defs"][next(m["$ref"] for m in items if "$ref" in m).split("/")[-1]]
+    assert {"block", "name", "repeat", "with", "inputs"} == set(use["properties"])
+    assert use["required"] == ["block"] and use["additionalProperties"] is False
+    for tag, definition in members(union_of({"anyOf": items}), schema).items():
+        assert "inputs" in definition["properties"], tag
+    assert "blocks" in schema["properties"]
+
+
+def test_schema_checks_graph_specs(validator):
+    data = spec_data(ROOT / "specs" / "resnet-mini.yaml")
+    assert validator.is_valid(data)
+    typo = json.loads(json.dumps(data))
+    typo["layers"][3]["witth"] = typo["layers"][3].pop("repeat")  # a block use's key misspelt
+    assert not validator.is_valid(typo)
+    param = json.loads(json.dumps(data))
+    param["blocks"]["basic"]["layers"][0]["out_channels"] = "ch"  # a string, not a $parameter
+    assert not validator.is_valid(param)
+    param["blocks"]["basic"]["layers"][0]["out_channels"] = "$ch"
+    assert validator.is_valid(param)
+    param["layers"][0]["out_channels"] = "$ch"  # parameters exist only inside blocks
+    assert not validator.is_valid(param)

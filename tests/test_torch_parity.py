@@ -117,11 +117,19 @@ def load(path: Path | str, train_mode: bool, overrides=()):
     text = path.read_text() if isinstance(path, Path) else path
     spec = netspec.loads(text, str(path), overrides)
     if train_mode:
-        zero = [f"layers[{i}].p=0" for i, layer in enumerate(spec.layers)
-                if layer.type == "dropout"]
+        zero = sorted({f"{written_at(spec, i)}.p=0" for i, layer in enumerate(spec.layers)
+                       if layer.type == "dropout"})
         if zero:
             spec = netspec.loads(text, str(path), [*overrides, *zero])
     return spec
+
+
+def written_at(spec, i: int) -> str:
+    """The --set key of expanded layer i where it is written: layers[3], blocks.b.layers[1]."""
+    origins = getattr(spec.source, "origins", None)
+    path = origins[i].path if origins else ("layers", i)
+    return "".join(f"[{p}]" if isinstance(p, int) else ("." if k else "") + p
+                   for k, p in enumerate(path))
 
 
 def build(spec):

@@ -22,7 +22,7 @@ from netspec.cli import app
 from netspec.parallel import resolve_workers
 from netspec.train import Run, Trainer, confusion_matrix
 
-# A small LeNet-like net with dropout, so resume also has to restore the dropout RNG stream.
+# A small LeNet-like net with dropout, so resume also has to draw the same dropout masks again.
 SPEC = f"""
 name: tiny
 seed: 3
@@ -187,6 +187,58 @@ def test_resume_with_changed_spec_names_the_change(tmp_path):
     assert "train.optimizer.lr: 0.05 -> 0.1" in result.output
 
 
+def as_format_1(last) -> None:
+    """Rewrite a checkpoint as format 1 wrote it: no "format" key in its meta."""
+    old = checkpoint.load(last)
+    meta = {k: v for k, v in old.meta.items() if k != "format"}
+    np.savez(last, **old.state, **{checkpoint.OPTIM + k: v for k, v in old.optimizer.items()},
+             **{checkpoint.META: np.array(json.dumps(meta))})
+
+
+def test_a_checkpoint_of_format_1_with_dropout_is_not_resumed_with_another_meaning(tmp_path):
+    # Format 1 drew dropout masks from the run's generator; format 2 keys them by the step.
+    path = write_spec(tmp_path)  # SPEC has a dropout layer
+    one_epoch_run(path, tmp_path / "r")
+    last = tmp_path / "r" / "checkpoints" / "last.npz"
+    as_format_1(last)
+    result = cli("train", path, "--set", "train.epochs=2", "--resume", tmp_path / "r")
+    assert result.exit_code == 1, result.output
+    text = " ".join(result.output.split())
+    assert "checkpoint format 1" in text and "(seed, step, position" in text
+    assert "new run" in text
+    assert cli("eval", "-c", last).exit_code == 0  # its weights still evaluate
+
+
+def test_a_checkpoint_of_format_1_without_dropout_resumes(tmp_path):
+    path = write_spec(tmp_path, SPEC.replace("  - {type: dropout, p: 0.25}\n", ""))
+    one_epoch_run(path, tmp_path / "r")
+    as_format_1(tmp_path / "r" / "checkpoints" / "last.npz")
+    result = cli("train", path, "--set", "train.epochs=2", "--resume", tmp_path / "r")
+    assert result.exit_code == 0, result.output
+
+
+def test_resume_refuses_new_epochs_when_the_schedule_depends_on_them(tmp_path):
+    cosine = SPEC.replace("{type: step, step_size: 2, gamma: 0.5}", "{type: cosine}")
+    path = write_spec(tmp_path, cosine)
+    one_epoch_run(path, tmp_path / "r")
+    result = cli("train", path, "--set", "train.epochs=3", "--resume", tmp_path / "r")
+    assert result.exit_code == 1, result.output
+    text = " ".join(result.output.split())
+    assert "cosine schedule" in text and "the run started with 1" in text
+    assert "--set train.epochs=1" in text
+    assert checkpoint.load(tmp_path / "r" / "checkpoints" / "last.npz").meta["progress"][
+        "epoch"] == 1  # nothing trained
+
+
+def test_schedules_say_whether_they_depend_on_the_run_length():
+    from netspec.schedules import Constant, Cosine, Exponential, MultiStep, Step
+
+    assert Cosine().depends_on_length() and Cosine(warmup_epochs=20).depends_on_length()
+    for fixed in (Constant(), Step(step_size=2), MultiStep(milestones=[3, 5]),
+                  Exponential(gamma=0.9)):
+        assert not fixed.depends_on_length(), fixed
+
+
 def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
     path = write_spec(tmp_path)
     one_epoch_run(path, tmp_path / "r")
@@ -194,16 +246,40 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
     last.write_bytes(last.read_bytes()[:1000])
     result = cli("train", path, "--resume", tmp_path / "r")
     assert result.exit_code == 1
-    assert "damaged" in result.output and "last.npz" in result.output
+    assert "corrupt" in result.output and "last.npz" in result.output
 
 
 def test_checkpoint_of_another_network_is_rejected(tmp_path, tiny_splits):
     path = write_spec(tmp_path)
     one_epoch_run(path, tmp_path / "r")
     other = write_spec(tmp_path, SPEC.replace("out_features: 32", "out_features: 16"))
-    result = cli("eval", other, "-c", tmp_path / "r" / "checkpoints" / "last.npz")
+    result = cli("eval", other, "-c", tmp_path / "r" / "checkpoints" / "last.npz", "--force")
     assert result.exit_code == 1
     assert "fc1.weight: (32, 144) there, (16, 144) here" in result.output  # 4 x 6 x 6 inputs
+
+
+@pytest.mark.parametrize("how", ["spec", "set"])
+def test_eval_refuses_a_spec_that_evaluates_differently_from_the_checkpoints(tmp_path, how):
+    path = write_spec(tmp_path)
+    one_epoch_run(path, tmp_path / "r")
+    ckpt = tmp_path / "r" / "checkpoints" / "last.npz"
+    if how == "spec":
+        (tmp_path / "other").mkdir()
+        args = [write_spec(tmp_path / "other", SPEC.replace(
+            f"data: {{dataset: {TINY}}}", f"data: {{dataset: {TINY}, normalize: scale}}"))]
+    else:
+        args = ["--set", "data.normalize=scale"]
+    result = cli("eval", *args, "-c", ckpt, "--workers", "1")
+    assert result.exit_code == 1, result.output
+    text = " ".join(result.output.split())
+    assert 'data.normalize: "standardize" -> "scale"' in text
+    assert "--force" in text and "spec stored in" in text
+    forced = cli("eval", *args, "-c", ckpt, "--workers", "1", "--force")
+    assert forced.exit_code == 0, forced.output
+    # changes that do not affect evaluation are fine: training settings, the seed, the name
+    same = cli("eval", path, "-c", ckpt, "--workers", "1", "--set", "train.optimizer.lr=0.5",
+               "--set", "seed=9", "--set", "name=renamed")
+    assert same.exit_code == 0, same.output
 
 
 def test_eval_prints_accuracy_and_confusion_matrix(tmp_path):
@@ -252,7 +328,7 @@ def _start(args, tmp_path):
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     return subprocess.Popen([sys.executable, "-m", "netspec", *map(str, args)], cwd=ROOT,
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
+                            text=True, start_new_session=True)  # its own process group
 
 
 def _wait_for_epochs(run_dir, proc, count, timeout=60):
@@ -279,19 +355,23 @@ def reference_run(tmp_path_factory):
     return path, params_of(tmp / "run" / "checkpoints" / "last.npz")
 
 
-@pytest.mark.parametrize("sig, code", [(signal.SIGKILL, -signal.SIGKILL), (signal.SIGINT, 130)],
-                         ids=["SIGKILL", "SIGINT"])
+@pytest.mark.parametrize("sig, code", [(signal.SIGKILL, -signal.SIGKILL), (signal.SIGINT, 130),
+                                       (signal.SIGTERM, 143)],
+                         ids=["SIGKILL", "SIGINT", "SIGTERM"])
 def test_killed_or_interrupted_run_resumes_bit_identically(tmp_path, reference_run, sig, code):
     spec_path, expected = reference_run
     run_dir = tmp_path / "run"
     proc = _start(["train", spec_path, *SIGNAL_EPOCHS, "--out", run_dir], tmp_path)
     _wait_for_epochs(run_dir, proc, 1)
-    proc.send_signal(sig)
+    # To the whole process group, worker processes included, as a terminal's Ctrl-C or
+    # Slurm's scancel do (Kubernetes signals the main process only: the same for netspec).
+    os.killpg(proc.pid, sig)
     output, _ = proc.communicate(timeout=60)
     assert proc.returncode == code, output
     assert "Traceback" not in output
-    if sig == signal.SIGINT:
+    if sig != signal.SIGKILL:
         assert "checkpoint saved" in output and "--resume" in output
+        assert f"({sig.name})" in output
     progress = checkpoint.load(run_dir / "checkpoints" / "last.npz").meta["progress"]
     assert progress["epoch"] < 12  # really stopped before the end
     result = cli("train", "--resume", run_dir, "--no-progress")
@@ -304,3 +384,43 @@ def test_batchnorm_with_a_final_batch_of_one_fails_before_training(tiny_splits):
     spec = netspec.loads(bn, "bn.yaml", ["train.batch_size=511"])  # 512 = 511 + 1
     with pytest.raises(netspec.DataError, match="batch_size"):
         Trainer(spec, tiny_splits)
+
+
+# ------------------------------------------------------------------ labels
+
+
+def test_labels_beyond_the_networks_classes_fail_before_training(tmp_path):
+    five = SPEC.replace(f"data: {{dataset: {TINY}}}", f"data: {{dataset: {TINY}, num_classes: 5}}")
+    five = five.replace("name: fc2, out_features: 10", "name: fc2, out_features: 5")
+    result = cli("train", write_spec(tmp_path, five), "--out", tmp_path / "r", "--no-progress")
+    assert result.exit_code == 1, result.output
+    text = " ".join(result.output.split())
+    assert f"{TINY}: the train split has labels 5, 6, 7, 8, 9" in text
+    assert "data.num_classes is 5" in text and "layers[7], linear 'fc2'" in text
+    assert "set data.num_classes and the last layer's width to 10" in text
+    assert not (tmp_path / "r" / "metrics.jsonl").exists()
+
+
+def test_a_custom_dataset_label_out_of_range_is_named(tiny_splits):
+    x, y = tiny_splits["test"]
+    y = y.copy()
+    y[[3, 40]] = 200
+    with pytest.raises(netspec.DataError, match=r"the test split has labels 200 \(2 samples\).*"
+                                                r"width to 201"):
+        Trainer(spec(), {**tiny_splits, "test": (x, y)})
+    y[3] = -1
+    with pytest.raises(netspec.DataError, match=r"labels -1, 200 .*negative labels"):
+        Trainer(spec(), {**tiny_splits, "test": (x, y)})
+
+
+def test_evaluation_changes_ignore_what_evaluation_does_not_compute():
+    stored = spec().model_dump(mode="json")
+    changed = spec(**{"data.validation": 100, "data.dataset": "mnist", "seed": 1,
+                      "train.epochs": 9}).model_dump(mode="json")
+    assert checkpoint.evaluation_changes(stored, changed) == []
+    changed = spec(**{"data.normalize": "none", "layers[4].out_features": 16,
+                      "seed": 1}).model_dump(mode="json")
+    assert checkpoint.evaluation_changes(stored, changed) == [
+        "layers[4].out_features: 32 -> 16", 'data.normalize: "standardize" -> "none"']
+    assert stored["data"]["dataset"] == str(TINY)  # the copies did not cut the originals
+    assert checkpoint.evaluation_changes({}, changed) == []  # no stored spec: nothing to check

@@ -11,7 +11,7 @@ from typing import ClassVar, Literal
 
 import numpy as np
 
-from netspec.layers.base import register
+from netspec.layers.base import pair, register
 from netspec.layers.pooling import Pool2d, tap, tiled
 
 
@@ -24,6 +24,10 @@ class AvgPool2d(Pool2d):
         ({"kernel_size": 3, "stride": 2, "padding": 1}, (2, 5, 6)),
         ({"kernel_size": 2}, (2, 5, 5)),  # floor mode: the last row/column is unused
     ]
+
+    def torch_module(self, info, nn):
+        return nn.AvgPool2d(pair(self.kernel_size), self.torch_stride(), pair(self.padding),
+                            count_include_pad=True)
 
     def build(self, ctx):
         c, h, w = ctx.in_shape

@@ -18,6 +18,14 @@ Plan-wide conventions (settled once, relied on by every layer file):
 * `backward(dy, need_dx)` overwrites (does not accumulate) the layer's parameter gradients in
   `ctx.grads` and returns dx, an array owned by the layer (or None when `need_dx` is False,
   which the trainer passes to the first layer). It may overwrite `dy`, which is dead afterwards.
+* Graphs: a layer reads the outputs named in `inputs` (default: the layer above). A layer with
+  `multi_input = True` (add, concat) reads two or more: its shape methods get a tuple of input
+  shapes, `forward(xs, train)` a list of arrays, and `backward(dy, need)` (need: one bool per
+  input) returns a list of dx, none of which may be the same array as another (each reader may
+  overwrite its dy). The plan sums the gradients of an output read by several layers.
+* The PyTorch twin: `torch_module(info, nn)` returns the torch.nn module computing the same
+  function, with the same parameter and buffer names; multi-input twins take the inputs as
+  separate arguments. torch is never imported by a layer file at import time.
 """
 
 from __future__ import annotations
@@ -42,6 +50,22 @@ DEFAULT_INIT = InitSpec(weight=KaimingNormal(), bias=Zeros())
 
 class ShapeError(ValueError):
     """A layer cannot accept its input shape; the message says why and how to fix it."""
+
+
+class NamedShape(tuple):
+    """A per-sample shape that also knows the name of the output it describes, as written in
+    the spec ('bn2', 'in'); shape inference gives these to multi-input layers for messages."""
+
+    def __new__(cls, shape, name: str):
+        obj = super().__new__(cls, shape)
+        obj.name = name
+        return obj
+
+
+def named(shape) -> str:
+    """"'bn2' (16, 28, 28)" for a NamedShape, else "(16, 28, 28)"."""
+    name = getattr(shape, "name", None)
+    return f"'{name}' {tuple(shape)}" if name else str(tuple(shape))
 
 
 def register(cls):
@@ -86,7 +110,7 @@ class Ctx:
     grads: dict = field(default_factory=dict)  # same keys as params
     buffers: dict = field(default_factory=dict)  # non-trainable state, e.g. running_mean
     ws: Workspace = None
-    rng: np.random.Generator = None  # for stochastic layers (dropout)
+    noise: object = None  # LayerNoise (netspec/noise.py): keyed draws for dropout
     # Piecewise-linear layers (relu, maxpool) store here which piece the last forward used
     # (a sign mask, an argmax); the gradient checker skips steps that change it (kinks).
     region: np.ndarray | None = None
@@ -105,8 +129,14 @@ class Layer(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str | None = Field(
-        None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
-        description="Parameter prefix (conv1 -> conv1.weight); defaults to <type><index>.",
+        None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*$",
+        description="Parameter prefix (conv1 -> conv1.weight); defaults to <type><index>. "
+                    "Inside a block it nests under the block's name (layer1.0.conv1).",
+    )
+    inputs: list[str] | None = Field(
+        None, min_length=1, exclude_if=lambda v: v is None,
+        description="Names of earlier layers or blocks this layer reads, or `input` for the "
+                    "network's input (`in` for a block's input); default: the layer above.",
     )
 
     # (spec fields, input shape) pairs: the test suite shape- and gradient-checks each one.
@@ -115,9 +145,8 @@ class Layer(BaseModel):
     # batch statistics): split across worker processes, such a layer combines the workers'
     # partial sums through ctx.exchange (parallel.py), and a batch of one sample is refused.
     couples_batch: ClassVar[bool] = False
-    # True when forward draws from ctx.rng (dropout): each worker process then gets its own
-    # stream, seeded from the plan's Generator at every step.
-    stochastic: ClassVar[bool] = False
+    # True for layers that read two or more inputs (add, concat); see the module docstring.
+    multi_input: ClassVar[bool] = False
 
     def output_shape(self, in_shape: Shape) -> Shape:
         """Per-sample output shape; raise ShapeError if `in_shape` is impossible."""
@@ -156,6 +185,11 @@ class Layer(BaseModel):
 
     def build(self, ctx: Ctx) -> tuple[Forward, Backward]:
         raise NotImplementedError
+
+    def torch_module(self, info, nn):
+        """The torch.nn twin for this layer (`info`: its LayerInfo; `nn`: torch.nn)."""
+        raise NotImplementedError(f"layer type '{self.type}' has no PyTorch twin; add a "
+                                  f"torch_module method to its file in netspec/layers/")
 
 
 def pair(v) -> tuple[int, int]:

@@ -65,6 +65,10 @@ class BatchNorm(Layer):
         c = in_shape[0]
         return {"running_mean": np.zeros(c), "running_var": np.ones(c)}
 
+    def torch_module(self, info, nn):
+        norm = nn.BatchNorm2d if len(info.in_shape) == 3 else nn.BatchNorm1d
+        return norm(info.in_shape[0], eps=self.eps, momentum=self.momentum)
+
     def build(self, ctx):
         c = ctx.in_shape[0]
         w, gw = ctx.params["weight"], ctx.grads["weight"]

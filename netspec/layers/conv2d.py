@@ -110,6 +110,12 @@ class Conv2d(Layer):
         kh, kw = pair(self.kernel_size)
         return out_shape[0] * out_shape[1] * out_shape[2] * in_shape[0] * kh * kw
 
+    def torch_module(self, info, nn):
+        padding = self.padding if isinstance(self.padding, str) else pair(self.padding)
+        return nn.Conv2d(info.in_shape[0], self.out_channels, pair(self.kernel_size),
+                         stride=pair(self.stride), padding=padding,
+                         dilation=pair(self.dilation), bias=self.bias)
+
     def build(self, ctx):
         c, h, w = ctx.in_shape
         o, oh, ow = self.output_shape(ctx.in_shape)
@@ -153,12 +159,12 @@ class Conv2d(Layer):
 
         def row_windows(xp, n, g):
             """windows() of each of g blocks of output rows. as_strided costs more than
-            copying a LeNet-sized block, so the views are kept while xp stays the same."""
-            key = (xp.__array_interface__["data"][0], xp.strides, n, g)
-            if cache.get("windows_key") != key:
+            copying a LeNet-sized block, so the views are kept while xp is the same array (a
+            workspace buffer from step to step)."""
+            if cache.get("windows_of") is not xp or cache.get("windows_key") != (n, g):
                 rows = oh // g
                 cache["windows"] = [windows(xp[:, i * rows * sh:], n, rows) for i in range(g)]
-                cache["windows_key"] = key
+                cache["windows_of"], cache["windows_key"] = xp, (n, g)
             return cache["windows"]
 
         def im2col_w(xp, n):

@@ -3,8 +3,9 @@
 Train mode: each entry is kept with probability 1 - p and scaled by 1 / (1 - p), so the expected
 output equals the input:  y = x * m,  m = keep / (1 - p),  keep ~ Bernoulli(1 - p);
 dL/dx = dy * m (the same mask). Eval mode: identity.
-The mask comes from ctx.rng, the plan's one Generator; the gradient checker rewinds that
-Generator before every forward, so each of its forwards draws the same mask.
+The mask comes from ctx.noise (netspec/noise.py): a function of the seed, the training step,
+this layer and each sample's position in the batch, so worker processes sharing a batch draw
+what one process would, and forwards at the same step (the gradient checker's) draw the same.
 MACs: 0 (elementwise).
 """
 
@@ -22,7 +23,9 @@ class Dropout(Layer):
     p: float = Field(0.5, ge=0.0, lt=1.0, description="Probability of zeroing an entry.")
 
     examples: ClassVar[list] = [({}, (2, 3, 3)), ({"p": 0.2}, (8,)), ({"p": 0.0}, (5,))]
-    stochastic: ClassVar[bool] = True
+
+    def torch_module(self, info, nn):
+        return nn.Dropout(self.p)
 
     def build(self, ctx):
         scale = 1.0 / (1.0 - self.p)
@@ -32,9 +35,10 @@ class Dropout(Layer):
             cache["train"] = train
             if not train:
                 return x  # identity (a view, like flatten's)
-            # Draw uniforms in float32 (half the bits of float64, ample resolution for p).
-            u = ctx.ws("u", x.shape, dtype=np.float32)
-            ctx.rng.random(dtype=np.float32, out=u)
+            n = x.shape[-1]
+            u = ctx.ws("u", (n, x.size // max(n, 1)), dtype=np.float32)  # (N, D): sample j in row j
+            ctx.noise.uniform(u)
+            u = u.T.reshape(x.shape)  # (D, N) -> (..., N), a view
             m = ctx.ws("m", x.shape)
             np.greater_equal(u, self.p, out=m, casting="unsafe")  # keep -> 1.0, drop -> 0.0
             m *= scale

@@ -17,6 +17,9 @@ class Flatten(Layer):
     def output_shape(self, in_shape):
         return (math.prod(in_shape),)
 
+    def torch_module(self, info, nn):
+        return nn.Flatten()
+
     def build(self, ctx):
         shape = ctx.in_shape
 

@@ -27,6 +27,9 @@ class GlobalAvgPool(Layer):
                 "(or use no pooling on a flat input)")
         return (in_shape[0],)
 
+    def torch_module(self, info, nn):
+        return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+
     def build(self, ctx):
         c, h, w = ctx.in_shape
 

@@ -22,6 +22,9 @@ class LeakyReLU(Layer):
                                 ({"negative_slope": -0.5}, (2, 3, 2)),
                                 ({"negative_slope": 2.0}, (5,))]  # slope > 1 takes the min
 
+    def torch_module(self, info, nn):
+        return nn.LeakyReLU(self.negative_slope)
+
     def build(self, ctx):
         slope = self.negative_slope
         cache = {}

@@ -36,6 +36,9 @@ class Linear(Layer):
     def macs(self, in_shape, out_shape):
         return in_shape[0] * self.out_features
 
+    def torch_module(self, info, nn):
+        return nn.Linear(info.in_shape[0], self.out_features, bias=self.bias)
+
     def build(self, ctx):
         W, gW = ctx.params["weight"], ctx.grads["weight"]
         b, gb = ctx.params.get("bias"), ctx.grads.get("bias")

@@ -13,6 +13,9 @@ class ReLU(Layer):
 
     examples: ClassVar[list] = [({}, (3, 4, 4)), ({}, (6,))]
 
+    def torch_module(self, info, nn):
+        return nn.ReLU()
+
     def build(self, ctx):
         cache = {}
 

@@ -20,6 +20,9 @@ class Sigmoid(Layer):
 
     examples: ClassVar[list] = [({}, (3, 4, 4)), ({}, (6,))]
 
+    def torch_module(self, info, nn):
+        return nn.Sigmoid()
+
     def build(self, ctx):
         cache = {}
 

@@ -17,6 +17,9 @@ class Tanh(Layer):
 
     examples: ClassVar[list] = [({}, (3, 4, 4)), ({}, (6,))]
 
+    def torch_module(self, info, nn):
+        return nn.Tanh()
+
     def build(self, ctx):
         cache = {}
 

@@ -1,0 +1,191 @@
+"""Loading a dataset: locate it (else download it), read its four IDX files, check them together.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from netspec.data.download import Progress, download
+from netspec.data.idx import read_idx_digest
+from netspec.data.known import ENV_VAR, FILES, KNOWN, DatasetInfo, dataset_info
+from netspec.data.locate import cache_dir, candidate_dirs, file_in, find_data_dir, missing_files
+from netspec.errors import DataError, Problem, did_you_mean
+
+
+@dataclass(frozen=True, eq=False)
+class Split:
+    """One part of a dataset: images uint8 (N, H, W) and labels int64 (N,)."""
+
+    images: np.ndarray  # uint8 (N, H, W)
+    labels: np.ndarray  # int64 (N,)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclass(frozen=True, eq=False)
+class Dataset:
+    """A loaded dataset: its train and test splits and the number of classes."""
+
+    name: str
+    train: Split
+    test: Split
+    num_classes: int  # 10 for the known datasets; max label + 1 for a directory
+    path: Path | None = field(default=None)  # the directory it was read from
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """(channels, height, width) of one sample as `prepare` returns it: (1, H, W)."""
+        return (1, *self.train.images.shape[1:])
+
+
+def load_dataset(dataset="mnist", data_dir=None, download_missing: bool = True,
+                 progress: Progress | None = None) -> Dataset:
+    """Locate (else download) and read a dataset, checking it thoroughly.
+
+    `dataset` is a known name (`mnist`, `fashion-mnist`), a DatasetInfo, or a path to a
+    directory holding the four IDX files. A known dataset is looked for by `find_data_dir`;
+    if absent and `download_missing`, it is downloaded into `data_dir` (when given) or the
+    user cache. Known datasets are verified against their SHA-256 sums even when read from
+    disk. `progress` is passed to `download`. Raises DataError saying what is missing or wrong,
+    where netspec looked, and how to fix it.
+    """
+    info = dataset_info(dataset)
+    if info is None:
+        directory = candidate_dirs(dataset)[0]
+        if not directory.is_dir():
+            known = ", ".join(KNOWN)
+            raise DataError([Problem(
+                f"unknown dataset '{dataset}'{did_you_mean(dataset, KNOWN)}: it is neither a "
+                f"known dataset ({known}) nor a directory (looked for {directory}). Use a known "
+                f"name or the path of a directory holding {', '.join(FILES)} (each .gz or not)",
+                path="dataset")])
+        missing = missing_files(directory, FILES)
+        if missing:
+            raise DataError([Problem(
+                f"missing {', '.join(m + '(.gz)' for m in missing)}: a dataset directory must "
+                f"hold all of {', '.join(FILES)} (each gzipped or not)", file=str(directory))])
+        return _load_dir(directory, str(dataset), None)
+
+    directory = find_data_dir(info, data_dir)
+    download_error: DataError | None = None
+    if directory is None and download_missing:
+        dest = Path(data_dir).expanduser() if data_dir is not None else cache_dir(info.name)
+        try:
+            directory = download(info, dest, progress=progress)
+        except DataError as exc:
+            download_error = exc
+    if directory is None:
+        raise _not_found(info, data_dir, download_missing, download_error)
+    return _load_dir(directory, info.name, info)
+
+
+def _not_found(info: DatasetInfo, data_dir, download_missing: bool,
+               download_error: DataError | None) -> DataError:
+    """The error for a known dataset that is nowhere on disk: what, where looked, what to do."""
+    problems = [Problem(f"dataset '{info.name}' not found: no directory holds all of "
+                        f"{', '.join(info.files)} (each .gz or not). Looked in:")]
+    if data_dir is None:
+        problems.append(Problem("--data-dir / data_dir: not given"))
+    if not os.environ.get(ENV_VAR):
+        problems.append(Problem(f"${ENV_VAR}: not set"))
+    for directory in candidate_dirs(info, data_dir):
+        if not directory.exists():
+            status = "does not exist"
+        elif not directory.is_dir():
+            status = "is not a directory"
+        else:
+            missing = missing_files(directory, info.files)
+            status = "missing " + ", ".join(missing)
+        problems.append(Problem(status, file=str(directory)))
+    if download_error is not None:
+        problems += download_error.problems[:-1]  # without its "fix:" line, given below
+    elif not download_missing:
+        problems.append(Problem("downloading is disabled"))
+    cache = cache_dir(info.name)
+    problems.append(Problem(
+        "fix: " + ("check the network, or " if download_error is not None else "")
+        + f"put the four files in one directory and pass it with --data-dir DIR or set "
+        f"{ENV_VAR}=DIR (DIR may also be a parent holding {info.name}/), or put them in {cache}"
+        + ("" if download_missing else ", or allow downloading")))
+    return DataError(problems)
+
+
+def _load_dir(directory: Path, name: str, info: DatasetInfo | None) -> Dataset:
+    """Read and check the four files in `directory` (verifying checksums when `info` has them)."""
+    files = info.files if info is not None else FILES
+    paths = {n: file_in(directory, n) for n in files}
+    arrays: dict[str, np.ndarray] = {}
+    problems: list[Problem] = []
+    for (n, path), ndim in zip(paths.items(), (3, 1, 3, 1)):
+        try:
+            arrays[n], digest = read_idx_digest(path, ndim=ndim)
+        except DataError as exc:
+            problems += exc.problems
+            continue
+        expected = info.sha256.get(n) if info is not None else None
+        if expected is not None and digest != expected:
+            problems.append(Problem(_checksum_message(n, info.name, digest, expected),
+                                    file=str(path)))
+    if problems:
+        raise DataError(problems)
+
+    train_x, train_y, test_x, test_y = (arrays[n] for n in files)
+    problems = []
+    for (images_file, images), (labels_file, labels) in (
+        ((paths[files[0]], train_x), (paths[files[1]], train_y)),
+        ((paths[files[2]], test_x), (paths[files[3]], test_y)),
+    ):
+        if len(images) != len(labels):
+            problems.append(Problem(
+                f"holds {len(labels)} labels but {images_file.name} holds {len(images)} "
+                "images: the two files of a split must have one label per image",
+                file=str(labels_file)))
+    if train_x.shape[1:] != test_x.shape[1:]:
+        problems.append(Problem(
+            f"images are {test_x.shape[1]}x{test_x.shape[2]} but the training images are "
+            f"{train_x.shape[1]}x{train_x.shape[2]}: both splits must have the same image size",
+            file=str(paths[files[2]])))
+    if info is not None and train_x.shape[1:] != tuple(info.image_shape[1:]):
+        h, w = info.image_shape[1:]
+        problems.append(Problem(f"images are {train_x.shape[1]}x{train_x.shape[2]}, expected "
+                                f"{h}x{w} for {info.name}", file=str(paths[files[0]])))
+    if len(train_x) == 0:
+        problems.append(Problem("the training split is empty", file=str(paths[files[0]])))
+    if problems:
+        raise DataError(problems)
+
+    # labels: uint8 -> int64 (N,); the range check needs the class count
+    if info is not None:
+        num_classes = info.num_classes
+        for labels_file, labels in ((paths[files[1]], train_y), (paths[files[3]], test_y)):
+            bad = np.flatnonzero(labels >= num_classes)
+            if bad.size:
+                problems.append(Problem(
+                    f"label {int(labels[bad[0]])} at index {int(bad[0])} (and {bad.size - 1} "
+                    f"more) is out of range: {info.name} has classes 0..{num_classes - 1}",
+                    file=str(labels_file)))
+        if problems:
+            raise DataError(problems)
+    else:
+        num_classes = int(max(train_y.max(), test_y.max() if len(test_y) else 0)) + 1
+    return Dataset(
+        name=name,
+        train=Split(train_x, train_y.astype(np.int64)),
+        test=Split(test_x, test_y.astype(np.int64)),
+        num_classes=num_classes,
+        path=directory,
+    )
+
+
+def _checksum_message(name: str, dataset: str, actual: str, expected: str) -> str:
+    other = [k for k, v in KNOWN.items() if v.name != dataset and v.sha256.get(name) == actual]
+    hint = f" (it is {other[0]}'s {name})" if other else ""
+    return (f"checksum mismatch for {dataset}: SHA-256 of the decompressed content is {actual}, "
+            f"expected {expected}{hint}. The file is corrupt or from another dataset: delete "
+            "it and run again to download it, or replace it with a good copy")
+

@@ -1,0 +1,180 @@
+"""Safe file output: atomic writes, run directories, and OS errors as located NetspecErrors.
+
+    atomic_write(path, data)        # temp file in the same directory, fsync, os.replace
+    claim_run_dir(path)             # create or adopt an output directory for a new run
+    check_run_dir(path)             # the directory must be a netspec run (for --resume)
+    os_problem(exc, path, doing)    # an OSError -> Problem naming the file and a fix
+
+A directory is *a netspec run* when it holds the marker file RUN_MARKER (`.netspec-run`),
+which `claim_run_dir` writes before anything else, or (runs made before the marker existed)
+`checkpoints/last.npz` or `metrics.jsonl`. netspec writes into a directory only if it is new,
+empty, or a netspec run, so it never overwrites a file it did not write.
+
+Like the rest of the library this module never prints; every failure is an OutputError.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import stat
+import tempfile
+from pathlib import Path
+
+from netspec.errors import OutputError, Problem
+
+RUN_MARKER = ".netspec-run"
+LEGACY_RUN_FILES = ("checkpoints/last.npz", "metrics.jsonl")  # runs from before the marker
+
+# What to do about each OS error, by errno (the message names the file separately).
+_ADVICE = {
+    errno.ENOSPC: "the disk is full; free some space or write elsewhere",
+    errno.EDQUOT: "the disk quota is exhausted; free some space or write elsewhere",
+    errno.EACCES: "permission denied; choose a directory you can write to",
+    errno.EPERM: "the operating system does not allow this here; choose a normal directory",
+    errno.EROFS: "the file system is read-only; choose a writable directory",
+    errno.ENAMETOOLONG: "the name is too long for the file system; choose a shorter path",
+    errno.ENOTDIR: "a part of the path is a file, not a directory; choose another path",
+    errno.EISDIR: "it is a directory; give a file name",
+    errno.ENOENT: "a parent directory does not exist and cannot be created here; "
+                  "choose another path",
+    errno.EEXIST: "a file of that name is in the way; choose another path",
+    errno.ENOMEM: "out of memory",
+    errno.EIO: "input/output error from the device; check the disk",
+}
+
+
+def os_problem(exc: OSError, path, doing: str = "write") -> Problem:
+    """A Problem for `exc`, raised while trying to `doing` (a verb phrase) at `path`."""
+    what = exc.strerror or str(exc)
+    advice = _ADVICE.get(exc.errno or 0)
+    if _is_virtual(Path(path)) and exc.errno in (errno.ENOENT, errno.EPERM, errno.EACCES):
+        advice = "/proc, /sys and /dev are not ordinary directories; write elsewhere"
+    return Problem(f"cannot {doing}: {what}" + (f"; {advice}" if advice else ""),
+                   file=str(path))
+
+
+def _is_virtual(path: Path) -> bool:
+    parts = Path(os.path.abspath(path)).parts
+    return len(parts) > 1 and parts[1] in ("proc", "sys", "dev")
+
+
+def atomic_write(path, data: bytes | str) -> Path:
+    """Write `data` to `path` atomically: a temp file beside it, fsync, then os.replace.
+
+    On any failure the temp file is removed and the previous content of `path` is intact;
+    an OSError becomes an OutputError naming `path`.
+    """
+    path = Path(path)
+    if isinstance(data, str):
+        data = data.encode()
+    if _is_virtual(path):
+        raise OutputError([Problem("cannot write: /proc, /sys and /dev hold devices and kernel "
+                                   "files, not output; write elsewhere", file=str(path))])
+    if _kind(path, "write") == "dir" or (path.exists() and not path.is_file()):
+        raise OutputError([Problem("cannot write: it exists and is not a regular file (a "
+                                   "directory, device or pipe); give a file name",
+                                   file=str(path))])
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        tmp = None
+    except OSError as exc:
+        raise OutputError([os_problem(exc, path)]) from None
+    finally:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+    return path
+
+
+def is_run_dir(path) -> bool:
+    """Whether `path` is a directory netspec made for a run (see the module docstring)."""
+    return any(_kind(Path(path) / name) == "file" for name in (RUN_MARKER, *LEGACY_RUN_FILES))
+
+
+def _kind(path: Path, doing: str = "") -> str | None:
+    """'file', 'dir' or None (absent, or under a file). With `doing`, an OS error other than
+    absence (a name too long, no permission) is an OutputError; without it, None."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        if doing and exc.errno not in (errno.ENOENT, errno.ENOTDIR):
+            raise OutputError([os_problem(exc, path, doing)]) from None
+        return None
+    return "dir" if stat.S_ISDIR(mode) else "file"
+
+
+def _entries(path: Path) -> list[str]:
+    try:
+        return sorted(os.listdir(path))
+    except OSError as exc:
+        raise OutputError([os_problem(exc, path, "read the directory")]) from None
+
+
+def claim_run_dir(path, version: str = "") -> Path:
+    """Make `path` the directory of a new run: create it, or adopt it if empty.
+
+    Refused (OutputError): a path that is a file or lies under one, a directory that holds
+    files netspec did not write, and every path the OS will not let us create. A netspec run
+    directory is refused only by the caller's own rules (e.g. it already has a checkpoint).
+    Writes RUN_MARKER first, so a run that dies at once is still recognised as netspec's.
+    """
+    path = check_new_run_dir(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError([os_problem(exc, path, "create the run directory")]) from None
+    marker = json.dumps({"netspec": version, "what": "a netspec run directory"}) + "\n"
+    atomic_write(path / RUN_MARKER, marker)
+    return path
+
+
+def check_new_run_dir(path) -> Path:
+    """The checks of `claim_run_dir`, without creating anything (to fail before slow work)."""
+    path = Path(path)
+    if _is_virtual(path):
+        raise OutputError([Problem("cannot use it as a run directory: /proc, /sys and /dev hold "
+                                   "devices and kernel files; write elsewhere", file=str(path))])
+    kind = _kind(path, "use this path for the run directory")
+    if kind == "file":
+        raise OutputError([Problem("is a file, not a directory; --out needs a directory "
+                                   "(new or empty)", file=str(path))])
+    if kind == "dir" and not is_run_dir(path):
+        entries = _entries(path)
+        if entries:
+            shown = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")
+            raise OutputError([Problem(
+                f"the directory is not empty ({shown}) and is not a netspec run (it has no "
+                f"{RUN_MARKER} file); netspec never overwrites files it did not write: choose "
+                "a new or empty directory for --out", file=str(path))])
+    return path
+
+
+def check_run_dir(path) -> Path:
+    """`path` must be an existing netspec run directory (for resuming)."""
+    path = Path(path)
+    if _kind(path, "read the run directory") != "dir":
+        raise OutputError([Problem("no such run directory", file=str(path))])
+    if not is_run_dir(path):
+        raise OutputError([Problem(
+            f"not a netspec run directory (no {RUN_MARKER}, checkpoints/last.npz or "
+            "metrics.jsonl); give the directory `netspec train --out` wrote", file=str(path))])
+    return path
+
+
+def make_dirs(path) -> Path:
+    """mkdir -p `path`; an OSError becomes an OutputError naming it."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError([os_problem(exc, path, "create the directory")]) from None
+    return path

@@ -1,0 +1,266 @@
+"""Property-based tests (hypothesis): no input gives a traceback.
+
+Generated YAML texts, spec structures, `--set` values and CLI argument lists. A spec that loads
+must be valid (its resolved form loads again to the same spec); anything else must be a
+NetspecError with a message, and on the command line exit code 1 or 2 with a message.
+
+The profile is derandomized (the same examples on every run) with a budget of a few hundred
+examples, about half a minute in all.
+"""
+
+import os
+import string
+import tempfile
+
+import pytest
+import yaml
+from conftest import TINY
+
+hypothesis = pytest.importorskip("hypothesis")
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+import netspec
+from netspec.cli import app
+from netspec.layers import LAYERS
+
+settings.register_profile("netspec", derandomize=True, deadline=None, database=None,
+                          suppress_health_check=[HealthCheck.too_slow,
+                                                 HealthCheck.function_scoped_fixture])
+settings.load_profile("netspec")
+
+VALID = f"""
+name: prop
+seed: 0
+input: {{shape: [1, 28, 28]}}
+layers:
+  - {{type: conv2d, name: conv1, out_channels: 2, kernel_size: 5, stride: 4}}
+  - {{type: relu}}
+  - {{type: flatten}}
+  - {{type: linear, name: fc, out_features: 10}}
+data: {{dataset: {TINY}}}
+train: {{epochs: 1, batch_size: 128, eval_batch_size: 256}}
+"""
+
+KEYS = ["name", "seed", "input", "shape", "layers", "type", "loss", "data", "train", "epochs",
+        "batch_size", "optimizer", "lr", "schedule", "dataset", "validation", "normalize",
+        "out_channels", "out_features", "kernel_size", "stride", "padding", "dilation", "p",
+        "init", "weight", "bias", "defaults", "gradcheck", "num_classes", "momentum", "eps"]
+WORDS = KEYS + list(LAYERS) + ["sgd", "adam", "cosine", "step", "mnist", "same", "valid",
+                               "kaiming_normal", "zeros", "cross_entropy", "mse", "standardize"]
+
+
+def _outcome(text, overrides=()):
+    """Load; a spec that loads must round-trip through its resolved YAML."""
+    try:
+        spec = netspec.loads(text, "gen.yaml", list(overrides))
+    except netspec.NetspecError as e:
+        assert e.problems and all(str(p) for p in e.problems)
+        hypothesis.event("error")
+        return "error"
+    hypothesis.event("valid spec")
+    again = netspec.loads(spec.to_yaml(), "resolved.yaml")
+    assert again.model_dump() == spec.model_dump()
+    assert len(again.infos) == len(spec.layers)
+    return "ok"
+
+
+# ------------------------------------------------------------------ YAML text and structures
+
+scalars = st.one_of(
+    st.none(), st.booleans(), st.integers(-3, 40), st.integers(-2**70, 2**70),
+    st.floats(allow_nan=True, allow_infinity=True), st.sampled_from(WORDS),
+    st.text(string.printable, max_size=8), st.text(max_size=4))
+values = st.recursive(
+    scalars,
+    lambda inner: st.one_of(st.lists(inner, max_size=4),
+                            st.dictionaries(st.sampled_from(KEYS), inner, max_size=4)),
+    max_leaves=12)
+
+
+@given(st.text(max_size=200))
+@settings(max_examples=150)
+def test_any_text_is_a_spec_or_an_error(text):
+    _outcome(text)
+
+
+ints = st.one_of(st.integers(1, 6), st.integers(-2, 0), st.just(10**12))
+LAYER_FIELDS = {
+    "conv2d": {"out_channels": ints, "kernel_size": st.one_of(st.integers(1, 5),
+                                                              st.lists(st.integers(0, 4),
+                                                                       max_size=3)),
+               "stride": st.integers(0, 3), "padding": st.one_of(st.integers(-1, 2),
+                                                                 st.sampled_from(["same",
+                                                                                  "valid"])),
+               "dilation": st.integers(1, 2), "bias": st.booleans(),
+               "init": st.sampled_from(["kaiming_normal", "zeros", "nope",
+                                        {"type": "normal", "std": 0.1}])},
+    "linear": {"out_features": st.one_of(st.just(10), ints), "bias": st.booleans()},
+    "maxpool2d": {"kernel_size": st.integers(0, 3), "stride": st.integers(1, 2),
+                  "padding": st.integers(0, 2)},
+    "avgpool2d": {"kernel_size": st.integers(0, 3), "padding": st.integers(0, 2)},
+    "dropout": {"p": st.floats(-0.5, 1.5)},
+    "leaky_relu": {"negative_slope": st.floats(-1, 1)},
+    "batchnorm": {"eps": st.floats(-1, 1e-3), "momentum": st.floats(0, 1.5)},
+}
+
+
+def small_layer():
+    def fields(kind):
+        optional = dict(LAYER_FIELDS.get(kind, {}))
+        wild = {**optional, "name": st.sampled_from(["a", "b", "1x", "ä"]), "bogus": scalars}
+        return st.one_of(st.just({"type": kind}),
+                         st.fixed_dictionaries({"type": st.just(kind)}, optional=optional),
+                         st.fixed_dictionaries({"type": st.just(kind)}, optional=wild))
+
+    return st.sampled_from(sorted(LAYERS)).flatmap(fields)
+
+
+shapes = st.one_of(st.just([1, 28, 28]), st.lists(st.integers(1, 12), min_size=1, max_size=3),
+                   st.just([28, 28, 1]), st.lists(st.integers(-1, 9), max_size=4))
+datas = st.fixed_dictionaries({}, optional={
+    "dataset": st.sampled_from(["mnist", "fashion-mnist", str(TINY), "mnsit"]),
+    "validation": st.sampled_from([0, 0.1, 1, 1.0, 100, -1, 2.5]),
+    "normalize": st.sampled_from(["standardize", "scale", "none", "standardise"]),
+    "num_classes": st.sampled_from([10, 2, 0])})
+trains = st.fixed_dictionaries({}, optional={
+    "epochs": ints, "batch_size": ints, "eval_batch_size": ints,
+    "optimizer": st.sampled_from([{"type": "sgd", "lr": 0.1}, {"type": "adam"}, "sgd",
+                                  {"type": "adamw", "betas": [0.9, 1.5]}, {"type": "sgdm"}]),
+    "schedule": st.sampled_from([{"type": "cosine", "warmup_epochs": 1}, {"type": "step"},
+                                 {"type": "multistep", "milestones": [3, 1]}, "constant"])})
+layer_lists = st.lists(small_layer(), min_size=0, max_size=5).map(
+    lambda layers: [*layers, {"type": "flatten"}, {"type": "linear", "out_features": 10}])
+plausible = st.fixed_dictionaries(
+    {"input": st.fixed_dictionaries({"shape": shapes}), "layers": layer_lists},
+    optional={"data": datas, "train": trains,
+              "loss": st.sampled_from([{"type": "mse"}, {"type": "cross_entropy",
+                                                         "label_smoothing": 0.1}])})
+wild = st.fixed_dictionaries(
+    {"input": st.fixed_dictionaries({"shape": shapes}), "layers": layer_lists},
+    optional={"name": scalars, "seed": scalars, "data": st.one_of(datas, values),
+              "train": st.one_of(trains, values), "loss": st.one_of(st.just("ce"), values),
+              "defaults": values, "extra": values})
+specs = st.one_of(plausible, wild)
+
+
+@given(specs)
+@settings(max_examples=200)
+def test_generated_spec_structures_are_valid_or_located_errors(data):
+    _outcome(yaml.safe_dump(data, sort_keys=False))
+
+
+@given(st.dictionaries(st.sampled_from(KEYS), values, max_size=6))
+@settings(max_examples=100)
+def test_arbitrary_mappings_are_valid_or_errors(data):
+    _outcome(yaml.safe_dump(data))
+
+
+# ------------------------------------------------------------------ --set
+
+key_paths = st.one_of(
+    st.lists(st.sampled_from(KEYS + ["layers[0]", "layers[-1]", "layers[9]", "0"]),
+             min_size=1, max_size=4).map(".".join),
+    st.text(string.printable, max_size=12))
+set_values = st.one_of(st.sampled_from(["1", "0", "-1", "1e12", "1.0", "abc", "[1, 2]",
+                                        "{type: relu}", "null", "", "true", "[", "{", "&a *a",
+                                        "!!python/object:os.system", "1e-4", ".inf", "010"]),
+                       st.text(max_size=10))
+
+
+@given(st.lists(st.one_of(st.tuples(key_paths, set_values).map(lambda kv: f"{kv[0]}={kv[1]}"),
+                          st.text(max_size=12)), max_size=3))
+@settings(max_examples=200)
+def test_set_overrides_are_applied_or_refused(overrides):
+    _outcome(VALID, overrides)
+
+
+# ------------------------------------------------------------------ the command line
+
+COMMANDS = ["validate", "gradcheck", "schema", "train", "eval", "bench"]
+OPTIONS = ["--set", "--out", "-o", "--workers", "--quiet", "--checkpoint", "--split",
+           "--dtype", "--batch-size", "--repeats", "--resume", "--data-dir", "--no-progress",
+           "--no-layers", "-q", "-c", "-b"]
+ARGS = ["spec.yaml", "bad.yaml", "missing.yaml", "dir", "run", "afile", "afile/x",
+        "/proc/netspec-x", "0", "1", "2", "99", "auto", "-1", "float64", "float16", "test",
+        "val", "train.epochs=1", "train.epochs=0", "layers[0].out_channels=1e12",
+        "train.batch_size=1000", "data.validation=1.0", "x" * 300, "", "--", "-"]
+
+
+@pytest.fixture
+def workdir():
+    with tempfile.TemporaryDirectory() as tmp:
+        yield tmp
+
+
+VALUES = {"--set": ["train.epochs=0", "layers[0].out_channels=1e12", "train.batch_size=1000",
+                    "data.validation=1.0", "layers[0].name=ä", "input.shape=[28, 28, 1]",
+                    "seed=1", "nope", "train.epochs=1", "train.batch_size=511",
+                    "layers[1]={type: batchnorm}"],
+          "--out": ["run", "dir", "afile", "afile/x", "/proc/netspec-x", "x" * 300, ".",
+                    "newrun"],
+          "-o": ["s.json", "afile/x", "dir", "/proc/netspec-x", "x" * 300, "/dev/null"],
+          "--workers": ["1", "2", "99", "0", "auto", "x"],
+          "--checkpoint": ["afile", "missing.npz", "dir", "spec.yaml"],
+          "-c": ["afile", "run/checkpoints/last.npz", "corrupt.npz"],
+          "--split": ["test", "val", "x"], "--dtype": ["float64", "float16"],
+          "--batch-size": ["1", "0", "100000"], "-b": ["4"], "--repeats": ["1", "0"],
+          "--resume": ["run", "dir", "afile", "missing"],
+          "--data-dir": ["dir", "afile", "missing", "/proc"], "--layers": [], "--no-layers": [],
+          "--quiet": [], "-q": []}
+FOR = {"validate": ["--quiet", "-q"], "schema": ["-o"], "gradcheck": ["--no-layers", "--layers"],
+       "train": ["--set", "--out", "--workers", "--resume", "--data-dir"],
+       "eval": ["--checkpoint", "-c", "--split", "--set", "--workers", "--data-dir"],
+       "bench": ["-b", "--repeats", "--dtype", "--set"]}
+
+
+def command_lines(command):
+    options = st.sampled_from(FOR[command]).flatmap(
+        lambda option: st.sampled_from(VALUES[option]).map(lambda value: [option, value])
+        if VALUES[option] else st.just([option]))
+    files = st.one_of(st.just(["spec.yaml"]), st.lists(st.sampled_from(
+        ["spec.yaml", "bad.yaml", "missing.yaml", "afile", "dir"]), max_size=2))
+    if command == "schema":
+        files = st.just([])
+    stray = st.lists(st.one_of(st.sampled_from(OPTIONS), st.sampled_from(ARGS),
+                               st.text(max_size=6)), max_size=1)
+    return st.tuples(files, st.lists(options, max_size=3), st.one_of(st.just([]), stray)).map(
+        lambda t: [command, *t[0], *[w for pair in t[1] for w in pair], *t[2]])
+
+
+@given(st.sampled_from(COMMANDS).flatmap(command_lines))
+@settings(max_examples=120)
+def test_cli_argument_lists_exit_0_1_or_2_without_traceback(workdir, argv):
+    command = argv[0]
+    old = os.getcwd()
+    os.chdir(workdir)
+    try:
+        if not os.path.exists("spec.yaml"):
+            with open("spec.yaml", "w") as f:
+                f.write(VALID)
+            with open("bad.yaml", "w") as f:
+                f.write("input: {shape: [1, 8, 8]}\nlayers: [{type: linear}]\n")
+            with open("afile", "w") as f:
+                f.write("x")
+            os.makedirs("dir", exist_ok=True)
+            with open("corrupt.npz", "wb") as f:
+                f.write(b"\x93NUMPY garbage" * 10)
+        if command == "train":
+            argv = [*argv, "--no-progress"]
+        result = CliRunner().invoke(app, argv)
+    finally:
+        os.chdir(old)
+    hypothesis.event(f"{command} exit {result.exit_code}")
+    shown = f"netspec {argv}:\n{result.output}"
+    assert "Traceback" not in result.output, shown
+    assert result.exception is None or isinstance(result.exception, SystemExit), (
+        shown + repr(result.exception))
+    assert result.exit_code in (0, 1, 2), shown
+    if result.exit_code:
+        assert result.output.strip(), shown
+    elif command == "validate":  # exit 0 means every spec given is valid
+        specs = [a for a in argv[1:] if not a.startswith("-")]
+        assert specs
+        for name in specs:
+            netspec.load(os.path.join(workdir, name))
