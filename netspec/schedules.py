@@ -21,6 +21,7 @@ from pydantic import (
     ConfigDict,
     Field,
     NonNegativeFloat,
+    NonNegativeInt,
     PositiveFloat,
     PositiveInt,
     field_validator,
@@ -31,9 +32,12 @@ from pydantic import (
 class _Schedule(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    # left out of dumps when it is the default, so that the digest of a spec written before
+    # `interval` existed (and the checkpoints that record it) stays the same
     interval: Literal["epoch", "step"] = Field(
-        "epoch", description="Update the learning rate after every epoch, or after every "
-                             "optimizer step (counts in the schedule are then in steps).")
+        "epoch", exclude_if=lambda v: v == "epoch",
+        description="Update the learning rate after every epoch, or after every optimizer "
+                    "step (counts in the schedule are then in steps).")
 
     def lr(self, t: int, base_lr: float, total: int, steps_per_epoch: int = 1) -> float:
         """The learning rate for unit t (0-based) of total; steps_per_epoch converts epoch
@@ -113,7 +117,8 @@ class Cosine(_Schedule):
     """
 
     type: Literal["cosine"] = "cosine"
-    warmup_epochs: NonNegativeFloat = Field(
+    # int | float: a whole number stays an int in dumps (and digests), as before fractions
+    warmup_epochs: NonNegativeInt | NonNegativeFloat = Field(
         0, description="Linear warmup length in epochs; may be fractional with interval 'step'.")
     min_lr: float = Field(0.0, ge=0.0)
 

@@ -236,6 +236,15 @@ def test_cosine_per_step_with_fractional_warmup():
     assert not spec_with(schedule="{type: step, step_size: 2}").train.schedule.depends_on_length()
 
 
+def test_epoch_schedules_dump_as_before_interval_existed():
+    """Digests (and so resuming older checkpoints) depend on the dump: the default interval is
+    left out and a whole warmup stays an int."""
+    dumped = spec_with(schedule="{type: cosine, warmup_epochs: 2}").model_dump(mode="json")
+    assert dumped["train"]["schedule"] == {"type": "cosine", "warmup_epochs": 2, "min_lr": 0.0}
+    per_step = spec_with(schedule="{type: cosine, warmup_epochs: 0.5, interval: step}")
+    assert per_step.model_dump(mode="json")["train"]["schedule"]["interval"] == "step"
+
+
 @pytest.mark.parametrize("schedule,epochs,words", [
     ("{type: cosine, warmup_epochs: 3}", 3, ["warmup_epochs (3)", "train.epochs = 3", "shorten"]),
     ("{type: cosine, warmup_epochs: 2.5, interval: step}", 2, ["warmup_epochs (2.5)"]),
