@@ -170,7 +170,9 @@ def main(argv=None):
     results = [run_spec(name, args, splits) for name in args.specs]
     env = {"python": platform.python_version(), "numpy": np.__version__,
            "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-           "cpu_count": os.cpu_count(), "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE")}
+           "cpu_count": os.cpu_count(), "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"),
+           "OPENBLAS_NUM_THREADS": os.environ.get("OPENBLAS_NUM_THREADS"),
+           "netspec_workers": args.workers}
     print()
     print("| spec | | train acc | test acc (final / best) | training time | epoch time "
           "(netspec / torch) | inference, 60k |")

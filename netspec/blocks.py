@@ -35,7 +35,9 @@ USE_KEYS = ("block", "name", "repeat", "with", "inputs")  # the keys of a block 
 BLOCK_KEYS = ("params", "layers")
 NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 PARAM = re.compile(r"^\$([A-Za-z_][A-Za-z0-9_]*)$")
+WORD = "ASCII letters (A-Z, a-z), digits and '_', not starting with a digit"  # what NAME means
 MAX_LAYERS = 10_000  # after expansion; repeat and nesting multiply
+MAX_DEPTH = 32  # blocks inside blocks (each level is a few Python frames of recursion)
 
 
 @dataclass(frozen=True)
@@ -65,16 +67,22 @@ class Expanded(Source):
 
     def use_sites(self, j: int) -> str:
         """' (in layer1.0: block 'basic' used at line 22)' for a layer from a block, else ''."""
-        uses = self.origins[j].uses
-        if not uses:
-            return ""
-        parts = []
-        for prefix, block, use in uses:
-            line = self.original.locate(use)[0]
-            option = self.original.origin(use)
-            at = f"set by {option}" if option else f"used at line {line}"
-            parts.append(f"block '{block}' {at}")
-        return f" (in {uses[0][0]}: {', inside '.join(parts)})"
+        return use_sites(self.origins[j].uses, self.original)
+
+    def written(self, j: int) -> str:
+        """Where layer j of the flat list is written: 'layers[3]', or for a block's copy
+        'blocks.basic.layers[0] (line 7, in layer1.1)'."""
+        if not 0 <= j < len(self.origins):
+            return f"layers[{j}]"
+        origin = self.origins[j]
+        if not origin.uses:
+            return format_path(origin.path)
+        line = self.original.locate(origin.path)[0]
+        return f"{format_path(origin.path)} (line {line}, in {origin.uses[0][0]})"
+
+    def in_words(self, message: str) -> str:
+        """`message` with each 'layers[j]' (an index of the flat list) said as written."""
+        return re.sub(r"\blayers\[(\d+)\]", lambda m: self.written(int(m.group(1))), message)
 
     def locate(self, path):
         return self.original.locate(self._translate(path)[0])
@@ -99,6 +107,19 @@ class Expanded(Source):
         return out
 
 
+def use_sites(uses: tuple, src: Source) -> str:
+    """' (in layer1.0: block 'basic' used at line 22)' for the chain of block uses `uses`
+    (innermost first), or '' outside blocks."""
+    if not uses:
+        return ""
+    parts = []
+    for _prefix, block, use in uses:
+        option = src.origin(use)
+        at = f"set by {option}" if option else f"used at line {src.locate(use)[0]}"
+        parts.append(f"block '{block}' {at}")
+    return f" (in {uses[0][0]}: {', inside '.join(parts)})"
+
+
 def uses_graph_syntax(data) -> bool:
     """True when a spec has blocks or block uses (then every layer gets its full name)."""
     layers = data.get("layers")
@@ -109,8 +130,9 @@ def uses_graph_syntax(data) -> bool:
 def expand(src: Source) -> tuple[Source, list[Problem]]:
     """The flat spec of `src` (a new Source) and the problems found on the way."""
     data = src.data
-    if not isinstance(data.get("layers"), list):
-        return src, []
+    if not isinstance(data.get("layers"), list):  # validation says what layers must be
+        rest = {k: v for k, v in data.items() if k != "blocks"}
+        return Source(rest, src.file, src.marks, src.overrides), []
     x = _Expander(src)
     x.check_blocks()
     scope = _Scope(prefix="", input=None, full_names=uses_graph_syntax(data))
@@ -140,8 +162,17 @@ class _Expander:
         self.problems: list[Problem] = []
         self.stack: list[str] = []  # blocks being expanded, to refuse recursion
         self.last = "input"  # full name of the last layer emitted: what the next one reads
+        self.too_big = False  # MAX_LAYERS passed (reported once); expansion stops
+        self.uses: tuple = ()  # the block uses whose copy is being made, innermost first
+        self.said: set = set()
 
     def fail(self, path, message):
+        """Report a problem once; inside a block, with the use site of the copy being made."""
+        if (tuple(path), message) in self.said:
+            return  # the same mistake in another copy of the block
+        self.said.add((tuple(path), message))
+        if path and path[0] == "blocks":
+            message += use_sites(self.uses, self.src)
         self.problems.append(self.src.problem(path, message))
 
     # ---------------------------------------------------------- block definitions
@@ -158,8 +189,8 @@ class _Expander:
         for name, block in list(self.blocks.items()):
             where = ("blocks", name)
             if not NAME.match(name) or name in ("in", "input"):
-                self.fail(where, f"block name '{name}' must be a word (letters, digits, _), "
-                                 "and not 'in' or 'input'")
+                self.fail(where, f"block name '{name}' must be a word of {WORD}, and not "
+                                 "'in' or 'input'")
             if not isinstance(block, dict):
                 self.fail(where, "a block is a mapping with `layers` (and optionally `params`)")
                 self.blocks[name] = None
@@ -203,8 +234,11 @@ class _Expander:
                 self._check_params(value, path + (i,), block, params)
         elif isinstance(node, str) and node.startswith("$"):
             m = PARAM.match(node)
-            if not m or m.group(1) not in params:
-                name = m.group(1) if m else node[1:]
+            if not m:  # '$', '$1x', '$a b': no parameter name can be written so
+                self.fail(path, f"'{node}' is not a parameter reference: write $ and a "
+                                f"parameter's name ({WORD}), e.g. $ch")
+            elif m.group(1) not in params:
+                name = m.group(1)
                 self.fail(path, f"'{node}' is not a parameter of block '{block}'"
                                 f"{did_you_mean(name, list(params))}; declare it in "
                                 f"blocks.{block}.params (e.g. params: {{{name}: 16}})")
@@ -214,12 +248,16 @@ class _Expander:
     def items(self, items, path, scope: _Scope, prev: str, uses: tuple) -> str:
         """Expand a list of layers and block uses; returns the full name of its output."""
         written = [self._written_name(item, k) for k, item in enumerate(items)]
+        outer, self.uses = self.uses, uses
         for k, item in enumerate(items):
             here = path + (k,)
+            if self.too_big:
+                return prev
             if len(self.layers) > MAX_LAYERS:
+                self.too_big = True
                 self.fail(here, f"the network expands to more than {MAX_LAYERS:,} layers; "
                                 "use smaller repeat counts")
-                return prev
+                break
             if written[k] in written[:k] and isinstance(item, dict) and "name" in item:
                 j = written.index(written[k])
                 self.fail(here + ("name",), f"layer name '{written[k]}' is already used by "
@@ -232,6 +270,8 @@ class _Expander:
                 out = prev
             scope.local.setdefault(written[k], out)
             prev = out
+            self.uses = uses  # (a nested block use changed it)
+        self.uses = outer
         return prev
 
     @staticmethod
@@ -254,8 +294,9 @@ class _Expander:
             return full
         layer = dict(item)
         full = scope.prefix + written[k]
-        if scope.full_names:
-            layer["name"] = full
+        given = layer.get("name")
+        if scope.full_names and (given is None or isinstance(given, str) and given):
+            layer["name"] = full  # any other name ('', 3) stays for validation to report
         ins = layer.get("inputs")
         if isinstance(ins, list) and ins and all(isinstance(n, str) for n in ins):
             resolved = [self.resolve(n, here + ("inputs", i), scope, written, k)
@@ -300,15 +341,24 @@ class _Expander:
                                          f"{' -> '.join(self.stack + [name])}); a block "
                                          "cannot contain itself")
             return None
+        if len(self.stack) >= MAX_DEPTH:
+            self.fail(here + ("block",), f"blocks nest more than {MAX_DEPTH} deep (through "
+                                         f"{' -> '.join(self.stack[:3])} -> ... -> {name}); "
+                                         "use fewer levels of blocks inside blocks")
+            return None
         title = item.get("name", written[k])
         if not isinstance(title, str) or not NAME.match(title):
-            self.fail(here + ("name",), f"a block use's name must be a word (letters, digits, "
-                                        f"_), got {title!r}")
+            self.fail(here + ("name",), f"a block use's name must be a word of {WORD}, got "
+                                        f"{title!r}")
             return None
         repeat = item.get("repeat")
         if repeat is not None and (not isinstance(repeat, int) or isinstance(repeat, bool)
                                    or repeat < 1):
             self.fail(here + ("repeat",), f"repeat must be a whole number >= 1, got {repeat!r}")
+            return None
+        if repeat is not None and repeat > MAX_LAYERS:  # fail before looping, not after
+            self.fail(here + ("repeat",), f"repeat {repeat:,} is too large: a network has at "
+                                          f"most {MAX_LAYERS:,} layers after expansion")
             return None
         values = self._values(item, here, name, block)
         if values is None:
@@ -325,6 +375,8 @@ class _Expander:
         layers = _substitute(block["layers"], values)
         self.stack.append(name)
         for r in range(repeat or 1):
+            if self.too_big:
+                break
             prefix = scope.prefix + title + (f".{r}." if repeat is not None else ".")
             inner = _Scope(prefix, prev, True)
             prev = self.items(layers, ("blocks", name, "layers"), inner, prev,

@@ -78,7 +78,10 @@ def load(path: str | Path) -> Checkpoint:
     """Read a checkpoint; any damage is a CheckpointError naming the file."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"no checkpoint at {path}")
+        what = ("is a directory; give the .npz file in it, e.g. checkpoints/last.npz"
+                if path.is_dir() else "is not a regular file (a device or pipe)"
+                if path.exists() else "does not exist")
+        raise CheckpointError(f"no checkpoint at {path}: it {what}")
 
     def corrupt(why: str) -> CheckpointError:
         return CheckpointError(f"{path} is corrupt or not a netspec checkpoint ({why}); use "
@@ -151,8 +154,15 @@ def _without(data: dict, dotted: tuple[str, ...]) -> dict:
     return data
 
 
-def spec_changes(old: dict, new: dict, prefix: str = "") -> list[str]:
-    """Human-readable differences between two resolved spec dicts ('train.lr: 0.1 -> 0.2')."""
+def spec_changes(old: dict, new: dict) -> list[str]:
+    """Human-readable differences between two resolved spec dicts ('train.lr: 0.1 -> 0.2'), at
+    most MAX_CHANGES of them (a whole different network is not listed key by key)."""
+    changes = _changes(old, new, "")
+    more = len(changes) - MAX_CHANGES
+    return changes[:MAX_CHANGES] + ([f"and {more} more changes"] if more > 0 else [])
+
+
+def _changes(old, new, prefix: str) -> list[str]:
     changes = []
     if isinstance(old, dict) and isinstance(new, dict):
         for key in list(old) + [k for k in new if k not in old]:
@@ -162,10 +172,21 @@ def spec_changes(old: dict, new: dict, prefix: str = "") -> list[str]:
             elif key not in old:
                 changes.append(f"{where} added")
             else:
-                changes += spec_changes(old[key], new[key], where)
-    elif isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+                changes += _changes(old[key], new[key], where)
+    elif (isinstance(old, list) and isinstance(new, list)
+          and (len(old) == len(new) or len(_short(old)) + len(_short(new)) > 80)):
+        if len(old) != len(new):  # the count, then the items both have (not two whole lists)
+            changes.append(f"{prefix}: {len(old)} items -> {len(new)} items")
         for i, (a, b) in enumerate(zip(old, new)):
-            changes += spec_changes(a, b, f"{prefix}[{i}]")
+            changes += _changes(a, b, f"{prefix}[{i}]")
     elif old != new:
-        changes.append(f"{prefix}: {json.dumps(old)} -> {json.dumps(new)}")
+        changes.append(f"{prefix}: {_short(old)} -> {_short(new)}")
     return changes
+
+
+MAX_CHANGES = 12  # listed in one message; a whole different network is not printed entire
+
+
+def _short(value, width: int = 60) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= width else text[:width - 3] + "..."

@@ -174,9 +174,17 @@ def draw(
     from netspec import draw as drawing
     from netspec.spec import load
 
-    fmt = (fmt or ("png" if output.suffix.lower() == ".png" else "svg")).lower()
+    suffix = output.suffix.lower().lstrip(".")
+    if fmt is None and suffix not in ("svg", "png"):
+        raise typer.BadParameter(f"{output} does not end in .svg or .png; name the file so, or "
+                                 "give --format svg|png", param_hint="--out")
+    fmt = (fmt or suffix).lower()
     if fmt not in ("svg", "png"):
         raise typer.BadParameter(f"choose svg or png, got {fmt!r}", param_hint="--format")
+    if suffix in ("svg", "png") and suffix != fmt:
+        raise typer.BadParameter(f"--format {fmt} would write {fmt.upper()} into {output}; "
+                                 f"name the file .{fmt}, or leave --format out",
+                                 param_hint="--format")
     with report_errors():
         spec = load(spec_path, overrides)
         scene = drawing.draw(spec, collapse=collapse)
@@ -249,19 +257,11 @@ def _gradcheck_table(report, path) -> Table:
 def _load_data(spec, data_dir):
     """Find (or download) the spec's dataset and normalise it; check it fits the network."""
     from netspec.data import load_dataset, prepare
-    from netspec.errors import DataError
+    from netspec.train import check_dataset
 
     with out.status(f"loading {spec.data.dataset} ..."):
         ds = load_dataset(spec.data.dataset, data_dir=data_dir, progress=_download_progress)
-    sample, shape = ds.input_shape, tuple(spec.input.shape)
-    if math.prod(sample) != math.prod(shape) or (len(shape) == 3 and shape != sample):
-        raise DataError(f"{ds.name} samples have shape {list(sample)} but input.shape is "
-                        f"{list(shape)}; set input.shape to {list(sample)}")
-    classes = spec.infos[-1].out_shape
-    if spec.data.classes is None and classes != (ds.num_classes,):
-        raise DataError(f"{ds.name} has {ds.num_classes} classes but the network ends with "
-                        f"shape {tuple(classes)}; set out_features: {ds.num_classes} on the "
-                        "last layer (or data.num_classes)")
+    check_dataset(spec, ds)
     splits = prepare(ds, spec.data.normalize, spec.data.validation)
     counts = ", ".join(f"{k} {len(v[1]):,}" for k, v in splits.items())
     out.print(f"data: {ds.name} from {ds.path} ({counts}; normalize {spec.data.normalize})")
@@ -293,7 +293,6 @@ def train(
                      "convolutional nets, on Linux; else 1)."),
 ):
     """Train a spec; writes spec.yaml, metrics.jsonl, checkpoints and curves.png."""
-    import signal
     import time
 
     from netspec.fsio import check_new_run_dir, check_run_dir
@@ -325,24 +324,14 @@ def train(
 
         # The first SIGINT or SIGTERM finishes the step and saves a checkpoint; a second
         # one stops at once. Worker processes ignore both: the parent stops them.
-        stop = {"by": None}
-
-        def on_signal(signum, frame):
-            name = signal.Signals(signum).name
-            if stop["by"] is not None:
-                raise STOP_SIGNALS[name][1]
-            stop["by"] = name
-
-        previous = {s: signal.signal(getattr(signal, s), on_signal) for s in STOP_SIGNALS}
         try:
-            finished = _fit_with_progress(run, progress, lambda: stop["by"] is not None)
+            with _stop_on_signals() as stop:
+                finished = _fit_with_progress(run, progress, lambda: stop["by"] is not None)
         except BaseException:
             with contextlib.suppress(Exception):  # the first error is the one to report
                 run.plot()
             raise
         finally:
-            for s, handler in previous.items():
-                signal.signal(getattr(signal, s), handler)
             run.trainer.close()
         run.plot()
         _write_report(run.report)
@@ -551,6 +540,201 @@ def evaluate(
             path = write_eval_report(report_dir, spec, ckpt.state, str(checkpoint_path), split,
                                      x, y)
         out.print(f"report: {path}")
+
+
+# ------------------------------------------------------------------ sweep
+
+
+@app.command()
+def sweep(
+    spec_path: Path = typer.Argument(..., exists=True, dir_okay=False, metavar="SPEC"),
+    params: list[str] = typer.Option(
+        [], "-p", "--param", metavar="KEY.PATH=V1,V2,...",
+        help="Values to sweep (repeatable; the grid is every combination), e.g. "
+             "-p train.optimizer.lr=0.01,0.05"),
+    seeds: str | None = typer.Option(None, metavar="S1,S2,...",
+                                     help="Seeds of each grid point (default: the spec's seed)."),
+    metric: str | None = typer.Option(None, help="What 'best' means, e.g. test_acc or val_loss "
+                                                 "(default: val_acc with a validation split, "
+                                                 "else test_acc)."),
+    workers: int | None = typer.Option(None, min=1, help="Worker processes of the embedded "
+                                                         "cluster (default: one per core)."),
+    scheduler: str | None = typer.Option(
+        None, envvar="DASK_SCHEDULER_ADDRESS", metavar="ADDRESS",
+        help="Run on this Dask cluster (e.g. tcp://host:8786) instead of an embedded one."),
+    sweep_dir: Path | None = typer.Option(None, "--out", help="Sweep directory "
+                                             "(default: sweeps/<name>); rerun to continue."),
+    overrides: list[str] = typer.Option([], "--set", metavar="KEY.PATH=VALUE",
+                                        help="Override a spec value in every trial."),
+    data_dir: Path | None = typer.Option(None, "--data-dir", help="Dataset directory, as the "
+                                            "workers see it (default: each worker's "
+                                            "NETSPEC_DATA or cache)."),
+    progress: bool = typer.Option(True, help="Show the live table of trials."),
+):
+    """Train a spec over a grid of values times seeds, on Dask (this machine or a cluster)."""
+    from netspec import sweep as sweeps
+
+    seed_list = _seeds_option(seeds)
+    if scheduler and workers:
+        raise typer.BadParameter("--workers sizes the embedded cluster; a cluster's size is "
+                                 "set by its `dask worker` processes", param_hint="--workers")
+    if workers and workers > _cores():
+        raise typer.BadParameter(f"{workers} workers but netspec may use {_cores()} cores here; "
+                                 "trials on more workers than cores only take turns",
+                                 param_hint="--workers")
+    with report_errors(), _stop_on_signals() as stop:
+        grid = sweeps.parse_params(params)
+        client = None
+        if scheduler:
+            client = sweeps.connect(scheduler)
+        where = scheduler or f"an embedded cluster of {workers or _cores()} worker processes"
+        live = _SweepTable(progress, f"on {where}")
+        try:
+            with live:
+                result = sweeps.run(spec_path, grid, seed_list, client, out=sweep_dir,
+                                    overrides=overrides, metric=metric, data_dir=data_dir,
+                                    workers=workers, on_update=live.update,
+                                    should_stop=lambda: stop["by"] is not None)
+        finally:
+            if client is not None:
+                client.close()
+    _print_sweep(result)
+    if result.interrupted:
+        code, _, word = STOP_SIGNALS[stop["by"] or "SIGINT"]
+        err.print(f"[yellow]{word}[/yellow]: running trials saved checkpoints; rerun the "
+                  f"same command (--out {_relative(result.out)}) to continue")
+        raise typer.Exit(code)
+    if any(r["status"] == "failed" for r in result.rows):
+        raise typer.Exit(1)
+
+
+def _seeds_option(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        seeds = [int(s) for s in text.split(",")]
+    except ValueError:
+        seeds = []
+    if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
+        raise typer.BadParameter(f"expected distinct non-negative integers separated by "
+                                 f"commas, e.g. 0,1,2; got {text!r}", param_hint="--seeds")
+    return seeds
+
+
+def _relative(path: Path) -> str:
+    """`path` relative to the current directory when it lies below it."""
+    try:
+        return str(Path(path).relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def _cores() -> int:
+    from netspec.parallel import available_cores
+
+    return available_cores()
+
+
+@contextlib.contextmanager
+def _stop_on_signals():
+    """{"by": None}, set to "SIGINT" or "SIGTERM" by the first of them; a second one raises
+    (KeyboardInterrupt or Terminated, see STOP_SIGNALS) to stop at once."""
+    import signal
+
+    stop = {"by": None}
+
+    def on_signal(signum, frame):
+        name = signal.Signals(signum).name
+        if stop["by"] is not None:
+            raise STOP_SIGNALS[name][1]
+        stop["by"] = name
+
+    previous = {s: signal.signal(getattr(signal, s), on_signal) for s in STOP_SIGNALS}
+    try:
+        yield stop
+    finally:
+        for s, handler in previous.items():
+            signal.signal(getattr(signal, s), handler)
+
+
+class _SweepTable:
+    """The live table of trials: overrides, seed, state, epochs, best metric, worker."""
+
+    SHOWN = 20  # rows; running and failed trials first
+
+    def __init__(self, show: bool, where: str):
+        from rich.live import Live
+
+        self.rows, self.where = {}, where
+        self.live = Live(console=out, transient=True, refresh_per_second=4,
+                         get_renderable=self.render) if show else None
+
+    def __enter__(self):
+        self.live and self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self.live and self.live.__exit__(*exc)
+
+    def update(self, row: dict) -> None:
+        self.rows[row["trial"]] = row
+
+    def render(self) -> Table:
+        rows = list(self.rows.values())
+        counts = {}
+        for r in rows:
+            counts[r["status"]] = counts.get(r["status"], 0) + 1
+        paths = list(rows[0]["overrides"]) if rows else []
+        table = Table(title=f"trials {self.where}: " + ", ".join(
+            f"{n} {s}" for s, n in counts.items()),
+                      title_justify="left")
+        for col in ("trial", *paths, "seed", "state", "epochs", "best", "worker"):
+            table.add_column(col)
+        order = {"running": 0, "failed": 1, "queued": 2}
+        for r in sorted(rows, key=lambda r: order.get(r["status"], 3))[:self.SHOWN]:
+            table.add_row(r["trial"], *[_value(r["overrides"][p]) for p in paths], str(r["seed"]),
+                          r["status"], str(r["epochs"]), _score(r["best"], False), r["worker"])
+        return table
+
+
+def _value(v) -> str:
+    return _escape(f"{v:g}" if isinstance(v, float) else json.dumps(v) if not isinstance(
+        v, str) else v)
+
+
+def _score(value, percent: bool = True) -> str:
+    if value is None:
+        return "-"
+    return f"{100 * value:.2f}" if percent else f"{value:.4f}"
+
+
+def _print_sweep(result) -> None:
+    """Failed trials with their messages, then the table grouped by overrides."""
+    from netspec.sweep_report import groups
+
+    for r in result.rows:
+        if r["status"] == "failed":
+            where = " ".join(f"{k}={_value(v)}" for k, v in r["overrides"].items())
+            err.print(f"[red]failed[/red] trial {r['trial']} ({where} seed {r['seed']}): "
+                      f"{_escape(r['message'])}")
+    m, percent = result.metric, result.metric.endswith("_acc")
+    table = Table(title=f"{m}{' (%)' if percent else ''}: mean ± std over seeds, best first",
+                  title_justify="left")
+    for col in result.grid:
+        table.add_column(col, min_width=len(col))
+    for col in ("seeds", f"final {m}", f"best {m}", "s/trial"):
+        table.add_column(col, justify="right")
+    for g in groups(result.rows, result.higher_is_better):
+        cells = []
+        for which in ("final", "best"):
+            mean, std = g[f"{which}_mean"], g[f"{which}_std"]
+            cells.append(_score(mean, percent) + (f" ± {_score(std, percent)}"
+                                                   if std is not None else ""))
+        done = f"{g['done']}/{g['trials']}" + (f" ({g['failed']} failed)" if g["failed"] else "")
+        seconds = "-" if g["seconds"] is None else f"{g['seconds']:.1f}"
+        table.add_row(*[_value(g["overrides"][p]) for p in result.grid], done, *cells, seconds)
+    out.print(table)
+    out.print(f"wrote {', '.join(_relative(p) for p in result.files)}")
 
 
 # ------------------------------------------------------------------ bench

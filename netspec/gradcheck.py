@@ -13,12 +13,15 @@ fixed because every forward runs at the same noise step (netspec/noise.py).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 
-from netspec.layers import Ctx, Workspace
+from netspec.layers import Layer
 from netspec.plan import Plan, compile, layer_plan
+from netspec.shapes import infer
 
 
 @dataclass
@@ -89,54 +92,65 @@ def check_spec(spec, settings=None, isolated: bool = True) -> Report:
 
 
 def check_multi_input(info, cfg, rng, line=None) -> list[Row]:
-    """Check a multi-input layer (add, concat) alone, one Row per input, on sum(y * R).
-
-    A one-layer plan has a single input, so this drives the layer's own closures on inputs
-    of the shapes it has in the network (internal layout: batch innermost).
-    """
-    layer, n = info.layer, cfg.batch_size
-    ctx = Ctx(info.in_shape, ws=Workspace("float64"))
-    forward, backward = layer.build(ctx)
-    xs = [rng.standard_normal((*shape, n)) for shape in info.in_shape]
-    projection = rng.standard_normal((*info.out_shape, n))
-
-    def loss():
-        return float(np.sum(forward(xs, True) * projection))
-
-    loss()
-    dxs = [dx.copy() for dx in backward(projection.copy(), (True,) * len(xs))]
-    rows = []
-    for k, (x, dx) in enumerate(zip(xs, dxs)):
-        row = Row("layer", info.name, info.type, f"input {k} ({info.inputs[k]})", line)
-        worst = -1.0
-        for flat in _entries(x.size, cfg.max_entries, rng):
-            old = x.flat[flat]
-            x.flat[flat] = old + cfg.eps
-            up = loss()
-            x.flat[flat] = old - cfg.eps
-            down = loss()
-            x.flat[flat] = old
-            numeric = (up - down) / (2 * cfg.eps)
-            err = abs(dx.flat[flat] - numeric)
-            ratio = err / (cfg.atol + cfg.rtol * abs(numeric))
-            row.checked += 1
-            if ratio > worst:
-                worst, row.abs_err = ratio, float(err)
-                row.rel_err = float(err / max(abs(dx.flat[flat]), abs(numeric))) if err else 0.0
-                row.index = tuple(int(i) for i in np.unravel_index(flat, x.shape))
-            row.passed = row.passed and ratio <= 1
-        rows.append(row)
+    """Check a multi-input layer (add, concat) alone, on inputs of the shapes it has in the
+    network. A plan has one input, so the layer reads its inputs as parts of one flat input
+    (see _Part); the input row covers all of them."""
+    parts, start = [], 0
+    for k, shape in enumerate(info.in_shape):
+        parts.append(_Part(name=f"part{k}", inputs=["input"], start=start, shape=tuple(shape)))
+        start += math.prod(shape)
+    layer = info.layer.model_copy(update={"name": info.name,
+                                          "inputs": [p.name for p in parts]})
+    plan = Plan(infer((start,), [*parts, layer]), "float64", np.random.default_rng(cfg.seed))
+    rows = check_plan(plan, *_projection(plan, cfg, rng), cfg, rng, "layer",
+                      {"part0": line, info.name: line}, {"part0": info.type,
+                                                         info.name: info.type})
+    for row in rows:
+        row.layer = info.name  # the input row is named after the plan's first step
     return rows
 
 
-def check_layer_plan(plan: Plan, cfg, rng, type_: str, line=None) -> list[Row]:
-    """Check a one-layer plan on the objective sum(y * R) with a fixed random R."""
+class _Part(Layer):
+    """For gradient checks only (not a spec layer): the values [start, start + size) of a flat
+    input, as a tensor of `shape`. dL/dx is dy there and zero elsewhere."""
+
+    type: Literal["part"] = "part"
+    start: int
+    shape: tuple[int, ...]
+
+    def output_shape(self, in_shape):
+        return self.shape
+
+    def build(self, ctx):
+        a, b = self.start, self.start + math.prod(self.shape)
+
+        def forward(x, train):
+            return x[a:b].reshape(*self.shape, x.shape[-1])  # (D, N) -> (*shape, N), a view
+
+        def backward(dy, need_dx=True):
+            if not need_dx:
+                return None
+            dx = ctx.ws("dx", (ctx.in_shape[0], dy.shape[-1]), zero=True)  # zero outside a:b
+            dx[a:b] = dy.reshape(b - a, -1)
+            return dx
+
+        return forward, backward
+
+
+def _projection(plan, cfg, rng):
+    """(objective sum(y * R) with a fixed random R, a random input) for a one-layer check."""
     x = rng.standard_normal((cfg.batch_size, *plan.in_shape))
     projection = rng.standard_normal((cfg.batch_size, *plan.out_shape))
 
     def objective(out):
         return float(np.sum(out * projection)), projection.copy()
 
+    return objective, x
+
+
+def check_layer_plan(plan: Plan, cfg, rng, type_: str, line=None) -> list[Row]:
+    """Check a one-layer plan on the objective sum(y * R) with a fixed random R."""
+    objective, x = _projection(plan, cfg, rng)
     name = plan.steps[0].name
     return check_plan(plan, objective, x, cfg, rng, "layer", {name: line}, {name: type_})
 

@@ -99,6 +99,7 @@ class Plan:
         self.flat_params = shared_array((sum(sizes),), self.dtype)
         self.flat_grads = np.zeros(sum(sizes), self.dtype)
         offset = 0
+        index: dict[str, int] = {}  # layer name -> step index
         for info in infos:  # parameters are drawn layer by layer from the one Generator
             values = info.layer.init_params(info.in_shape, self.rng, defaults)
             ctx = Ctx(info.in_shape, ws=Workspace(self.dtype),
@@ -116,8 +117,8 @@ class Plan:
                 buf[...] = value
                 ctx.buffers[key] = self.buffers[f"{info.name}.{key}"] = buf
             forward, backward = info.layer.build(ctx)
-            index = {step.name: i for i, step in enumerate(self.steps)}
             sources = tuple(-1 if n == INPUT else index[n] for n in info.inputs)
+            index[info.name] = len(self.steps)
             self.steps.append(Step(info, ctx, forward, backward, sources))
         # readers[s]: how many inputs read step s's output (readers[-1]: the network input's)
         self.readers = [0] * (len(self.steps) + 1)

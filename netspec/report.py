@@ -98,11 +98,13 @@ def read_history(run_dir: Path) -> list[dict]:
 
 def run_spec(run_dir: Path):
     """The resolved spec a run directory holds (spec.yaml)."""
+    from netspec.fsio import RUN_MARKER, is_run_dir
     from netspec.spec import load
 
     path = Path(run_dir) / "spec.yaml"
-    if not path.is_file():
-        raise CheckpointError(f"{run_dir} is not a run directory (no spec.yaml); give the "
+    if not path.is_file() or not is_run_dir(run_dir):  # never write into a user's directory
+        raise CheckpointError(f"{run_dir} is not a run directory (no spec.yaml, or no "
+                              f"{RUN_MARKER}, checkpoints/last.npz or metrics.jsonl); give the "
                               "directory `netspec train` wrote")
     return load(path)
 

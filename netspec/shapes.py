@@ -113,10 +113,11 @@ def infer(in_shape, layers, labels=None) -> list[LayerInfo]:
     readers = {n for i, layer in enumerate(layers)
                for n in (layer.inputs or ([names[i - 1]] if i else []))}
     for i, name in enumerate(names[:-1]):
-        if name not in readers:
+        if name not in readers:  # as written: every copy of a block says it once
+            written = labels[i][0] if labels else name
             problems.append(GraphProblem(i, (), (
-                f"the output of '{name}' is never used: no later layer reads it; name it in a "
-                "later layer's inputs, or remove the layer")))
+                f"the output of '{written}' is never used: no later layer reads it; name it in "
+                "a later layer's inputs, or remove the layer")))
 
     shapes: dict[str, tuple | None] = {INPUT: tuple(in_shape)}
     infos = []

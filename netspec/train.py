@@ -415,6 +415,19 @@ def score(record: dict) -> float:
     return record.get("val_acc", record.get("test_acc", -1.0))
 
 
+def check_dataset(spec, ds) -> None:
+    """DataError unless the dataset's samples and classes fit the spec's input and output."""
+    sample, shape = ds.input_shape, tuple(spec.input.shape)
+    if math.prod(sample) != math.prod(shape) or (len(shape) == 3 and shape != sample):
+        raise DataError(f"{ds.name} samples have shape {list(sample)} but input.shape is "
+                        f"{list(shape)}; set input.shape to {list(sample)}")
+    classes = spec.infos[-1].out_shape
+    if spec.data.classes is None and classes != (ds.num_classes,):
+        raise DataError(f"{ds.name} has {ds.num_classes} classes but the network ends with "
+                        f"shape {tuple(classes)}; set out_features: {ds.num_classes} on the "
+                        "last layer (or data.num_classes)")
+
+
 def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, classes: int) -> np.ndarray:
     """(classes, classes) counts: rows are true classes, columns predicted ones."""
     flat = labels.astype(np.int64) * classes + predictions

@@ -213,6 +213,24 @@ def test_cli_draws_svg_and_png_and_keeps_foreign_files(tmp_path):
     assert result.exit_code == 2
 
 
+@pytest.mark.parametrize("name, fmt", [("net.pdf", None), ("net", None), ("net.svg", "png"),
+                                       ("net.png", "svg")])
+def test_a_file_name_that_disagrees_with_the_format_is_a_usage_error(tmp_path, name, fmt):
+    spec = SPECS[0].parent / "lenet.yaml"
+    args = ["draw", str(spec), "-o", str(tmp_path / name)] + (["--format", fmt] if fmt else [])
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert list(tmp_path.iterdir()) == []  # nothing written under a misleading name
+
+
+def test_an_explicit_format_may_name_any_file(tmp_path):
+    spec = SPECS[0].parent / "lenet.yaml"
+    result = CliRunner().invoke(app, ["draw", str(spec), "-o", str(tmp_path / "net.img"),
+                                      "--format", "svg"])
+    assert result.exit_code == 0, result.output
+    ET.parse(tmp_path / "net.img")
+
+
 def test_save_is_atomic_and_leaves_no_temp_files(tmp_path):
     spec = netspec.load(SPECS[0].parent / "mlp.yaml")
     save(draw(spec), tmp_path / "a.svg")

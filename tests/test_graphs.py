@@ -248,9 +248,9 @@ def test_a_checkpoint_from_before_graphs_resumes_bit_identically(tmp_path, tiny_
 def test_graph_spec_resumes_mid_epoch_bit_identically(tmp_path, tiny_splits):
     def spec():
         return netspec.load(ROOT / "specs" / "resnet-mini.yaml",
-                            ["train.epochs=1", "train.batch_size=32"])
+                            ["train.epochs=1", "train.batch_size=16"])
 
-    tiny_splits = {k: (x[:128], y[:128]) for k, (x, y) in tiny_splits.items()}  # 4 steps
+    tiny_splits = {k: (x[:64], y[:64]) for k, (x, y) in tiny_splits.items()}  # 4 steps
     reference = Run(spec(), tiny_splits, tmp_path / "a")
     reference.start()
     assert reference.fit()
@@ -281,3 +281,69 @@ def test_graph_spec_trains_in_worker_processes_like_in_one(tiny_splits):
         finals.append((trainer.plan.flat_params.copy(), stats.loss))
     np.testing.assert_allclose(finals[1][0], finals[0][0], rtol=1e-8, atol=1e-10)
     assert finals[1][1] == pytest.approx(finals[0][1], rel=1e-8)
+
+
+# ------------------------------------------------------------------ shape inference, pure
+
+
+def layers(*items):
+    from netspec.layers import LAYERS
+
+    return [LAYERS[d["type"]].model_validate(d) for d in items]
+
+
+def test_infer_is_a_function_of_the_input_shape_and_the_layers():
+    from netspec.shapes import infer
+
+    net = layers({"type": "linear", "name": "a", "out_features": 3},
+                 {"type": "linear", "name": "b", "out_features": 2, "inputs": ["input"]},
+                 {"type": "concat", "name": "c", "inputs": ["a", "b", "input"]})
+    infos = infer((4,), net)
+    assert [(i.name, i.inputs, i.in_shape, i.out_shape) for i in infos] == [
+        ("a", ("input",), (4,), (3,)), ("b", ("input",), (4,), (2,)),
+        ("c", ("a", "b", "input"), ((3,), (2,), (4,)), (9,))]
+    assert infer((4,), net) == infos  # nothing else goes in
+
+
+@pytest.mark.parametrize("items, message", [
+    ([{"type": "flatten", "name": "f"}, {"type": "concat", "inputs": ["f", "input"]}],
+     "inputs differ in rank: 'f' (48,) vs 'input' (3, 4, 4)"),
+    ([{"type": "maxpool2d", "name": "p", "kernel_size": 2},
+      {"type": "concat", "inputs": ["input", "p"]}],
+     "inputs differ in height (dimension 1): 'input' (3, 4, 4) vs 'p' (3, 2, 2)"),
+    ([{"type": "flatten", "name": "f"}, {"type": "add", "inputs": ["f", "f", "input"]}],
+     "add 'add1': inputs differ: 'f' (48,) vs 'input' (3, 4, 4)"),
+    ([{"type": "relu", "name": "r"}, {"type": "add", "inputs": ["r"]}],
+     "add needs two or more inputs"),
+    ([{"type": "relu", "name": "r"}, {"type": "relu", "inputs": ["r", "input"]}],
+     "relu reads one input, got 2"),
+    ([{"type": "relu", "name": "r", "inputs": ["s"]}, {"type": "relu", "name": "s"}],
+     "'s' is defined further down (layers[1])"),
+])
+def test_infer_names_the_inputs_and_shapes_of_a_graph_problem(items, message):
+    from netspec.shapes import GraphError, infer
+
+    with pytest.raises(GraphError) as info:
+        infer((3, 4, 4), layers(*items))
+    assert any(message in p.message for p in info.value.problems), info.value
+
+
+def test_a_multi_input_layer_is_checked_alone_through_a_plan_and_can_fail(monkeypatch):
+    from netspec.gradcheck import check_multi_input
+    from netspec.layers.concat import Concat
+
+    spec = netspec.load(ROOT / "specs" / "inception-mini.yaml")
+    info = next(i for i in spec.infos if i.type == "concat")  # inputs of 6, 6 and 4 channels
+    rows = check_multi_input(info, spec.gradcheck, np.random.default_rng(0), line=20)
+    assert [(r.layer, r.tensor, r.line, r.passed) for r in rows] == [
+        ("mixed1.cat", "input", 20, True)]
+    build = Concat.build
+
+    def wrong(self, ctx):  # the first input's gradient 5% off
+        forward, backward = build(self, ctx)
+        return forward, lambda dy, need: [d * 1.05 if k == 0 else d
+                                          for k, d in enumerate(backward(dy, need))]
+
+    monkeypatch.setattr(Concat, "build", wrong)
+    rows = check_multi_input(info, spec.gradcheck, np.random.default_rng(0))
+    assert not rows[0].passed

@@ -87,3 +87,11 @@ def test_piped_tables_are_not_cut_at_80_columns():
     errors = [line.split("│")[8].strip() for line in result.output.splitlines()
               if line.startswith("│ network")]
     assert errors and all(re.fullmatch(r"\d\.\de[-+]\d\d", e) for e in errors), errors
+
+
+def test_channels_last_input_from_set_is_still_named_first():
+    # --set problems sort after the file's, which put the pooling layer's message first
+    msgs = problems("input.shape=[28, 28, 1]")
+    assert msgs[0].startswith("--set input.shape=[28, 28, 1]: input.shape: ")
+    assert "did you mean [1, 28, 28]?" in msgs[0]
+    assert any("conv2d" in m for m in msgs[1:])

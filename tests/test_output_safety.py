@@ -214,3 +214,12 @@ def test_an_os_error_the_library_missed_is_still_a_located_exit_1(spec_path, mon
     assert result.exit_code == 1
     assert "/mnt/flaky/file: cannot read or write: Input/output error; input/output error " \
            "from the device" in result.output.replace("\n", "")
+
+
+@pytest.mark.parametrize("where, says", [("/dev/zero", "is not a regular file"),
+                                         ("missing.npz", "does not exist"),
+                                         (".", "is a directory")])
+def test_a_checkpoint_path_that_is_no_file_says_what_it_is(tmp_path, monkeypatch, where, says):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(netspec.CheckpointError, match=f"no checkpoint at .*: it {says}"):
+        checkpoint.load(where)

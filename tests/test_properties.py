@@ -5,7 +5,8 @@ must be valid (its resolved form loads again to the same spec); anything else mu
 NetspecError with a message, and on the command line exit code 1 or 2 with a message.
 
 The profile is derandomized (the same examples on every run) with a budget of a few hundred
-examples, about half a minute in all.
+examples, about half a minute in all. Graph specs (blocks, repeat, with, inputs, add and
+concat) are generated too; those that load must also compile and run forward and backward.
 """
 
 import os
@@ -30,6 +31,25 @@ settings.register_profile("netspec", derandomize=True, deadline=None, database=N
                                                  HealthCheck.function_scoped_fixture])
 settings.load_profile("netspec")
 
+GRAPH = f"""
+name: graph
+input: {{shape: [1, 28, 28]}}
+blocks:
+  basic:
+    params: {{ch: 2}}
+    layers:
+      - {{type: conv2d, name: c1, out_channels: $ch, kernel_size: 3, padding: 1}}
+      - {{type: dropout, p: 0.1}}
+      - {{type: add, inputs: [dropout1, in]}}
+layers:
+  - {{type: conv2d, name: stem, out_channels: 2, kernel_size: 5, stride: 4}}
+  - {{block: basic, name: layer1, repeat: 2}}
+  - {{type: concat, inputs: [layer1, stem]}}
+  - {{type: flatten}}
+  - {{type: linear, name: fc, out_features: 10}}
+data: {{dataset: {TINY}}}
+train: {{epochs: 1, batch_size: 128, eval_batch_size: 256}}
+"""
 VALID = f"""
 name: prop
 seed: 0
@@ -151,6 +171,108 @@ def test_generated_spec_structures_are_valid_or_located_errors(data):
     _outcome(yaml.safe_dump(data, sort_keys=False))
 
 
+# ------------------------------------------------------------------ graph specs
+
+# names that layers, block uses and inputs draw from, so that wiring sometimes resolves
+NAMES = ["stem", "c1", "c2", "sum", "layer1", "in", "input", "nope", "1x", "a.b"]
+ref_lists = st.one_of(st.lists(st.sampled_from(NAMES), min_size=0, max_size=3),
+                      st.sampled_from(NAMES), st.just([3]), st.none())
+params = st.one_of(st.sampled_from(["$ch", "$k", "$", "$nope", "$$ch", "c$ch"]), scalars)
+
+
+def graph_layer(in_block):
+    """A layer with a name and inputs, or an add/concat; in a block, '$name' values too."""
+    value = st.one_of(ints, params) if in_block else ints
+    plain = st.fixed_dictionaries(
+        {"type": st.sampled_from(["conv2d", "relu", "batchnorm", "maxpool2d", "flatten",
+                                  "linear", "dropout"])},
+        optional={"name": st.sampled_from(NAMES + [3]), "inputs": ref_lists,
+                  "out_channels": value, "out_features": value, "kernel_size": value})
+    join = st.fixed_dictionaries({"type": st.sampled_from(["add", "concat"]),
+                                  "inputs": ref_lists},
+                                 optional={"name": st.sampled_from(NAMES)})
+    return st.one_of(plain, join, small_layer())
+
+
+def block_use(names):
+    return st.fixed_dictionaries(
+        {"block": st.one_of(st.sampled_from(names), scalars)},
+        optional={"name": st.sampled_from(NAMES + [5]),
+                  "repeat": st.sampled_from([1, 2, 3, 0, -1, 10**9, "2", True, 2.0, None]),
+                  "with": st.one_of(st.dictionaries(st.sampled_from(["ch", "k", "cn"]),
+                                                    st.one_of(ints, params), max_size=2),
+                                    st.sampled_from([[1], "ch", None])),
+                  "inputs": ref_lists,
+                  "bogus": scalars})
+
+
+BLOCK_NAMES = ["basic", "down", "in"]
+blocks = st.dictionaries(
+    st.sampled_from(BLOCK_NAMES),
+    st.one_of(st.fixed_dictionaries(
+        {"layers": st.lists(st.one_of(graph_layer(True), block_use(BLOCK_NAMES)),
+                            min_size=0, max_size=4)},
+        optional={"params": st.one_of(st.dictionaries(st.sampled_from(["ch", "k"]),
+                                                      st.one_of(ints, st.none()), max_size=2),
+                                      scalars)}), scalars),
+    max_size=2)
+GOOD_BLOCK = {"basic": {"params": {"ch": 2}, "layers": [
+    {"type": "conv2d", "name": "c1", "out_channels": "$ch", "kernel_size": 3, "padding": 1},
+    {"type": "relu", "name": "r"}, {"type": "add", "name": "sum", "inputs": ["r", "in"]}]}}
+CUSTOM = {"dataset": "custom", "num_classes": 10}  # any input shape
+graph_specs = st.fixed_dictionaries(
+    {"input": st.fixed_dictionaries({"shape": st.sampled_from([[1, 28, 28], [2, 8, 8]])}),
+     "layers": st.lists(st.one_of(graph_layer(False), block_use(BLOCK_NAMES)), max_size=5).map(
+         lambda layers: [{"type": "conv2d", "name": "stem", "out_channels": 2,
+                          "kernel_size": 3, "padding": 1}, *layers,
+                         {"type": "flatten"}, {"type": "linear", "out_features": 10}])},
+    optional={"blocks": st.one_of(blocks, st.just(GOOD_BLOCK), scalars),
+              "data": st.just(CUSTOM)})
+@given(graph_specs)
+@settings(max_examples=150)
+def test_generated_graph_specs_are_valid_or_located_errors(data):
+    text = yaml.safe_dump(data, sort_keys=False)
+    if _outcome(text) == "ok":
+        _runs(text)
+
+
+good_uses = st.fixed_dictionaries(
+    {"block": st.just("basic")},
+    optional={"name": st.sampled_from(["layer1", "layer2", "b"]),
+              "repeat": st.sampled_from([1, 2, 3, 0]),
+              "with": st.sampled_from([{}, {"ch": 2}, {"ch": 3}]),
+              "inputs": st.sampled_from([["stem"], ["input"], ["layer1"]])})
+
+
+def _runs(text):
+    """A valid graph spec compiles, and a forward and backward pass give finite numbers."""
+    import numpy as np
+
+    spec = netspec.loads(text, "gen.yaml")
+    plan = netspec.compile(spec, "float64")
+    x = np.random.default_rng(0).standard_normal((2, *spec.input.shape))
+    out = plan.forward(x, train=True)
+    assert out.shape == (2, 10)
+    loss, dout = spec.loss(out, np.array([1, 2]))
+    plan.backward(dout)
+    assert np.isfinite(loss) and all(np.isfinite(g).all() for g in plan.grads.values())
+
+
+@given(st.lists(good_uses, min_size=1, max_size=3), st.booleans())
+@settings(max_examples=60)
+def test_uses_of_a_good_block_are_valid_or_located_errors(uses, join):
+    # one well-formed block, so that repeat, with and inputs of its uses get exercised
+    layers = [{"type": "conv2d", "name": "stem", "out_channels": 2, "kernel_size": 3,
+               "padding": 1}, *uses]
+    if join:  # the last output joined with the stem's
+        layers.append({"type": "concat", "inputs": [layers[-1].get("name", "basic1"), "stem"]})
+    data = {"input": {"shape": [1, 8, 8]}, "data": CUSTOM, "blocks": GOOD_BLOCK,
+            "layers": [*layers, {"type": "flatten"}, {"type": "linear", "out_features": 10}]}
+    text = yaml.safe_dump(data, sort_keys=False)
+    if _outcome(text) == "ok":
+        _runs(text)
+
+
 @given(st.dictionaries(st.sampled_from(KEYS), values, max_size=6))
 @settings(max_examples=100)
 def test_arbitrary_mappings_are_valid_or_errors(data):
@@ -197,7 +319,9 @@ def workdir():
 VALUES = {"--set": ["train.epochs=0", "layers[0].out_channels=1e12", "train.batch_size=1000",
                     "data.validation=1.0", "layers[0].name=ä", "input.shape=[28, 28, 1]",
                     "seed=1", "nope", "train.epochs=1", "train.batch_size=511",
-                    "layers[1]={type: batchnorm}"],
+                    "layers[1]={type: batchnorm}", "layers[1].repeat=1000000000",
+                    "layers[1].repeat=3", "blocks.basic.params.ch=3", "layers[1].with.ch=x",
+                    "layers[2].inputs=[stem, stem]"],
           "--out": ["run", "dir", "afile", "afile/x", "/proc/netspec-x", "x" * 300, ".",
                     "newrun"],
           "-o": ["s.json", "afile/x", "dir", "/proc/netspec-x", "x" * 300, "/dev/null"],
@@ -219,8 +343,8 @@ def command_lines(command):
     options = st.sampled_from(FOR[command]).flatmap(
         lambda option: st.sampled_from(VALUES[option]).map(lambda value: [option, value])
         if VALUES[option] else st.just([option]))
-    files = st.one_of(st.just(["spec.yaml"]), st.lists(st.sampled_from(
-        ["spec.yaml", "bad.yaml", "missing.yaml", "afile", "dir"]), max_size=2))
+    files = st.one_of(st.sampled_from([["spec.yaml"], ["graph.yaml"]]), st.lists(st.sampled_from(
+        ["spec.yaml", "graph.yaml", "bad.yaml", "missing.yaml", "afile", "dir"]), max_size=2))
     if command == "schema":
         files = st.just([])
     stray = st.lists(st.one_of(st.sampled_from(OPTIONS), st.sampled_from(ARGS),
@@ -239,6 +363,8 @@ def test_cli_argument_lists_exit_0_1_or_2_without_traceback(workdir, argv):
         if not os.path.exists("spec.yaml"):
             with open("spec.yaml", "w") as f:
                 f.write(VALID)
+            with open("graph.yaml", "w") as f:
+                f.write(GRAPH)
             with open("bad.yaml", "w") as f:
                 f.write("input: {shape: [1, 8, 8]}\nlayers: [{type: linear}]\n")
             with open("afile", "w") as f:

@@ -230,3 +230,11 @@ def test_eval_report_refuses_a_foreign_file(tmp_path, run_dir):
                  "--report", tmp_path)
     assert result.exit_code == 1 and "not written by netspec" in result.output
     assert (tmp_path / "eval-report.html").read_text() == "mine"
+
+
+def test_report_refuses_a_users_directory_that_holds_a_spec(tmp_path):
+    # a spec.yaml alone made it a "run": the report and machine.json were written beside it
+    (tmp_path / "spec.yaml").write_text(SPEC)
+    result = cli("report", tmp_path, "--no-eval")
+    assert result.exit_code == 1 and "not a run directory" in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["spec.yaml"]

@@ -424,3 +424,14 @@ def test_evaluation_changes_ignore_what_evaluation_does_not_compute():
         "layers[4].out_features: 32 -> 16", 'data.normalize: "standardize" -> "none"']
     assert stored["data"]["dataset"] == str(TINY)  # the copies did not cut the originals
     assert checkpoint.evaluation_changes({}, changed) == []  # no stored spec: nothing to check
+
+
+def test_spec_changes_of_a_different_network_stay_short():
+    # a graph spec vs an MLP printed both whole layer lists (thousands of characters)
+    old = netspec.load(ROOT / "specs" / "resnet-mini.yaml").model_dump(mode="json")
+    new = netspec.load(ROOT / "specs" / "mlp.yaml").model_dump(mode="json")
+    changes = checkpoint.evaluation_changes(old, new)
+    assert len(changes) == checkpoint.MAX_CHANGES + 1 and changes[-1].endswith("more changes")
+    assert "layers: 28 items -> 5 items" in changes
+    assert all(len(c) < 160 for c in changes), changes
+    assert "input.shape: [1, 28, 28] -> [784]" in changes  # short lists stay whole
