@@ -463,6 +463,31 @@ def _fit_with_progress(run, show: bool, should_stop) -> bool:
 # ------------------------------------------------------------------ eval
 
 
+def _checkpoint_spec(spec_path, ckpt, checkpoint_path, overrides, force: bool, verb: str):
+    """The spec to use with a checkpoint: SPEC (and --set) if given, else the one stored in it.
+    A SPEC or --set that changes what the network computes is an error unless --force."""
+    import yaml
+
+    from netspec.checkpoint import evaluation_changes
+    from netspec.errors import CheckpointError, DataError
+    from netspec.spec import load, loads
+
+    if spec_path is None:
+        if not ckpt.spec_data:
+            raise DataError(f"{checkpoint_path} holds no spec; give the SPEC file")
+        spec = loads(yaml.safe_dump(ckpt.spec_data), f"{checkpoint_path}:spec", overrides)
+    else:
+        spec = load(spec_path, overrides)
+    changes = evaluation_changes(ckpt.spec_data, spec.model_dump(mode="json"))
+    if changes and not force:
+        given = f"{spec_path} (with --set)" if spec_path and overrides else (spec_path or "--set")
+        raise CheckpointError(
+            f"{given} differs from the spec stored in {checkpoint_path} in what evaluation "
+            f"computes: {'; '.join(changes)}. The weights were trained with the stored spec; "
+            f"leave out SPEC and --set to use it, or pass --force to {verb} anyway")
+    return spec
+
+
 @app.command(name="eval")
 def evaluate(
     spec_path: Path | None = typer.Argument(
@@ -481,30 +506,15 @@ def evaluate(
         help="Also write DIR/eval-report.html: confusion matrix and worst images."),
 ):
     """Evaluate a checkpoint: loss, accuracy, per-class accuracy, confusion matrix."""
-    import yaml
 
     from netspec import checkpoint
-    from netspec.errors import CheckpointError, DataError
-    from netspec.spec import load, loads
+    from netspec.errors import DataError
     from netspec.train import Trainer, confusion_matrix
 
     requested = _workers_option(workers)
     with report_errors():
         ckpt = checkpoint.load(checkpoint_path)
-        if spec_path is None:
-            if not ckpt.spec_data:
-                raise DataError(f"{checkpoint_path} holds no spec; give the SPEC file")
-            spec = loads(yaml.safe_dump(ckpt.spec_data), f"{checkpoint_path}:spec", overrides)
-        else:
-            spec = load(spec_path, overrides)
-        changes = checkpoint.evaluation_changes(ckpt.spec_data, spec.model_dump(mode="json"))
-        if changes and not force:
-            given = f"{spec_path} (with --set)" if spec_path and overrides else (
-                spec_path or "--set")
-            raise CheckpointError(
-                f"{given} differs from the spec stored in {checkpoint_path} in what evaluation "
-                f"computes: {'; '.join(changes)}. The weights were trained with the stored spec; "
-                "leave out SPEC and --set to use it, or pass --force to evaluate anyway")
+        spec = _checkpoint_spec(spec_path, ckpt, checkpoint_path, overrides, force, "evaluate")
         splits = _load_data(spec, data_dir)
         if split not in splits:
             raise DataError(f"no '{split}' split (available: {', '.join(splits)})")
@@ -785,6 +795,85 @@ def bench(
     workers, why = resolve_workers("auto", spec.infos)
     if workers > 1:
         out.print(f"timed in one process; `netspec train` splits each batch across {why}")
+
+
+# ------------------------------------------------------------------ export
+
+
+@app.command(name="export")
+def export_onnx(
+    spec_path: Path | None = typer.Argument(
+        None, exists=True, dir_okay=False, metavar="SPEC",
+        help="Spec file (default: the spec stored in the checkpoint)."),
+    output: Path = typer.Option(..., "--out", "-o", dir_okay=False, help="The .onnx file to "
+                                "write; an existing file is replaced only if netspec wrote it."),
+    checkpoint_path: Path | None = typer.Option(
+        None, "--checkpoint", "-c", exists=True, dir_okay=False,
+        help="A checkpoints/*.npz file (default: the spec's initial weights)."),
+    check: bool = typer.Option(False, "--check", help="Before writing, verify the model: ONNX "
+                               "checker, shapes at every layer, onnxruntime against netspec on "
+                               "the test set."),
+    overrides: list[str] = typer.Option([], "--set", metavar="KEY.PATH=VALUE"),
+    data_dir: Path | None = typer.Option(None, "--data-dir", envvar="NETSPEC_DATA"),
+    force: bool = typer.Option(False, "--force", help="Export even though SPEC (or --set) "
+                               "differs from the checkpoint's spec in what the network computes."),
+):
+    """Export a network to ONNX (opset 17), optionally verified by onnxruntime."""
+    from netspec import checkpoint
+    from netspec.onnx_export import check_output, import_onnx, save, to_onnx
+    from netspec.plan import compile
+    from netspec.spec import load
+
+    if spec_path is None and checkpoint_path is None:
+        raise typer.BadParameter("give a SPEC file, or a --checkpoint", param_hint="SPEC")
+    with report_errors():
+        import_onnx()  # before any work: a missing extra is exit 1 with the pip command
+        check_output(output)  # and so is an -o that would overwrite a file not netspec's
+        ckpt = checkpoint.load(checkpoint_path) if checkpoint_path else None
+        if ckpt is None:
+            spec = load(spec_path, overrides)
+        else:
+            spec = _checkpoint_spec(spec_path, ckpt, checkpoint_path, overrides, force, "export")
+        plan = compile(spec, "float32")
+        if ckpt is not None:
+            plan.load_state_dict(ckpt.state, str(checkpoint_path))
+        norm = ckpt.meta.get("normalize") if ckpt is not None else None  # train records it
+        if not norm or norm.get("normalize") != spec.data.normalize:  # (--set may change it)
+            norm = None
+        splits = None
+        if check or (norm is None and spec.data.normalize == "standardize"):
+            splits = _load_data(spec, data_dir)  # the real test set, and the training mean/std
+            norm = norm or {"normalize": splits.normalize, "mean": splits.mean, "std": splits.std}
+        model = to_onnx(spec, plan, norm, source=str(checkpoint_path or ""))
+        if check:
+            from netspec.onnx_check import verify
+
+            x, y = splits["test"]
+            report = verify(model, spec, plan, x, y)
+            out.print(_export_check_table(report, spec))
+            if not report.passed:
+                err.print(f"[red]FAILED[/red]: the model does not match netspec; "
+                          f"{_escape(str(output))} not written")
+                raise typer.Exit(1)
+        save(model, output)
+    size = output.stat().st_size
+    meta = {p.key: p.value for p in model.metadata_props}
+    norm = meta["netspec.normalize"]
+    if "netspec.mean" in meta:
+        norm += f", mean {meta['netspec.mean']}, std {meta['netspec.std']}"
+    out.print(f"[green]wrote[/green] {_escape(str(output))} ({size / 1024:,.1f} kB; opset "
+              f"{model.opset_import[0].version}, IR version {model.ir_version}; "
+              f"{len(model.graph.node)} nodes; input normalisation in the metadata: {norm})")
+
+
+def _export_check_table(report, spec) -> Table:
+    table = Table(title=f"{spec.name}: ONNX model against netspec", title_justify="left")
+    for col in ("check", "layer / batch", "netspec", "ONNX", ""):
+        table.add_column(col)
+    for r in report.rows:
+        table.add_row(r.check, _escape(r.subject), _escape(r.expected), _escape(r.found),
+                      "[green]ok[/green]" if r.passed else "[red]FAIL[/red]")
+    return table
 
 
 def main():

@@ -65,6 +65,10 @@ class TrainingError(NetspecError):
     """Training cannot go on (for example the loss became NaN)."""
 
 
+class ExportError(NetspecError):
+    """A network cannot be exported (to ONNX), or the exported file cannot be written."""
+
+
 # Names other frameworks use for things netspec has, compared after _squash().
 ALIASES = {
     "dense": "linear", "fc": "linear", "fullyconnected": "linear", "innerproduct": "linear",

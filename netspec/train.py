@@ -365,7 +365,10 @@ class Run:
         state, optim, progress = self.trainer.state()
         meta = {"netspec_version": _version(), "progress": progress, "history": self.history,
                 "best": self.best, "spec": self.spec.model_dump(mode="json"),
-                "spec_sha256": self.spec.digest(EXCLUDED_FROM_RESUME_CHECK)}
+                "spec_sha256": self.spec.digest(EXCLUDED_FROM_RESUME_CHECK),
+                # how inputs were normalised (netspec export records it in the ONNX file)
+                "normalize": {k: getattr(self.splits, k, None) for k in ("normalize", "mean",
+                                                                         "std")}}
         checkpoint.save(path, state, optim, meta)
 
     def plot(self) -> Path | None:

@@ -67,3 +67,6 @@ class Add(Layer):
 
         return forward, backward
 
+    def to_onnx(self, g, *xs):
+        """Add for two inputs; Sum for more (ONNX's Add takes exactly two)."""
+        return g.node("Add" if len(xs) == 2 else "Sum", list(xs))

@@ -70,3 +70,10 @@ class AvgPool2d(Pool2d):
             return dxp[:, ph:ph + h, pw:pw + w] if ph or pw else dxp
 
         return forward, backward
+
+    def to_onnx(self, g, x):
+        """AveragePool; count_include_pad=1 because netspec (and torch) divide by KH*KW even
+        where the window covers padding, and ONNX's default (0) does not."""
+        k, s, (ph, pw), _ = self.geometry(g.in_shape)
+        return g.node("AveragePool", [x], kernel_shape=list(k), strides=list(s),
+                      pads=[ph, pw, ph, pw], count_include_pad=1, ceil_mode=0)

@@ -140,6 +140,12 @@ class BatchNorm(Layer):
 
         return forward, backward
 
+    def to_onnx(self, g, x):
+        """Inference form: (x - running_mean) / sqrt(running_var + eps) * weight + bias, with
+        the same eps; ONNX normalises axis 1, the channels of (N, C, H, W) or features of (N, D)."""
+        ws = [g.param(k) for k in ("weight", "bias", "running_mean", "running_var")]
+        return g.node("BatchNormalization", [x, *ws], epsilon=self.eps)
+
 
 def _whole_batch_stats(exchange, m, mean, var, xc):
     """(M, mean, var) of the whole batch from every worker's (m, mean, var) of its slice, and

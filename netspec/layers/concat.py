@@ -65,3 +65,7 @@ class Concat(Layer):
             return [dy[o:o + c] if n else None for o, c, n in zip(starts, sizes, need)]
 
         return forward, backward
+
+    def to_onnx(self, g, *xs):
+        """Concat along axis 1: the channels of (N, C, H, W) or the features of (N, D)."""
+        return g.node("Concat", list(xs), axis=1)

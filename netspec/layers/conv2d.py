@@ -305,6 +305,15 @@ class Conv2d(Layer):
                     stacked_backward)
         return forward, backward
 
+    def to_onnx(self, g, x):
+        """Conv with explicit pads [top, left, bottom, right] ('same' included: an odd extra
+        pixel goes to the bottom/right, as in pads())."""
+        pt, pb, pl, pr = self.pads()
+        ws = [g.param("weight")] + ([g.param("bias")] if self.bias else [])
+        return g.node("Conv", [x, *ws], kernel_shape=list(pair(self.kernel_size)),
+                      strides=list(pair(self.stride)), dilations=list(pair(self.dilation)),
+                      pads=[pt, pl, pb, pr], group=1)
+
 
 # Use the row-stacked GEMM for training when it pays (see the module docstring).
 STACKED = True

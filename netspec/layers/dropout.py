@@ -54,3 +54,7 @@ class Dropout(Layer):
             return np.multiply(dy, cache["m"], out=dy)  # dy is dead after us: reuse it
 
         return forward, backward
+
+    def to_onnx(self, g, x):
+        """Left out: dropout is the identity in eval mode, so the next layer reads x."""
+        return x

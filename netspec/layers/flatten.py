@@ -30,3 +30,7 @@ class Flatten(Layer):
             return dy.reshape(*shape, dy.shape[-1]) if need_dx else None  # (D, N) -> (C, H, W, N)
 
         return forward, backward
+
+    def to_onnx(self, g, x):
+        """Flatten(axis=1): (N, C, H, W) -> (N, C*H*W), channel-major as netspec and torch."""
+        return g.node("Flatten", [x], axis=1)

@@ -48,3 +48,7 @@ class GlobalAvgPool(Layer):
             return dx
 
         return forward, backward
+
+    def to_onnx(self, g, x):
+        """ReduceMean over H and W without keeping them: (N, C, H, W) -> (N, C)."""
+        return g.node("ReduceMean", [x], axes=[2, 3], keepdims=0)

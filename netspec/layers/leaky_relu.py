@@ -52,3 +52,7 @@ class LeakyReLU(Layer):
             return np.multiply(dy, factor, out=dy)  # dy is dead after us: reuse it
 
         return forward, backward
+
+    def to_onnx(self, g, x):
+        """LeakyRelu: x if x >= 0 else alpha*x, for any slope (slope > 1 included)."""
+        return g.node("LeakyRelu", [x], alpha=self.negative_slope)

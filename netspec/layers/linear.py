@@ -64,3 +64,8 @@ class Linear(Layer):
             return np.matmul(W.T, dy, out=dx)  # dL/dx = W^T dy: (in, out) @ (out, N) -> (in, N)
 
         return forward, backward
+
+    def to_onnx(self, g, x):
+        """Gemm: x (N, in) @ weight^T (transB=1, weight stays (out, in)) + bias."""
+        ws = [g.param("weight")] + ([g.param("bias")] if self.bias else [])
+        return g.node("Gemm", [x, *ws], transB=1)

@@ -98,3 +98,9 @@ class MaxPool2d(Pool2d):
             return dxp[:, ph:ph + h, pw:pw + w] if ph or pw else dxp
 
         return forward, backward
+
+    def to_onnx(self, g, x):
+        """MaxPool; ONNX's padding never wins, as netspec's -inf border."""
+        k, s, (ph, pw), _ = self.geometry(g.in_shape)
+        return g.node("MaxPool", [x], kernel_shape=list(k), strides=list(s),
+                      pads=[ph, pw, ph, pw], ceil_mode=0)

@@ -50,3 +50,6 @@ class Sigmoid(Layer):
             return dx
 
         return forward, backward
+
+    def to_onnx(self, g, x):
+        return g.node("Sigmoid", [x])

@@ -40,3 +40,6 @@ class Tanh(Layer):
             return dx
 
         return forward, backward
+
+    def to_onnx(self, g, x):
+        return g.node("Tanh", [x])
