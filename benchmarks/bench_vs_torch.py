@@ -8,7 +8,8 @@ Usage (from the repository root, with the venv that has torch and threadpoolctl)
     python benchmarks/bench_vs_torch.py --epochs-fraction 0.25 --json out.json
 
 The data directory holds MNIST's four IDX files (.gz or not); it defaults to $NETSPEC_DATA.
-What is timed, for each spec (lenet, lenet-max, mlp by default; a name or a YAML path):
+What is timed, for each spec (lenet, lenet-max, mlp, vgg-bn (benchmarks/specs/, the batchnorm
+VGG-style net of issue 11) and record by default; a name or a YAML path):
 
 * train: one training epoch over the 60k training images in shuffled batches of the spec's
   batch size, with the spec's SGD settings. netspec runs `Trainer.train_epoch` (the code path of
@@ -43,7 +44,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_SPECS = ("lenet", "lenet-max", "mlp")
+DEFAULT_SPECS = ("lenet", "lenet-max", "mlp", "vgg-bn", "record")
 PHASES = ("train", "infer")
 
 
@@ -89,9 +90,13 @@ def parse_args(argv=None):
 
 
 def spec_path(name: str) -> Path:
-    """'lenet' -> specs/lenet.yaml; a path is taken as it is."""
+    """'lenet' -> specs/lenet.yaml, 'vgg-bn' -> benchmarks/specs/vgg-bn.yaml; a path is taken
+    as it is."""
     path = Path(name)
-    return path if path.suffix in (".yaml", ".yml") else ROOT / "specs" / f"{name}.yaml"
+    if path.suffix in (".yaml", ".yml"):
+        return path
+    mine = ROOT / "specs" / f"{name}.yaml"
+    return mine if mine.exists() else ROOT / "benchmarks" / "specs" / f"{name}.yaml"
 
 
 def load_data(data_dir: str, normalize: str):

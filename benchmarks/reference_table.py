@@ -11,6 +11,8 @@ For each spec (default: lenet, lenet-max), netspec and PyTorch train the spec's 
 epochs, Kaiming-normal weights, zero biases, standardised inputs; any spec in specs/, graphs
 included, through the torch twin of netspec.torch_bridge) from the same initial weights, in
 lockstep: one netspec epoch, then one torch epoch, so that machine load hits both alike.
+`--specs record --seed 1` trains specs/record.yaml with seed 1 (its schedule, stepped per
+optimizer step, is stepped per iteration on the torch side too).
 
 netspec trains through `netspec.train.Run` (the code behind `netspec train`, writing a real run
 directory with metrics.jsonl, checkpoints and curves.png under --runs), with the same worker
@@ -44,6 +46,7 @@ def parse_args(argv=None):
     p.add_argument("--data-dir", default=os.environ.get("NETSPEC_DATA"))
     p.add_argument("--specs", nargs="+", default=["lenet", "lenet-max"])
     p.add_argument("--epochs", type=int, default=None, help="override train.epochs")
+    p.add_argument("--seed", type=int, default=None, help="override the spec's seed")
     p.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads")
     p.add_argument("--runs", default=str(ROOT / "runs" / "reference"),
                    help="where netspec's run directories go")
@@ -53,8 +56,9 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def torch_epoch(model, opt, loss_fn, x, y, batch, gen):
-    """One idiomatic torch training epoch; returns (seconds, loss, accuracy)."""
+def torch_epoch(model, opt, loss_fn, x, y, batch, gen, sched_per_step=None):
+    """One idiomatic torch training epoch; returns (seconds, loss, accuracy). A scheduler
+    given as sched_per_step is stepped after every optimizer step (interval: step)."""
     import torch
 
     model.train()
@@ -70,6 +74,8 @@ def torch_epoch(model, opt, loss_fn, x, y, batch, gen):
         loss = loss_fn(logits, yb)
         loss.backward()
         opt.step()
+        if sched_per_step is not None:
+            sched_per_step.step()
         total += loss.item() * len(idx)
         correct += (logits.argmax(1) == yb).sum().item()
     return time.perf_counter() - start, total / n, correct / n
@@ -99,6 +105,7 @@ def run_spec(name, args, splits):
 
     path = Path(name) if name.endswith(".yaml") else ROOT / "specs" / f"{name}.yaml"
     overrides = [f"train.epochs={args.epochs}"] if args.epochs else []
+    overrides += [f"seed={args.seed}"] if args.seed is not None else []
     spec = netspec.load(path, overrides)
     out = Path(args.runs) / f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     run = Run(spec, splits, out, workers=args.workers)
@@ -107,7 +114,9 @@ def run_spec(name, args, splits):
 
     model = to_torch(spec, run.trainer.plan)  # same initial weights, float32
     opt = torch_optimizer(spec, model)
-    sched = torch_scheduler(spec, opt)
+    steps_per_epoch = run.trainer.steps_per_epoch
+    sched = torch_scheduler(spec, opt, steps_per_epoch)
+    per_step = sched if spec.train.schedule.interval == "step" else None
     loss_fn = torch.nn.CrossEntropyLoss()
     tx = {k: (torch.from_numpy(v[0]), torch.from_numpy(v[1])) for k, v in splits.items()}
     gen = torch.Generator().manual_seed(spec.seed)
@@ -117,8 +126,9 @@ def run_spec(name, args, splits):
     for epoch in range(epochs):
         run.fit(until=epoch + 1)  # one netspec epoch: metrics, checkpoints as `netspec train`
         seconds, loss, acc = torch_epoch(model, opt, loss_fn, *tx["train"],
-                                         spec.train.batch_size, gen)
-        sched.step()
+                                         spec.train.batch_size, gen, per_step)
+        if per_step is None:
+            sched.step()
         _, test_loss, test_acc = torch_eval(model, loss_fn, *tx["test"])
         torch_history.append({"epoch": epoch + 1, "train_seconds": seconds, "train_loss": loss,
                               "train_acc": acc, "test_loss": test_loss, "test_acc": test_acc})
@@ -133,7 +143,7 @@ def run_spec(name, args, splits):
     run.trainer.close()
     t_seconds, _, t_train_acc = torch_eval(model, loss_fn, *tx["train"])
     return {
-        "spec": spec.name, "epochs": epochs, "run_dir": str(out),
+        "spec": spec.name, "seed": spec.seed, "epochs": epochs, "run_dir": str(out),
         "netspec_workers": run.trainer.workers,
         "netspec": {"train_acc": ns_eval.accuracy, "test_acc": run.history[-1]["test_acc"],
                     "best_test_acc": max(h["test_acc"] for h in run.history),

@@ -21,8 +21,11 @@ in ~1.05x. Each worker gets an equal share of the BLAS threads (one each on 2 co
 GEMM sizes batch-64 LeNet steps take as long with one BLAS thread as with two).
 
 Results are reproducible for a given number of workers, and differ only in rounding from a
-one-process run (the gradient is a sum of per-slice sums). Networks with a layer that couples
-the samples of a batch (batchnorm's statistics) cannot be split. Dropout masks are keyed by
+one-process run (the gradient is a sum of per-slice sums). A layer that couples the samples of
+a batch (batchnorm's statistics) gathers every worker's per-channel partial sums mid-step
+through a `BatchExchange` (shared memory, plus one pipe round trip per gather between the
+parent and each child), so it normalises the whole batch as one process would. Its running
+statistics are shared buffers that only the parent writes. Dropout masks are keyed by
 (seed, step, position in the batch) (netspec/noise.py): each child is told the step and where
 its slice starts, and draws the masks one process would draw for those samples.
 
@@ -67,13 +70,9 @@ def can_fork() -> bool:
     return sys.platform.startswith("linux") and "fork" in multiprocessing.get_all_start_methods()
 
 
-def split_blocker(infos) -> str | None:
-    """Why batches of this network cannot be split across workers, or None if they can."""
-    for info in infos:
-        if info.layer.couples_batch:
-            return (f"layers[{info.index}] ({info.type} '{info.name}') computes statistics over "
-                    "the whole batch")
-    return None
+def coupled_layers(infos) -> list:
+    """The layers whose samples interact within a batch (they exchange sums across workers)."""
+    return [info for info in infos if info.layer.couples_batch]
 
 
 def weight_reuse(infos) -> float:
@@ -85,14 +84,11 @@ def weight_reuse(infos) -> float:
 def resolve_workers(requested: int | str, infos) -> tuple[int, str]:
     """(number of worker processes, why) for a request of N or 'auto'.
 
-    'auto' takes one worker per core, up to MAX_AUTO_WORKERS, when the network can be split,
-    reuses its weights enough (MIN_AUTO_WEIGHT_REUSE) and the platform can fork; otherwise 1.
+    'auto' takes one worker per core, up to MAX_AUTO_WORKERS, when the network reuses its
+    weights enough (MIN_AUTO_WEIGHT_REUSE) and the platform can fork; otherwise 1.
     An explicit N > 1 that cannot run is a ValueError that says why and what to do instead.
     """
-    blocker = split_blocker(infos)
     if requested == "auto":
-        if blocker:
-            return 1, f"one process: {blocker}"
         if not can_fork():
             return 1, "one process: worker processes need Linux (the 'fork' start method)"
         reuse = weight_reuse(infos)
@@ -100,12 +96,12 @@ def resolve_workers(requested: int | str, infos) -> tuple[int, str]:
             return 1, (f"one process: each weight is used {reuse:.1f}x per sample, too few for "
                        "worker processes to pay off")
         n = min(available_cores(), MAX_AUTO_WORKERS)
-        return n, (f"{n} worker processes (one per core)" if n > 1 else "one process (one core)")
+        why = f"{n} worker processes (one per core)" if n > 1 else "one process (one core)"
+        if n > 1 and coupled_layers(infos):
+            why += ", exchanging batchnorm statistics"
+        return n, why
     if isinstance(requested, bool) or not isinstance(requested, int) or requested < 1:
         raise ValueError(f"workers must be a positive integer or 'auto', got {requested!r}")
-    if requested > 1 and blocker:
-        raise ValueError(f"cannot split batches across {requested} workers: {blocker}, so each "
-                         "worker would normalise with different statistics; use 1 worker")
     if requested > 1 and not can_fork():
         raise ValueError("worker processes need Linux (the 'fork' start method); use 1 worker")
     return requested, ("one process" if requested == 1 else f"{requested} worker processes")
@@ -142,6 +138,46 @@ def eval_slice(plan, loss, x, y, lo: int, hi: int, batch: int, preds: np.ndarray
     return loss_sum
 
 
+class BatchExchange:
+    """All-gather of small float64 vectors between the workers of one step, for batch-coupled
+    layers (ctx.exchange). Worker k writes its vector into row k of a shared (2, W, width)
+    buffer; each child then tells the parent ("sync") and waits for its "go", which the parent
+    sends once every child's row is in. Every worker then reads the same rows and combines
+    them in the same order, so all get bit-identical totals. Successive gathers alternate
+    between the two halves of the buffer, so a fast worker's next write never lands in rows
+    that another is still reading."""
+
+    def __init__(self, pool: WorkerPool, width: int):
+        self.pool, self.conn = pool, None  # conn: a child's pipe to the parent
+        self.rows = shared_array((2, pool.workers, width), np.float64)
+        self.rank = 0  # this process's worker number (0: the parent)
+        self.active = pool.workers  # workers taking part in this step
+        self.calls = 0  # gathers so far in this step
+
+    def start_step(self, active: int) -> None:
+        self.active, self.calls = active, 0
+
+    def gather(self, vec: np.ndarray) -> np.ndarray:
+        """(active workers, len(vec)): every worker's vec, row k from worker k."""
+        rows = self.rows[self.calls % 2, :self.active, :len(vec)]
+        self.calls += 1
+        rows[self.rank] = vec
+        if self.rank == 0:
+            for k in range(1, self.active):
+                self.pool._expect_sync(k)
+            for k in range(1, self.active):
+                self.pool._send(k, "go")
+        else:
+            self.conn.send("sync")
+            try:
+                go = self.conn.recv()
+            except (EOFError, OSError):  # the parent exited
+                raise SystemExit(0) from None
+            if go != "go":  # None: the pool is stopping mid-step (the parent failed)
+                raise SystemExit(0)
+        return rows
+
+
 class WorkerPool:
     """The calling process plus workers - 1 forked children; see the module docstring."""
 
@@ -163,6 +199,12 @@ class WorkerPool:
         self.grads = shared_array((workers - 1, size), plan.dtype)  # child k's gradients: row k-1
         self.idx = shared_array((batch_size,), np.int64)  # this step's batch indices
         self.rows = np.empty((batch_size, x.shape[1]), x.dtype)
+        coupled = coupled_layers(step.info for step in plan.steps)
+        self.exchange = None
+        if coupled:  # each gathers (count, mean, var) or (dbias, dweight) per channel
+            self.exchange = BatchExchange(self, 1 + 2 * max(i.in_shape[0] for i in coupled))
+            for step in plan.steps:
+                step.ctx.exchange = self.exchange
         self.conns, self.procs = [], []
         context = multiprocessing.get_context("fork")
         for k in range(1, workers):
@@ -189,10 +231,19 @@ class WorkerPool:
         n = len(idx)
         self.plan.noise.offset = 0  # the parent's slice starts the batch
         w = min(self.workers, n)
+        try:
+            return self._gradient(idx, n, w)
+        except BaseException:
+            self.close()  # children may be waiting mid-step in a batch exchange
+            raise
+
+    def _gradient(self, idx, n, w):
         bounds = [i * n // w for i in range(w + 1)]  # worker k: idx[bounds[k]:bounds[k + 1]]
         self.idx[:n] = idx
+        if self.exchange is not None:
+            self.exchange.start_step(w)
         for k in range(1, w):  # the children's dropout masks: at their offsets in this step
-            self._send(k, ("gradient", bounds[k], bounds[k + 1], n, self.plan.noise.step))
+            self._send(k, ("gradient", bounds[k], bounds[k + 1], n, w, self.plan.noise.step))
         own = bounds[1]
         loss, correct = slice_gradient(self.plan, self.loss, self.x, self.y, idx[:own],
                                        self.rows, own / n)
@@ -248,6 +299,19 @@ class WorkerPool:
             raise TrainingError(failure + "; train with --workers 1 to run in one process "
                                 "(an error there comes with its full context)")
 
+    def _expect_sync(self, k: int) -> None:
+        """Wait for child k's "sync" in a batch exchange; its failure or death is raised."""
+        try:
+            reply = self.conns[k - 1].recv()
+        except (EOFError, OSError):
+            self._died(k)
+        if reply != "sync":
+            self.close()
+            message = reply[1] if reply and reply[0] == "error" else f"unexpected {reply!r}"
+            raise TrainingError(f"worker process {k} failed: {message}; train with --workers "
+                                "1 to run in one process (an error there comes with its full "
+                                "context)")
+
     def _died(self, k: int):
         proc = self.procs[k - 1]
         proc.join(timeout=1)
@@ -265,6 +329,8 @@ class WorkerPool:
         threadpool_limits(self.blas_threads, user_api="blas")  # for the child's lifetime
         np.seterr(over="ignore", invalid="ignore", divide="ignore")  # the parent reports NaNs
         plan, rows, grads = self.plan, self.rows, self.grads[k - 1]
+        if self.exchange is not None:
+            self.exchange.rank, self.exchange.conn = k, conn
         while True:
             try:
                 message = conn.recv()
@@ -274,8 +340,10 @@ class WorkerPool:
                 return
             try:
                 if message[0] == "gradient":
-                    _, lo, hi, n, plan.noise.step = message
+                    _, lo, hi, n, active, plan.noise.step = message
                     plan.noise.offset = lo
+                    if self.exchange is not None:
+                        self.exchange.start_step(active)
                     loss, correct = slice_gradient(plan, self.loss, self.x, self.y,
                                                    self.idx[lo:hi], rows, (hi - lo) / n)
                     np.copyto(grads, plan.flat_grads)
@@ -296,6 +364,9 @@ class WorkerPool:
         """Stop the children (idempotent; also runs when the pool is garbage-collected)."""
         self._finalizer()
         self.conns, self.procs = [], []
+        if self.exchange is not None:  # the plan runs in one process again
+            for step in self.plan.steps:
+                step.ctx.exchange = None
 
 
 def _stop(conns, procs) -> None:

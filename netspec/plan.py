@@ -113,7 +113,9 @@ class Plan:
                     self.flat_grads[offset:offset + n].reshape(value.shape))
                 offset += n
             for key, value in info.layer.init_buffers(info.in_shape).items():
-                ctx.buffers[key] = self.buffers[f"{info.name}.{key}"] = value.astype(self.dtype)
+                buf = shared_array(value.shape, self.dtype)  # shared with workers, as params
+                buf[...] = value
+                ctx.buffers[key] = self.buffers[f"{info.name}.{key}"] = buf
             forward, backward = info.layer.build(ctx)
             sources = tuple(-1 if n == INPUT else index[n] for n in info.inputs)
             index[info.name] = len(self.steps)

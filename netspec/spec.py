@@ -29,6 +29,7 @@ from pydantic import (
     PrivateAttr,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
 from netspec.blocks import Expanded, expand
@@ -105,6 +106,11 @@ class TrainSpec(Strict):
     eval_batch_size: PositiveInt = Field(1000, description="Batch size for evaluation passes.")
     optimizer: OptimizerSpec = SGD()
     schedule: Schedule = Constant()
+
+    @model_validator(mode="after")
+    def _schedule_fits(self):
+        self.schedule.check_length(self.epochs)  # e.g. a warmup as long as training
+        return self
 
 
 class GradcheckSpec(Strict):

@@ -115,11 +115,13 @@ def torch_optimizer(spec, module):
     raise NotImplementedError(f"torch_bridge has no entry for optimizer type '{o.type}'")
 
 
-def torch_scheduler(spec, optimizer):
-    """`spec.train.schedule` as a torch scheduler, stepped once per epoch (as netspec's)."""
+def torch_scheduler(spec, optimizer, steps_per_epoch: int = 1):
+    """`spec.train.schedule` as a torch scheduler. Call its step() once per epoch, or once per
+    optimizer step when the schedule's interval is 'step' (then pass steps_per_epoch)."""
     from torch.optim import lr_scheduler as ls
 
-    s, epochs = spec.train.schedule, spec.train.epochs
+    s, spe = spec.train.schedule, steps_per_epoch
+    total = spec.train.epochs * (spe if s.interval == "step" else 1)
     if s.type == "constant":
         return ls.LambdaLR(optimizer, lambda epoch: 1.0)
     if s.type == "step":
@@ -129,11 +131,11 @@ def torch_scheduler(spec, optimizer):
     if s.type == "exponential":
         return ls.ExponentialLR(optimizer, s.gamma)
     if s.type == "cosine":
-        w = s.warmup_epochs
-        cosine = ls.CosineAnnealingLR(optimizer, T_max=max(epochs - w, 1), eta_min=s.min_lr)
+        w = s.warmup(spe)
+        cosine = ls.CosineAnnealingLR(optimizer, T_max=max(total - w, 1), eta_min=s.min_lr)
         if not w:
             return cosine
-        # warmup base * (e + 1) / (w + 1) for e < w is LinearLR from 1/(w+1) to 1 over w epochs
+        # warmup base * (t + 1) / (w + 1) for t < w is LinearLR from 1/(w+1) to 1 over w units
         warmup = ls.LinearLR(optimizer, start_factor=1 / (w + 1), end_factor=1.0, total_iters=w)
         return ls.SequentialLR(optimizer, [warmup, cosine], milestones=[w])
     raise NotImplementedError(f"torch_bridge has no entry for schedule type '{s.type}'")

@@ -120,9 +120,15 @@ class Trainer:
     def epoch(self) -> int:
         return self.progress.epoch
 
-    def lr(self, epoch: int) -> float:
-        t = self.spec.train
-        return t.schedule.lr(epoch, t.optimizer.lr, t.epochs)
+    @property
+    def steps_per_epoch(self) -> int:
+        return math.ceil(len(self.x) / self.spec.train.batch_size)
+
+    def lr(self, epoch: int, step: int = 0) -> float:
+        """The learning rate for batch `step` of epoch `epoch` (both 0-based)."""
+        t, spe = self.spec.train, self.steps_per_epoch
+        at, total = t.schedule.position(epoch, step, spe, t.epochs)
+        return t.schedule.lr(at, t.optimizer.lr, total, spe)
 
     def train_epoch(self, on_step=None, should_stop=None) -> EpochStats:
         """One pass over the training set in shuffled batches (continues a partial epoch).
@@ -140,13 +146,12 @@ class Trainer:
         order = self.rng.permutation(n)  # the same order again when resuming mid-epoch
         if p.step:
             self.rng.bit_generator.state = state_now
-        lr = self.lr(p.epoch)
         x_rows = np.empty((batch, self.x.shape[1]), self.x.dtype)
         self.start_workers()
         start = time.perf_counter()
         with (np.errstate(over="ignore", invalid="ignore", divide="ignore"),  # reported below
               self.pool.blas_limit() if self.pool else nullcontext()):
-            stopped = self._run_steps(order, lr, x_rows, steps, on_step, should_stop)
+            stopped = self._run_steps(order, x_rows, steps, on_step, should_stop)
         p.seconds += time.perf_counter() - start
         stats = EpochStats(p.loss_sum / max(p.seen, 1), p.correct / max(p.seen, 1),
                            p.seconds, p.seen, stopped)
@@ -154,11 +159,15 @@ class Trainer:
             self.progress = _Progress(epoch=p.epoch + 1)
         return stats
 
-    def _run_steps(self, order, lr, x_rows, steps, on_step, should_stop) -> bool:
+    def _run_steps(self, order, x_rows, steps, on_step, should_stop) -> bool:
         """The hot loop: batches p.step..steps-1 of this epoch; True if asked to stop."""
         p, plan = self.progress, self.plan
         batch = self.spec.train.batch_size
+        per_step = self.spec.train.schedule.interval == "step"
+        lr = self.lr(p.epoch)
         for step in range(p.step, steps):
+            if per_step:
+                lr = self.lr(p.epoch, step)
             if should_stop is not None and should_stop():
                 return True
             idx = order[step * batch:(step + 1) * batch]
@@ -330,7 +339,8 @@ class Run:
             if stats.stopped:
                 self.save(self.last_path)
                 return False
-            record = {"epoch": epoch + 1, "lr": t.lr(epoch), "train_loss": stats.loss,
+            lr = t.lr(epoch, t.steps_per_epoch - 1)  # the epoch's last (per-step schedules)
+            record = {"epoch": epoch + 1, "lr": lr, "train_loss": stats.loss,
                       "train_acc": stats.accuracy, "train_seconds": stats.seconds,
                       "images_per_second": stats.images / max(stats.seconds, 1e-9),
                       "workers": t.workers}

@@ -224,6 +224,61 @@ def test_cosine_warmup():
     np.testing.assert_allclose(got, want, rtol=1e-15)
 
 
+def test_cosine_per_step_with_fractional_warmup():
+    s = "{type: cosine, warmup_epochs: 0.5, interval: step}"
+    sched = spec_with(schedule=s, epochs=2).train.schedule
+    # 4 steps per epoch: warmup round(0.5 * 4) = 2 steps of 1/3, 2/3; cosine over 8 - 2 = 6
+    at = [sched.position(e, k, 4, 2) for e in range(2) for k in range(4)]  # (t, total = 8)
+    got = [sched.lr(t, 0.3, total, 4) for t, total in at]
+    want = [0.1, 0.2] + [0.3 * (1 + math.cos(math.pi * i / 6)) / 2 for i in range(6)]
+    np.testing.assert_allclose(got, want, rtol=1e-15)
+    assert sched.depends_on_length()
+    assert not spec_with(schedule="{type: step, step_size: 2}").train.schedule.depends_on_length()
+
+
+def test_epoch_schedules_dump_as_before_interval_existed():
+    """Digests (and so resuming older checkpoints) depend on the dump: the default interval is
+    left out and a whole warmup stays an int."""
+    dumped = spec_with(schedule="{type: cosine, warmup_epochs: 2}").model_dump(mode="json")
+    assert dumped["train"]["schedule"] == {"type": "cosine", "warmup_epochs": 2, "min_lr": 0.0}
+    per_step = spec_with(schedule="{type: cosine, warmup_epochs: 0.5, interval: step}")
+    assert per_step.model_dump(mode="json")["train"]["schedule"]["interval"] == "step"
+
+
+@pytest.mark.parametrize("schedule,epochs,words", [
+    ("{type: cosine, warmup_epochs: 3}", 3, ["warmup_epochs (3)", "train.epochs = 3", "shorten"]),
+    ("{type: cosine, warmup_epochs: 2.5, interval: step}", 2, ["warmup_epochs (2.5)"]),
+    ("{type: cosine, warmup_epochs: 0.5}", 4, ["whole number", "interval: step"]),
+    ("{type: cosine, interval: iteration}", 4, ["interval", "epoch, step"]),
+])
+def test_bad_warmup_or_interval_is_a_spec_error_that_says_why(schedule, epochs, words):
+    with pytest.raises(netspec.SpecError) as e:
+        spec_with(schedule=schedule, epochs=epochs)
+    for word in words:
+        assert word in str(e.value), str(e.value)
+
+
+def test_trainer_steps_the_lr_per_batch_with_interval_step(tiny_splits):
+    """The optimizer sees a new lr at every step (epoch interval: one lr per epoch)."""
+    from netspec.train import Trainer
+
+    seen = {}
+    for interval in ("epoch", "step"):
+        spec = spec_with("{type: sgd, lr: 0.1}", f"{{type: exponential, gamma: 0.9, "
+                         f"interval: {interval}}}", epochs=2)
+        trainer = Trainer(spec, tiny_splits)
+        lrs = []
+        step = trainer.optimizer.step
+        trainer.optimizer.step = lambda grads, lr, lrs=lrs, step=step: (lrs.append(lr),
+                                                                       step(grads, lr))
+        trainer.train_epoch()
+        trainer.train_epoch()
+        seen[interval] = lrs
+    spe = len(seen["step"]) // 2
+    np.testing.assert_allclose(seen["step"], 0.1 * 0.9 ** np.arange(2 * spe), rtol=1e-14)
+    np.testing.assert_allclose(seen["epoch"], [0.1] * spe + [0.09] * spe, rtol=1e-14)
+
+
 # ------------------------------------------------------------------ validation
 
 
@@ -305,27 +360,41 @@ SCHEDULES = [
     "{type: cosine, warmup_epochs: 3, min_lr: 0.0005}",
     "{type: cosine, warmup_epochs: 1}",
 ]
+STEP_SCHEDULES = [  # stepped per optimizer step, 7 steps per epoch
+    "{type: constant, interval: step}",
+    "{type: step, step_size: 10, gamma: 0.5, interval: step}",
+    "{type: multistep, milestones: [5, 40, 90], gamma: 0.5, interval: step}",
+    "{type: exponential, gamma: 0.98, interval: step}",
+    "{type: cosine, interval: step}",
+    "{type: cosine, warmup_epochs: 1.5, min_lr: 0.0005, interval: step}",
+    "{type: cosine, warmup_epochs: 0.3, interval: step}",
+]
 
 
-@pytest.mark.parametrize("schedule", SCHEDULES)
+@pytest.mark.parametrize("schedule", SCHEDULES + STEP_SCHEDULES)
 def test_schedule_matches_torch(schedule):
-    """netspec's closed form vs the torch scheduler's get_last_lr() over 20 epochs."""
+    """netspec's closed form vs the torch scheduler's get_last_lr() over 20 epochs, the
+    scheduler stepped per epoch or, with interval 'step', per iteration (7 per epoch)."""
     torch = pytest.importorskip("torch", reason="parity with torch schedulers needs PyTorch")
     from netspec.torch_bridge import torch_optimizer, torch_scheduler
 
     epochs, base = 20, 0.1
     spec = spec_with(f"{{type: sgd, lr: {base}}}", schedule, epochs)
+    s = spec.train.schedule
+    spe = 7 if s.interval == "step" else 1
     params = torch.nn.ParameterList([torch.nn.Parameter(torch.zeros(1, dtype=torch.float64))])
     opt = torch_optimizer(spec, params)
-    sched = torch_scheduler(spec, opt)
+    sched = torch_scheduler(spec, opt, spe)
     ours, theirs = [], []
     for epoch in range(epochs):
-        ours.append(spec.train.schedule.lr(epoch, base, epochs))
-        theirs.append(sched.get_last_lr()[0])
-        opt.step()
-        sched.step()
+        for step in range(spe):
+            t, total = s.position(epoch, step, spe, epochs)
+            ours.append(s.lr(t, base, total, spe))
+            theirs.append(sched.get_last_lr()[0])
+            opt.step()
+            sched.step()
     ours, theirs = np.array(ours), np.array(theirs)
     err = np.max(np.abs(ours - theirs)) / np.max(np.abs(theirs))
     assert err <= 1e-12, f"relative error {err:.3g}\nnetspec {ours}\ntorch   {theirs}"
-    if spec.train.schedule.type != "constant":
+    if s.type != "constant":
         assert theirs.min() < 0.5 * theirs.max()  # the schedule really moves

@@ -43,7 +43,7 @@ def train(
     progress: bool = typer.Option(True, help="Show a progress bar."),
     workers: str = typer.Option(
         "auto", help="Processes that share each batch: a number, or 'auto' (one per core for "
-                     "convolutional nets without batchnorm, on Linux; else 1)."),
+                     "convolutional nets, on Linux; else 1)."),
 ):
     """Train a spec; writes spec.yaml, metrics.jsonl, checkpoints and curves.png."""
     import time

@@ -114,6 +114,9 @@ class Ctx:
     # Piecewise-linear layers (relu, maxpool) store here which piece the last forward used
     # (a sign mask, an argmax); the gradient checker skips steps that change it (kinks).
     region: np.ndarray | None = None
+    # Set while worker processes share each batch (parallel.BatchExchange): a batch-coupled
+    # layer (batchnorm) gathers its per-channel partial sums from every worker through it.
+    exchange: object = None
 
     @property
     def dtype(self):
@@ -139,7 +142,8 @@ class Layer(BaseModel):
     # (spec fields, input shape) pairs: the test suite shape- and gradient-checks each one.
     examples: ClassVar[list[tuple[dict, Shape]]] = []
     # True when one sample's output depends on the other samples of its batch (batchnorm's
-    # batch statistics): then a batch cannot be split across worker processes (parallel.py).
+    # batch statistics): split across worker processes, such a layer combines the workers'
+    # partial sums through ctx.exchange (parallel.py), and a batch of one sample is refused.
     couples_batch: ClassVar[bool] = False
     # True for layers that read two or more inputs (add, concat); see the module docstring.
     multi_input: ClassVar[bool] = False

@@ -9,6 +9,9 @@ Train mode (batch statistics):
     xhat = (x - mean) / sqrt(var + eps),   y = weight * xhat + bias
     running_mean = (1 - momentum) * running_mean + momentum * mean
     running_var  = (1 - momentum) * running_var  + momentum * var * M / (M - 1)   (unbiased)
+  Split across worker processes (parallel.py), each worker gathers every worker's count, mean
+  and variance (forward) and dbias, dweight (backward) through ctx.exchange, so the batch is
+  normalised with whole-batch statistics exactly as in one process, up to rounding.
   backward (the compact formula):
     dbias = sum_m dy,   dweight = sum_m dy * xhat
     dx = weight / (M * sqrt(var + eps)) * (M * dy - dbias - xhat * dweight)
@@ -80,27 +83,30 @@ class BatchNorm(Layer):
             xhat = ctx.ws("xhat", x2.shape)
             inv_std = ctx.ws("inv_std", (c,))
             if train:
+                mean = x2.mean(axis=1)  # (C,)
+                np.subtract(x2, mean[:, None], out=xhat)
+                var = np.einsum("cm,cm->c", xhat, xhat) / m  # biased variance, (C,)
+                if ctx.exchange is not None:  # the batch is split across worker processes
+                    m, mean, var = _whole_batch_stats(ctx.exchange, m, mean, var, xhat)
                 if m < 2:
                     raise TrainingError(
                         "batchnorm needs at least 2 values per channel for its training "
                         f"statistics, got a batch of {x.shape[-1]} sample(s) with {m} value(s) "
                         "per channel (torch refuses this too); use a batch_size of 2 or more, "
                         "and one that does not leave a last batch of a single sample")
-                mean = x2.mean(axis=1)  # (C,)
-                np.subtract(x2, mean[:, None], out=xhat)
-                var = np.einsum("cm,cm->c", xhat, xhat) / m  # biased variance, (C,)
                 np.sqrt(var + eps, out=inv_std)
                 np.reciprocal(inv_std, out=inv_std)
                 xhat *= inv_std[:, None]
-                # running = (1 - momentum) * running + momentum * stat, in place
-                run_mean[...] = (1 - momentum) * run_mean + momentum * mean
-                run_var[...] = (1 - momentum) * run_var + (momentum * m / (m - 1)) * var
+                if ctx.exchange is None or ctx.exchange.rank == 0:  # shared buffers: one writer
+                    # running = (1 - momentum) * running + momentum * stat, in place
+                    run_mean[...] = (1 - momentum) * run_mean + momentum * mean
+                    run_var[...] = (1 - momentum) * run_var + (momentum * m / (m - 1)) * var
             else:
                 np.sqrt(run_var + eps, out=inv_std)
                 np.reciprocal(inv_std, out=inv_std)
                 np.subtract(x2, run_mean[:, None], out=xhat)
                 xhat *= inv_std[:, None]
-            cache.update(train=train, xhat=xhat, inv_std=inv_std, shape=x.shape)
+            cache.update(train=train, xhat=xhat, inv_std=inv_std, shape=x.shape, m=m)
             y = ctx.ws("y", x.shape)
             y2 = y.reshape(c, -1)  # (C, M), a view
             np.multiply(xhat, w[:, None], out=y2)
@@ -110,7 +116,6 @@ class BatchNorm(Layer):
         def backward(dy, need_dx=True):
             xhat, inv_std = cache["xhat"], cache["inv_std"]
             dy2 = dy.reshape(c, -1)  # (C, M)
-            m = dy2.shape[1]
             np.sum(dy2, axis=1, out=gb)  # dbias = sum_m dy
             np.copyto(gw, np.einsum("cm,cm->c", dy2, xhat))  # dweight = sum_m dy * xhat
             if not need_dx:
@@ -118,9 +123,14 @@ class BatchNorm(Layer):
             dx = ctx.ws("dx", cache["shape"])
             dx2 = dx.reshape(c, -1)  # (C, M), a view
             if cache["train"]:
-                # dx = w * inv_std * (dy - (dbias + xhat * dweight) / M)
-                np.multiply(xhat, gw[:, None], out=dx2)
-                dx2 += gb[:, None]
+                # dx = w * inv_std * (dy - (dbias + xhat * dweight) / M), with the sums and M
+                # over the whole batch (gb and gw keep this worker's part: the pool adds them)
+                sum_dy, sum_dy_xhat, m = gb, gw, cache["m"]
+                if ctx.exchange is not None:
+                    parts = ctx.exchange.gather(np.concatenate((gb, gw)))  # (W, 2C)
+                    sum_dy, sum_dy_xhat = parts[:, :c].sum(axis=0), parts[:, c:].sum(axis=0)
+                np.multiply(xhat, sum_dy_xhat[:, None], out=dx2)
+                dx2 += sum_dy[:, None]
                 dx2 *= -1.0 / m
                 dx2 += dy2
                 dx2 *= (w * inv_std)[:, None]
@@ -135,3 +145,21 @@ class BatchNorm(Layer):
         the same eps; ONNX normalises axis 1, the channels of (N, C, H, W) or features of (N, D)."""
         ws = [g.param(k) for k in ("weight", "bias", "running_mean", "running_var")]
         return g.node("BatchNormalization", [x, *ws], epsilon=self.eps)
+
+
+def _whole_batch_stats(exchange, m, mean, var, xc):
+    """(M, mean, var) of the whole batch from every worker's (m, mean, var) of its slice, and
+    xc (C, m), this slice centred on its own mean, re-centred on the whole batch's mean.
+
+    Chan et al.'s pairwise combination, exact up to rounding and stable:
+        M = sum_k m_k,  mean = sum_k m_k mean_k / M,
+        var = sum_k (m_k var_k + m_k (mean_k - mean)^2) / M
+    """
+    c = len(mean)
+    parts = exchange.gather(np.concatenate(([m], mean, var)))  # (W, 1 + 2C), float64
+    counts, means, vars_ = parts[:, 0], parts[:, 1:c + 1], parts[:, c + 1:]
+    total = int(counts.sum())
+    whole = counts @ means / total  # (C,)
+    whole_var = (counts @ vars_ + counts @ (means - whole) ** 2) / total
+    xc += (mean - whole).astype(xc.dtype)[:, None]  # x - whole = (x - mean_k) + (mean_k - whole)
+    return total, whole, whole_var
