@@ -19,7 +19,7 @@ from netspec.cli.common import (
 def bench(
     spec_path: Path = typer.Argument(..., exists=True, dir_okay=False, metavar="SPEC"),
     batch_size: int | None = typer.Option(None, "--batch-size", "-b", min=1,
-                                          help="[default: the spec's train.batch_size]"),
+                                          help="Default: the spec's train.batch_size."),
     repeats: int = typer.Option(20, min=1, help="Timed steps; the table shows medians."),
     dtype: str = typer.Option("float32", help="float32 or float64."),
     overrides: list[str] = typer.Option([], "--set", metavar="KEY.PATH=VALUE"),

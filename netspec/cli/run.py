@@ -37,7 +37,7 @@ def train(
     data_dir: Path | None = typer.Option(None, "--data-dir", envvar="NETSPEC_DATA",
                                             help="Directory holding the dataset files."),
     run_dir: Path | None = typer.Option(None, "--out", help="Run directory "
-                                           "[default: runs/<name>-<timestamp>]"),
+                                           "(default: runs/<name>-<timestamp>)."),
     resume: Path | None = typer.Option(None, "--resume", file_okay=False, exists=True,
                                           help="Continue the run in this directory."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
@@ -190,7 +190,7 @@ def _fit_with_progress(run, show: bool, should_stop) -> bool:
 def evaluate(
     spec_path: Path | None = typer.Argument(
         None, exists=True, dir_okay=False, metavar="SPEC",
-        help="Spec file [default: the spec stored in the checkpoint]."),
+        help="Spec file (default: the spec stored in the checkpoint)."),
     checkpoint_path: Path = typer.Option(..., "--checkpoint", "-c", exists=True, dir_okay=False,
                                          help="A checkpoints/*.npz file."),
     split: str = typer.Option("test", help="Which split to evaluate: test, train or val."),
