@@ -224,9 +224,15 @@ def test_a_sequential_spec_expands_to_itself(path):
     assert "inputs" not in netspec.load(path).to_yaml()  # so its digest is what it was
 
 
-def test_a_checkpoint_from_before_graphs_resumes_bit_identically(tmp_path, tiny_splits):
+def test_a_checkpoint_from_before_graphs_resumes_as_before(tmp_path, tiny_splits):
     """tests/fixtures/pre-graph-run: one epoch trained by the code before graphs. Resumed for a
-    second epoch now, it must end exactly where two epochs from scratch end now."""
+    second epoch now, it must end where two epochs from scratch end now.
+
+    The fixture's first epoch was computed with one BLAS kernel (OpenBLAS SkylakeX), and another
+    (Zen, Haswell) rounds differently, so the two runs agree to rounding, not bit for bit: 1e-5
+    of the weights' scale. A changed shuffle, init or update would move them by orders of
+    magnitude more (the negative control below). Bit-identical resume on one machine is tested
+    in test_train.py."""
     old = ROOT / "tests" / "fixtures" / "pre-graph-run"
     shutil.copytree(old, tmp_path / "old")
     spec = netspec.load(old / "spec.yaml", ["train.epochs=2"])
@@ -239,7 +245,13 @@ def test_a_checkpoint_from_before_graphs_resumes_bit_identically(tmp_path, tiny_
     a, b = (checkpoint.load(r.last_path).state for r in (resumed, fresh))
     assert a.keys() == b.keys() == {"fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"}
     for k in a:
-        assert np.array_equal(a[k], b[k]), k
+        assert np.max(np.abs(a[k] - b[k])) <= 1e-5 * np.max(np.abs(b[k])), k
+    other = Run(netspec.load(old / "spec.yaml", ["train.epochs=2", "seed=6"]), tiny_splits,
+                tmp_path / "other")  # negative control: another seed, another run
+    other.start()
+    assert other.fit()
+    c, w = checkpoint.load(other.last_path).state["fc1.weight"], b["fc1.weight"]
+    assert np.max(np.abs(c - w)) > 1e-2 * np.max(np.abs(w))
 
 
 # ------------------------------------------------------------------ runs, workers, resume
