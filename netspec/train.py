@@ -98,8 +98,8 @@ class Trainer:
                          f"the last training batch would hold {smallest} of {n:,} samples, so it "
                          "holds")
                 raise DataError(
-                    f"{which} a single value per channel at layers[{info.index}] "
-                    f"({info.type} '{info.name}', input {tuple(info.in_shape)}), and batchnorm "
+                    f"{which} a single value per channel at {info.type} '{info.name}' "
+                    f"(input {tuple(info.in_shape)}), and batchnorm "
                     "needs more than one to normalise; change train.batch_size "
                     f"(e.g. to {batch + 1})")
 
@@ -401,7 +401,7 @@ def check_labels(spec, splits: dict) -> None:
                  else "")
         raise DataError(
             f"{spec.data.dataset}: the {split} split has labels {shown} ({count:,} samples), but "
-            f"{given}the network ends with {k} outputs (layers[{last.index}], {last.type} "
+            f"{given}the network ends with {k} outputs (its last layer, {last.type} "
             f"'{last.name}'), for classes 0..{k - 1}; "
             + (f"set data.num_classes and the last layer's width to {need}" if bad.min() >= 0
                else "negative labels are never valid: fix the dataset's labels"))

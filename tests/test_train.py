@@ -396,7 +396,7 @@ def test_labels_beyond_the_networks_classes_fail_before_training(tmp_path):
     assert result.exit_code == 1, result.output
     text = " ".join(result.output.split())
     assert f"{TINY}: the train split has labels 5, 6, 7, 8, 9" in text
-    assert "data.num_classes is 5" in text and "layers[7], linear 'fc2'" in text
+    assert "data.num_classes is 5" in text and "its last layer, linear 'fc2'" in text
     assert "set data.num_classes and the last layer's width to 10" in text
     assert not (tmp_path / "r" / "metrics.jsonl").exists()
 
