@@ -32,9 +32,10 @@ from pydantic import (
     model_validator,
 )
 
-from netspec.blocks import Expanded, expand
+from netspec.blocks import expand
 from netspec.data.known import KNOWN
 from netspec.errors import Problem, SpecError
+from netspec.expanded import Expanded
 from netspec.init import InitSpec
 from netspec.layers import LAYERS
 from netspec.losses import CrossEntropy, Loss
