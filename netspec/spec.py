@@ -1,9 +1,9 @@
-"""The spec language: the top-level `NetSpec` schema, loading and `--set` overrides.
+"""The spec language: the top-level `NetSpec` schema and loading.
 
-`load(path)` reads YAML (see yamlio), applies `--set` overrides, expands blocks and resolves
-layer names (see blocks), validates with pydantic and runs shape inference (see shapes), so a
-returned spec describes a network that can be built. Every problem is raised as one SpecError
-listing `FILE:LINE:COL: key.path: message` entries.
+`load(path)` reads YAML (see yamlio), applies `--set` overrides (see overrides), expands blocks
+and resolves layer names (see blocks), validates with pydantic and runs shape inference (see
+shapes), so a returned spec describes a network that can be built. Every problem is raised as one
+SpecError listing `FILE:LINE:COL: key.path: message` entries.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import hashlib
 import json
 import math
 import os
-import re
 import stat
 import typing
 from pathlib import Path
@@ -40,10 +39,11 @@ from netspec.init import InitSpec
 from netspec.layers import LAYERS
 from netspec.losses import CrossEntropy, Loss
 from netspec.optim import SGD, OptimizerSpec
+from netspec.overrides import apply_override
 from netspec.pydantic_errors import in_order, validation_problems
 from netspec.schedules import Constant, Schedule
 from netspec.shapes import GraphError, channels_last_hint, fmt, infer, layer_names
-from netspec.yamlio import Source, format_path, load_yaml
+from netspec.yamlio import Source, load_yaml
 
 MAX_SPEC_BYTES = 1 << 20  # a spec is a few kB; a larger file is a mistake (or /dev/zero)
 # name -> (sample shape, classes), from the one table of known datasets (netspec/data/known.py)
@@ -236,7 +236,7 @@ def loads(text: str, file: str | None = None, overrides: typing.Iterable[str] = 
     problems = []
     for item in overrides:
         try:
-            _apply_override(src, item)
+            apply_override(src, item)
         except SpecError as e:
             problems += e.problems
     if problems:
@@ -339,61 +339,6 @@ def _class_mismatch(spec, shape, classes) -> Problem:
     return spec.source.problem(("layers", last), (
         f"the network ends with {shape[0]} outputs but {what}; "
         f"add {{type: linear, out_features: {classes}}}"))
-
-
-_KEY_PATH = re.compile(r"[^.\[\]=]+(?:\.[^.\[\]=]+|\[-?\d+\])*")
-
-
-def _apply_override(src: Source, item: str) -> None:
-    """Apply `key.path=value` (value parsed as YAML) to the loaded data, in place.
-
-    Paths use dots for keys and `[i]` (or `.i`) for list items; `[-1]` is the last item. A
-    problem later found in the value points at this option instead of the file.
-    """
-    option = f"--set {item}"
-    key, sep, raw = item.partition("=")
-    key = key.strip()
-    if not sep or not _KEY_PATH.fullmatch(key):
-        raise SpecError([Problem("expected key.path=value, e.g. --set train.epochs=1 or "
-                                 "--set layers[0].out_channels=8", "", option)])
-    parts: list = []
-    for token in re.findall(r"\[(-?\d+)\]|([^.\[\]]+)", key):
-        index, name = token
-        parts.append(int(index) if index else int(name) if name.isdigit() else name)
-    try:
-        value = load_yaml(raw, option).data if raw.strip() else None
-    except SpecError as e:
-        raise SpecError([Problem(f"cannot read the value {raw!r}: {e.problems[0].message}", "",
-                                 option)]) from None
-
-    def fail(message):
-        raise SpecError([Problem(message, "", option)])
-
-    node, done, created = src.data, [], None  # done: the normalised path walked so far
-    for i, part in enumerate(parts):
-        last = i == len(parts) - 1
-        here = format_path(tuple(done), src.data) or "the spec"
-        if isinstance(node, list):
-            if not isinstance(part, int) or not -len(node) <= part < len(node):
-                fail(f"{here} is a list of {len(node)} items, so [{part}] is not in it "
-                     f"(use [0] to [{len(node) - 1}], or [-1] for the last)")
-            part %= len(node)
-        elif isinstance(node, dict):
-            part = str(part)  # `layers.0` on a mapping means the key "0"
-            if part not in node and not last:
-                node[part] = {}
-                created = created or tuple(done) + (part,)
-        else:
-            fail(f"{here} holds the value {node!r}, so it has no '{part}' inside")
-        done.append(part)
-        if last:
-            node[part] = value
-        else:
-            node = node[part]
-    done = tuple(done)
-    for path in [p for p in src.marks if p[: len(done)] == done and p != done]:
-        del src.marks[path]  # the value no longer comes from the file (keep the key's line)
-    src.overrides[created or done] = option
 
 
 def json_schema() -> dict:
