@@ -137,33 +137,25 @@ class _Expander:
 
     def _outside_blocks(self, node, path):
         """A `$name` in a layer outside any block: nothing declares it."""
-        if isinstance(node, dict):
-            for key, value in node.items():
-                self._outside_blocks(value, path + (key,))
-        elif isinstance(node, list):
-            for i, value in enumerate(node):
-                self._outside_blocks(value, path + (i,))
-        elif isinstance(node, str) and PARAM.match(node):
-            self.fail(path, f"'{node}' is a block parameter, but this layer is not in a block; "
-                            "write the value itself")
+        for where, text in _strings(node, path):
+            if PARAM.match(text):
+                self.fail(where, f"'{text}' is a block parameter, but this layer is not in a "
+                                 "block; write the value itself")
 
     def _check_params(self, node, path, block, params):
-        if isinstance(node, dict):
-            for key, value in node.items():
-                self._check_params(value, path + (key,), block, params)
-        elif isinstance(node, list):
-            for i, value in enumerate(node):
-                self._check_params(value, path + (i,), block, params)
-        elif isinstance(node, str) and node.startswith("$"):
-            m = PARAM.match(node)
+        """Every `$...` string in a block's layers names one of its declared `params`."""
+        for where, text in _strings(node, path):
+            if not text.startswith("$"):
+                continue
+            m = PARAM.match(text)
             if not m:  # '$', '$1x', '$a b': no parameter name can be written so
-                self.fail(path, f"'{node}' is not a parameter reference: write $ and a "
-                                f"parameter's name ({WORD}), e.g. $ch")
+                self.fail(where, f"'{text}' is not a parameter reference: write $ and a "
+                                 f"parameter's name ({WORD}), e.g. $ch")
             elif m.group(1) not in params:
                 name = m.group(1)
-                self.fail(path, f"'{node}' is not a parameter of block '{block}'"
-                                f"{did_you_mean(name, list(params))}; declare it in "
-                                f"blocks.{block}.params (e.g. params: {{{name}: 16}})")
+                self.fail(where, f"'{text}' is not a parameter of block '{block}'"
+                                 f"{did_you_mean(name, list(params))}; declare it in "
+                                 f"blocks.{block}.params (e.g. params: {{{name}: 16}})")
 
     # ---------------------------------------------------------- layers and block uses
 
@@ -364,6 +356,18 @@ class _Expander:
                     "'input' for the network's input")
         self.fail(path, f"unknown input '{n}'{hint}")
         return None
+
+
+def _strings(node, path):
+    """(path, text) of every string in the YAML value `node` at `path`, in document order."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from _strings(value, path + (key,))
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from _strings(value, path + (i,))
+    elif isinstance(node, str):
+        yield path, node
 
 
 def _substitute(node, values):
