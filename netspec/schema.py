@@ -12,6 +12,7 @@ import typing
 
 from pydantic import Field, PositiveInt
 
+from netspec.blocks import NAME
 from netspec.spec import AnyLayer, NetSpec, Strict
 
 
@@ -19,7 +20,7 @@ class BlockUse(Strict):
     """Copies of a block's layers here (see blocks.py); the block's name means its output."""
 
     block: str = Field(description="Name of a block defined under `blocks`.")
-    name: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description=(
+    name: str | None = Field(None, pattern=NAME.pattern, description=(
         "Prefix of the block's layer names: layer1 -> layer1.conv1 (with repeat: "
         "layer1.0.conv1, layer1.1.conv1, ...); defaults to <block><index>."))
     repeat: PositiveInt | None = Field(None, description="Chain this many copies.")
@@ -71,7 +72,7 @@ def _block_layers(schema: dict) -> None:
     defs = schema["$defs"]
     items = schema["properties"]["layers"]["items"]
     union = next(m for m in items["anyOf"] if "discriminator" in m)
-    defs["Param"] = {"type": "string", "pattern": r"^\$[A-Za-z_][A-Za-z0-9_]*$",
+    defs["Param"] = {"type": "string", "pattern": r"^\$" + NAME.pattern[1:],  # blocks.PARAM
                      "description": "A parameter of the enclosing block, e.g. $ch."}
     loose = copy.deepcopy(union)
     for tag, ref in union["discriminator"]["mapping"].items():
