@@ -17,7 +17,8 @@ from netspec import checkpoint
 from netspec.cli import app
 from netspec.draw import shape_text
 from netspec.report import png_gray, write_report
-from netspec.train import Run, Trainer
+from netspec.run import Run
+from netspec.train import Trainer
 
 SPEC = f"""
 name: tiny-report

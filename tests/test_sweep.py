@@ -26,7 +26,7 @@ distributed = pytest.importorskip(
 import netspec
 from netspec import checkpoint, sweep
 from netspec.cli import app
-from netspec.train import Run
+from netspec.run import Run
 
 SPEC = f"""
 name: tiny

@@ -20,7 +20,8 @@ import netspec
 from netspec import checkpoint
 from netspec.cli import app
 from netspec.parallel import resolve_workers
-from netspec.train import Run, Trainer, confusion_matrix
+from netspec.run import Run
+from netspec.train import Trainer, confusion_matrix
 
 # A small LeNet-like net with dropout, so resume also has to draw the same dropout masks again.
 SPEC = f"""
