@@ -14,7 +14,7 @@ lockstep: one netspec epoch, then one torch epoch, so that machine load hits bot
 `--specs record --seed 1` trains specs/record.yaml with seed 1 (its schedule, stepped per
 optimizer step, is stepped per iteration on the torch side too).
 
-netspec trains through `netspec.train.Run` (the code behind `netspec train`, writing a real run
+netspec trains through `netspec.run.Run` (the code behind `netspec train`, writing a real run
 directory with metrics.jsonl, checkpoints and curves.png under --runs), with the same worker
 processes as `netspec train` (--workers, default auto). torch runs the idiomatic
 loop (zero_grad, forward, CrossEntropyLoss, backward, step; StepLR) on the same normalised
@@ -100,8 +100,8 @@ def run_spec(name, args, splits):
     import torch
 
     import netspec
+    from netspec.run import Run
     from netspec.torch_bridge import to_torch, torch_optimizer, torch_scheduler
-    from netspec.train import Run
 
     path = Path(name) if name.endswith(".yaml") else ROOT / "specs" / f"{name}.yaml"
     overrides = [f"train.epochs={args.epochs}"] if args.epochs else []

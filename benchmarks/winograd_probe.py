@@ -41,6 +41,18 @@ SHAPES = [(16, 16, 28), (16, 32, 14), (32, 32, 14), (32, 64, 7), (64, 64, 7)]
 G = np.array([[1, 0, 0], [.5, .5, .5], [.5, -.5, .5], [0, 0, 1]], float)
 
 
+def add_B(s, v):
+    """s[j] += (B v)[j] along one axis, in place: (v0, v1 - v2 + v3, v1 + v2 - v0, -v3)"""
+    s[0] += v[0]
+    s[1] += v[1]
+    s[1] -= v[2]
+    s[1] += v[3]
+    s[2] += v[1]
+    s[2] += v[2]
+    s[2] -= v[0]
+    s[3] -= v[3]
+
+
 class Winograd:
     """F(2x2, 3x3) conv with padding 1, stride 1, no bias: (C, H, W, N) -> (K, H, W, N).
     Buffers are allocated once per batch size and reused, as netspec's workspace does."""
@@ -148,25 +160,8 @@ class Winograd:
         # each added into its tile's columns j of row-tile xi, then the same along rows
         dt = self.buf(f"dt{tb},{n}", (4, c, tb, dxp.shape[2], n), zero=True)
         for xi in range(4):
-            v = dV[xi]
-            s = [dt[xi][:, :, j:j + 2 * tw:2] for j in range(4)]
-            s[0] += v[0]
-            s[1] += v[1]
-            s[1] -= v[2]
-            s[1] += v[3]
-            s[2] += v[1]
-            s[2] += v[2]
-            s[2] -= v[0]
-            s[3] -= v[3]
-        r = [dxp[:, i:i + 2 * tb:2] for i in range(4)]
-        r[0] += dt[0]
-        r[1] += dt[1]
-        r[1] -= dt[2]
-        r[1] += dt[3]
-        r[2] += dt[1]
-        r[2] += dt[2]
-        r[2] -= dt[0]
-        r[3] -= dt[3]
+            add_B([dt[xi][:, :, j:j + 2 * tw:2] for j in range(4)], dV[xi])
+        add_B([dxp[:, i:i + 2 * tb:2] for i in range(4)], dt)
 
     def back_prepare(self, dy):
         """dy (K, H, W, N) -> (dY (K, th, 2, tw, 2, N), zeroed dxp, zeroed dU)"""

@@ -11,16 +11,14 @@ Layout of the archive:
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from netspec.errors import CheckpointError, OutputError
-from netspec.fsio import make_dirs, os_problem
+from netspec.errors import CheckpointError
+from netspec.fsio import atomic_write, make_dirs
 
 META = "__meta__"
 OPTIM = "optim/"
@@ -47,7 +45,7 @@ class Checkpoint:
 
 
 def save(path: str | Path, state: dict, optimizer: dict, meta: dict) -> Path:
-    """Write a checkpoint atomically: a temp file in the same directory, fsync, then rename.
+    """Write a checkpoint atomically (fsio.atomic_write: a temp file beside it, fsync, rename).
 
     If writing fails (disk full, no permission) the previous file at `path` is left intact and
     the error is an OutputError naming `path`.
@@ -57,21 +55,7 @@ def save(path: str | Path, state: dict, optimizer: dict, meta: dict) -> Path:
     arrays = dict(state)
     arrays.update({OPTIM + k: v for k, v in optimizer.items()})
     arrays[META] = np.array(json.dumps({"format": FORMAT, **meta}))
-    tmp = None
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        tmp = None
-    except OSError as exc:
-        raise OutputError([os_problem(exc, path, "write the checkpoint")]) from None
-    finally:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
-    return path
+    return atomic_write(path, lambda f: np.savez(f, **arrays), "write the checkpoint")
 
 
 def load(path: str | Path) -> Checkpoint:

@@ -1,6 +1,7 @@
 """Safe file output: atomic writes, run directories, and OS errors as located NetspecErrors.
 
-    atomic_write(path, data)        # temp file in the same directory, fsync, os.replace
+    atomic_write(path, data)        # temp file in the same directory, fsync, os.replace;
+                                    # data is bytes, str, or write(f) filling the binary file
     claim_run_dir(path)             # create or adopt an output directory for a new run
     check_run_dir(path)             # the directory must be a netspec run (for --resume)
     os_problem(exc, path, doing)    # an OSError -> Problem naming the file and a fix
@@ -21,6 +22,7 @@ import json
 import os
 import stat
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from netspec.errors import OutputError, Problem
@@ -61,33 +63,36 @@ def _is_virtual(path: Path) -> bool:
     return len(parts) > 1 and parts[1] in ("proc", "sys", "dev")
 
 
-def atomic_write(path, data: bytes | str) -> Path:
+def atomic_write(path, data: bytes | str | Callable, doing: str = "write") -> Path:
     """Write `data` to `path` atomically: a temp file beside it, fsync, then os.replace.
 
-    On any failure the temp file is removed and the previous content of `path` is intact;
-    an OSError becomes an OutputError naming `path`.
+    `data` is bytes, str (UTF-8), or a callable `write(f)` that writes into the open binary
+    temp file (e.g. `lambda f: np.savez(f, **arrays)`). On any failure the temp file is removed
+    and the previous content of `path` is intact; an OSError becomes an OutputError naming
+    `path` and saying what failed ("cannot <doing>: ...").
     """
     path = Path(path)
     if isinstance(data, str):
         data = data.encode()
+    write = data if callable(data) else (lambda f: f.write(data))
     if _is_virtual(path):
-        raise OutputError([Problem("cannot write: /proc, /sys and /dev hold devices and kernel "
-                                   "files, not output; write elsewhere", file=str(path))])
-    if _kind(path, "write") == "dir" or (path.exists() and not path.is_file()):
-        raise OutputError([Problem("cannot write: it exists and is not a regular file (a "
+        raise OutputError([Problem(f"cannot {doing}: /proc, /sys and /dev hold devices and "
+                                   "kernel files, not output; write elsewhere", file=str(path))])
+    if _kind(path, doing) == "dir" or (path.exists() and not path.is_file()):
+        raise OutputError([Problem(f"cannot {doing}: it exists and is not a regular file (a "
                                    "directory, device or pipe); give a file name",
                                    file=str(path))])
     tmp = None
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
         tmp = None
     except OSError as exc:
-        raise OutputError([os_problem(exc, path)]) from None
+        raise OutputError([os_problem(exc, path, doing)]) from None
     finally:
         if tmp is not None:
             with contextlib.suppress(OSError):

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from netspec.errors import ExportError
-from netspec.onnx_export import BATCH, EXTRA, INPUT, OUTPUT, import_onnx, producers
+from netspec.onnx_export import BATCH, EXTRA, INPUT, OUTPUT, import_onnx
 
 TOL = 1e-5
 
@@ -145,11 +145,9 @@ def layer_values(model, spec) -> dict[str, str]:
     last = {}
     for node in model.graph.node:
         last[node.name.split("/", 1)[0]] = node.output[0]
-    values, previous = {INPUT: INPUT}, INPUT
+    values = {INPUT: INPUT}
     for info in spec.infos:
-        fed = [values.get(p) for p in producers(info, previous)]
-        values[info.name] = last.get(info.name, fed[0])
-        previous = info.name
+        values[info.name] = last.get(info.name, values.get(info.inputs[0]))
     return values
 
 

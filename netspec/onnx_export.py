@@ -105,17 +105,12 @@ class _Builder:
             node.output[:] = [new if v == old else v for v in node.output]
 
 
-def producers(info, previous: str) -> list[str]:
-    """Names of the values a layer reads: `info.inputs` in a graph spec, else the layer above."""
-    return list(getattr(info, "inputs", None) or [previous])
-
-
 def build_graph(spec, state: dict) -> tuple[list, list, dict]:
     """(nodes, initializers, {layer name: output value name}) for `spec` with `state`."""
     b = _Builder(spec, state)
     values = {INPUT: INPUT}  # producer name -> ONNX value name
-    outputs, previous = {}, INPUT
-    for info in spec.infos:
+    outputs = {}
+    for info in spec.infos:  # info.inputs: the producers it reads (shape inference resolved them)
         if info.name == INPUT or (info.name == OUTPUT and info is not spec.infos[-1]):
             raise b.layer_error(info, f"'{info.name}' names the model's {info.name}, so no layer "
                                       "can have that name (but the last may be 'logits'); "
@@ -124,13 +119,12 @@ def build_graph(spec, state: dict) -> tuple[list, list, dict]:
         if to_onnx is None:
             raise b.layer_error(info, f"layer type '{info.type}' has no ONNX mapping yet; add a "
                                       f"to_onnx method to its class in netspec/layers/")
-        missing = [p for p in producers(info, previous) if p not in values]
+        missing = [p for p in info.inputs if p not in values]
         if missing:
             raise b.layer_error(info, f"its input {missing[0]!r} is not an earlier layer")
-        xs = [values[p] for p in producers(info, previous)]
+        xs = [values[p] for p in info.inputs]
         outputs[info.name] = values[info.name] = to_onnx(LayerGraph(b, info), *xs)
-        previous = info.name
-    last = outputs[previous]
+    last = outputs[spec.infos[-1].name]
     produced = {o for node in b.nodes for o in node.output}
     if last in produced and last != INPUT:
         b.rename(last, OUTPUT)

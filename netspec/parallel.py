@@ -286,31 +286,33 @@ class WorkerPool:
         all have answered, so that no reply is left in a pipe."""
         failure = None
         for k in range(1, w):
-            try:
-                reply = self.conns[k - 1].recv()
-            except (EOFError, OSError):
-                self._died(k)
+            reply = self._recv(k)
             if reply[0] == "error":
                 failure = failure or f"worker process {k} failed: {reply[1]}"
             else:
                 yield k, reply
         if failure:
-            self.close()
-            raise TrainingError(failure + "; train with --workers 1 to run in one process "
-                                "(an error there comes with its full context)")
+            self._fail(failure)
 
     def _expect_sync(self, k: int) -> None:
         """Wait for child k's "sync" in a batch exchange; its failure or death is raised."""
+        reply = self._recv(k)
+        if reply != "sync":
+            message = reply[1] if reply and reply[0] == "error" else f"unexpected {reply!r}"
+            self._fail(f"worker process {k} failed: {message}")
+
+    def _recv(self, k: int):
+        """Child k's next message; its death is raised as a TrainingError."""
         try:
-            reply = self.conns[k - 1].recv()
+            return self.conns[k - 1].recv()
         except (EOFError, OSError):
             self._died(k)
-        if reply != "sync":
-            self.close()
-            message = reply[1] if reply and reply[0] == "error" else f"unexpected {reply!r}"
-            raise TrainingError(f"worker process {k} failed: {message}; train with --workers "
-                                "1 to run in one process (an error there comes with its full "
-                                "context)")
+
+    def _fail(self, failure: str):
+        """Stop the pool and raise `failure` with the advice to run in one process."""
+        self.close()
+        raise TrainingError(failure + "; train with --workers 1 to run in one process "
+                            "(an error there comes with its full context)")
 
     def _died(self, k: int):
         proc = self.procs[k - 1]

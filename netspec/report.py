@@ -197,7 +197,7 @@ def _figure(svg: str, caption: str = "") -> str:
 
 
 def _summary(spec, history: list[dict], mach: dict) -> str:
-    from netspec.train import score
+    from netspec.run import score
 
     planned = spec.train.epochs
     done = len(history)

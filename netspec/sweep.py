@@ -3,7 +3,7 @@
     result = netspec.sweep.run("specs/lenet.yaml", {"train.optimizer.lr": [0.01, 0.05]},
                                seeds=[0, 1], out="sweeps/lenet-lr")
 
-Every trial is an ordinary training run (netspec.train.Run, one process, one BLAS thread) in its
+Every trial is an ordinary training run (netspec.run.Run, one process, one BLAS thread) in its
 own run directory `<out>/<key>`, where key is a short hash of the trial's overrides and seed.
 Every trial's resolved spec is validated before anything is submitted. A rerun skips finished
 trials and resumes interrupted ones from their checkpoints. Without a `client`, an embedded
@@ -91,7 +91,7 @@ def finished(spec, run_dir: Path) -> list | None:
     """The history of a finished run of this very spec in run_dir, else None. A run of another
     spec there is an error: the sweep would mix trials (only train.epochs may change)."""
     from netspec import checkpoint
-    from netspec.train import EXCLUDED_FROM_RESUME_CHECK
+    from netspec.run import EXCLUDED_FROM_RESUME_CHECK
 
     last = run_dir / "checkpoints" / "last.npz"
     if not last.exists():

@@ -1,6 +1,6 @@
 """One sweep trial, as it runs on a Dask worker: an ordinary training run in its own directory.
 
-`run_trial` trains a trial's spec with netspec.train.Run, as `netspec train --workers 1
+`run_trial` trains a trial's spec with netspec.run.Run, as `netspec train --workers 1
 --out RUN_DIR` would (or `--resume RUN_DIR` when the directory holds a checkpoint), in one
 process with one BLAS thread. `dask_trial` connects it to the sweep: progress goes out as
 worker events on the sweep's topic, and a stop request comes in as a Dask Event.
@@ -51,9 +51,9 @@ def run_trial(task: dict, publish=None, should_stop=None) -> dict:
     """
     from threadpoolctl import threadpool_limits
 
+    from netspec.run import Run
     from netspec.spec import loads
     from netspec.sweep_report import scores
-    from netspec.train import Run
 
     publish = publish or (lambda msg: None)
     if should_stop is not None and should_stop():
@@ -106,7 +106,7 @@ def resumed_note(progress) -> str:
 def _splits(spec, data_dir):
     """The spec's dataset, prepared; kept for the next trial of this process if it matches."""
     from netspec.data import load_dataset, prepare
-    from netspec.train import check_dataset
+    from netspec.data.checks import check_dataset
 
     d = spec.data
     key = (str(d.dataset), data_dir, d.normalize, d.validation)

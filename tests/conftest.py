@@ -21,3 +21,30 @@ def tiny_splits(tiny_dataset):
     from netspec.data import prepare
 
     return prepare(tiny_dataset, "standardize", 0)
+
+
+def tiny_conv_spec(name="tiny", seed=3, fc=(32,), dropout=None, epochs=2, batch_size=32,
+                   optimizer="{type: sgd, lr: 0.05, momentum: 0.9}", schedule=None):
+    """YAML text of the small LeNet-like net on TINY the test files train: conv1 (4 channels,
+    5x5, stride 2), relu, 2x2 maxpool, flatten, a linear+relu per width in `fc`, an optional
+    dropout, then a 10-way linear. `optimizer` and `schedule` are YAML flow mappings."""
+    hidden = "".join(f"  - {{type: linear, name: fc{i}, out_features: {w}}}\n  - {{type: relu}}\n"
+                     for i, w in enumerate(fc, 1))
+    drop = f"  - {{type: dropout, p: {dropout}}}\n" if dropout is not None else ""
+    sched = f"  schedule: {schedule}\n" if schedule is not None else ""
+    return f"""
+name: {name}
+seed: {seed}
+input: {{shape: [1, 28, 28]}}
+layers:
+  - {{type: conv2d, name: conv1, out_channels: 4, kernel_size: 5, stride: 2}}
+  - {{type: relu}}
+  - {{type: maxpool2d, kernel_size: 2}}
+  - {{type: flatten}}
+{hidden}{drop}  - {{type: linear, name: fc{len(fc) + 1}, out_features: 10}}
+data: {{dataset: {TINY}}}
+train:
+  epochs: {epochs}
+  batch_size: {batch_size}
+  optimizer: {optimizer}
+{sched}"""

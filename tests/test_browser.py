@@ -16,7 +16,7 @@ from conftest import SPECS
 import netspec
 from netspec.draw import draw, layout, save
 from netspec.report import write_report
-from netspec.train import Run
+from netspec.run import Run
 
 sync_api = pytest.importorskip("playwright.sync_api",
                                reason="playwright is not installed (pip install -e '.[browser]')")

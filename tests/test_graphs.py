@@ -18,7 +18,8 @@ from netspec import checkpoint
 from netspec.blocks import expand
 from netspec.cli import app
 from netspec.gradcheck import check_plan, check_spec
-from netspec.train import Run, Trainer
+from netspec.run import Run
+from netspec.train import Trainer
 from netspec.yamlio import load_yaml
 
 EXAMPLE = ROOT / "examples" / "graph-issue10.yaml"  # the example of issue 10, verbatim

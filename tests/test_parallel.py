@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import ROOT, TINY
+from conftest import ROOT, TINY, tiny_conv_spec
 from typer.testing import CliRunner
 
 import netspec
@@ -33,26 +33,9 @@ from netspec.train import Trainer
 
 pytestmark = pytest.mark.skipif(not can_fork(), reason="worker processes need Linux fork")
 
-SPEC = f"""
-name: tiny-conv
-seed: 5
-input: {{shape: [1, 28, 28]}}
-layers:
-  - {{type: conv2d, name: conv1, out_channels: 4, kernel_size: 5, stride: 2}}
-  - {{type: relu}}
-  - {{type: maxpool2d, kernel_size: 2}}
-  - {{type: flatten}}
-  - {{type: linear, name: fc1, out_features: 32}}
-  - {{type: relu}}
-  - {{type: linear, name: fc2, out_features: 10}}
-data: {{dataset: {TINY}}}
-train:
-  epochs: 2
-  batch_size: 32
-  optimizer: {{type: sgd, lr: 0.05, momentum: 0.9, weight_decay: 1.0e-4}}
-"""
-DROPOUT = SPEC.replace("  - {type: linear, name: fc2", "  - {type: dropout, p: 0.3}\n"
-                                                        "  - {type: linear, name: fc2")
+SGD = "{type: sgd, lr: 0.05, momentum: 0.9, weight_decay: 1.0e-4}"
+SPEC = tiny_conv_spec("tiny-conv", 5, optimizer=SGD)
+DROPOUT = tiny_conv_spec("tiny-conv", 5, dropout=0.3, optimizer=SGD)
 BATCHNORM = SPEC.replace("  - {type: relu}\n  - {type: maxpool2d",
                          "  - {type: batchnorm}\n  - {type: relu}\n  - {type: maxpool2d")
 

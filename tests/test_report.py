@@ -9,7 +9,7 @@ from html.parser import HTMLParser
 
 import numpy as np
 import pytest
-from conftest import TINY
+from conftest import TINY, tiny_conv_spec
 from typer.testing import CliRunner
 
 import netspec
@@ -17,25 +17,11 @@ from netspec import checkpoint
 from netspec.cli import app
 from netspec.draw import shape_text
 from netspec.report import png_gray, write_report
-from netspec.train import Run, Trainer
+from netspec.run import Run
+from netspec.train import Trainer
 
-SPEC = f"""
-name: tiny-report
-seed: 1
-input: {{shape: [1, 28, 28]}}
-layers:
-  - {{type: conv2d, name: conv1, out_channels: 4, kernel_size: 5, stride: 2}}
-  - {{type: relu}}
-  - {{type: maxpool2d, kernel_size: 2}}
-  - {{type: flatten}}
-  - {{type: linear, name: fc1, out_features: 10}}
-data: {{dataset: {TINY}}}
-train:
-  epochs: 2
-  batch_size: 32
-  optimizer: {{type: sgd, lr: 0.05, momentum: 0.9}}
-  schedule: {{type: step, step_size: 1, gamma: 0.5}}
-"""
+SPEC = tiny_conv_spec("tiny-report", 1, fc=(),
+                      schedule="{type: step, step_size: 1, gamma: 0.5}")
 
 
 class Page(HTMLParser):

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT, TINY
+from conftest import ROOT, tiny_conv_spec
 from typer.testing import CliRunner
 
 distributed = pytest.importorskip(
@@ -26,26 +26,9 @@ distributed = pytest.importorskip(
 import netspec
 from netspec import checkpoint, sweep
 from netspec.cli import app
-from netspec.train import Run
+from netspec.run import Run
 
-SPEC = f"""
-name: tiny
-seed: 3
-input: {{shape: [1, 28, 28]}}
-layers:
-  - {{type: conv2d, name: conv1, out_channels: 4, kernel_size: 5, stride: 2}}
-  - {{type: relu}}
-  - {{type: maxpool2d, kernel_size: 2}}
-  - {{type: flatten}}
-  - {{type: linear, name: fc1, out_features: 16}}
-  - {{type: relu}}
-  - {{type: linear, name: fc2, out_features: 10}}
-data: {{dataset: {TINY}}}
-train:
-  epochs: 2
-  batch_size: 64
-  optimizer: {{type: sgd, lr: 0.05, momentum: 0.9}}
-"""
+SPEC = tiny_conv_spec("tiny", 3, fc=(16,), batch_size=64)
 LR = "train.optimizer.lr"
 LONG = 30  # epochs of the trials whose worker is killed after their first epoch
 CLUSTER_TIMEOUT = 120  # seconds for a cluster to come up or shut down on a loaded machine

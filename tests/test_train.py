@@ -13,36 +13,20 @@ import time
 
 import numpy as np
 import pytest
-from conftest import ROOT, TINY
+from conftest import ROOT, TINY, tiny_conv_spec
 from typer.testing import CliRunner
 
 import netspec
 from netspec import checkpoint
 from netspec.cli import app
 from netspec.parallel import resolve_workers
-from netspec.train import Run, Trainer, confusion_matrix
+from netspec.run import Run
+from netspec.train import Trainer, confusion_matrix
 
 # A small LeNet-like net with dropout, so resume also has to draw the same dropout masks again.
-SPEC = f"""
-name: tiny
-seed: 3
-input: {{shape: [1, 28, 28]}}
-layers:
-  - {{type: conv2d, name: conv1, out_channels: 4, kernel_size: 5, stride: 2}}
-  - {{type: relu}}
-  - {{type: maxpool2d, kernel_size: 2}}
-  - {{type: flatten}}
-  - {{type: linear, name: fc1, out_features: 32}}
-  - {{type: relu}}
-  - {{type: dropout, p: 0.25}}
-  - {{type: linear, name: fc2, out_features: 10}}
-data: {{dataset: {TINY}}}
-train:
-  epochs: 3
-  batch_size: 32
-  optimizer: {{type: sgd, lr: 0.05, momentum: 0.9, weight_decay: 1.0e-4}}
-  schedule: {{type: step, step_size: 2, gamma: 0.5}}
-"""
+SPEC = tiny_conv_spec("tiny", 3, dropout=0.25, epochs=3,
+                      optimizer="{type: sgd, lr: 0.05, momentum: 0.9, weight_decay: 1.0e-4}",
+                      schedule="{type: step, step_size: 2, gamma: 0.5}")
 
 
 def spec(**overrides):

@@ -95,7 +95,7 @@ def _si(n: float) -> str:
 def _load_data(spec, data_dir):
     """Find (or download) the spec's dataset and normalise it; check it fits the network."""
     from netspec.data import load_dataset, prepare
-    from netspec.train import check_dataset
+    from netspec.data.checks import check_dataset
 
     with out.status(f"loading {spec.data.dataset} ..."):
         ds = load_dataset(spec.data.dataset, data_dir=data_dir, progress=_download_progress)

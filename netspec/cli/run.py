@@ -49,8 +49,8 @@ def train(
     import time
 
     from netspec.fsio import check_new_run_dir, check_run_dir
+    from netspec.run import Run, score
     from netspec.spec import load
-    from netspec.train import Run, score
 
     if spec_path is None and resume is None:
         raise typer.BadParameter("give a SPEC file, or --resume RUN_DIR", param_hint="SPEC")

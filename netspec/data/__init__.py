@@ -21,6 +21,7 @@ The package, one job per module:
     download.py   fetching from mirrors (`download`), streamed, hashed and capped
     load.py       `load_dataset` -> `Dataset` (train and test `Split`s)
     normalize.py  `prepare`, `normalize_images`, `stats`: float arrays for training
+    checks.py     does the data fit the spec (`check_dataset`, `check_labels`, `check_batches`)
 
 Like all of netspec this package never prints: progress goes to an optional callback, and every
 problem is a `DataError` that names the file or directory and says how to fix it.
