@@ -44,8 +44,8 @@ import sys
 import weakref
 
 import numpy as np
-from threadpoolctl import threadpool_limits
 
+from netspec import blas
 from netspec.errors import TrainingError
 from netspec.plan import shared_array
 
@@ -222,8 +222,9 @@ class WorkerPool:
         return [p.pid for p in self.procs]
 
     def blas_limit(self):
-        """Context: the calling process's BLAS at its share of the threads."""
-        return threadpool_limits(self.blas_threads, user_api="blas")
+        """Context: the calling process's BLAS at its share of the threads (blas.THREADS
+        says so: conv2d picks its Winograd training path with one thread)."""
+        return blas.limit(self.blas_threads)
 
     def gradient(self, idx: np.ndarray) -> tuple[float, int, str | None]:
         """Fill plan.grads with the batch's gradient; (mean loss, correct, first non-finite
@@ -328,7 +329,7 @@ class WorkerPool:
             signal.signal(sig, signal.SIG_IGN)
         for end in parent_ends:  # so that the parent's death closes every pipe
             end.close()
-        threadpool_limits(self.blas_threads, user_api="blas")  # for the child's lifetime
+        blas.limit_process(self.blas_threads)  # for the child's lifetime
         np.seterr(over="ignore", invalid="ignore", divide="ignore")  # the parent reports NaNs
         plan, rows, grads = self.plan, self.rows, self.grads[k - 1]
         if self.exchange is not None:

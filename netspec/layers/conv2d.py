@@ -36,6 +36,7 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 from pydantic import PositiveInt, model_validator
 
+from netspec import blas, winograd
 from netspec.init import InitSpec
 from netspec.layers.base import ConvPadding, IntPair, Layer, ShapeError, pair, register
 
@@ -299,11 +300,36 @@ class Conv2d(Layer):
             return dx
 
         hp = h + pt + pb
+        train_fwd, train_bwd = forward, backward
         if STACKED and sh == 1 and kh > 1 and c * kw >= 8 and (hp - oh) * 10 <= oh:
             # training only: inference keeps the cache-blocked im2col, which measured faster
-            return (lambda x, train: (stacked_forward if train else forward)(x, train),
-                    stacked_backward)
-        return forward, backward
+            train_fwd, train_bwd = stacked_forward, stacked_backward
+        if not (WINOGRAD and (kh, kw, sh, sw, dh, dw) == (3, 3, 1, 1, 1, 1)
+                and (pt, pb, pl, pr) == (1, 1, 1, 1) and c >= WINOGRAD_MIN_CHANNELS
+                and min(h, w) >= WINOGRAD_MIN_SIZE):
+            if train_fwd is forward:
+                return forward, backward
+            return (lambda x, train: (train_fwd if train else forward)(x, train)), train_bwd
+        wg = winograd.Winograd(c, o, h, w, ctx.ws)
+
+        def wino_forward(x, train):
+            # Winograd in training with one BLAS thread (blas.THREADS, set by the worker pool)
+            cache["winograd"] = train and blas.THREADS == 1
+            if not cache["winograd"]:
+                return (train_fwd if train else forward)(x, train)
+            y = wg.forward(x, ctx.params["weight"])
+            if b is not None:
+                y += b[:, None, None, None]
+            return y
+
+        def wino_backward(dy, need_dx=True):
+            if not cache["winograd"]:
+                return train_bwd(dy, need_dx)
+            if gb is not None:
+                np.sum(dy.reshape(o, -1), axis=1, out=gb)
+            return wg.backward(dy, ctx.grads["weight"], need_dx)
+
+        return wino_forward, wino_backward
 
     def to_onnx(self, g, x):
         """Conv with explicit pads [top, left, bottom, right] ('same' included: an odd extra
@@ -317,6 +343,11 @@ class Conv2d(Layer):
 
 # Use the row-stacked GEMM for training when it pays (see the module docstring).
 STACKED = True
+# Train 3x3 convs (stride 1, padding 1) with Winograd F(2x2, 3x3) (netspec/winograd.py) when
+# BLAS runs one thread and the image and channels are big enough (see the module docstring).
+WINOGRAD = True
+WINOGRAD_MIN_SIZE = 12
+WINOGRAD_MIN_CHANNELS = 8
 
 
 def gemm_columns(a, b, out, block=None):

@@ -1,0 +1,165 @@
+"""Winograd F(2x2, 3x3): conv2d's training path for 3x3 convs (stride 1, padding 1).
+
+Used by netspec/layers/conv2d.py (which says when); it lives here to keep that file focused.
+Layout (C, H, W, N) as everywhere in netspec; T = th*tw*N tiles-times-samples, th = ceil(H/2),
+tw = ceil(W/2). Each 4x4 input tile d (stride 2, of the input padded by 1, plus one more
+row/column for odd sizes) gives 2x2 outputs:
+
+    U[xi, nu] = (G g G^T)[xi, nu]  for each 3x3 filter g[k, c]                 (16, K, C)
+    V[xi, nu] = (B^T d B)[xi, nu]  for each tile d                              (16, C, T)
+    M = U @ V  (16 batched GEMMs)                                               (16, K, T)
+    y tile = A^T M A                                                            (2, 2) per tile
+  backward, the adjoint of each step (V is kept from forward, as im2col keeps its col):
+    dM = A dy A^T,  dU = dM @ V^T,  dW = G^T dU G,  dV = U^T @ dM,  dx = sum of tiles B dV B^T
+
+The GEMMs do 16 K C T = 4 K C H W N multiply-adds against im2col's 9 K C H W N. The transforms
+are elementwise NumPy passes, so they run one block of TILE_ROWS tile rows at a time, so that
+a block's V and M are still in cache when the GEMM reads them and the output transform runs.
+B^T = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]] and
+A^T = [[1, 1, 1, 0], [0, 1, -1, -1]] are written out as adds; G as a matrix.
+"""
+
+import numpy as np
+
+G = np.array([[1, 0, 0], [.5, .5, .5], [.5, -.5, .5], [0, 0, 1]])
+GG = np.kron(G, G)  # (16, 9): GG[xi*4 + nu, i*3 + j] = G[xi, i] G[nu, j]
+TILE_ROWS = 2  # tile rows per block (see the conv2d module docstring for the measurements)
+
+
+def add_B(s, v):
+    """s[j] += (B v)[j] along one axis, in place: (v0, v1 - v2 + v3, v1 + v2 - v0, -v3)."""
+    s[0] += v[0]
+    s[1] += v[1]
+    s[1] -= v[2]
+    s[1] += v[3]
+    s[2] += v[1]
+    s[2] += v[2]
+    s[2] -= v[0]
+    s[3] -= v[3]
+
+
+class Winograd:
+    """F(2x2, 3x3), padding 1, stride 1, for one layer: x (C, H, W, N) -> y (K, H, W, N).
+
+    forward keeps V for backward; ws is the layer's Workspace (buffers reused step to step)."""
+
+    def __init__(self, c: int, k: int, h: int, w: int, ws, tile_rows: int = TILE_ROWS):
+        self.c, self.k, self.h, self.w, self.ws = c, k, h, w, ws
+        self.th, self.tw = -(-h // 2), -(-w // 2)  # tiles along H and W
+        self.even = (2 * self.th, 2 * self.tw) == (h, w)
+        self.blocks = [(y0, min(tile_rows, self.th - y0)) for y0 in range(0, self.th, tile_rows)]
+        self.GG = GG.astype(ws.dtype)
+
+    def forward(self, x, weight):
+        """y (K, H, W, N) = conv(x, weight), no bias; U and every block's V kept for backward."""
+        c, k, th, tw, n = self.c, self.k, self.th, self.tw, x.shape[-1]
+        ws = self.ws
+        U = ws("wg_U", (16, k, c))  # U = G g G^T: (16, 9) @ (9, K*C), from this step's weight
+        np.matmul(self.GG, weight.reshape(k * c, 9).T, out=U.reshape(16, k * c))
+        xp = ws("wg_xp", (c, 2 * th + 2, 2 * tw + 2, n), zero=True)  # the border stays 0
+        xp[:, 1:1 + self.h, 1:1 + self.w] = x  # padded by 1, and so that every tile is whole
+        V = ws("wg_V", (16 * c * th * tw * n,))  # block after block, each contiguous
+        Y = ws("wg_Y", (k, th, 2, tw, 2, n))
+        for y0, r in self.blocks:
+            Vb = V[16 * c * y0 * tw * n:16 * c * (y0 + r) * tw * n].reshape(4, 4, c, r, tw, n)
+            self._forward_block(xp[:, 2 * y0:2 * (y0 + r) + 2], U, Vb, Y[:, y0:y0 + r])
+        Y = Y.reshape(k, 2 * th, 2 * tw, n)
+        if self.even:
+            return Y
+        y = ws("wg_y", (k, self.h, self.w, n))
+        np.copyto(y, Y[:, :self.h, :self.w])  # odd sizes: the last tile's extra row/column
+        return y
+
+    def _forward_block(self, xb, U, V, Y):
+        """xb (C, 2r+2, Wp, N) -> V (4, 4, C, r, tw, N) and Y (K, r, 2, tw, 2, N)."""
+        k, tw, (r, n) = self.k, self.tw, V.shape[3::2]
+        # t = B^T d along the tile's rows, d_i = xb[:, 2ty + i]                  (4, C, r, Wp, N)
+        d = [xb[:, i:i + 2 * r:2] for i in range(4)]
+        t = self.ws(f"wg_t{r}", (4, *d[0].shape))
+        np.subtract(d[0], d[2], out=t[0])
+        np.add(d[1], d[2], out=t[1])
+        np.subtract(d[2], d[1], out=t[2])
+        np.subtract(d[1], d[3], out=t[3])
+        # V[xi, nu] = B^T along the tile's columns, s_j = t[:, :, :, 2tx + j]      (4, C, r, tw, N)
+        s = [t[:, :, :, j:j + 2 * tw:2] for j in range(4)]
+        np.subtract(s[0], s[2], out=V[:, 0])
+        np.add(s[1], s[2], out=V[:, 1])
+        np.subtract(s[2], s[1], out=V[:, 2])
+        np.subtract(s[1], s[3], out=V[:, 3])
+        M = self.ws(f"wg_M{r}", (16, k, r * tw * n))
+        np.matmul(U, V.reshape(16, self.c, -1), out=M)  # (16, K, C) @ (16, C, T)
+        M = M.reshape(4, 4, k, r, tw, n)
+        # y = A^T M A: m = A^T along rows (2, 4, K, r, tw, N), then along columns into Y
+        m = self.ws(f"wg_m{r}", (2, 4, k, r, tw, n))
+        np.add(M[0], M[1], out=m[0])
+        m[0] += M[2]
+        np.subtract(M[1], M[2], out=m[1])
+        m[1] -= M[3]
+        Ya = Y.transpose(2, 4, 0, 1, 3, 5)  # (K, r, 2a, tw, 2b, N) -> (2a, 2b, K, r, tw, N)
+        np.add(m[:, 0], m[:, 1], out=Ya[:, 0])
+        Ya[:, 0] += m[:, 2]
+        np.subtract(m[:, 1], m[:, 2], out=Ya[:, 1])
+        Ya[:, 1] -= m[:, 3]
+
+    def backward(self, dy, dweight, need_dx=True):
+        """dweight[...] = dL/dweight; returns dx (C, H, W, N) (None without need_dx). Uses U
+        and V of the last forward."""
+        c, k, th, tw, n = self.c, self.k, self.th, self.tw, dy.shape[-1]
+        ws = self.ws
+        if self.even:
+            dY = dy.reshape(k, th, 2, tw, 2, n)
+        else:
+            dY = ws("wg_dY", (k, 2 * th, 2 * tw, n), zero=True)  # the cropped border stays 0
+            dY[:, :self.h, :self.w] = dy
+            dY = dY.reshape(k, th, 2, tw, 2, n)
+        U, V = ws("wg_U", (16, k, c)), ws("wg_V", (16 * c * th * tw * n,))
+        dU = ws("wg_dU", (16, k, c))
+        dU.fill(0)
+        dxp = None
+        if need_dx:
+            dxp = ws("wg_dxp", (c, 2 * th + 2, 2 * tw + 2, n))
+            dxp.fill(0)
+        for y0, r in self.blocks:
+            Vb = V[16 * c * y0 * tw * n:16 * c * (y0 + r) * tw * n].reshape(16, c, r * tw * n)
+            dxb = dxp[:, 2 * y0:2 * (y0 + r) + 2] if need_dx else None
+            self._backward_block(dY[:, y0:y0 + r], U, Vb, dU, dxb)
+        # dW = G^T dU G: dW (K*C, 9) = dU^T (K*C, 16) @ GG (16, 9)
+        np.matmul(dU.reshape(16, k * c).T, self.GG, out=dweight.reshape(k * c, 9))
+        if not need_dx:
+            return None
+        dx = ws("dx", (c, self.h, self.w, n))
+        np.copyto(dx, dxp[:, 1:1 + self.h, 1:1 + self.w])
+        return dx
+
+    def _backward_block(self, dY, U, V, dU, dxb):
+        """dY (K, r, 2, tw, 2, N), V (16, C, r*tw*N) -> dU += dM V^T, dxb (C, 2r+2, Wp, N) +=
+        the block's tiles B dV B^T (None: no dx)."""
+        c, k, tw, (r, n) = self.c, self.k, self.tw, dY.shape[1::4]
+        # dM = A dY A^T, A = [[1, 0], [1, 1], [1, -1], [0, -1]]: along columns
+        # e = (D0, D0 + D1, D0 - D1, -D1), then the same along rows       (4, 4, K, r, tw, N)
+        D = dY.transpose(2, 4, 0, 1, 3, 5)  # (2a, 2b, K, r, tw, N)
+        e = self.ws(f"wg_e{r}", (2, 4, k, r, tw, n))
+        np.copyto(e[:, 0], D[:, 0])
+        np.add(D[:, 0], D[:, 1], out=e[:, 1])
+        np.subtract(D[:, 0], D[:, 1], out=e[:, 2])
+        np.negative(D[:, 1], out=e[:, 3])
+        dM = self.ws(f"wg_dM{r}", (4, 4, k, r, tw, n))
+        np.copyto(dM[0], e[0])
+        np.add(e[0], e[1], out=dM[1])
+        np.subtract(e[0], e[1], out=dM[2])
+        np.negative(e[1], out=dM[3])
+        dM = dM.reshape(16, k, -1)
+        part = self.ws("wg_dU_part", (16, k, c))
+        np.matmul(dM, V.transpose(0, 2, 1), out=part)  # dU += dM V^T: (16, K, T) @ (16, T, C)
+        dU += part
+        if dxb is None:
+            return
+        dV = self.ws(f"wg_dV{r}", (16, c, r * tw * n))
+        np.matmul(U.transpose(0, 2, 1), dM, out=dV)  # dV = U^T dM: (16, C, K) @ (16, K, T)
+        dV = dV.reshape(4, 4, c, r, tw, n)
+        # dd = B dV B^T: along columns into each tile's columns j (tiles overlap by 2), then
+        # along rows into the block's input rows
+        dt = self.ws(f"wg_dt{r}", (4, c, r, dxb.shape[2], n))
+        dt.fill(0)
+        add_B([dt[:, :, :, j:j + 2 * tw:2] for j in range(4)], dV.transpose(1, 0, 2, 3, 4, 5))
+        add_B([dxb[:, i:i + 2 * r:2] for i in range(4)], dt)
