@@ -26,16 +26,36 @@ GG = np.kron(G, G)  # (16, 9): GG[xi*4 + nu, i*3 + j] = G[xi, i] G[nu, j]
 TILE_ROWS = 2  # tile rows per block (see the conv2d module docstring for the measurements)
 
 
-def add_B(s, v):
-    """s[j] += (B v)[j] along one axis, in place: (v0, v1 - v2 + v3, v1 + v2 - v0, -v3)."""
-    s[0] += v[0]
-    s[1] += v[1]
-    s[1] -= v[2]
-    s[1] += v[3]
-    s[2] += v[1]
-    s[2] += v[2]
-    s[2] -= v[0]
-    s[3] -= v[3]
+def _at(a, axis: int, index):
+    """a[..., index, ...] with index on `axis`."""
+    return a[(slice(None),) * axis + (index,)]
+
+
+def add_tiles_B(v, out, axis: int, p, q, add_head: bool) -> None:
+    """The adjoint of the input transform along one axis: tiles t (stride 2, overlapping by 2)
+    of v_nu (4 arrays, n tiles along `axis`) -> out (2n + 2 along `axis`), each tile adding
+    B v[t] = (v0, v1 - v2 + v3, v1 + v2 - v0, -v3) into entries 2t..2t + 3. Written per entry:
+        out[2t] = v0[t] + p[t - 1],  out[2t + 1] = q[t] - v3[t - 1],
+        p = v1 + v2 - v0,  q = v1 - v2 + v3  (buffers shaped like v_nu)
+    Entries 0 and 1 are added to with add_head (a previous block's tail), set otherwise."""
+    np.add(v[1], v[2], out=p)
+    p -= v[0]
+    np.subtract(v[1], v[2], out=q)
+    q += v[3]
+    n = v[0].shape[axis]
+    even, odd = _at(out, axis, slice(0, None, 2)), _at(out, axis, slice(1, None, 2))
+    np.add(_at(v[0], axis, slice(1, None)), _at(p, axis, slice(None, -1)),
+           out=_at(even, axis, slice(1, n)))
+    np.subtract(_at(q, axis, slice(1, None)), _at(v[3], axis, slice(None, -1)),
+                out=_at(odd, axis, slice(1, n)))
+    np.copyto(_at(even, axis, n), _at(p, axis, n - 1))
+    np.negative(_at(v[3], axis, n - 1), out=_at(odd, axis, n))
+    if add_head:
+        _at(even, axis, 0)[...] += _at(v[0], axis, 0)
+        _at(odd, axis, 0)[...] += _at(q, axis, 0)
+    else:
+        np.copyto(_at(even, axis, 0), _at(v[0], axis, 0))
+        np.copyto(_at(odd, axis, 0), _at(q, axis, 0))
 
 
 class Winograd:
@@ -43,11 +63,12 @@ class Winograd:
 
     forward keeps V for backward; ws is the layer's Workspace (buffers reused step to step)."""
 
-    def __init__(self, c: int, k: int, h: int, w: int, ws, tile_rows: int = TILE_ROWS):
+    def __init__(self, c: int, k: int, h: int, w: int, ws, tile_rows: int | None = None):
         self.c, self.k, self.h, self.w, self.ws = c, k, h, w, ws
         self.th, self.tw = -(-h // 2), -(-w // 2)  # tiles along H and W
         self.even = (2 * self.th, 2 * self.tw) == (h, w)
-        self.blocks = [(y0, min(tile_rows, self.th - y0)) for y0 in range(0, self.th, tile_rows)]
+        tb = tile_rows or TILE_ROWS
+        self.blocks = [(y0, min(tb, self.th - y0)) for y0 in range(0, self.th, tb)]
         self.GG = GG.astype(ws.dtype)
 
     def forward(self, x, weight):
@@ -118,7 +139,7 @@ class Winograd:
         dxp = None
         if need_dx:
             dxp = ws("wg_dxp", (c, 2 * th + 2, 2 * tw + 2, n))
-            dxp.fill(0)
+            dxp[:, :2] = 0  # every block sets its rows but the first two, which it adds to
         for y0, r in self.blocks:
             Vb = V[16 * c * y0 * tw * n:16 * c * (y0 + r) * tw * n].reshape(16, c, r * tw * n)
             dxb = dxp[:, 2 * y0:2 * (y0 + r) + 2] if need_dx else None
@@ -136,18 +157,19 @@ class Winograd:
         the block's tiles B dV B^T (None: no dx)."""
         c, k, tw, (r, n) = self.c, self.k, self.tw, dY.shape[1::4]
         # dM = A dY A^T, A = [[1, 0], [1, 1], [1, -1], [0, -1]]: along columns
-        # e = (D0, D0 + D1, D0 - D1, -D1), then the same along rows       (4, 4, K, r, tw, N)
+        # e_a = (D_a0, D_a0 + D_a1, D_a0 - D_a1, -D_a1), then along rows
+        # dM = (e0, e0 + e1, e0 - e1, -e1), e0 written straight into dM[0]   (4, 4, K, r, tw, N)
         D = dY.transpose(2, 4, 0, 1, 3, 5)  # (2a, 2b, K, r, tw, N)
-        e = self.ws(f"wg_e{r}", (2, 4, k, r, tw, n))
-        np.copyto(e[:, 0], D[:, 0])
-        np.add(D[:, 0], D[:, 1], out=e[:, 1])
-        np.subtract(D[:, 0], D[:, 1], out=e[:, 2])
-        np.negative(D[:, 1], out=e[:, 3])
         dM = self.ws(f"wg_dM{r}", (4, 4, k, r, tw, n))
-        np.copyto(dM[0], e[0])
-        np.add(e[0], e[1], out=dM[1])
-        np.subtract(e[0], e[1], out=dM[2])
-        np.negative(e[1], out=dM[3])
+        e1 = self.ws(f"wg_e{r}", (4, k, r, tw, n))
+        for a, e in ((0, dM[0]), (1, e1)):
+            np.copyto(e[0], D[a, 0])
+            np.add(D[a, 0], D[a, 1], out=e[1])
+            np.subtract(D[a, 0], D[a, 1], out=e[2])
+            np.negative(D[a, 1], out=e[3])
+        np.add(dM[0], e1, out=dM[1])
+        np.subtract(dM[0], e1, out=dM[2])
+        np.negative(e1, out=dM[3])
         dM = dM.reshape(16, k, -1)
         part = self.ws("wg_dU_part", (16, k, c))
         np.matmul(dM, V.transpose(0, 2, 1), out=part)  # dU += dM V^T: (16, K, T) @ (16, T, C)
@@ -157,9 +179,10 @@ class Winograd:
         dV = self.ws(f"wg_dV{r}", (16, c, r * tw * n))
         np.matmul(U.transpose(0, 2, 1), dM, out=dV)  # dV = U^T dM: (16, C, K) @ (16, K, T)
         dV = dV.reshape(4, 4, c, r, tw, n)
-        # dd = B dV B^T: along columns into each tile's columns j (tiles overlap by 2), then
-        # along rows into the block's input rows
+        # dd = B dV B^T: along columns into each tile's 4 columns (tiles overlap by 2), then
+        # along rows into the block's input rows (the first two shared with the last block)
         dt = self.ws(f"wg_dt{r}", (4, c, r, dxb.shape[2], n))
-        dt.fill(0)
-        add_B([dt[:, :, :, j:j + 2 * tw:2] for j in range(4)], dV.transpose(1, 0, 2, 3, 4, 5))
-        add_B([dxb[:, i:i + 2 * r:2] for i in range(4)], dt)
+        pq = self.ws(f"wg_pq{r}", (2, 4, c, r, tw, n))
+        add_tiles_B([dV[:, nu] for nu in range(4)], dt, 3, pq[0], pq[1], False)
+        pq = self.ws(f"wg_pq_rows{r}", (2, c, r, dxb.shape[2], n))
+        add_tiles_B(dt, dxb, 1, pq[0], pq[1], True)
