@@ -23,7 +23,7 @@ import numpy as np
 
 G = np.array([[1, 0, 0], [.5, .5, .5], [.5, -.5, .5], [0, 0, 1]])
 GG = np.kron(G, G)  # (16, 9): GG[xi*4 + nu, i*3 + j] = G[xi, i] G[nu, j]
-TILE_ROWS = 2  # tile rows per block (see the conv2d module docstring for the measurements)
+TILE_ROWS = 1  # tile rows per block (see the conv2d module docstring for the measurements)
 
 
 def _at(a, axis: int, index):

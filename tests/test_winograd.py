@@ -1,0 +1,213 @@
+"""conv2d's Winograd F(2x2, 3x3) training path (netspec/winograd.py): when it is taken, that it
+equals the im2col path, that its gradients check, and that a broken transform is caught."""
+
+import numpy as np
+import pytest
+from conftest import TINY
+
+import netspec
+from netspec import blas, winograd
+from netspec.gradcheck import check_spec
+from netspec.layers import LAYERS
+from netspec.parallel import can_fork
+from netspec.plan import layer_plan
+from netspec.train import Trainer
+
+
+@pytest.fixture
+def calls(monkeypatch):
+    """Counts of Winograd.forward and .backward calls in this process."""
+    counts = {"forward": 0, "backward": 0}
+    for name in counts:
+        real = getattr(winograd.Winograd, name)
+
+        def spy(self, *args, _real=real, _name=name, **kwargs):
+            counts[_name] += 1
+            return _real(self, *args, **kwargs)
+
+        monkeypatch.setattr(winograd.Winograd, name, spy)
+    return counts
+
+
+@pytest.fixture
+def one_thread(monkeypatch):
+    """blas.THREADS = 1 as the worker pool sets it (BLAS itself is left as it is)."""
+    monkeypatch.setattr(blas, "THREADS", 1)
+
+
+def conv(c, k, h, w, bias=True, **more):
+    layer = LAYERS["conv2d"].model_validate({"type": "conv2d", "out_channels": k,
+                                             "kernel_size": 3, "padding": 1, "bias": bias,
+                                             **more})
+    plan = layer_plan(layer, (c, h, w), "float64", seed=0)
+    step = plan.steps[0]
+    if bias:  # not the zero init, so that a wrong bias path shows
+        plan.params[f"{step.name}.bias"][...] = np.linspace(-1, 1, k)
+    return plan, step
+
+
+def step_once(plan, step, x, dy, train=True):
+    """(y, dx, {param: grad}) of one forward and backward."""
+    y = step.forward(x, train).copy()
+    dx = step.backward(dy, True).copy()
+    return y, dx, {k: g.copy() for k, g in plan.grads.items()}
+
+
+def rel(a, b):
+    return float(np.abs(a - b).max() / np.abs(b).max())
+
+
+def compare(c, k, h, w, bias, monkeypatch, n=3, train=True):
+    """Worst relative difference of y, dx and every gradient between the Winograd path
+    (blas.THREADS = 1) and the im2col path (None), over two steps, the weights changed in
+    between as an optimizer would (U must follow them)."""
+    rng = np.random.default_rng(1)
+    plans = {threads: conv(c, k, h, w, bias) for threads in (None, 1)}
+    worst = 0.0
+    for _ in range(2):
+        x, dy = rng.standard_normal((c, h, w, n)), rng.standard_normal((k, h, w, n))
+        got = {}
+        for threads, (plan, step) in plans.items():
+            monkeypatch.setattr(blas, "THREADS", threads)
+            got[threads] = step_once(plan, step, x, dy, train)
+        (y0, dx0, g0), (y1, dx1, g1) = got[None], got[1]
+        worst = max(worst, rel(y1, y0), rel(dx1, dx0), *(rel(g1[key], g0[key]) for key in g0))
+        delta = rng.standard_normal(plans[1][0].flat_params.shape)
+        for plan, _ in plans.values():
+            plan.flat_params[...] += 0.1 * delta
+    monkeypatch.setattr(blas, "THREADS", None)
+    return worst
+
+
+@pytest.mark.parametrize("c, k, h, w, bias", [
+    (16, 16, 28, 28, False),  # vgg-bn's conv2 (the row-stacked path otherwise)
+    (16, 32, 14, 14, True),
+    (8, 4, 15, 15, True),  # odd: the last tile row and column are half outside
+    (8, 5, 15, 12, False),
+    (9, 3, 12, 17, True),
+])
+def test_winograd_equals_im2col(c, k, h, w, bias, monkeypatch, calls):
+    assert compare(c, k, h, w, bias, monkeypatch) < 1e-10
+    assert calls == {"forward": 2, "backward": 2}  # the Winograd plan took the path each step
+
+
+@pytest.mark.parametrize("part", ["filter", "adjoint"])
+def test_a_broken_transform_is_caught(part, monkeypatch, calls):
+    """Negative controls: a 1% error in one entry of G (the filter transform: y, dW and dx
+    wrong) or of B in the input transform's adjoint (dx wrong) fails the comparison."""
+    if part == "filter":
+        G = winograd.G.copy()
+        G[1, 2] *= 1.01
+        monkeypatch.setattr(winograd, "GG", np.kron(G, G))  # read when the layer is built
+    else:
+        right = winograd.add_tiles_B
+
+        def wrong(v, out, axis, p, q, add_head):
+            right([v[0], v[1], v[2], 1.01 * v[3]], out, axis, p, q, add_head)
+
+        monkeypatch.setattr(winograd, "add_tiles_B", wrong)
+    assert compare(8, 4, 14, 14, True, monkeypatch) > 1e-3
+    assert calls == {"forward": 2, "backward": 2}
+
+
+@pytest.mark.parametrize("c, h, more, threads, train, taken", [
+    (8, 12, {}, 1, True, True),
+    (8, 12, {"padding": "same"}, 1, True, True),
+    (8, 12, {}, None, True, False),  # BLAS threads not limited by netspec: 1-process training
+    (8, 12, {}, 2, True, False),
+    (8, 12, {}, 1, False, False),  # inference keeps the cache-blocked im2col
+    (8, 11, {}, 1, True, False),  # too small (WINOGRAD_MIN_SIZE)
+    (7, 12, {}, 1, True, False),  # too few input channels (WINOGRAD_MIN_CHANNELS)
+    (8, 12, {"stride": 2}, 1, True, False),
+    (8, 12, {"dilation": 2, "padding": 2}, 1, True, False),
+    (8, 12, {"padding": 0}, 1, True, False),
+    (8, 12, {"kernel_size": 5, "padding": 2}, 1, True, False),
+])
+def test_when_the_path_is_taken(c, h, more, threads, train, taken, monkeypatch, calls):
+    monkeypatch.setattr(blas, "THREADS", threads)
+    _, step = conv(c, 4, h, h + 1, **more)
+    rng = np.random.default_rng(0)
+    y = step.forward(rng.standard_normal((c, h, h + 1, 2)), train)
+    step.backward(rng.standard_normal(y.shape), True)
+    assert calls == ({"forward": 1, "backward": 1} if taken else {"forward": 0, "backward": 0})
+
+
+def test_backward_after_an_eval_forward(monkeypatch, calls):
+    """With one thread, an eval-mode forward (im2col, no V kept) then backward still gives the
+    right gradients, and Winograd is not used for either."""
+    assert compare(8, 4, 14, 14, True, monkeypatch, train=False) < 1e-10
+    assert calls == {"forward": 0, "backward": 0}
+
+
+def test_blas_limit_records_the_thread_count():
+    assert blas.THREADS is None
+    with blas.limit(1):
+        assert blas.THREADS == 1
+        with blas.limit(2):
+            assert blas.THREADS == 2
+        assert blas.THREADS == 1
+    assert blas.THREADS is None
+
+
+NET = f"""
+name: wino-net
+seed: 0
+input: {{shape: [1, 28, 28]}}
+layers:
+  - {{type: conv2d, name: conv1, out_channels: 8, kernel_size: 3, padding: 1, bias: false}}
+  - {{type: batchnorm, name: bn1}}
+  - {{type: relu}}
+  - {{type: maxpool2d, kernel_size: 2}}
+  - {{type: conv2d, name: conv2, out_channels: 8, kernel_size: 3, padding: 1}}
+  - {{type: batchnorm, name: bn2}}
+  - {{type: relu}}
+  - {{type: global_avgpool}}
+  - {{type: linear, name: fc, out_features: 10}}
+data: {{dataset: {TINY}}}
+train: {{epochs: 1, batch_size: 32, optimizer: {{type: sgd, lr: 0.05, momentum: 0.9}}}}
+gradcheck: {{batch_size: 2}}
+"""
+
+
+def small_net():
+    """NET on 24x24 inputs: conv2 (8 -> 8 channels at 12x12) takes the Winograd path."""
+    return netspec.loads(NET.replace("shape: [1, 28, 28]", "shape: [1, 24, 24]"), "wino.yaml")
+
+
+@pytest.mark.parametrize("broken", [False, True])
+def test_gradcheck_through_the_winograd_path(broken, monkeypatch, calls, one_thread):
+    if broken:  # negative control: B in the adjoint 1% off, so conv2's dx is wrong
+        right = winograd.add_tiles_B
+
+        def wrong(v, out, axis, p, q, add_head):
+            right([v[0], v[1], v[2], 1.01 * v[3]], out, axis, p, q, add_head)
+
+        monkeypatch.setattr(winograd, "add_tiles_B", wrong)
+    report = check_spec(small_net())
+    assert calls["forward"] > 0 and calls["backward"] > 0
+    failed = {(r.layer, r.tensor) for r in report.rows if not r.passed}
+    if broken:  # what lies upstream of conv2's dx is wrong; conv2's own weight is right
+        assert ("conv1", "weight") in failed and ("conv2", "weight") not in failed
+    else:
+        assert not failed
+
+
+@pytest.mark.skipif(not can_fork(), reason="worker processes need Linux fork")
+def test_two_workers_with_winograd_train_like_one(tiny_splits, monkeypatch, calls):
+    """One epoch of a batchnorm net whose conv2 takes the Winograd path on 2 workers (one BLAS
+    thread each) and im2col in one process: the same parameters to rounding, in float64."""
+    monkeypatch.setattr("netspec.parallel.available_cores", lambda: 2)  # 1 BLAS thread each
+    spec = netspec.loads(NET, "wino.yaml")
+    finals = {}
+    for workers in (1, 2):
+        trainer = Trainer(spec, tiny_splits, dtype="float64", workers=workers)
+        try:
+            stats = trainer.train_epoch()
+        finally:
+            trainer.close()
+        finals[workers] = (trainer.plan.flat_params.copy(), stats.loss, dict(calls))
+    (one, loss1, calls1), (two, loss2, calls2) = finals[1], finals[2]
+    assert calls1["forward"] == 0 and calls2["forward"] > 0  # the parent's half of each batch
+    np.testing.assert_allclose(two, one, rtol=1e-8, atol=1e-10)
+    assert loss2 == pytest.approx(loss1, rel=1e-8)
+    assert blas.THREADS is None  # the pool's limit ended with the epoch
