@@ -71,8 +71,8 @@ class Winograd:
         self.blocks = [(y0, min(tb, self.th - y0)) for y0 in range(0, self.th, tb)]
         self.GG = GG.astype(ws.dtype)
 
-    def forward(self, x, weight):
-        """y (K, H, W, N) = conv(x, weight), no bias; U and every block's V kept for backward."""
+    def forward(self, x, weight, bias=None):
+        """y (K, H, W, N) = conv(x, weight) + bias; U and every block's V kept for backward."""
         c, k, th, tw, n = self.c, self.k, self.th, self.tw, x.shape[-1]
         ws = self.ws
         U = ws("wg_U", (16, k, c))  # U = G g G^T: (16, 9) @ (9, K*C), from this step's weight
@@ -84,11 +84,12 @@ class Winograd:
         for y0, r in self.blocks:
             Vb = V[16 * c * y0 * tw * n:16 * c * (y0 + r) * tw * n].reshape(4, 4, c, r, tw, n)
             self._forward_block(xp[:, 2 * y0:2 * (y0 + r) + 2], U, Vb, Y[:, y0:y0 + r])
-        Y = Y.reshape(k, 2 * th, 2 * tw, n)
-        if self.even:
-            return Y
-        y = ws("wg_y", (k, self.h, self.w, n))
-        np.copyto(y, Y[:, :self.h, :self.w])  # odd sizes: the last tile's extra row/column
+        y = Y.reshape(k, 2 * th, 2 * tw, n)
+        if not self.even:  # odd sizes: drop the last tiles' extra row/column
+            y = ws("wg_y", (k, self.h, self.w, n))
+            np.copyto(y, Y.reshape(k, 2 * th, 2 * tw, n)[:, :self.h, :self.w])
+        if bias is not None:
+            y += bias[:, None, None, None]
         return y
 
     def _forward_block(self, xb, U, V, Y):
@@ -122,9 +123,9 @@ class Winograd:
         np.subtract(m[:, 1], m[:, 2], out=Ya[:, 1])
         Ya[:, 1] -= m[:, 3]
 
-    def backward(self, dy, dweight, need_dx=True):
-        """dweight[...] = dL/dweight; returns dx (C, H, W, N) (None without need_dx). Uses U
-        and V of the last forward."""
+    def backward(self, dy, dweight, dbias=None, need_dx=True):
+        """dweight[...] = dL/dweight, dbias[...] = sum of dy (if given); returns dx (C, H, W, N)
+        (None without need_dx). Uses U and V of the last forward."""
         c, k, th, tw, n = self.c, self.k, self.th, self.tw, dy.shape[-1]
         ws = self.ws
         if self.even:
@@ -134,6 +135,8 @@ class Winograd:
             dY[:, :self.h, :self.w] = dy
             dY = dY.reshape(k, th, 2, tw, 2, n)
         U, V = ws("wg_U", (16, k, c)), ws("wg_V", (16 * c * th * tw * n,))
+        if dbias is not None:
+            np.sum(dy.reshape(k, -1), axis=1, out=dbias)  # db = sum of dy over (H, W, N)
         dU = ws("wg_dU", (16, k, c))
         dU.fill(0)
         dxp = None

@@ -25,6 +25,18 @@ timings on a loaded 2-core machine; at 14x14 and 7x7 (14-29% extra rows) it was 
 for 1-channel inputs (K = 3) slower, so those keep im2col. Inference keeps the cache-blocked
 im2col below, which was as fast or faster in every case measured.
 
+Winograd training path (WINOGRAD; the algorithm is in netspec/winograd.py): F(2x2, 3x3) for
+3x3 convs with stride 1, dilation 1 and padding 1 (or 'same'), at least WINOGRAD_MIN_CHANNELS
+inputs and WINOGRAD_MIN_SIZE pixels a side, in training, and only while BLAS runs one thread
+(netspec.blas.THREADS, set by the worker pool for each process): its transforms are NumPy
+passes on one core, so next to two-thread GEMMs it lost everywhere (1.01-2.13x, probe), and
+one-process training keeps the GEMM paths. Forward + backward against the path it replaces
+(benchmarks/winograd_layer.py: 1 BLAS thread, batch 64, medians of 11 interleaved steps):
+16->16 @28x28 0.80 (vs row-stacked), 16->32 @14x14 0.78, 32->32 @14x14 0.63; at 7x7 1.06
+(32->64) and 0.93 (64->64), too little either way; with 1 input channel 5.3x slower. Blocks of
+1 tile row were fastest (2: 0.80-0.84, 7: 0.95-1.10). It rounds differently from im2col
+(~1e-15 relative in float64). An eval-mode forward keeps im2col, and so does its backward.
+
 col2im is KH*KW strided adds: measured against a full correlation of padded dy with the flipped
 kernel, a half im2col along H, and per-tap or cache-sized chunked GEMMs, none was faster at
 LeNet's sizes.
@@ -313,21 +325,15 @@ class Conv2d(Layer):
         wg = winograd.Winograd(c, o, h, w, ctx.ws)
 
         def wino_forward(x, train):
-            # Winograd in training with one BLAS thread (blas.THREADS, set by the worker pool)
-            cache["winograd"] = train and blas.THREADS == 1
-            if not cache["winograd"]:
-                return (train_fwd if train else forward)(x, train)
-            y = wg.forward(x, ctx.params["weight"])
-            if b is not None:
-                y += b[:, None, None, None]
-            return y
+            cache["winograd"] = train and blas.THREADS == 1  # one BLAS thread: a worker's
+            if cache["winograd"]:
+                return wg.forward(x, ctx.params["weight"], b)
+            return (train_fwd if train else forward)(x, train)
 
         def wino_backward(dy, need_dx=True):
-            if not cache["winograd"]:
-                return train_bwd(dy, need_dx)
-            if gb is not None:
-                np.sum(dy.reshape(o, -1), axis=1, out=gb)
-            return wg.backward(dy, ctx.grads["weight"], need_dx)
+            if cache["winograd"]:
+                return wg.backward(dy, ctx.grads["weight"], gb, need_dx)
+            return train_bwd(dy, need_dx)
 
         return wino_forward, wino_backward
 
@@ -343,8 +349,7 @@ class Conv2d(Layer):
 
 # Use the row-stacked GEMM for training when it pays (see the module docstring).
 STACKED = True
-# Train 3x3 convs (stride 1, padding 1) with Winograd F(2x2, 3x3) (netspec/winograd.py) when
-# BLAS runs one thread and the image and channels are big enough (see the module docstring).
+# Train with Winograd F(2x2, 3x3) when it pays (see the module docstring).
 WINOGRAD = True
 WINOGRAD_MIN_SIZE = 12
 WINOGRAD_MIN_CHANNELS = 8
