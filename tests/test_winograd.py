@@ -211,3 +211,18 @@ def test_two_workers_with_winograd_train_like_one(tiny_splits, monkeypatch, call
     np.testing.assert_allclose(two, one, rtol=1e-8, atol=1e-10)
     assert loss2 == pytest.approx(loss1, rel=1e-8)
     assert blas.THREADS is None  # the pool's limit ended with the epoch
+
+
+def test_without_dx_the_weight_gradient_is_still_right(monkeypatch, calls):
+    """The first layer of a net skips dL/dx (need_dx=False)."""
+    rng = np.random.default_rng(0)
+    x, dy = rng.standard_normal((8, 14, 13, 2)), rng.standard_normal((4, 14, 13, 2))
+    grads = {}
+    for threads in (None, 1):
+        monkeypatch.setattr(blas, "THREADS", threads)
+        plan, step = conv(8, 4, 14, 13)
+        step.forward(x, True)
+        assert step.backward(dy, False) is None
+        grads[threads] = plan.flat_grads.copy()
+    assert calls["backward"] == 1
+    assert rel(grads[1], grads[None]) < 1e-10
