@@ -103,19 +103,25 @@ class BatchNorm(Layer):
                     # running = (1 - momentum) * running + momentum * stat, in place
                     run_mean[...] = (1 - momentum) * run_mean + momentum * mean
                     run_var[...] = (1 - momentum) * run_var + (momentum * m / (m - 1)) * var
-            else:
-                np.sqrt(run_var + eps, out=inv_std)
-                np.reciprocal(inv_std, out=inv_std)
-                np.subtract(x2, run_mean[:, None], out=xc)
-            cache.update(train=train, xc=xc, inv_std=inv_std, shape=x.shape, m=m)
+            cache.update(train=train, x=x2, xc=xc, inv_std=inv_std, shape=x.shape, m=m)
             y = ctx.ws("y", x.shape)
             y2 = y.reshape(c, -1)  # (C, M), a view
+            if not train:  # an affine map per channel: y = x * scale + (bias - mean * scale);
+                # xc waits for a backward (rare after eval), which computes it from x
+                np.sqrt(run_var + eps, out=inv_std)
+                np.reciprocal(inv_std, out=inv_std)
+                scale = w * inv_std
+                np.multiply(x2, scale[:, None], out=y2)
+                y2 += (b - run_mean * scale)[:, None]
+                return y
             np.multiply(xc, (w * inv_std)[:, None], out=y2)  # y = weight * xhat + bias,
             y2 += b[:, None]  # with the scale folded per channel: one pass fewer over x
             return y
 
         def backward(dy, need_dx=True):
             xc, inv_std = cache["xc"], cache["inv_std"]
+            if not cache["train"]:  # x - running_mean, which the eval forward skipped
+                np.subtract(cache["x"], run_mean[:, None], out=xc)
             dy2 = dy.reshape(c, -1)  # (C, M)
             np.sum(dy2, axis=1, out=gb)  # dbias = sum_m dy
             # dweight = sum_m dy * xhat = inv_std * sum_m dy * xc
