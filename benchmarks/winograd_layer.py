@@ -9,7 +9,7 @@ medians and ratios to the im2col (or row-stacked) path:
     im2col    netspec.blas.THREADS = None: the path 1-process training takes
     wino tbR  netspec.blas.THREADS = 1 (as in the worker processes), R tile rows per block
 
-The size and channel rules of conv2d (WINOGRAD_MIN_SIZE, WINOGRAD_MIN_CHANNELS) are lifted
+The size and channel rules (netspec.winograd.MIN_SIZE, MIN_CHANNELS) are lifted
 here so that every shape can be measured.
 
     PYTHONPATH=$PWD python benchmarks/winograd_layer.py --repeats 11 --tile-rows 1 2 7 \
@@ -25,7 +25,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from netspec import blas, winograd
-from netspec.layers import LAYERS, conv2d
+from netspec.layers import LAYERS
 from netspec.plan import layer_plan
 
 # (C, K, H=W) of vgg-bn.yaml's convs
@@ -83,7 +83,7 @@ def main(argv=None):
     ap.add_argument("--tile-rows", type=int, nargs="+", default=[1, 2, 7])
     ap.add_argument("--json")
     args = ap.parse_args(argv)
-    conv2d.WINOGRAD_MIN_SIZE, conv2d.WINOGRAD_MIN_CHANNELS = 1, 1
+    winograd.MIN_SIZE, winograd.MIN_CHANNELS = 1, 1
     load_start = os.getloadavg()
     print(f"load average at start: {load_start}")
     rows = []

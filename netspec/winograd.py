@@ -1,6 +1,7 @@
 """Winograd F(2x2, 3x3): conv2d's training path for 3x3 convs (stride 1, padding 1).
 
-Used by netspec/layers/conv2d.py (which says when); it lives here to keep that file focused.
+netspec/layers/conv2d.py takes it when `suits` says so, through `training_path`; it lives here
+to keep that file focused (and outside netspec/layers/, whose modules all register layers).
 Layout (C, H, W, N) as everywhere in netspec; T = th*tw*N tiles-times-samples, th = ceil(H/2),
 tw = ceil(W/2). Each 4x4 input tile d (stride 2, of the input padded by 1, plus one more
 row/column for odd sizes) gives 2x2 outputs:
@@ -21,9 +22,44 @@ A^T = [[1, 1, 1, 0], [0, 1, -1, -1]] are written out as adds; G as a matrix.
 
 import numpy as np
 
+from netspec import blas
+
 G = np.array([[1, 0, 0], [.5, .5, .5], [.5, -.5, .5], [0, 0, 1]])
 GG = np.kron(G, G)  # (16, 9): GG[xi*4 + nu, i*3 + j] = G[xi, i] G[nu, j]
-TILE_ROWS = 1  # tile rows per block (see the conv2d module docstring for the measurements)
+TILE_ROWS = 1  # tile rows per block (1, 2, 4 and 7 measured: benchmarks/README.md)
+# Smallest input channels and image side that take the path: 1 channel was ~5x slower, 7x7
+# images 0.93-1.06 (4x4 tiles compute 8x8 outputs), 14x14 and 28x28 0.63-0.80.
+MIN_CHANNELS = 8
+MIN_SIZE = 12
+
+
+def suits(c: int, h: int, w: int, geometry, pads) -> bool:
+    """Whether conv2d trains a (C, H, W) input with this path: a 3x3 kernel, stride 1 and
+    dilation 1 (geometry = (KH, KW, SH, SW, DH, DW)), padding 1 on every side, and enough
+    channels and pixels to pay."""
+    return (tuple(geometry) == (3, 3, 1, 1, 1, 1) and tuple(pads) == (1, 1, 1, 1)
+            and c >= MIN_CHANNELS and min(h, w) >= MIN_SIZE)
+
+
+def training_path(ctx, k: int, h: int, w: int, train_forward, eval_forward, train_backward):
+    """conv2d's (forward, backward) with Winograd taken in training while BLAS runs one thread
+    (blas.THREADS, set by the worker pool); the given closures otherwise. Backward follows
+    what the last forward did (an eval-mode forward, then backward: the GEMM path's)."""
+    wg = Winograd(ctx.in_shape[0], k, h, w, ctx.ws)
+    b, gb, took = ctx.params.get("bias"), ctx.grads.get("bias"), [False]
+
+    def forward(x, train):
+        took[0] = train and blas.THREADS == 1
+        if took[0]:
+            return wg.forward(x, ctx.params["weight"], b)
+        return (train_forward if train else eval_forward)(x, train)
+
+    def backward(dy, need_dx=True):
+        if took[0]:
+            return wg.backward(dy, ctx.grads["weight"], gb, need_dx)
+        return train_backward(dy, need_dx)
+
+    return forward, backward
 
 
 def _at(a, axis: int, index):

@@ -116,8 +116,8 @@ def test_a_broken_transform_is_caught(part, monkeypatch, calls):
     (8, 12, {}, None, True, False),  # BLAS threads not limited by netspec: 1-process training
     (8, 12, {}, 2, True, False),
     (8, 12, {}, 1, False, False),  # inference keeps the cache-blocked im2col
-    (8, 11, {}, 1, True, False),  # too small (WINOGRAD_MIN_SIZE)
-    (7, 12, {}, 1, True, False),  # too few input channels (WINOGRAD_MIN_CHANNELS)
+    (8, 11, {}, 1, True, False),  # too small (winograd.MIN_SIZE)
+    (7, 12, {}, 1, True, False),  # too few input channels (winograd.MIN_CHANNELS)
     (8, 12, {"stride": 2}, 1, True, False),
     (8, 12, {"dilation": 2, "padding": 2}, 1, True, False),
     (8, 12, {"padding": 0}, 1, True, False),

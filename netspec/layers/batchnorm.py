@@ -7,6 +7,7 @@ Internally the channel (feature) axis is 0 and every other axis, the batch inclu
 Train mode (batch statistics):
     mean = mean_m x,   var = mean_m (x - mean)^2   (biased, for normalising)
     xhat = (x - mean) / sqrt(var + eps),   y = weight * xhat + bias
+  (computed as y = (weight / sqrt(var + eps)) * (x - mean) + bias; x - mean is kept for backward)
     running_mean = (1 - momentum) * running_mean + momentum * mean
     running_var  = (1 - momentum) * running_var  + momentum * var * M / (M - 1)   (unbiased)
   Split across worker processes (parallel.py), each worker gathers every worker's count, mean
@@ -15,6 +16,8 @@ Train mode (batch statistics):
   backward (the compact formula):
     dbias = sum_m dy,   dweight = sum_m dy * xhat
     dx = weight / (M * sqrt(var + eps)) * (M * dy - dbias - xhat * dweight)
+       = s dy + a (x - mean) + d   with per-channel s = weight / sqrt(var + eps),
+         a = -s dweight / (M sqrt(var + eps)) and d = -s dbias / M
 Eval mode (running statistics): an affine map per channel,
     xhat = (x - running_mean) / sqrt(running_var + eps),   y = weight * xhat + bias,
   so after an eval forward: dx = dy * weight / sqrt(running_var + eps), same dweight and dbias.
@@ -80,14 +83,14 @@ class BatchNorm(Layer):
         def forward(x, train):
             x2 = x.reshape(c, -1)  # (C, H, W, N) -> (C, M) or (D, N) as it is
             m = x2.shape[1]
-            xhat = ctx.ws("xhat", x2.shape)
+            xc = ctx.ws("xc", x2.shape)  # x - mean: kept for backward (xhat = xc * inv_std)
             inv_std = ctx.ws("inv_std", (c,))
             if train:
                 mean = x2.mean(axis=1)  # (C,)
-                np.subtract(x2, mean[:, None], out=xhat)
-                var = np.einsum("cm,cm->c", xhat, xhat) / m  # biased variance, (C,)
+                np.subtract(x2, mean[:, None], out=xc)
+                var = np.einsum("cm,cm->c", xc, xc) / m  # biased variance, (C,)
                 if ctx.exchange is not None:  # the batch is split across worker processes
-                    m, mean, var = _whole_batch_stats(ctx.exchange, m, mean, var, xhat)
+                    m, mean, var = _whole_batch_stats(ctx.exchange, m, mean, var, xc)
                 if m < 2:
                     raise TrainingError(
                         "batchnorm needs at least 2 values per channel for its training "
@@ -96,46 +99,54 @@ class BatchNorm(Layer):
                         "and one that does not leave a last batch of a single sample")
                 np.sqrt(var + eps, out=inv_std)
                 np.reciprocal(inv_std, out=inv_std)
-                xhat *= inv_std[:, None]
                 if ctx.exchange is None or ctx.exchange.rank == 0:  # shared buffers: one writer
                     # running = (1 - momentum) * running + momentum * stat, in place
                     run_mean[...] = (1 - momentum) * run_mean + momentum * mean
                     run_var[...] = (1 - momentum) * run_var + (momentum * m / (m - 1)) * var
-            else:
-                np.sqrt(run_var + eps, out=inv_std)
-                np.reciprocal(inv_std, out=inv_std)
-                np.subtract(x2, run_mean[:, None], out=xhat)
-                xhat *= inv_std[:, None]
-            cache.update(train=train, xhat=xhat, inv_std=inv_std, shape=x.shape, m=m)
+            cache.update(train=train, x=x2, xc=xc, inv_std=inv_std, shape=x.shape, m=m)
             y = ctx.ws("y", x.shape)
             y2 = y.reshape(c, -1)  # (C, M), a view
-            np.multiply(xhat, w[:, None], out=y2)
-            y2 += b[:, None]
+            if not train:  # an affine map per channel: y = x * scale + (bias - mean * scale);
+                # xc waits for a backward (rare after eval), which computes it from x
+                np.sqrt(run_var + eps, out=inv_std)
+                np.reciprocal(inv_std, out=inv_std)
+                scale = w * inv_std
+                np.multiply(x2, scale[:, None], out=y2)
+                y2 += (b - run_mean * scale)[:, None]
+                return y
+            np.multiply(xc, (w * inv_std)[:, None], out=y2)  # y = weight * xhat + bias,
+            y2 += b[:, None]  # with the scale folded per channel: one pass fewer over x
             return y
 
         def backward(dy, need_dx=True):
-            xhat, inv_std = cache["xhat"], cache["inv_std"]
+            xc, inv_std = cache["xc"], cache["inv_std"]
+            if not cache["train"]:  # x - running_mean, which the eval forward skipped
+                np.subtract(cache["x"], run_mean[:, None], out=xc)
             dy2 = dy.reshape(c, -1)  # (C, M)
             np.sum(dy2, axis=1, out=gb)  # dbias = sum_m dy
-            np.copyto(gw, np.einsum("cm,cm->c", dy2, xhat))  # dweight = sum_m dy * xhat
+            # dweight = sum_m dy * xhat = inv_std * sum_m dy * xc
+            np.multiply(np.einsum("cm,cm->c", dy2, xc), inv_std, out=gw)
             if not need_dx:
                 return None
             dx = ctx.ws("dx", cache["shape"])
             dx2 = dx.reshape(c, -1)  # (C, M), a view
+            scale = w * inv_std  # (C,)
             if cache["train"]:
                 # dx = w * inv_std * (dy - (dbias + xhat * dweight) / M), with the sums and M
-                # over the whole batch (gb and gw keep this worker's part: the pool adds them)
+                # over the whole batch (gb and gw keep this worker's part: the pool adds them),
+                # as per-channel factors: dx = scale * dy + a * xc + d
                 sum_dy, sum_dy_xhat, m = gb, gw, cache["m"]
                 if ctx.exchange is not None:
                     parts = ctx.exchange.gather(np.concatenate((gb, gw)))  # (W, 2C)
                     sum_dy, sum_dy_xhat = parts[:, :c].sum(axis=0), parts[:, c:].sum(axis=0)
-                np.multiply(xhat, sum_dy_xhat[:, None], out=dx2)
-                dx2 += sum_dy[:, None]
-                dx2 *= -1.0 / m
+                a = -scale * inv_std * sum_dy_xhat / m  # (C,)
+                d = -scale * sum_dy / m  # (C,)
+                np.multiply(xc, a.astype(xc.dtype)[:, None], out=dx2)
+                dx2 += d.astype(xc.dtype)[:, None]
+                dy2 *= scale[:, None]  # dy is dead after us: reuse it
                 dx2 += dy2
-                dx2 *= (w * inv_std)[:, None]
             else:
-                np.multiply(dy2, (w * inv_std)[:, None], out=dx2)  # affine: dy * w / std
+                np.multiply(dy2, scale[:, None], out=dx2)  # affine: dy * w / std
             return dx
 
         return forward, backward

@@ -25,21 +25,18 @@ timings on a loaded 2-core machine; at 14x14 and 7x7 (14-29% extra rows) it was 
 for 1-channel inputs (K = 3) slower, so those keep im2col. Inference keeps the cache-blocked
 im2col below, which was as fast or faster in every case measured.
 
-Winograd training path (WINOGRAD; the algorithm is in netspec/winograd.py): F(2x2, 3x3) for
-3x3 convs with stride 1, dilation 1 and padding 1 (or 'same'), at least WINOGRAD_MIN_CHANNELS
-inputs and WINOGRAD_MIN_SIZE pixels a side, in training, and only while BLAS runs one thread
-(netspec.blas.THREADS, set by the worker pool for each process): its transforms are NumPy
-passes on one core, so next to two-thread GEMMs it lost everywhere (1.01-2.13x, probe), and
-one-process training keeps the GEMM paths. Forward + backward against the path it replaces
-(benchmarks/winograd_layer.py: 1 BLAS thread, batch 64, medians of 11 interleaved steps):
-16->16 @28x28 0.80 (vs row-stacked), 16->32 @14x14 0.78, 32->32 @14x14 0.63; at 7x7 1.06
-(32->64) and 0.93 (64->64), too little either way; with 1 input channel 5.3x slower. Blocks of
-1 tile row were fastest (2: 0.80-0.84, 7: 0.95-1.10). It rounds differently from im2col
-(~1e-15 relative in float64). An eval-mode forward keeps im2col, and so does its backward.
+Winograd training path (WINOGRAD; netspec/winograd.py, whose `suits` holds the rule): F(2x2,
+3x3) for 3x3 convs, stride 1, dilation 1, padding 1, >= 8 input channels, >= 12 pixels a side, in
+training, while BLAS runs one thread (netspec.blas.THREADS: the worker processes). Its transforms
+are one-core NumPy passes, so it loses to two-thread GEMMs (1.01-2.13x), and one-process training
+keeps the paths above. Forward + backward against them (benchmarks/winograd_layer.py, 1 thread,
+batch 64): 16->16 @28x28 0.80 (vs row-stacked), 16->32 @14x14 0.78, 32->32 @14x14 0.63; at 7x7
+0.93-1.06, with 1 input channel 5.3x (tables in benchmarks/README.md). Eval mode keeps im2col.
 
-col2im is KH*KW strided adds: measured against a full correlation of padded dy with the flipped
-kernel, a half im2col along H, and per-tap or cache-sized chunked GEMMs, none was faster at
-LeNet's sizes.
+col2im is KH*KW strided adds straight into dx (`col2im` below): measured against a full
+correlation of padded dy with the flipped kernel, a half im2col along H, and per-tap or
+cache-sized chunked GEMMs, none was faster at LeNet's sizes; for VGG's 14x14 and 7x7 convs the
+im2col of padded dy times the flipped kernel was no faster either (noisy machine).
 """
 
 from typing import ClassVar, Literal
@@ -48,7 +45,7 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 from pydantic import PositiveInt, model_validator
 
-from netspec import blas, winograd
+from netspec import winograd
 from netspec.init import InitSpec
 from netspec.layers.base import ConvPadding, IntPair, Layer, ShapeError, pair, register
 
@@ -231,14 +228,9 @@ class Conv2d(Layer):
             Ws.reshape(kh, o, c, kw)[...] = ctx.params["weight"].transpose(2, 0, 1, 3)
             dcol3 = ctx.ws("dcol3", (c, kw, hp, ow, n))  # W_stack^T dys: (C*KW, Hp*OW*N)
             gemm_columns(Ws.T, dys2, dcol3.reshape(c * kw, -1))
-            dxp = ctx.ws("dxp", (c, hp, w + pl + pr, n))
-            dxp.fill(0)
-            for j in range(kw):  # col2im along W only: KW strided adds
-                dxp[:, :, j * dw:j * dw + sw * (ow - 1) + 1:sw] += dcol3[:, j]
-            if not padded:
-                return dxp
+            # col2im along W only (KW strided adds), on the unpadded rows pt..pt+h-1
             dx = ctx.ws("dx", (c, h, w, n))
-            np.copyto(dx, dxp[:, pt:pt + h, pl:pl + w])
+            col2im(dx, dcol3[:, None, :, pt:pt + h], (1, sw), (1, dw), (0, pl))
             return dx
 
         def forward(x, train):
@@ -299,16 +291,8 @@ class Conv2d(Layer):
             dcol = ctx.ws("dcol", (c, kh, kw, oh, ow, n))
             # dcol = W^T dy: (K, O) @ (G, O, P/G) -> (G, K, P/G)
             np.matmul(Wm.T, dy3, out=blocks(dcol.reshape(k, -1), g))
-            dxp = ctx.ws("dxp", (c, h + pt + pb, w + pl + pr, n))
-            dxp.fill(0)
-            for i in range(kh):  # col2im: each kernel tap adds its slice back (KH*KW adds)
-                for j in range(kw):
-                    dxp[:, i * dh:i * dh + sh * (oh - 1) + 1:sh,
-                        j * dw:j * dw + sw * (ow - 1) + 1:sw] += dcol[:, i, j]
-            if not padded:
-                return dxp
             dx = ctx.ws("dx", (c, h, w, n))
-            np.copyto(dx, dxp[:, pt:pt + h, pl:pl + w])
+            col2im(dx, dcol, (sh, sw), (dh, dw), (pt, pl))  # KH*KW strided adds
             return dx
 
         hp = h + pt + pb
@@ -316,26 +300,11 @@ class Conv2d(Layer):
         if STACKED and sh == 1 and kh > 1 and c * kw >= 8 and (hp - oh) * 10 <= oh:
             # training only: inference keeps the cache-blocked im2col, which measured faster
             train_fwd, train_bwd = stacked_forward, stacked_backward
-        if not (WINOGRAD and (kh, kw, sh, sw, dh, dw) == (3, 3, 1, 1, 1, 1)
-                and (pt, pb, pl, pr) == (1, 1, 1, 1) and c >= WINOGRAD_MIN_CHANNELS
-                and min(h, w) >= WINOGRAD_MIN_SIZE):
-            if train_fwd is forward:
-                return forward, backward
-            return (lambda x, train: (train_fwd if train else forward)(x, train)), train_bwd
-        wg = winograd.Winograd(c, o, h, w, ctx.ws)
-
-        def wino_forward(x, train):
-            cache["winograd"] = train and blas.THREADS == 1  # one BLAS thread: a worker's
-            if cache["winograd"]:
-                return wg.forward(x, ctx.params["weight"], b)
-            return (train_fwd if train else forward)(x, train)
-
-        def wino_backward(dy, need_dx=True):
-            if cache["winograd"]:
-                return wg.backward(dy, ctx.grads["weight"], gb, need_dx)
-            return train_bwd(dy, need_dx)
-
-        return wino_forward, wino_backward
+        if WINOGRAD and winograd.suits(c, h, w, (kh, kw, sh, sw, dh, dw), (pt, pb, pl, pr)):
+            return winograd.training_path(ctx, o, h, w, train_fwd, forward, train_bwd)
+        if train_fwd is forward:
+            return forward, backward
+        return (lambda x, train: (train_fwd if train else forward)(x, train)), train_bwd
 
     def to_onnx(self, g, x):
         """Conv with explicit pads [top, left, bottom, right] ('same' included: an odd extra
@@ -349,10 +318,8 @@ class Conv2d(Layer):
 
 # Use the row-stacked GEMM for training when it pays (see the module docstring).
 STACKED = True
-# Train with Winograd F(2x2, 3x3) when it pays (see the module docstring).
+# Train with Winograd F(2x2, 3x3) when it pays (see the module docstring and winograd.suits).
 WINOGRAD = True
-WINOGRAD_MIN_SIZE = 12
-WINOGRAD_MIN_CHANNELS = 8
 
 
 def gemm_columns(a, b, out, block=None):
@@ -381,6 +348,43 @@ MAX_BLOCK = 4096
 # Each block's im2col copy goes into one buffer of at most this size (about the L2 cache), which
 # the GEMM then reads from cache (LeNet inference ~1.8x faster than one whole col).
 FUSED_BYTES = 1 << 20
+
+
+def col2im(dx, dcol, stride, dilation, pad_before) -> None:
+    """dx (C, H, W, N) = the sum of every kernel tap's slice of dcol (C, KH, KW, OH, OW, N) at
+    the input pixels it read: output o of tap k read input o*stride + k*dilation - pad, so taps
+    reading the zero padding add nothing. Written straight into dx: no padded buffer and no copy
+    out of it. A tap that covers all of dx (the centre tap of a 'same' conv) is copied first
+    instead of zeroing dx (measured ~0.8x the time of zero-fill, KH*KW adds into a padded
+    buffer and a copy out, for VGG's 3x3 convs)."""
+    _, kh, kw = dcol.shape[:3]
+    rows = [_tap(i, dx.shape[1], dcol.shape[3], stride[0], dilation[0], pad_before[0])
+            for i in range(kh)]
+    cols = [_tap(j, dx.shape[2], dcol.shape[4], stride[1], dilation[1], pad_before[1])
+            for j in range(kw)]
+    taps = [(i, j) for i in range(kh) for j in range(kw) if rows[i] and cols[j]]
+    whole = [(i, j) for i, j in taps if rows[i][2] and cols[j][2]]
+    if whole:
+        first = whole[0]
+        np.copyto(dx, dcol[:, first[0], first[1]])
+        taps.remove(first)
+    else:
+        dx.fill(0)
+    for i, j in taps:
+        (hd, hs, _), (wd, ws, _) = rows[i], cols[j]
+        dx[:, hd, wd] += dcol[:, i, j, hs, ws]
+
+
+def _tap(k: int, size: int, out: int, stride: int, dil: int, pad: int):
+    """(input slice, output slice, covers all of both) of kernel tap k along one axis, or None
+    when every output of the tap reads padding. Output o reads input o*stride + off."""
+    off = k * dil - pad
+    lo = max(0, -(off // stride))  # first o with o*stride + off >= 0
+    hi = min(out, (size - 1 - off) // stride + 1) if size - 1 - off >= 0 else 0
+    if hi <= lo:
+        return None
+    whole = stride == 1 and lo == 0 and hi == out and off == 0 and out == size
+    return slice(lo * stride + off, (hi - 1) * stride + off + 1, stride), slice(lo, hi), whole
 
 
 def _row_blocks(oh: int, row: int, max_cols: int) -> int:
