@@ -28,7 +28,7 @@ G = np.array([[1, 0, 0], [.5, .5, .5], [.5, -.5, .5], [0, 0, 1]])
 GG = np.kron(G, G)  # (16, 9): GG[xi*4 + nu, i*3 + j] = G[xi, i] G[nu, j]
 TILE_ROWS = 1  # tile rows per block (1, 2, 4 and 7 measured: benchmarks/README.md)
 # Smallest input channels and image side that take the path: 1 channel was ~5x slower, 7x7
-# images 0.93-1.06 (4x4 tiles compute 8x8 outputs), 14x14 and 28x28 0.63-0.80.
+# images 0.94-1.25 (4x4 tiles compute 8x8 outputs), 14x14 and 28x28 0.63-0.80 (batch 64).
 MIN_CHANNELS = 8
 MIN_SIZE = 12
 
