@@ -383,4 +383,4 @@ def _substitute(node, values):
     return node
 
 
-__all__ = ["Expanded", "Origin", "expand", "format_path", "uses_graph_syntax"]
+__all__ = ["NAME", "expand", "uses_graph_syntax"]
