@@ -25,6 +25,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from netspec import blas, winograd
+from netspec.fsio import atomic_write
 from netspec.layers import LAYERS
 from netspec.plan import layer_plan
 
@@ -102,10 +103,7 @@ def main(argv=None):
         out = {"repeats": args.repeats, "dtype": "float32", "blas_threads": 1,
                "loadavg_start": load_start, "loadavg_end": load_end,
                "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "rows": rows}
-        tmp = args.json + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(out, f, indent=1)
-        os.replace(tmp, args.json)
+        atomic_write(args.json, json.dumps(out, indent=1))
 
 
 if __name__ == "__main__":

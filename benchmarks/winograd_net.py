@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_vs_torch import NetspecSide, load_data, spec_path, workers_arg
 
 import netspec
+from netspec.fsio import atomic_write
 from netspec.layers import conv2d
 
 
@@ -77,10 +78,7 @@ def main(argv=None):
         out = {"repeats": args.repeats, "loadavg_start": load_start, "loadavg_end": load_end,
                "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                "rows": results}
-        tmp = args.json + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(out, f, indent=1)
-        os.replace(tmp, args.json)
+        atomic_write(args.json, json.dumps(out, indent=1))
     return 0 if all(math.isfinite(r["ratio_of_medians"]) for r in results) else 1
 
 

@@ -30,6 +30,7 @@ import time
 import numpy as np
 from threadpoolctl import threadpool_info, threadpool_limits
 
+from netspec.fsio import atomic_write
 from netspec.layers import LAYERS
 from netspec.plan import layer_plan
 
@@ -347,10 +348,7 @@ def main(argv=None):
                "loadavg_start": load_start, "loadavg_end": load_end,
                "check_float64_max_rel_err": worst,
                "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "rows": rows}
-        tmp = args.json + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(out, f, indent=1)
-        os.replace(tmp, args.json)
+        atomic_write(args.json, json.dumps(out, indent=1))
 
 
 if __name__ == "__main__":

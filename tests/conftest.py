@@ -48,3 +48,16 @@ train:
   batch_size: {batch_size}
   optimizer: {optimizer}
 {sched}"""
+
+
+def train_with_workers(spec, splits, workers, epochs=1, dtype="float64"):
+    """(trainer, last epoch's stats) after `epochs` epochs on `workers` processes; the worker
+    pool is closed again, also when training fails."""
+    from netspec.train import Trainer
+
+    trainer = Trainer(spec, splits, dtype=dtype, workers=workers)
+    try:
+        stats = [trainer.train_epoch() for _ in range(epochs)]
+    finally:
+        trainer.close()
+    return trainer, stats[-1]

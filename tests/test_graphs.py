@@ -10,7 +10,7 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import ROOT, TINY
+from conftest import ROOT, TINY, train_with_workers
 from typer.testing import CliRunner
 
 import netspec
@@ -19,7 +19,6 @@ from netspec.blocks import expand
 from netspec.cli import app
 from netspec.gradcheck import check_plan, check_spec
 from netspec.run import Run
-from netspec.train import Trainer
 from netspec.yamlio import load_yaml
 
 EXAMPLE = ROOT / "examples" / "graph-issue10.yaml"  # the example of issue 10, verbatim
@@ -285,11 +284,7 @@ def test_graph_spec_trains_in_worker_processes_like_in_one(tiny_splits):
                         ["train.batch_size=128", "layers[7].p=0"])
     finals = []
     for workers in (1, 2):
-        trainer = Trainer(spec, tiny_splits, dtype="float64", workers=workers)
-        try:
-            stats = trainer.train_epoch()
-        finally:
-            trainer.close()
+        trainer, stats = train_with_workers(spec, tiny_splits, workers)
         assert trainer.workers == workers
         finals.append((trainer.plan.flat_params.copy(), stats.loss))
     np.testing.assert_allclose(finals[1][0], finals[0][0], rtol=1e-8, atol=1e-10)

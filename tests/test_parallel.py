@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import ROOT, TINY, tiny_conv_spec
+from conftest import ROOT, TINY, tiny_conv_spec, train_with_workers
 from typer.testing import CliRunner
 
 import netspec
@@ -89,13 +89,9 @@ def test_split_gradient_equals_the_whole_batch_gradient(tie_free, workers, batch
 def test_two_workers_train_like_one_and_reproducibly(tie_free):
     finals = {}
     for name, workers in (("one", 1), ("two", 2), ("two again", 2)):
-        trainer = Trainer(load(), tie_free, dtype="float64", workers=workers)
-        try:
-            stats = [trainer.train_epoch() for _ in range(2)]
-        finally:
-            trainer.close()
+        trainer, stats = train_with_workers(load(), tie_free, workers, epochs=2)
         assert (trainer.pool is None) and trainer.workers == workers
-        finals[name] = (trainer.plan.flat_params.copy(), stats[-1].loss, stats[-1].accuracy)
+        finals[name] = (trainer.plan.flat_params.copy(), stats.loss, stats.accuracy)
     one, two, again = finals["one"], finals["two"], finals["two again"]
     np.testing.assert_allclose(two[0], one[0], rtol=1e-8, atol=1e-10)  # rounding only
     assert two[1] == pytest.approx(one[1], rel=1e-8) and two[2] == one[2]
@@ -180,11 +176,7 @@ def test_a_child_failing_inside_a_batch_exchange_is_reported(tiny_splits, monkey
 def test_dropout_with_workers_is_reproducible(tiny_splits):
     params = []
     for _ in range(2):
-        trainer = Trainer(load(DROPOUT), tiny_splits, workers=2)
-        try:
-            trainer.train_epoch()
-        finally:
-            trainer.close()
+        trainer, _ = train_with_workers(load(DROPOUT), tiny_splits, 2, dtype="float32")
         params.append(trainer.plan.flat_params.copy())
     assert np.array_equal(params[0], params[1])
 
@@ -223,12 +215,8 @@ def test_dropout_trains_alike_with_one_or_two_workers(tie_free, monkeypatch, key
                             raising=False)
     finals = []
     for workers in (1, 2):
-        trainer = Trainer(load(DROPOUT), tie_free, dtype="float64", workers=workers)
-        try:
-            stats = [trainer.train_epoch() for _ in range(2)]
-        finally:
-            trainer.close()
-        finals.append((trainer.plan.flat_params.copy(), stats[-1].loss))
+        trainer, stats = train_with_workers(load(DROPOUT), tie_free, workers, epochs=2)
+        finals.append((trainer.plan.flat_params.copy(), stats.loss))
     (one, one_loss), (two, two_loss) = finals
     assert np.allclose(two, one, rtol=1e-8, atol=1e-10) == keyed
     assert (two_loss == pytest.approx(one_loss, rel=1e-8)) == keyed

@@ -3,7 +3,7 @@ equals the im2col path, that its gradients check, and that a broken transform is
 
 import numpy as np
 import pytest
-from conftest import TINY
+from conftest import TINY, train_with_workers
 
 import netspec
 from netspec import blas, winograd
@@ -11,7 +11,6 @@ from netspec.gradcheck import check_spec
 from netspec.layers import LAYERS
 from netspec.parallel import can_fork
 from netspec.plan import layer_plan
-from netspec.train import Trainer
 
 
 @pytest.fixture
@@ -200,11 +199,7 @@ def test_two_workers_with_winograd_train_like_one(tiny_splits, monkeypatch, call
     spec = netspec.loads(NET, "wino.yaml")
     finals = {}
     for workers in (1, 2):
-        trainer = Trainer(spec, tiny_splits, dtype="float64", workers=workers)
-        try:
-            stats = trainer.train_epoch()
-        finally:
-            trainer.close()
+        trainer, stats = train_with_workers(spec, tiny_splits, workers)
         finals[workers] = (trainer.plan.flat_params.copy(), stats.loss, dict(calls))
     (one, loss1, calls1), (two, loss2, calls2) = finals[1], finals[2]
     assert calls1["forward"] == 0 and calls2["forward"] > 0  # the parent's half of each batch
