@@ -31,3 +31,49 @@ def test_bench_usage_errors_exit_2():
     path = str(SPECS[0])
     assert CliRunner().invoke(app, ["bench", path, "--dtype", "float16"]).exit_code == 2
     assert CliRunner().invoke(app, ["bench", path, "--repeats", "0"]).exit_code == 2
+
+
+WINOGRAD_NET = """
+name: wino-bench
+input: {shape: [1, 28, 28]}
+layers:
+  - {type: conv2d, name: conv1, out_channels: 8, kernel_size: 3, padding: 1}
+  - {type: relu}
+  - {type: conv2d, name: conv2, out_channels: 8, kernel_size: 3, padding: 1}
+  - {type: relu}
+  - {type: flatten}
+  - {type: linear, name: fc, out_features: 10}
+train: {epochs: 1, batch_size: 8, optimizer: {type: sgd, lr: 0.1}}
+"""
+
+
+def test_bench_workers_times_one_workers_share_with_its_conv_paths(tmp_path, monkeypatch):
+    """--workers 2 times half the batch with one BLAS thread, as a worker process runs it:
+    conv2 (8 channels at 28x28) then takes the Winograd path; --workers 1 does not."""
+    from netspec import winograd
+
+    monkeypatch.setattr("netspec.parallel.available_cores", lambda: 2)
+    calls = []
+    real = winograd.Winograd.forward
+    monkeypatch.setattr(winograd.Winograd, "forward",
+                        lambda self, *a, **k: calls.append(1) or real(self, *a, **k))
+    path = tmp_path / "net.yaml"
+    path.write_text(WINOGRAD_NET)
+    result = CliRunner().invoke(app, ["bench", str(path), "--repeats", "2", "--workers", "2"])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "one worker's share (4) of a batch of 8" in text and "1 BLAS thread" in text
+    assert "the 2 workers run their shares at once" in text
+    assert calls  # the path a worker takes
+    calls.clear()
+    result = CliRunner().invoke(app, ["bench", str(path), "--repeats", "2"])
+    assert result.exit_code == 0, result.output
+    assert "batch 8," in " ".join(result.output.split()) and not calls  # one process: GEMMs
+
+
+def test_bench_workers_usage_errors_exit_2(monkeypatch):
+    monkeypatch.setattr("netspec.parallel.available_cores", lambda: 2)
+    path = str(next(p for p in SPECS if p.name == "lenet.yaml"))
+    for bad in ("0", "two", "3"):  # not a count, or more workers than cores
+        result = CliRunner().invoke(app, ["bench", path, "--repeats", "1", "--workers", bad])
+        assert result.exit_code == 2, (bad, result.output)

@@ -9,7 +9,9 @@ from rich.table import Table
 
 from netspec.cli.app import app
 from netspec.cli.common import (
+    _check_workers,
     _shape,
+    _workers_option,
     out,
     report_errors,
 )
@@ -23,24 +25,41 @@ def bench(
     repeats: int = typer.Option(20, min=1, help="Timed steps; the table shows medians."),
     dtype: str = typer.Option("float32", help="float32 or float64."),
     overrides: list[str] = typer.Option([], "--set", metavar="KEY.PATH=VALUE"),
+    workers: str = typer.Option(
+        "1", metavar="N|auto",
+        help="Time what one of `netspec train --workers N|auto`'s processes runs: its share "
+             "of each batch, with its share of the BLAS threads (and so the conv paths it "
+             "takes, Winograd included). 1: the whole batch in this process."),
 ):
     """Per-layer forward/backward timing of a training step (like `caffe time`)."""
+    from contextlib import nullcontext
+
     import numpy as np
 
+    from netspec import blas
     from netspec.bench import time_layers
-    from netspec.parallel import resolve_workers
+    from netspec.parallel import available_cores, resolve_workers
     from netspec.plan import compile
     from netspec.spec import load
 
     if dtype not in ("float32", "float64"):
         raise typer.BadParameter("choose float32 or float64", param_hint="--dtype")
+    requested = _workers_option(workers)
     with report_errors():
         spec = load(spec_path, overrides)
+        _check_workers(requested, spec)
+        n, why = resolve_workers(requested, spec.infos)
         plan = compile(spec, dtype)
         batch = batch_size or spec.train.batch_size
-        report = time_layers(plan, batch, repeats, np.random.default_rng(spec.seed),
-                             loss=spec.loss, optimizer=spec.train.optimizer)
-    table = Table(title=f"{spec.name}: batch {batch}, {dtype}, median of {repeats} steps (ms)",
+        share = -(-batch // n)  # worker 0's slice of the batch, the largest
+        threads = max(1, available_cores() // n)
+        with blas.limit(threads) if n > 1 else nullcontext():  # as WorkerPool limits a worker
+            report = time_layers(plan, share, repeats, np.random.default_rng(spec.seed),
+                                 loss=spec.loss, optimizer=spec.train.optimizer)
+    what = f"batch {batch}" if n == 1 else (
+        f"one worker's share ({share}) of a batch of {batch} on {why}, "
+        f"{threads} BLAS thread{'s' * (threads != 1)}")
+    table = Table(title=f"{spec.name}: {what}, {dtype}, median of {repeats} steps (ms)",
                   title_justify="left")
     for col in ("#", "name", "type", "output shape", "forward", "backward", "share"):
         table.add_column(col, justify="left" if col in ("name", "type", "output shape")
@@ -54,9 +73,15 @@ def bench(
     table.add_row("", "layers total", "", "", f"{report.forward_ms:.3f}",
                   f"{report.backward_ms:.3f}", "")
     out.print(table)
+    rate = report.images_per_s * n  # the workers run their shares at the same time
     out.print(f"step {report.step_ms:.2f} ms (min {report.step_min_ms:.2f}, max "
-              f"{report.step_max_ms:.2f}): {report.images_per_s:,.0f} images/s; "
-              f"an epoch of 60,000 images ~ {60000 / report.images_per_s:.1f} s")
-    workers, why = resolve_workers("auto", spec.infos)
-    if workers > 1:
-        out.print(f"timed in one process; `netspec train` splits each batch across {why}")
+              f"{report.step_max_ms:.2f}): {rate:,.0f} images/s; "
+              f"an epoch of 60,000 images ~ {60000 / rate:.1f} s")
+    if n > 1:
+        out.print(f"the {n} workers run their shares at once; not counted: passing the batch, "
+                  "summing gradients and batchnorm's exchanges between them (see "
+                  "benchmarks/exchange_cost.py)")
+    auto, auto_why = resolve_workers("auto", spec.infos)
+    if n == 1 and auto > 1:
+        out.print(f"timed in one process; `netspec train` splits each batch across {auto_why} "
+                  "(--workers auto times one worker's share)")
