@@ -51,7 +51,7 @@ def bench(
         n, why = resolve_workers(requested, spec.infos)
         plan = compile(spec, dtype)
         batch = batch_size or spec.train.batch_size
-        share = -(-batch // n)  # worker 0's slice of the batch, the largest
+        share = -(-batch // n)  # the largest worker's slice, which sets the step's pace
         threads = max(1, available_cores() // n)
         with blas.limit(threads) if n > 1 else nullcontext():  # as WorkerPool limits a worker
             report = time_layers(plan, share, repeats, np.random.default_rng(spec.seed),
