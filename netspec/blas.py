@@ -1,11 +1,12 @@
 """The BLAS thread count netspec itself set, kept where hot code can read it for free.
 
 Asking threadpoolctl how many threads BLAS runs (threadpool_info) costs milliseconds, far too
-much per layer call. So every place in netspec that limits the BLAS threads does it through
-`limit` (a context) or `limit_process` (for a forked worker's lifetime), which also record the
-count in THREADS. conv2d reads it to pick its Winograd training path, which only pays with one
-BLAS thread (netspec/layers/conv2d.py). THREADS is None when netspec set no limit (BLAS runs its
-default, one thread per core).
+much per layer call. So the worker pool limits the BLAS threads through `limit` (a context)
+or `limit_process` (for a forked worker's lifetime), which also record the count in THREADS.
+conv2d reads it to pick its Winograd training path, which only pays with one BLAS thread
+(netspec/layers/conv2d.py). THREADS is None when netspec set no limit this way: BLAS runs its
+default, one thread per core, or a limit set directly with threadpoolctl, as sweep trials do
+(netspec/sweep_trial.py), which therefore keep the GEMM conv paths.
 """
 
 from contextlib import contextmanager

@@ -61,7 +61,7 @@ def run_trial(task: dict, publish=None, should_stop=None) -> dict:
     publish({"event": "running"})
     metric, higher = task["metric"], task["higher"]
     row, run = {"status": "failed", "message": "", "note": ""}, None
-    with threadpool_limits(1):
+    with threadpool_limits(1):  # not blas.limit: trials keep the GEMM paths (no Winograd)
         try:
             spec = loads(task["text"], task["file"], task["options"])
             run = Run(spec, _splits(spec, task["data_dir"]), Path(task["run_dir"]), workers=1)
