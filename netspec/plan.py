@@ -36,8 +36,12 @@ from netspec.noise import Noise
 from netspec.shapes import INPUT, LayerInfo, infer
 
 # Eval-mode forward passes run in chunks whose layer outputs total about this many bytes
-# (LeNet: ~41 kB per sample -> chunks of ~125; the MLP: 3 kB -> batches of 1000 run whole).
+# (LeNet: ~41 kB per sample -> chunks of ~125; the MLP: 3 kB -> batches of 1000 run whole),
+# but of at least MIN_EVAL_CHUNK samples: below that each layer call is too short to pay for
+# its own overhead (record.yaml, 570 kB per sample, ran chunks of 9 at 1.12-1.22x the time of
+# chunks of 50-100 on one BLAS thread; 9 repeats, exp in benchmarks/README.md).
 EVAL_BYTES = 5 << 20
+MIN_EVAL_CHUNK = 64
 # NumPy's ufunc buffer size (elements) while a plan runs. The layers' elementwise ops work on
 # strided views (pooling taps, col2im slices) whose contiguous rows are a few hundred elements
 # long. With NumPy's default 8192 the buffered iterator copies such operands through buffers to
@@ -89,7 +93,7 @@ class Plan:
         self.hook: Hook | None = None
         # eval-mode chunking (see run_forward): samples whose activations fill ~EVAL_BYTES
         per_sample = sum(math.prod(info.out_shape) for info in infos) * self.dtype.itemsize
-        self.eval_chunk = max(1, EVAL_BYTES // max(per_sample, 1))
+        self.eval_chunk = max(MIN_EVAL_CHUNK, EVAL_BYTES // max(per_sample, 1))
         self._ws = Workspace(self.dtype)  # chunk buffers
         self._unchunked_x = None
         # Parameters and gradients are consecutive views of two flat arrays, so that the

@@ -115,3 +115,15 @@ def test_the_compiler_does_not_load_the_worker_machinery():
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                             text=True, check=True)
     assert result.stdout.strip() == "False"
+
+
+def test_eval_chunk_has_a_floor_for_nets_with_large_activations():
+    """record.yaml's activations (~570 kB per sample) would give chunks of 9 samples from
+    EVAL_BYTES alone; chunks that small are dominated by per-call overhead."""
+    from netspec import plan as plans
+
+    big = netspec.compile(netspec.load(ROOT / "specs" / "record.yaml"), dtype="float32")
+    assert plans.EVAL_BYTES // (570 << 10) < plans.MIN_EVAL_CHUNK
+    assert big.eval_chunk == plans.MIN_EVAL_CHUNK
+    small = netspec.compile(netspec.load(ROOT / "specs" / "lenet.yaml"), dtype="float32")
+    assert small.eval_chunk > plans.MIN_EVAL_CHUNK  # EVAL_BYTES still rules for small nets
