@@ -12,7 +12,10 @@ Train mode (batch statistics):
     running_var  = (1 - momentum) * running_var  + momentum * var * M / (M - 1)   (unbiased)
   Split across worker processes (parallel.py), each worker gathers every worker's count, mean
   and variance (forward) and dbias, dweight (backward) through ctx.exchange, so the batch is
-  normalised with whole-batch statistics exactly as in one process, up to rounding.
+  normalised with whole-batch statistics exactly as in one process, up to rounding. Each
+  keeps x - mean_k about its own slice's mean and folds shift = mean - mean_k into the
+  per-channel factors (y = s (x - mean_k) + bias - s shift, and the same in backward), which
+  saves re-centring x - mean_k in a pass of its own.
   backward (the compact formula):
     dbias = sum_m dy,   dweight = sum_m dy * xhat
     dx = weight / (M * sqrt(var + eps)) * (M * dy - dbias - xhat * dweight)
@@ -85,12 +88,16 @@ class BatchNorm(Layer):
             m = x2.shape[1]
             xc = ctx.ws("xc", x2.shape)  # x - mean: kept for backward (xhat = xc * inv_std)
             inv_std = ctx.ws("inv_std", (c,))
+            shift = np.zeros(c)  # the batch's mean minus xc's (workers: their slice's), (C,)
             if train:
                 mean = x2.mean(axis=1)  # (C,)
                 np.subtract(x2, mean[:, None], out=xc)
                 var = np.einsum("cm,cm->c", xc, xc) / m  # biased variance, (C,)
                 if ctx.exchange is not None:  # the batch is split across worker processes
-                    m, mean, var = _whole_batch_stats(ctx.exchange, m, mean, var, xc)
+                    m, whole, var = _whole_batch_stats(ctx.exchange, m, mean, var)
+                    # x - whole = xc - shift: folded into the per-channel factors below and
+                    # in backward, instead of a pass over xc
+                    shift, mean = whole - mean, whole
                 if m < 2:
                     raise TrainingError(
                         "batchnorm needs at least 2 values per channel for its training "
@@ -103,7 +110,8 @@ class BatchNorm(Layer):
                     # running = (1 - momentum) * running + momentum * stat, in place
                     run_mean[...] = (1 - momentum) * run_mean + momentum * mean
                     run_var[...] = (1 - momentum) * run_var + (momentum * m / (m - 1)) * var
-            cache.update(train=train, x=x2, xc=xc, inv_std=inv_std, shape=x.shape, m=m)
+            cache.update(train=train, x=x2, xc=xc, inv_std=inv_std, shape=x.shape, m=m,
+                         shift=shift)
             y = ctx.ws("y", x.shape)
             y2 = y.reshape(c, -1)  # (C, M), a view
             if not train:  # an affine map per channel: y = x * scale + (bias - mean * scale);
@@ -114,18 +122,19 @@ class BatchNorm(Layer):
                 np.multiply(x2, scale[:, None], out=y2)
                 y2 += (b - run_mean * scale)[:, None]
                 return y
-            np.multiply(xc, (w * inv_std)[:, None], out=y2)  # y = weight * xhat + bias,
-            y2 += b[:, None]  # with the scale folded per channel: one pass fewer over x
+            scale = w * inv_std  # y = weight * xhat + bias, xhat = (xc - shift) * inv_std,
+            np.multiply(xc, scale[:, None], out=y2)  # with the factors folded per channel
+            y2 += (b - shift * scale).astype(y2.dtype)[:, None]
             return y
 
         def backward(dy, need_dx=True):
-            xc, inv_std = cache["xc"], cache["inv_std"]
+            xc, inv_std, shift = cache["xc"], cache["inv_std"], cache["shift"]
             if not cache["train"]:  # x - running_mean, which the eval forward skipped
                 np.subtract(cache["x"], run_mean[:, None], out=xc)
             dy2 = dy.reshape(c, -1)  # (C, M)
             np.sum(dy2, axis=1, out=gb)  # dbias = sum_m dy
-            # dweight = sum_m dy * xhat = inv_std * sum_m dy * xc
-            np.multiply(np.einsum("cm,cm->c", dy2, xc), inv_std, out=gw)
+            # dweight = sum_m dy * xhat = inv_std * (sum_m dy * xc - shift * dbias)
+            np.multiply(np.einsum("cm,cm->c", dy2, xc) - shift * gb, inv_std, out=gw)
             if not need_dx:
                 return None
             dx = ctx.ws("dx", cache["shape"])
@@ -140,7 +149,7 @@ class BatchNorm(Layer):
                     parts = ctx.exchange.gather(np.concatenate((gb, gw)))  # (W, 2C)
                     sum_dy, sum_dy_xhat = parts[:, :c].sum(axis=0), parts[:, c:].sum(axis=0)
                 a = -scale * inv_std * sum_dy_xhat / m  # (C,)
-                d = -scale * sum_dy / m  # (C,)
+                d = -scale * sum_dy / m - a * shift  # (C,): a * (xc - shift) + d'
                 np.multiply(xc, a.astype(xc.dtype)[:, None], out=dx2)
                 dx2 += d.astype(xc.dtype)[:, None]
                 dy2 *= scale[:, None]  # dy is dead after us: reuse it
@@ -158,9 +167,8 @@ class BatchNorm(Layer):
         return g.node("BatchNormalization", [x, *ws], epsilon=self.eps)
 
 
-def _whole_batch_stats(exchange, m, mean, var, xc):
-    """(M, mean, var) of the whole batch from every worker's (m, mean, var) of its slice, and
-    xc (C, m), this slice centred on its own mean, re-centred on the whole batch's mean.
+def _whole_batch_stats(exchange, m, mean, var):
+    """(M, mean, var) of the whole batch from every worker's (m, mean, var) of its slice.
 
     Chan et al.'s pairwise combination, exact up to rounding and stable:
         M = sum_k m_k,  mean = sum_k m_k mean_k / M,
@@ -172,5 +180,4 @@ def _whole_batch_stats(exchange, m, mean, var, xc):
     total = int(counts.sum())
     whole = counts @ means / total  # (C,)
     whole_var = (counts @ vars_ + counts @ (means - whole) ** 2) / total
-    xc += (mean - whole).astype(xc.dtype)[:, None]  # x - whole = (x - mean_k) + (mean_k - whole)
     return total, whole, whole_var
