@@ -39,6 +39,7 @@ from __future__ import annotations
 import math
 import multiprocessing
 import os
+import platform
 import signal
 import sys
 import weakref
@@ -141,41 +142,82 @@ def eval_slice(plan, loss, x, y, lo: int, hi: int, batch: int, preds: np.ndarray
 class BatchExchange:
     """All-gather of small float64 vectors between the workers of one step, for batch-coupled
     layers (ctx.exchange). Worker k writes its vector into row k of a shared (2, W, width)
-    buffer; each child then tells the parent ("sync") and waits for its "go", which the parent
-    sends once every child's row is in. Every worker then reads the same rows and combines
-    them in the same order, so all get bit-identical totals. Successive gathers alternate
-    between the two halves of the buffer, so a fast worker's next write never lands in rows
-    that another is still reading."""
+    buffer, then waits until every worker's row is in. Every worker then reads the same rows
+    and combines them in the same order, so all get bit-identical totals. Successive gathers
+    alternate between the two halves of the buffer, so a fast worker's next write never lands
+    in rows that another is still reading.
+
+    How a worker waits (SPIN):
+    * spinning (x86): after its row, worker k stores a token (this step's number and the
+      gather's) in seq[k] and reads seq until every worker's token is there. x86 keeps stores
+      in order, so a token is never seen before its row. A worker polls its pipe every few
+      spins, so a peer's failure or the pool stopping ends the wait, and yields the core to
+      other processes between polls.
+    * pipe round trips (elsewhere): each child tells the parent ("sync") and waits for its
+      "go", which the parent sends once every child's row is in.
+    The spinning wait took ~4 ms a step off record.yaml's 2-worker steps on the 2-core test
+    machine, where a process blocked in a pipe read is slow to wake (benchmarks/README.md)."""
 
     def __init__(self, pool: WorkerPool, width: int):
         self.pool, self.conn = pool, None  # conn: a child's pipe to the parent
         self.rows = shared_array((2, pool.workers, width), np.float64)
+        self.seq = shared_array((pool.workers,), np.int64)  # each worker's last token
         self.rank = 0  # this process's worker number (0: the parent)
         self.active = pool.workers  # workers taking part in this step
         self.calls = 0  # gathers so far in this step
+        self.step = 0  # the pool's step number, for the tokens
 
-    def start_step(self, active: int) -> None:
-        self.active, self.calls = active, 0
+    def start_step(self, active: int, step: int) -> None:
+        self.active, self.calls, self.step = active, 0, step
 
     def gather(self, vec: np.ndarray) -> np.ndarray:
         """(active workers, len(vec)): every worker's vec, row k from worker k."""
         rows = self.rows[self.calls % 2, :self.active, :len(vec)]
         self.calls += 1
         rows[self.rank] = vec
-        if self.rank == 0:
+        if SPIN:
+            token = self.step * MAX_GATHERS + self.calls
+            self.seq[self.rank] = token  # after the row: seen only once the row is in
+            self._spin(token)
+        elif self.rank == 0:
             for k in range(1, self.active):
                 self.pool._expect_sync(k)
             for k in range(1, self.active):
                 self.pool._send(k, "go")
         else:
             self.conn.send("sync")
-            try:
-                go = self.conn.recv()
-            except (EOFError, OSError):  # the parent exited
-                raise SystemExit(0) from None
-            if go != "go":  # None: the pool is stopping mid-step (the parent failed)
+            if self._recv_or_exit() != "go":  # None: the pool is stopping mid-step
                 raise SystemExit(0)
         return rows
+
+    def _spin(self, token: int) -> None:
+        """Wait until every active worker's token is at least `token`."""
+        seq, spins = self.seq[:self.active], 0
+        while seq.min() < token:
+            spins += 1
+            if spins % SPINS_PER_POLL == 0:
+                if self.rank == 0:  # a child's message mid-step is its error (or its death)
+                    for k in range(1, self.active):
+                        if self.pool.conns[k - 1].poll():
+                            self.pool._expect_sync(k)  # raises: never "sync" when spinning
+                elif self.conn.poll():  # the parent stops the pool, or is gone
+                    self._recv_or_exit()
+                    raise SystemExit(0)
+                os.sched_yield()
+
+    def _recv_or_exit(self):
+        """A child's next message from the parent; the child exits if the parent is gone."""
+        try:
+            return self.conn.recv()
+        except (EOFError, OSError):  # the parent exited
+            raise SystemExit(0) from None
+
+
+# Batch exchanges wait by spinning on shared memory where stores are seen in program order
+# (see BatchExchange); elsewhere by pipe round trips.
+SPIN = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686", "x86")
+SPINS_PER_POLL = 64  # spins between pipe polls (a poll costs a system call)
+MAX_GATHERS = 1 << 20  # gathers per step, at most: tokens are step * MAX_GATHERS + gather
 
 
 class WorkerPool:
@@ -194,6 +236,7 @@ class WorkerPool:
             k: (a.reshape(len(a), -1), b) for k, (a, b) in (eval_sets or {}).items()}
         self.preds = shared_array((max(len(b) for _, b in self.eval_sets.values()),), np.int64)
         self.workers = workers
+        self.steps = 0  # gradient steps so far (batch exchanges number their gathers by it)
         self.blas_threads = max(1, available_cores() // workers)
         size = plan.flat_params.size
         self.grads = shared_array((workers - 1, size), plan.dtype)  # child k's gradients: row k-1
@@ -241,10 +284,12 @@ class WorkerPool:
     def _gradient(self, idx, n, w):
         bounds = [i * n // w for i in range(w + 1)]  # worker k: idx[bounds[k]:bounds[k + 1]]
         self.idx[:n] = idx
+        self.steps += 1
         if self.exchange is not None:
-            self.exchange.start_step(w)
+            self.exchange.start_step(w, self.steps)
         for k in range(1, w):  # the children's dropout masks: at their offsets in this step
-            self._send(k, ("gradient", bounds[k], bounds[k + 1], n, w, self.plan.noise.step))
+            self._send(k, ("gradient", bounds[k], bounds[k + 1], n, w, self.plan.noise.step,
+                           self.steps))
         own = bounds[1]
         loss, correct = slice_gradient(self.plan, self.loss, self.x, self.y, idx[:own],
                                        self.rows, own / n)
@@ -343,10 +388,10 @@ class WorkerPool:
                 return
             try:
                 if message[0] == "gradient":
-                    _, lo, hi, n, active, plan.noise.step = message
+                    _, lo, hi, n, active, plan.noise.step, step = message
                     plan.noise.offset = lo
                     if self.exchange is not None:
-                        self.exchange.start_step(active)
+                        self.exchange.start_step(active, step)
                     loss, correct = slice_gradient(plan, self.loss, self.x, self.y,
                                                    self.idx[lo:hi], rows, (hi - lo) / n)
                     np.copyto(grads, plan.flat_grads)

@@ -18,6 +18,7 @@ from conftest import ROOT, TINY, tiny_conv_spec, train_with_workers
 from typer.testing import CliRunner
 
 import netspec
+from netspec import parallel
 from netspec.cli import app
 from netspec.errors import TrainingError
 from netspec.layers.batchnorm import BatchNorm
@@ -98,9 +99,18 @@ def test_two_workers_train_like_one_and_reproducibly(tie_free):
     assert np.array_equal(two[0], again[0])  # bit-identical for the same worker count
 
 
+@pytest.fixture(params=[True, False], ids=["spin", "pipe"])
+def exchange_wait(request, monkeypatch):
+    """Both ways a batch exchange waits (parallel.SPIN): spinning on shared memory (x86) and
+    pipe round trips (elsewhere)."""
+    monkeypatch.setattr(parallel, "SPIN", request.param)
+    return request.param
+
+
 @pytest.mark.parametrize("workers, batch", [(2, 32), (2, 7), (3, 10)])
 def test_batchnorm_split_across_workers_uses_whole_batch_statistics(tiny_splits, monkeypatch,
-                                                                      workers, batch):
+                                                                      exchange_wait, workers,
+                                                                      batch):
     """One step of a batchnorm net on 2-3 workers: gradients, loss and the running statistics
     equal one process's to rounding in float64 (slices of 16/16, 3/4 and 3/3/4 samples)."""
     spec = load(BATCHNORM)
@@ -152,7 +162,8 @@ def test_batchnorm_net_trains_on_two_workers_like_one(tiny_splits):
     assert np.array_equal(two[0], again[0])
 
 
-def test_a_child_failing_inside_a_batch_exchange_is_reported(tiny_splits, monkeypatch):
+def test_a_child_failing_inside_a_batch_exchange_is_reported(tiny_splits, monkeypatch,
+                                                             exchange_wait):
     """A child that fails before its batchnorm gather leaves the parent waiting in the
     exchange: the parent reports the child's error and stops the pool (no hang)."""
     spec = load(BATCHNORM)
@@ -328,7 +339,7 @@ def test_children_exit_quietly_when_the_parent_is_killed(tmp_path):
         pool = WorkerPool(plan, spec.loss, x.reshape(len(x), -1), y, 2, 16)
         print(*pool.pids, flush=True)
         pool.idx[:16] = np.arange(16)
-        pool.conns[0].send(("gradient", 8, 16, 16, 2, 0))  # the child's half of step 0 (2 active)
+        pool.conns[0].send(("gradient", 8, 16, 16, 2, 0, 1))  # the child's half of step 1
         time.sleep(0.3)
         os.kill(parent, signal.SIGKILL)
     """))
@@ -344,6 +355,45 @@ def test_children_exit_quietly_when_the_parent_is_killed(tmp_path):
     errors = proc.stderr.read()  # the worker shares it: EOF once the worker is gone too
     assert "Traceback" not in errors, errors
     assert (tmp_path / "started").exists(), "the worker never started the step"
+
+
+@pytest.mark.parametrize("spin", [True, False], ids=["spin", "pipe"])
+def test_a_child_waiting_in_a_batch_exchange_exits_when_the_parent_is_killed(tmp_path, spin):
+    # The child reaches batchnorm's gather and waits there for a parent that never comes and
+    # then dies: it must notice, exit and print nothing, spinning or blocked in its pipe.
+    script = tmp_path / "parent.py"
+    script.write_text(textwrap.dedent(f"""
+        import os, signal, time
+        import numpy as np
+        import netspec
+        from netspec import parallel
+        from netspec.data import load_dataset, prepare
+        parallel.SPIN = {spin!r}
+        spec = netspec.loads({BATCHNORM!r}, "s.yaml")
+        x, y = prepare(load_dataset({str(TINY)!r}), "standardize", 0)["train"]
+        plan = netspec.compile(spec)
+        pool = parallel.WorkerPool(plan, spec.loss, x.reshape(len(x), -1), y, 2, 16)
+        print(*pool.pids, flush=True)
+        pool.idx[:16] = np.arange(16)
+        pool.exchange.start_step(2, 1)
+        pool.conns[0].send(("gradient", 8, 16, 16, 2, 0, 1))  # the child's half of step 1
+        deadline = time.monotonic() + 20  # until the child is in its gather:
+        while (pool.exchange.seq[1] == 0 if parallel.SPIN  # its token, or its "sync"
+               else not pool.conns[0].poll(0)) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.3)
+        os.kill(os.getpid(), signal.SIGKILL)
+    """))
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    pids = [int(p) for p in proc.stdout.readline().split()]
+    assert proc.wait(30) == -signal.SIGKILL
+    deadline = time.monotonic() + 20
+    while any(_running(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(pids) == 1 and not any(_running(p) for p in pids), "a worker outlived its parent"
+    errors = proc.stderr.read()
+    assert "Traceback" not in errors, errors
 
 
 def _running(pid: int) -> bool:
