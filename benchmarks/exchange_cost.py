@@ -8,7 +8,9 @@ Usage (from the repository root):
 Each round times, interleaved, the median step (forward, loss, backward, gradient sum; no
 optimizer) of three set-ups on random inputs:
 * 2 workers with the exchange (what `netspec train` runs), and the time the main process spends
-  inside the gathers (its own transfer plus waiting for the slower worker);
+  inside the gathers (its own transfer plus waiting for the slower worker), once for each way
+  of waiting in `--waits` (spin: on shared memory, netspec's default on x86; pipe: a pipe round
+  trip per gather, the default elsewhere);
 * 2 workers with batchnorm's `couples_batch` switched off, so that each worker normalises with
   its own slice's statistics: the same arithmetic without the exchange (wrong statistics);
 * one process.
@@ -35,11 +37,13 @@ def main(argv=None) -> int:
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--steps", type=int, default=12, help="timed steps per set-up and round")
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--waits", nargs="+", choices=["spin", "pipe"], default=["spin", "pipe"])
     args = p.parse_args(argv)
     sys.path.insert(0, str(ROOT))
     from threadpoolctl import threadpool_info
 
     import netspec
+    from netspec import parallel
     from netspec.layers.batchnorm import BatchNorm
     from netspec.parallel import WorkerPool, slice_gradient
 
@@ -50,13 +54,13 @@ def main(argv=None) -> int:
     y = rng.integers(0, 10, len(x))
     batch = args.batch_size
 
-    def pool_steps(exchange: bool) -> tuple[float, float]:
-        BatchNorm.couples_batch = exchange
+    def pool_steps(exchange: bool, wait: str = "spin") -> tuple[float, float]:
+        BatchNorm.couples_batch, default, parallel.SPIN = exchange, parallel.SPIN, wait == "spin"
         try:
             plan = netspec.compile(spec, "float32")
             pool = WorkerPool(plan, spec.loss, x, y, 2, batch)
         finally:
-            BatchNorm.couples_batch = True
+            BatchNorm.couples_batch, parallel.SPIN = True, default
         waits = []
         if pool.exchange is not None:
             gather = pool.exchange.gather
@@ -93,12 +97,14 @@ def main(argv=None) -> int:
             for i in threadpool_info() if i["user_api"] == "blas"]
     print(f"{spec.name}, batch {batch}, BLAS {blas}, load average {os.getloadavg()[0]:.1f}")
     for r in range(args.rounds):
-        with_ex, waited = pool_steps(True)
+        waits = args.waits[r % len(args.waits):] + args.waits[:r % len(args.waits)]  # rotate
+        results = {wait: pool_steps(True, wait) for wait in waits}
         without, _ = pool_steps(False)
         one = one_process()
-        print(f"round {r + 1}: 2 workers with exchange {with_ex * 1e3:.1f} ms/step (main process "
-              f"in gathers {waited * 1e3:.1f} ms), without {without * 1e3:.1f} ms "
-              f"(ratio {with_ex / without:.2f}); one process {one * 1e3:.1f} ms", flush=True)
+        cells = [f"{wait} {t * 1e3:.1f} ms/step (main process in gathers {w * 1e3:.1f} ms, "
+                 f"ratio {t / without:.2f})" for wait, (t, w) in sorted(results.items())]
+        print(f"round {r + 1}: 2 workers with exchange: {'; '.join(cells)}; without "
+              f"{without * 1e3:.1f} ms; one process {one * 1e3:.1f} ms", flush=True)
     print(f"load average at the end {os.getloadavg()[0]:.1f}")
     return 0
 

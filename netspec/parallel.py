@@ -166,6 +166,7 @@ class BatchExchange:
         self.active = pool.workers  # workers taking part in this step
         self.calls = 0  # gathers so far in this step
         self.step = 0  # the pool's step number, for the tokens
+        self.spin = SPIN  # fixed when the pool forks: every worker waits the same way
 
     def start_step(self, active: int, step: int) -> None:
         self.active, self.calls, self.step = active, 0, step
@@ -175,7 +176,7 @@ class BatchExchange:
         rows = self.rows[self.calls % 2, :self.active, :len(vec)]
         self.calls += 1
         rows[self.rank] = vec
-        if SPIN:
+        if self.spin:
             token = self.step * MAX_GATHERS + self.calls
             self.seq[self.rank] = token  # after the row: seen only once the row is in
             self._spin(token)
@@ -199,7 +200,7 @@ class BatchExchange:
                 if self.rank == 0:  # a child's message mid-step is its error (or its death)
                     for k in range(1, self.active):
                         if self.pool.conns[k - 1].poll():
-                            self.pool._expect_sync(k)  # raises: never "sync" when spinning
+                            self.pool._fail_on_message(k)
                 elif self.conn.poll():  # the parent stops the pool, or is gone
                     self._recv_or_exit()
                     raise SystemExit(0)
@@ -344,8 +345,13 @@ class WorkerPool:
         """Wait for child k's "sync" in a batch exchange; its failure or death is raised."""
         reply = self._recv(k)
         if reply != "sync":
-            message = reply[1] if reply and reply[0] == "error" else f"unexpected {reply!r}"
-            self._fail(f"worker process {k} failed: {message}")
+            self._fail_on_message(k, reply)
+
+    def _fail_on_message(self, k: int, reply=None):
+        """Raise child k's failure (its next message, if not given), or its death."""
+        reply = self._recv(k) if reply is None else reply
+        message = reply[1] if reply and reply[0] == "error" else f"unexpected {reply!r}"
+        self._fail(f"worker process {k} failed: {message}")
 
     def _recv(self, k: int):
         """Child k's next message; its death is raised as a TrainingError."""

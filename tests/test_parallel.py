@@ -162,6 +162,25 @@ def test_batchnorm_net_trains_on_two_workers_like_one(tiny_splits):
     assert np.array_equal(two[0], again[0])
 
 
+def test_a_pool_keeps_the_way_of_waiting_it_was_forked_with(tiny_splits, monkeypatch):
+    """parallel.SPIN changed after the children are forked does not split the workers between
+    two protocols (which hung: the parent spinning, the child blocked on its pipe)."""
+    spec = load(BATCHNORM)
+    x, y = flat_x(tiny_splits)
+    for forked_with in (True, False):
+        monkeypatch.setattr(parallel, "SPIN", forked_with)
+        pool = WorkerPool(netspec.compile(spec, "float64"), spec.loss, x, y, 2, 16)
+        monkeypatch.setattr(parallel, "SPIN", not forked_with)
+        signal.signal(signal.SIGALRM, lambda *_: pytest.fail("the batch exchange hung"))
+        signal.alarm(20)
+        try:
+            loss, _, _ = pool.gradient(np.arange(16))
+        finally:
+            signal.alarm(0)
+            pool.close()
+        assert pool.exchange.spin is forked_with and np.isfinite(loss)
+
+
 def test_a_child_failing_inside_a_batch_exchange_is_reported(tiny_splits, monkeypatch,
                                                              exchange_wait):
     """A child that fails before its batchnorm gather leaves the parent waiting in the
