@@ -23,11 +23,11 @@ GEMM sizes batch-64 LeNet steps take as long with one BLAS thread as with two).
 Results are reproducible for a given number of workers, and differ only in rounding from a
 one-process run (the gradient is a sum of per-slice sums). A layer that couples the samples of
 a batch (batchnorm's statistics) gathers every worker's per-channel partial sums mid-step
-through a `BatchExchange` (shared memory, plus one pipe round trip per gather between the
-parent and each child), so it normalises the whole batch as one process would. Its running
-statistics are shared buffers that only the parent writes. Dropout masks are keyed by
-(seed, step, position in the batch) (netspec/noise.py): each child is told the step and where
-its slice starts, and draws the masks one process would draw for those samples.
+through a `BatchExchange` (shared memory; the workers wait for each other by spinning on it,
+or by a pipe round trip per gather off x86), so it normalises the whole batch as one process
+would. Its running statistics are shared buffers that only the parent writes. Dropout masks
+are keyed by (seed, step, position in the batch) (netspec/noise.py): each child is told the
+step and where its slice starts, and draws the masks one process would draw for those samples.
 
 Needs the 'fork' start method (Linux): children inherit the plan and the data without copies,
 and the plan's parameter arena, allocated in shared memory (`shared_array`), is the same memory
