@@ -197,9 +197,14 @@ class BatchExchange:
         while seq.min() < token:
             spins += 1
             if spins % SPINS_PER_POLL == 0:
-                if self.rank == 0:  # a child's message mid-step is its error (or its death)
+                if self.rank == 0:
                     for k in range(1, self.active):
-                        if self.pool.conns[k - 1].poll():
+                        # A child's message while its token is missing is its error (or its
+                        # death). Once its token is in, the message can be its reply for this
+                        # step: it may finish the step while this process is descheduled
+                        # between its last read of seq and this poll. (Poll first: the child
+                        # stores its token before it sends.)
+                        if self.pool.conns[k - 1].poll() and self.seq[k] < token:
                             self.pool._fail_on_message(k)
                 elif self.conn.poll():  # the parent stops the pool, or is gone
                     self._recv_or_exit()

@@ -181,6 +181,54 @@ def test_a_pool_keeps_the_way_of_waiting_it_was_forked_with(tiny_splits, monkeyp
         assert pool.exchange.spin is forked_with and np.isfinite(loss)
 
 
+class _StaleSeq:
+    """seq whose first min() is one behind, as if read just before a child stored its token."""
+
+    def __init__(self, seq):
+        self.seq, self.reads = seq, 0
+
+    def __getitem__(self, key):
+        return self if isinstance(key, slice) else self.seq[key]
+
+    def min(self):
+        self.reads += 1
+        return self.seq.min() - (self.reads == 1)
+
+
+@pytest.mark.parametrize("token_in", [True, False])
+def test_a_spinning_parent_takes_a_childs_message_as_a_failure_only_without_its_token(
+        monkeypatch, token_in):
+    """The parent can be descheduled between reading the tokens and polling the pipes, while
+    the child finishes the step and replies: that reply is not a failure (it was taken for one
+    and stopped a run). A message while the child's token is missing is one."""
+    import multiprocessing
+    from types import SimpleNamespace
+
+    monkeypatch.setattr(parallel, "SPINS_PER_POLL", 1)
+    mine, theirs = multiprocessing.Pipe()
+    failures = []
+    pool = SimpleNamespace(workers=2, conns=[mine], _fail_on_message=failures.append)
+    exchange = parallel.BatchExchange(pool, 3)
+    exchange.start_step(2, 5)
+    token = 5 * parallel.MAX_GATHERS + 1
+    exchange.seq[:] = [token, token if token_in else token - 1]
+    theirs.send(("the child's reply",))
+    if token_in:
+        exchange.seq = _StaleSeq(exchange.seq)  # the first read misses the child's token
+        exchange._spin(token)
+        assert failures == [] and mine.poll()  # the reply is left for the parent to read
+    else:
+        real = exchange.seq
+
+        def fail(k):  # a real pool raises; here, record it and let the wait end
+            failures.append(k)
+            real[1] = token
+
+        pool._fail_on_message = fail
+        exchange._spin(token)
+        assert failures == [1]
+
+
 def test_a_child_failing_inside_a_batch_exchange_is_reported(tiny_splits, monkeypatch,
                                                              exchange_wait):
     """A child that fails before its batchnorm gather leaves the parent waiting in the
