@@ -83,6 +83,12 @@ class BatchNorm(Layer):
         eps, momentum = self.eps, self.momentum
         cache = {}
 
+        def ones(m):
+            """(M,) ones, to sum rows as a GEMV (see row_dots)."""
+            v = ctx.ws("ones", (m,))
+            v.fill(1)
+            return v
+
         def forward(x, train):
             x2 = x.reshape(c, -1)  # (C, H, W, N) -> (C, M) or (D, N) as it is
             m = x2.shape[1]
@@ -90,9 +96,9 @@ class BatchNorm(Layer):
             inv_std = ctx.ws("inv_std", (c,))
             shift = np.zeros(c)  # the batch's mean minus xc's (workers: their slice's), (C,)
             if train:
-                mean = x2.mean(axis=1)  # (C,)
+                mean = x2 @ ones(m) / m  # (C,): the sums as a GEMV (see row_dots)
                 np.subtract(x2, mean[:, None], out=xc)
-                var = np.einsum("cm,cm->c", xc, xc) / m  # biased variance, (C,)
+                var = row_dots(xc, xc) / m  # biased variance, (C,)
                 if ctx.exchange is not None:  # the batch is split across worker processes
                     m, whole, var = _whole_batch_stats(ctx.exchange, m, mean, var)
                     # x - whole = xc - shift: folded into the per-channel factors below and
@@ -132,9 +138,9 @@ class BatchNorm(Layer):
             if not cache["train"]:  # x - running_mean, which the eval forward skipped
                 np.subtract(cache["x"], run_mean[:, None], out=xc)
             dy2 = dy.reshape(c, -1)  # (C, M)
-            np.sum(dy2, axis=1, out=gb)  # dbias = sum_m dy
+            np.matmul(dy2, ones(dy2.shape[1]), out=gb)  # dbias = sum_m dy
             # dweight = sum_m dy * xhat = inv_std * (sum_m dy * xc - shift * dbias)
-            np.multiply(np.einsum("cm,cm->c", dy2, xc) - shift * gb, inv_std, out=gw)
+            np.multiply(row_dots(dy2, xc) - shift * gb, inv_std, out=gw)
             if not need_dx:
                 return None
             dx = ctx.ws("dx", cache["shape"])
@@ -165,6 +171,13 @@ class BatchNorm(Layer):
         the same eps; ONNX normalises axis 1, the channels of (N, C, H, W) or features of (N, D)."""
         ws = [g.param(k) for k in ("weight", "bias", "running_mean", "running_var")]
         return g.node("BatchNormalization", [x, *ws], epsilon=self.eps)
+
+
+def row_dots(a, b):
+    """(C,): sum_m a[c, m] * b[c, m] for (C, M) arrays, as C dot products in BLAS: ~3x faster
+    than np.einsum or a NumPy sum at these sizes (as is a @ ones for the row sums; 1 thread,
+    (16, 50176) float32: 0.05 ms against 0.13-0.17)."""
+    return np.matmul(a[:, None, :], b[:, :, None]).reshape(len(a))
 
 
 def _whole_batch_stats(exchange, m, mean, var):
