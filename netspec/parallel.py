@@ -42,6 +42,7 @@ import os
 import platform
 import signal
 import sys
+import time
 import weakref
 
 import numpy as np
@@ -152,7 +153,7 @@ class BatchExchange:
       gather's) in seq[k] and reads seq until every worker's token is there. x86 keeps stores
       in order, so a token is never seen before its row. A worker polls its pipe every few
       spins, so a peer's failure or the pool stopping ends the wait, and yields the core to
-      other processes between polls.
+      other processes between polls; after SPIN_SECONDS it sleeps between polls instead.
     * pipe round trips (elsewhere): each child tells the parent ("sync") and waits for its
       "go", which the parent sends once every child's row is in.
     The spinning wait took ~4 ms a step off record.yaml's 2-worker steps on the 2-core test
@@ -193,7 +194,7 @@ class BatchExchange:
 
     def _spin(self, token: int) -> None:
         """Wait until every active worker's token is at least `token`."""
-        seq, spins = self.seq[:self.active], 0
+        seq, spins, patient = self.seq[:self.active], 0, None
         while seq.min() < token:
             spins += 1
             if spins % SPINS_PER_POLL == 0:
@@ -209,7 +210,11 @@ class BatchExchange:
                 elif self.conn.poll():  # the parent stops the pool, or is gone
                     self._recv_or_exit()
                     raise SystemExit(0)
-                os.sched_yield()
+                patient = patient or time.perf_counter() + SPIN_SECONDS
+                if time.perf_counter() < patient:
+                    os.sched_yield()  # to any other process ready to run on this core
+                else:  # a long wait (a loaded machine): leave the core to others
+                    time.sleep(SLEEP_SECONDS)
 
     def _recv_or_exit(self):
         """A child's next message from the parent; the child exits if the parent is gone."""
@@ -223,6 +228,8 @@ class BatchExchange:
 # (see BatchExchange); elsewhere by pipe round trips.
 SPIN = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686", "x86")
 SPINS_PER_POLL = 64  # spins between pipe polls (a poll costs a system call)
+SPIN_SECONDS = 0.002  # then a waiting worker sleeps SLEEP_SECONDS between polls
+SLEEP_SECONDS = 0.0001
 MAX_GATHERS = 1 << 20  # gathers per step, at most: tokens are step * MAX_GATHERS + gather
 
 
