@@ -22,30 +22,41 @@ A^T = [[1, 1, 1, 0], [0, 1, -1, -1]] are written out as adds; G as a matrix.
 
 import numpy as np
 
-from netspec import blas
+from netspec import blas, winograd4
+from netspec.winograd4 import Winograd4
 
 G = np.array([[1, 0, 0], [.5, .5, .5], [.5, -.5, .5], [0, 0, 1]])
 GG = np.kron(G, G)  # (16, 9): GG[xi*4 + nu, i*3 + j] = G[xi, i] G[nu, j]
 TILE_ROWS = 1  # tile rows per block (1, 2, 4 and 7 measured: benchmarks/README.md)
 # Smallest input channels and image side that take the path: 1 channel was ~5x slower, 7x7
 # images 0.94-1.25 (4x4 tiles compute 8x8 outputs), 14x14 and 28x28 0.63-0.80 (batch 64).
+# 7x7 and 8x8 images take F(4x4, 3x3) instead (netspec/winograd4.py: winograd4.SIZES).
 MIN_CHANNELS = 8
 MIN_SIZE = 12
 
 
 def suits(c: int, h: int, w: int, geometry, pads) -> bool:
-    """Whether conv2d trains a (C, H, W) input with this path: a 3x3 kernel, stride 1 and
-    dilation 1 (geometry = (KH, KW, SH, SW, DH, DW)), padding 1 on every side, and enough
-    channels and pixels to pay."""
+    """Whether conv2d trains a (C, H, W) input with a Winograd path (F(2x2) or F(4x4): see
+    `algorithm`): a 3x3 kernel, stride 1 and dilation 1 (geometry = (KH, KW, SH, SW, DH, DW)),
+    padding 1 on every side, and enough channels and pixels to pay."""
     return (tuple(geometry) == (3, 3, 1, 1, 1, 1) and tuple(pads) == (1, 1, 1, 1)
-            and c >= MIN_CHANNELS and min(h, w) >= MIN_SIZE)
+            and c >= MIN_CHANNELS and algorithm(h, w) is not None)
+
+
+def algorithm(h: int, w: int):
+    """The Winograd class for (H, W) images: Winograd4 for 7x7 and 8x8 (winograd4.SIZES),
+    Winograd from MIN_SIZE pixels a side, None between and below."""
+    if min(h, w) >= MIN_SIZE:
+        return Winograd
+    lo, hi = winograd4.SIZES
+    return Winograd4 if lo <= min(h, w) and max(h, w) <= hi else None
 
 
 def training_path(ctx, k: int, h: int, w: int, train_forward, eval_forward, train_backward):
     """conv2d's (forward, backward) with Winograd taken in training while BLAS runs one thread
     (blas.THREADS, set by the worker pool); the given closures otherwise. Backward follows
     what the last forward did (an eval-mode forward, then backward: the GEMM path's)."""
-    wg = Winograd(ctx.in_shape[0], k, h, w, ctx.ws)
+    wg = algorithm(h, w)(ctx.in_shape[0], k, h, w, ctx.ws)
     b, gb, took = ctx.params.get("bias"), ctx.grads.get("bias"), [False]
 
     def forward(x, train):

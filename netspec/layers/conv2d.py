@@ -31,7 +31,8 @@ training, while BLAS runs one thread (netspec.blas.THREADS: the worker processes
 are one-core NumPy passes, so it loses to two-thread GEMMs (1.01-2.13x), and one-process training
 keeps the paths above. Forward + backward against them (benchmarks/winograd_layer.py, 1 thread,
 batch 64): 16->16 @28x28 0.76 (vs row-stacked), 16->32 @14x14 0.80, 32->32 @14x14 0.63; at 7x7
-0.99-1.09, with 1 input channel ~5x (tables in benchmarks/README.md). Eval mode keeps im2col.
+0.99-1.09, with 1 input channel ~5x (tables in benchmarks/README.md). 7x7 and 8x8 images take
+F(4x4, 3x3) instead (netspec/winograd4.py: 0.70-0.84 of im2col at 7x7). Eval mode keeps im2col.
 
 col2im is KH*KW strided adds straight into dx (`col2im` below): measured against a full
 correlation of padded dy with the flipped kernel, a half im2col along H, and per-tap or
