@@ -168,6 +168,14 @@ gradcheck: {{batch_size: 2}}
 """
 
 
+# NET with a third conv at 7x7 (after a second pool): conv2 (14x14) takes F(2x2), conv3 F(4x4)
+NET4 = NET.replace(
+    "  - {type: global_avgpool}",
+    "  - {type: maxpool2d, kernel_size: 2}\n"
+    "  - {type: conv2d, name: conv3, out_channels: 8, kernel_size: 3, padding: 1}\n"
+    "  - {type: batchnorm, name: bn3}\n  - {type: relu}\n  - {type: global_avgpool}")
+
+
 def small_net():
     """NET on 24x24 inputs: conv2 (8 -> 8 channels at 12x12) takes the Winograd path."""
     return netspec.loads(NET.replace("shape: [1, 28, 28]", "shape: [1, 24, 24]"), "wino.yaml")
@@ -191,33 +199,53 @@ def test_gradcheck_through_the_winograd_path(broken, monkeypatch, calls, one_thr
         assert not failed
 
 
+def spy_calls(monkeypatch, algorithm: str) -> list:
+    """A list that gets one entry per forward or backward call of winograd.<algorithm>."""
+    cls, seen = getattr(winograd, algorithm), []
+    for name in ("forward", "backward"):
+        real = getattr(cls, name)
+
+        def spy(self, *args, _real=real, _name=name, **kwargs):
+            seen.append((_name, args[-1]))
+            return _real(self, *args, **kwargs)
+
+        monkeypatch.setattr(cls, name, spy)
+    return seen
+
+
 @pytest.mark.skipif(not can_fork(), reason="worker processes need Linux fork")
-def test_two_workers_with_winograd_train_like_one(tiny_splits, monkeypatch, calls):
-    """One epoch of a batchnorm net whose conv2 takes the Winograd path on 2 workers (one BLAS
-    thread each) and im2col in one process: the same parameters to rounding, in float64."""
+@pytest.mark.parametrize("net, algorithm", [(NET, "Winograd"), (NET4, "Winograd4")])
+def test_two_workers_with_winograd_train_like_one(tiny_splits, monkeypatch, net, algorithm):
+    """One epoch of a batchnorm net whose conv2 takes F(2x2) (NET), or whose conv3 takes F(4x4)
+    (NET4), on 2 workers (one BLAS thread each), and im2col in one process: the same
+    parameters to rounding, in float64."""
     monkeypatch.setattr("netspec.parallel.available_cores", lambda: 2)  # 1 BLAS thread each
-    spec = netspec.loads(NET, "wino.yaml")
+    seen = spy_calls(monkeypatch, algorithm)
+    spec = netspec.loads(net, "wino.yaml")
     finals = {}
     for workers in (1, 2):
         trainer, stats = train_with_workers(spec, tiny_splits, workers)
-        finals[workers] = (trainer.plan.flat_params.copy(), stats.loss, dict(calls))
+        finals[workers] = (trainer.plan.flat_params.copy(), stats.loss, len(seen))
     (one, loss1, calls1), (two, loss2, calls2) = finals[1], finals[2]
-    assert calls1["forward"] == 0 and calls2["forward"] > 0  # the parent's half of each batch
+    assert calls1 == 0 and calls2 > 0  # the parent's half of each batch
     np.testing.assert_allclose(two, one, rtol=1e-8, atol=1e-10)
     assert loss2 == pytest.approx(loss1, rel=1e-8)
     assert blas.THREADS is None  # the pool's limit ended with the epoch
 
 
-def test_without_dx_the_weight_gradient_is_still_right(monkeypatch, calls):
-    """The first layer of a net skips dL/dx (need_dx=False)."""
+@pytest.mark.parametrize("h, w, algorithm", [(14, 13, "Winograd"), (7, 7, "Winograd4")])
+def test_without_dx_the_weight_gradient_is_still_right(h, w, algorithm, monkeypatch):
+    """The first layer of a net skips dL/dx (need_dx=False), with F(2x2) and with F(4x4)."""
+    seen = spy_calls(monkeypatch, algorithm)
     rng = np.random.default_rng(0)
-    x, dy = rng.standard_normal((8, 14, 13, 2)), rng.standard_normal((4, 14, 13, 2))
+    x, dy = rng.standard_normal((8, h, w, 2)), rng.standard_normal((4, h, w, 2))
     grads = {}
     for threads in (None, 1):
         monkeypatch.setattr(blas, "THREADS", threads)
-        plan, step = conv(8, 4, 14, 13)
+        plan, step = conv(8, 4, h, w)
         step.forward(x, True)
         assert step.backward(dy, False) is None
         grads[threads] = plan.flat_grads.copy()
-    assert calls["backward"] == 1
+    assert seen[-1] == ("backward", False)  # called once, with need_dx=False
+    assert len(seen) == 2
     assert rel(grads[1], grads[None]) < 1e-10

@@ -1,23 +1,15 @@
 """conv2d's Winograd F(4x4, 3x3) training path for 7x7 and 8x8 images (netspec/winograd4.py):
-when it is taken, that it equals the im2col path, that its gradients check through a net and on
-two workers, and that a broken transform or backward is caught."""
+when it is taken, that it equals the im2col path, that its gradients check through a net, and
+that a broken transform or backward is caught. (test_winograd.py trains with it on two workers
+and checks need_dx=False.)"""
 
 import numpy as np
 import pytest
-from conftest import train_with_workers
-from test_winograd import NET, compare, conv
+from test_winograd import NET4, compare, conv
 
 import netspec
 from netspec import blas, winograd, winograd4
 from netspec.gradcheck import check_spec
-from netspec.parallel import can_fork
-
-# NET with a third conv at 7x7 (after a second pool): conv2 (14x14) takes F(2x2), conv3 F(4x4)
-NET4 = NET.replace(
-    "  - {type: global_avgpool}",
-    "  - {type: maxpool2d, kernel_size: 2}\n"
-    "  - {type: conv2d, name: conv3, out_channels: 8, kernel_size: 3, padding: 1}\n"
-    "  - {type: batchnorm, name: bn3}\n  - {type: relu}\n  - {type: global_avgpool}")
 
 
 @pytest.fixture
@@ -75,20 +67,6 @@ def test_which_path_is_taken(c, h, w, taken, monkeypatch, calls):
         assert calls[f"{tag} forward"] == calls[f"{tag} backward"] == (tag == taken)
 
 
-def test_without_dx_the_weight_gradient_is_still_right(monkeypatch, calls):
-    rng = np.random.default_rng(0)
-    x, dy = rng.standard_normal((8, 7, 7, 3)), rng.standard_normal((4, 7, 7, 3))
-    grads = {}
-    for threads in (None, 1):
-        monkeypatch.setattr(blas, "THREADS", threads)
-        plan, step = conv(8, 4, 7, 7)
-        step.forward(x, True)
-        assert step.backward(dy, False) is None
-        grads[threads] = plan.flat_grads.copy()
-    assert calls["f4 backward"] == 1
-    np.testing.assert_allclose(grads[1], grads[None], rtol=1e-10, atol=1e-12)
-
-
 @pytest.mark.parametrize("broken", [False, True])
 def test_gradcheck_through_the_f4_path(broken, monkeypatch, calls):
     monkeypatch.setattr(blas, "THREADS", 1)
@@ -107,19 +85,3 @@ def test_gradcheck_through_the_f4_path(broken, monkeypatch, calls):
         assert ("conv2", "weight") in failed and ("conv3", "weight") not in failed
     else:
         assert not failed
-
-
-@pytest.mark.skipif(not can_fork(), reason="worker processes need Linux fork")
-def test_two_workers_with_f4_train_like_one(tiny_splits, monkeypatch, calls):
-    """One epoch of NET4 on 2 workers (F(2x2) and F(4x4) in the workers) and in one process
-    (im2col): the same parameters to rounding, in float64."""
-    monkeypatch.setattr("netspec.parallel.available_cores", lambda: 2)  # 1 BLAS thread each
-    spec = netspec.loads(NET4, "wino4.yaml")
-    finals = {}
-    for workers in (1, 2):
-        trainer, stats = train_with_workers(spec, tiny_splits, workers)
-        finals[workers] = (trainer.plan.flat_params.copy(), stats.loss, dict(calls))
-    (one, loss1, calls1), (two, loss2, calls2) = finals[1], finals[2]
-    assert calls1["f4 forward"] == 0 and calls2["f4 forward"] > 0
-    np.testing.assert_allclose(two, one, rtol=1e-8, atol=1e-10)
-    assert loss2 == pytest.approx(loss1, rel=1e-8)
