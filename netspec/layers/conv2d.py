@@ -25,19 +25,14 @@ timings on a loaded 2-core machine; at 14x14 and 7x7 (14-29% extra rows) it was 
 for 1-channel inputs (K = 3) slower, so those keep im2col. Inference keeps the cache-blocked
 im2col below, which was as fast or faster in every case measured.
 
-Winograd training path (WINOGRAD; netspec/winograd.py, whose `suits` holds the rule): F(2x2,
-3x3) for 3x3 convs, stride 1, dilation 1, padding 1, >= 8 input channels, >= 12 pixels a side, in
-training, while BLAS runs one thread (netspec.blas.THREADS: the worker processes). Its transforms
-are one-core NumPy passes, so it loses to two-thread GEMMs (1.01-2.13x), and one-process training
-keeps the paths above. Forward + backward against them (benchmarks/winograd_layer.py, 1 thread,
-batch 64): 16->16 @28x28 0.76 (vs row-stacked), 16->32 @14x14 0.80, 32->32 @14x14 0.63; at 7x7
-0.99-1.09, with 1 input channel ~5x (tables in benchmarks/README.md). 7x7 and 8x8 images take
-F(4x4, 3x3) instead (netspec/winograd4.py: 0.70-0.84 of im2col at 7x7). Eval mode keeps im2col.
+Winograd training paths (WINOGRAD; netspec/winograd.py, whose `suits` holds the rule), for 3x3
+convs, stride 1, dilation 1, padding 1, >= 8 input channels, in training while BLAS runs one
+thread (netspec.blas.THREADS: the worker processes; with two threads the GEMMs win): F(2x2, 3x3)
+from 12 pixels a side (0.63-0.80 of the paths above), F(4x4, 3x3) at 7x7 and 8x8
+(netspec/winograd4.py: 0.70-0.84 of im2col). Tables in benchmarks/README.md. Eval keeps im2col.
 
-col2im is KH*KW strided adds straight into dx (`col2im` below): measured against a full
-correlation of padded dy with the flipped kernel, a half im2col along H, and per-tap or
-cache-sized chunked GEMMs, none was faster at LeNet's sizes; for VGG's 14x14 and 7x7 convs the
-im2col of padded dy times the flipped kernel was no faster either (noisy machine).
+col2im is KH*KW strided adds straight into dx (`col2im` below); the alternatives measured (a
+correlation of padded dy with the flipped kernel, GEMMs per tap or per chunk) were no faster.
 """
 
 from typing import ClassVar, Literal
@@ -321,7 +316,7 @@ class Conv2d(Layer):
 
 # Use the row-stacked GEMM for training when it pays (see the module docstring).
 STACKED = True
-# Train with Winograd F(2x2, 3x3) when it pays (see the module docstring and winograd.suits).
+# Train with Winograd F(2x2) or F(4x4) when it pays (module docstring, winograd.suits).
 WINOGRAD = True
 
 
