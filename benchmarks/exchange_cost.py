@@ -43,7 +43,7 @@ def main(argv=None) -> int:
     from threadpoolctl import threadpool_info
 
     import netspec
-    from netspec import parallel
+    from netspec import exchange as xch
     from netspec.layers.batchnorm import BatchNorm
     from netspec.parallel import WorkerPool, slice_gradient
 
@@ -55,12 +55,13 @@ def main(argv=None) -> int:
     batch = args.batch_size
 
     def pool_steps(exchange: bool, wait: str = "spin") -> tuple[float, float]:
-        BatchNorm.couples_batch, default, parallel.SPIN = exchange, parallel.SPIN, wait == "spin"
+        default = xch.SPIN
+        BatchNorm.couples_batch, xch.SPIN = exchange, wait == "spin"
         try:
             plan = netspec.compile(spec, "float32")
             pool = WorkerPool(plan, spec.loss, x, y, 2, batch)
         finally:
-            BatchNorm.couples_batch, parallel.SPIN = True, default
+            BatchNorm.couples_batch, xch.SPIN = True, default
         waits = []
         if pool.exchange is not None:
             gather = pool.exchange.gather

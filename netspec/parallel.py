@@ -23,11 +23,12 @@ GEMM sizes batch-64 LeNet steps take as long with one BLAS thread as with two).
 Results are reproducible for a given number of workers, and differ only in rounding from a
 one-process run (the gradient is a sum of per-slice sums). A layer that couples the samples of
 a batch (batchnorm's statistics) gathers every worker's per-channel partial sums mid-step
-through a `BatchExchange` (shared memory; the workers wait for each other by spinning on it,
-or by a pipe round trip per gather off x86), so it normalises the whole batch as one process
-would. Its running statistics are shared buffers that only the parent writes. Dropout masks
-are keyed by (seed, step, position in the batch) (netspec/noise.py): each child is told the
-step and where its slice starts, and draws the masks one process would draw for those samples.
+through a `BatchExchange` (netspec/exchange.py: shared memory; the workers wait for each other
+by spinning on it, or by a pipe round trip per gather off x86), so it normalises the whole
+batch as one process would. Its running statistics are shared buffers that only the parent
+writes. Dropout masks are keyed by (seed, step, position in the batch) (netspec/noise.py): each
+child is told the step and where its slice starts, and draws the masks one process would draw
+for those samples.
 
 Needs the 'fork' start method (Linux): children inherit the plan and the data without copies,
 and the plan's parameter arena, allocated in shared memory (`shared_array`), is the same memory
@@ -39,16 +40,15 @@ from __future__ import annotations
 import math
 import multiprocessing
 import os
-import platform
 import signal
 import sys
-import time
 import weakref
 
 import numpy as np
 
 from netspec import blas
 from netspec.errors import TrainingError
+from netspec.exchange import BatchExchange
 from netspec.plan import shared_array
 
 MAX_AUTO_WORKERS = 2  # what `workers: auto` may pick; measured on 2 cores only
@@ -138,99 +138,6 @@ def eval_slice(plan, loss, x, y, lo: int, hi: int, batch: int, preds: np.ndarray
         loss_sum += value * (j - i)
         preds[i:j] = logits.argmax(axis=0)
     return loss_sum
-
-
-class BatchExchange:
-    """All-gather of small float64 vectors between the workers of one step, for batch-coupled
-    layers (ctx.exchange). Worker k writes its vector into row k of a shared (2, W, width)
-    buffer, then waits until every worker's row is in. Every worker then reads the same rows
-    and combines them in the same order, so all get bit-identical totals. Successive gathers
-    alternate between the two halves of the buffer, so a fast worker's next write never lands
-    in rows that another is still reading.
-
-    How a worker waits (SPIN):
-    * spinning (x86): after its row, worker k stores a token (this step's number and the
-      gather's) in seq[k] and reads seq until every worker's token is there. x86 keeps stores
-      in order, so a token is never seen before its row. A worker polls its pipe every few
-      spins, so a peer's failure or the pool stopping ends the wait, and yields the core to
-      other processes between polls; after SPIN_SECONDS it sleeps between polls instead.
-    * pipe round trips (elsewhere): each child tells the parent ("sync") and waits for its
-      "go", which the parent sends once every child's row is in.
-    The spinning wait took ~4 ms a step off record.yaml's 2-worker steps on the 2-core test
-    machine, where a process blocked in a pipe read is slow to wake (benchmarks/README.md)."""
-
-    def __init__(self, pool: WorkerPool, width: int):
-        self.pool, self.conn = pool, None  # conn: a child's pipe to the parent
-        self.rows = shared_array((2, pool.workers, width), np.float64)
-        self.seq = shared_array((pool.workers,), np.int64)  # each worker's last token
-        self.rank = 0  # this process's worker number (0: the parent)
-        self.active = pool.workers  # workers taking part in this step
-        self.calls = 0  # gathers so far in this step
-        self.step = 0  # the pool's step number, for the tokens
-        self.spin = SPIN  # fixed when the pool forks: every worker waits the same way
-
-    def start_step(self, active: int, step: int) -> None:
-        self.active, self.calls, self.step = active, 0, step
-
-    def gather(self, vec: np.ndarray) -> np.ndarray:
-        """(active workers, len(vec)): every worker's vec, row k from worker k."""
-        rows = self.rows[self.calls % 2, :self.active, :len(vec)]
-        self.calls += 1
-        rows[self.rank] = vec
-        if self.spin:
-            token = self.step * MAX_GATHERS + self.calls
-            self.seq[self.rank] = token  # after the row: seen only once the row is in
-            self._spin(token)
-        elif self.rank == 0:
-            for k in range(1, self.active):
-                self.pool._expect_sync(k)
-            for k in range(1, self.active):
-                self.pool._send(k, "go")
-        else:
-            self.conn.send("sync")
-            if self._recv_or_exit() != "go":  # None: the pool is stopping mid-step
-                raise SystemExit(0)
-        return rows
-
-    def _spin(self, token: int) -> None:
-        """Wait until every active worker's token is at least `token`."""
-        seq, spins, patient = self.seq[:self.active], 0, None
-        while seq.min() < token:
-            spins += 1
-            if spins % SPINS_PER_POLL == 0:
-                if self.rank == 0:
-                    for k in range(1, self.active):
-                        # A child's message while its token is missing is its error (or its
-                        # death). Once its token is in, the message can be its reply for this
-                        # step: it may finish the step while this process is descheduled
-                        # between its last read of seq and this poll. (Poll first: the child
-                        # stores its token before it sends.)
-                        if self.pool.conns[k - 1].poll() and self.seq[k] < token:
-                            self.pool._fail_on_message(k)
-                elif self.conn.poll():  # the parent stops the pool, or is gone
-                    self._recv_or_exit()
-                    raise SystemExit(0)
-                patient = patient or time.perf_counter() + SPIN_SECONDS
-                if time.perf_counter() < patient:
-                    os.sched_yield()  # to any other process ready to run on this core
-                else:  # a long wait (a loaded machine): leave the core to others
-                    time.sleep(SLEEP_SECONDS)
-
-    def _recv_or_exit(self):
-        """A child's next message from the parent; the child exits if the parent is gone."""
-        try:
-            return self.conn.recv()
-        except (EOFError, OSError):  # the parent exited
-            raise SystemExit(0) from None
-
-
-# Batch exchanges wait by spinning on shared memory where stores are seen in program order
-# (see BatchExchange); elsewhere by pipe round trips.
-SPIN = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686", "x86")
-SPINS_PER_POLL = 64  # spins between pipe polls (a poll costs a system call)
-SPIN_SECONDS = 0.002  # then a waiting worker sleeps SLEEP_SECONDS between polls
-SLEEP_SECONDS = 0.0001
-MAX_GATHERS = 1 << 20  # gathers per step, at most: tokens are step * MAX_GATHERS + gather
 
 
 class WorkerPool:

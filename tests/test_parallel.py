@@ -18,7 +18,7 @@ from conftest import ROOT, TINY, tiny_conv_spec, train_with_workers
 from typer.testing import CliRunner
 
 import netspec
-from netspec import parallel
+from netspec import exchange
 from netspec.cli import app
 from netspec.errors import TrainingError
 from netspec.layers.batchnorm import BatchNorm
@@ -101,9 +101,9 @@ def test_two_workers_train_like_one_and_reproducibly(tie_free):
 
 @pytest.fixture(params=[True, False], ids=["spin", "pipe"])
 def exchange_wait(request, monkeypatch):
-    """Both ways a batch exchange waits (parallel.SPIN): spinning on shared memory (x86) and
+    """Both ways a batch exchange waits (exchange.SPIN): spinning on shared memory (x86) and
     pipe round trips (elsewhere)."""
-    monkeypatch.setattr(parallel, "SPIN", request.param)
+    monkeypatch.setattr(exchange, "SPIN", request.param)
     return request.param
 
 
@@ -163,14 +163,14 @@ def test_batchnorm_net_trains_on_two_workers_like_one(tiny_splits):
 
 
 def test_a_pool_keeps_the_way_of_waiting_it_was_forked_with(tiny_splits, monkeypatch):
-    """parallel.SPIN changed after the children are forked does not split the workers between
+    """exchange.SPIN changed after the children are forked does not split the workers between
     two protocols (which hung: the parent spinning, the child blocked on its pipe)."""
     spec = load(BATCHNORM)
     x, y = flat_x(tiny_splits)
     for forked_with in (True, False):
-        monkeypatch.setattr(parallel, "SPIN", forked_with)
+        monkeypatch.setattr(exchange, "SPIN", forked_with)
         pool = WorkerPool(netspec.compile(spec, "float64"), spec.loss, x, y, 2, 16)
-        monkeypatch.setattr(parallel, "SPIN", not forked_with)
+        monkeypatch.setattr(exchange, "SPIN", not forked_with)
         signal.signal(signal.SIGALRM, lambda *_: pytest.fail("the batch exchange hung"))
         signal.alarm(20)
         try:
@@ -204,28 +204,28 @@ def test_a_spinning_parent_takes_a_childs_message_as_a_failure_only_without_its_
     import multiprocessing
     from types import SimpleNamespace
 
-    monkeypatch.setattr(parallel, "SPINS_PER_POLL", 1)
+    monkeypatch.setattr(exchange, "SPINS_PER_POLL", 1)
     mine, theirs = multiprocessing.Pipe()
     failures = []
     pool = SimpleNamespace(workers=2, conns=[mine], _fail_on_message=failures.append)
-    exchange = parallel.BatchExchange(pool, 3)
-    exchange.start_step(2, 5)
-    token = 5 * parallel.MAX_GATHERS + 1
-    exchange.seq[:] = [token, token if token_in else token - 1]
+    gather = exchange.BatchExchange(pool, 3)
+    gather.start_step(2, 5)
+    token = 5 * exchange.MAX_GATHERS + 1
+    gather.seq[:] = [token, token if token_in else token - 1]
     theirs.send(("the child's reply",))
     if token_in:
-        exchange.seq = _StaleSeq(exchange.seq)  # the first read misses the child's token
-        exchange._spin(token)
+        gather.seq = _StaleSeq(gather.seq)  # the first read misses the child's token
+        gather._spin(token)
         assert failures == [] and mine.poll()  # the reply is left for the parent to read
     else:
-        real = exchange.seq
+        real = gather.seq
 
         def fail(k):  # a real pool raises; here, record it and let the wait end
             failures.append(k)
             real[1] = token
 
         pool._fail_on_message = fail
-        exchange._spin(token)
+        gather._spin(token)
         assert failures == [1]
 
 
@@ -433,9 +433,9 @@ def test_a_child_waiting_in_a_batch_exchange_exits_when_the_parent_is_killed(tmp
         import os, signal, time
         import numpy as np
         import netspec
-        from netspec import parallel
+        from netspec import exchange, parallel
         from netspec.data import load_dataset, prepare
-        parallel.SPIN = {spin!r}
+        exchange.SPIN = {spin!r}
         spec = netspec.loads({BATCHNORM!r}, "s.yaml")
         x, y = prepare(load_dataset({str(TINY)!r}), "standardize", 0)["train"]
         plan = netspec.compile(spec)
@@ -445,7 +445,7 @@ def test_a_child_waiting_in_a_batch_exchange_exits_when_the_parent_is_killed(tmp
         pool.exchange.start_step(2, 1)
         pool.conns[0].send(("gradient", 8, 16, 16, 2, 0, 1))  # the child's half of step 1
         deadline = time.monotonic() + 20  # until the child is in its gather:
-        while (pool.exchange.seq[1] == 0 if parallel.SPIN  # its token, or its "sync"
+        while (pool.exchange.seq[1] == 0 if exchange.SPIN  # its token, or its "sync"
                else not pool.conns[0].poll(0)) and time.monotonic() < deadline:
             time.sleep(0.01)
         time.sleep(0.3)

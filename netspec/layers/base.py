@@ -114,8 +114,8 @@ class Ctx:
     # Piecewise-linear layers (relu, maxpool) store here which piece the last forward used
     # (a sign mask, an argmax); the gradient checker skips steps that change it (kinks).
     region: np.ndarray | None = None
-    # Set while worker processes share each batch (parallel.BatchExchange): a batch-coupled
-    # layer (batchnorm) gathers its per-channel partial sums from every worker through it.
+    # Set while worker processes share each batch (netspec/exchange.py's BatchExchange): a
+    # batch-coupled layer (batchnorm) gathers its per-channel partial sums from every worker.
     exchange: object = None
 
     @property
