@@ -23,7 +23,6 @@ A^T = [[1, 1, 1, 0], [0, 1, -1, -1]] are written out as adds; G as a matrix.
 import numpy as np
 
 from netspec import blas, winograd4
-from netspec.winograd4 import Winograd4
 
 G = np.array([[1, 0, 0], [.5, .5, .5], [.5, -.5, .5], [0, 0, 1]])
 GG = np.kron(G, G)  # (16, 9): GG[xi*4 + nu, i*3 + j] = G[xi, i] G[nu, j]
@@ -49,7 +48,7 @@ def algorithm(h: int, w: int):
     if min(h, w) >= MIN_SIZE:
         return Winograd
     lo, hi = winograd4.SIZES
-    return Winograd4 if lo <= min(h, w) and max(h, w) <= hi else None
+    return winograd4.Winograd4 if lo <= min(h, w) and max(h, w) <= hi else None
 
 
 def training_path(ctx, k: int, h: int, w: int, train_forward, eval_forward, train_backward):

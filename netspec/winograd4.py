@@ -36,18 +36,12 @@ AT = np.array([[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0],
 SIZES = (7, 8)  # image sides that take this path (two tiles of 4 a side; 7 was measured)
 
 
-def tiles(a, size: int, t):
-    """View (size, size, C, th, tw, N) of a (C, Hp, Wp, N): the size x size tiles at stride 4."""
+def tiles(a, size: int, t, writeable: bool = False):
+    """View (size, size, C, th, tw, N) of a (C, Hp, Wp, N): the size x size tiles at stride 4
+    (writeable only for tiles that do not overlap: the 4x4 output tiles)."""
     s0, s1, s2, s3 = a.strides
     return as_strided(a, (size, size, a.shape[0], t[0], t[1], a.shape[-1]),
-                      (s1, s2, s0, 4 * s1, 4 * s2, s3), writeable=False)
-
-
-def tiles_out(a, size: int, t):
-    """tiles() of a, writeable (the 4x4 output tiles do not overlap)."""
-    s0, s1, s2, s3 = a.strides
-    return as_strided(a, (size, size, a.shape[0], t[0], t[1], a.shape[-1]),
-                      (s1, s2, s0, 4 * s1, 4 * s2, s3))
+                      (s1, s2, s0, 4 * s1, 4 * s2, s3), writeable=writeable)
 
 
 class Winograd4:
@@ -83,7 +77,7 @@ class Winograd4:
         Y = ws("w4_Y", (4, 4 * k * T))
         np.matmul(self.AT, Y1.reshape(6, -1), out=Y)  # along xi: (4 a, 4 b, K*T)
         yb = ws("w4_yb", (k, 4 * th, 4 * tw, n))  # y[k, 4ty + a, 4tx + b] = Y[a, b, k, ty, tx]
-        np.copyto(tiles_out(yb, 4, self.t), Y.reshape(4, 4, k, th, tw, n))
+        np.copyto(tiles(yb, 4, self.t, writeable=True), Y.reshape(4, 4, k, th, tw, n))
         y = yb
         if not self.even:  # drop the last tiles' outputs beyond the image
             y = ws("w4_y", (k, self.h, self.w, n))

@@ -6,7 +6,7 @@ import pytest
 from conftest import TINY, train_with_workers
 
 import netspec
-from netspec import blas, winograd
+from netspec import blas, winograd, winograd4
 from netspec.gradcheck import check_spec
 from netspec.layers import LAYERS
 from netspec.parallel import can_fork
@@ -200,8 +200,9 @@ def test_gradcheck_through_the_winograd_path(broken, monkeypatch, calls, one_thr
 
 
 def spy_calls(monkeypatch, algorithm: str) -> list:
-    """A list that gets one entry per forward or backward call of winograd.<algorithm>."""
-    cls, seen = getattr(winograd, algorithm), []
+    """A list that gets one entry per forward or backward call of the class `algorithm`."""
+    cls = {"Winograd": winograd.Winograd, "Winograd4": winograd4.Winograd4}[algorithm]
+    seen = []
     for name in ("forward", "backward"):
         real = getattr(cls, name)
 
@@ -214,7 +215,8 @@ def spy_calls(monkeypatch, algorithm: str) -> list:
 
 
 @pytest.mark.skipif(not can_fork(), reason="worker processes need Linux fork")
-@pytest.mark.parametrize("net, algorithm", [(NET, "Winograd"), (NET4, "Winograd4")])
+@pytest.mark.parametrize("net, algorithm", [(NET, "Winograd"), (NET4, "Winograd4")],
+                         ids=["F(2x2)", "F(4x4)"])
 def test_two_workers_with_winograd_train_like_one(tiny_splits, monkeypatch, net, algorithm):
     """One epoch of a batchnorm net whose conv2 takes F(2x2) (NET), or whose conv3 takes F(4x4)
     (NET4), on 2 workers (one BLAS thread each), and im2col in one process: the same
