@@ -430,3 +430,17 @@ def test_same_seed_same_dropout_masks():
     np.testing.assert_array_equal(a1, b1)
     np.testing.assert_array_equal(a2, b2)
     assert not np.array_equal(a1, a2)  # each forward draws a fresh mask
+
+
+def test_workspace_fills_only_arrays_it_allocates():
+    """fill= (and zero=) set a new array once; the same array comes back as the caller left
+    it, and a new shape gets a new filled array (batchnorm's and conv2d's ones for row sums)."""
+    from netspec.layers.base import Workspace
+
+    ws = Workspace("float32")
+    ones = ws("ones", (4,), fill=1)
+    assert ones.tolist() == [1, 1, 1, 1] and ones.dtype == np.float32
+    ones[0] = 7  # not refilled on the next call: the fill is for new arrays only
+    assert ws("ones", (4,), fill=1) is ones and ones[0] == 7
+    assert ws("ones", (3,), fill=1).tolist() == [1, 1, 1]
+    assert ws("pad", (2,), zero=True).tolist() == [0, 0]

@@ -87,16 +87,19 @@ class Workspace:
         self.dtype = np.dtype(dtype)
         self._arrays: dict[str, np.ndarray] = {}
 
-    def __call__(self, key: str, shape, zero: bool = False, dtype=None) -> np.ndarray:
+    def __call__(self, key: str, shape, zero: bool = False, dtype=None,
+                 fill: float | None = None) -> np.ndarray:
         """The array stored under `key`, reallocated when `shape` changes.
 
-        With zero=True a new array starts zeroed (e.g. a padded buffer whose border is never
-        written); an existing one is returned as it is.
+        With zero=True (or fill=value) a new array starts zeroed (filled), e.g. a padded buffer
+        whose border is never written, or a vector of ones for row sums; an existing one is
+        returned as it is.
         """
         dtype = self.dtype if dtype is None else np.dtype(dtype)
         arr = self._arrays.get(key)
         if arr is None or arr.shape != tuple(shape) or arr.dtype != dtype:
-            arr = np.zeros(shape, dtype) if zero else np.empty(shape, dtype)
+            fill = 0 if zero else fill
+            arr = np.empty(shape, dtype) if fill is None else np.full(shape, fill, dtype)
             self._arrays[key] = arr
         return arr
 

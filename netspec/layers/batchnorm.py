@@ -83,12 +83,6 @@ class BatchNorm(Layer):
         eps, momentum = self.eps, self.momentum
         cache = {}
 
-        def ones(m):
-            """(M,) ones, to sum rows as a GEMV (see row_dots)."""
-            v = ctx.ws("ones", (m,))
-            v.fill(1)
-            return v
-
         def forward(x, train):
             x2 = x.reshape(c, -1)  # (C, H, W, N) -> (C, M) or (D, N) as it is
             m = x2.shape[1]
@@ -96,7 +90,7 @@ class BatchNorm(Layer):
             inv_std = ctx.ws("inv_std", (c,))
             shift = np.zeros(c)  # the batch's mean minus xc's (workers: their slice's), (C,)
             if train:
-                mean = x2 @ ones(m) / m  # (C,): the sums as a GEMV (see row_dots)
+                mean = x2 @ ctx.ws("ones", (m,), fill=1) / m  # (C,): sums as a GEMV (row_dots)
                 np.subtract(x2, mean[:, None], out=xc)
                 var = row_dots(xc, xc) / m  # biased variance, (C,)
                 if ctx.exchange is not None:  # the batch is split across worker processes
@@ -138,7 +132,7 @@ class BatchNorm(Layer):
             if not cache["train"]:  # x - running_mean, which the eval forward skipped
                 np.subtract(cache["x"], run_mean[:, None], out=xc)
             dy2 = dy.reshape(c, -1)  # (C, M)
-            np.matmul(dy2, ones(dy2.shape[1]), out=gb)  # dbias = sum_m dy
+            np.matmul(dy2, ctx.ws("ones", (dy2.shape[1],), fill=1), out=gb)  # dbias = sum_m dy
             # dweight = sum_m dy * xhat = inv_std * (sum_m dy * xc - shift * dbias)
             np.multiply(row_dots(dy2, xc) - shift * gb, inv_std, out=gw)
             if not need_dx:

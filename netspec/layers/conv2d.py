@@ -281,8 +281,7 @@ class Conv2d(Layer):
             np.sum(part, axis=0, out=gWT)
             np.copyto(gWm, gWT.T)
             if gb is not None:
-                ones = ctx.ws("ones", (dy2.shape[1],))
-                ones.fill(1)
+                ones = ctx.ws("ones", (dy2.shape[1],), fill=1)
                 np.matmul(dy2, ones, out=gb)  # db = sum over P: (O, P) @ (P,) -> (O,)
             if not need_dx:
                 return None
