@@ -68,6 +68,11 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
+def worker_blas_threads(workers: int) -> int:
+    """BLAS threads each of `workers` processes gets: an equal share of the cores, at least 1."""
+    return max(1, available_cores() // workers)
+
+
 def can_fork() -> bool:
     return sys.platform.startswith("linux") and "fork" in multiprocessing.get_all_start_methods()
 
@@ -157,7 +162,7 @@ class WorkerPool:
         self.preds = shared_array((max(len(b) for _, b in self.eval_sets.values()),), np.int64)
         self.workers = workers
         self.steps = 0  # gradient steps so far (batch exchanges number their gathers by it)
-        self.blas_threads = max(1, available_cores() // workers)
+        self.blas_threads = worker_blas_threads(workers)
         size = plan.flat_params.size
         self.grads = shared_array((workers - 1, size), plan.dtype)  # child k's gradients: row k-1
         self.idx = shared_array((batch_size,), np.int64)  # this step's batch indices

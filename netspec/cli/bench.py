@@ -38,7 +38,7 @@ def bench(
 
     from netspec import blas
     from netspec.bench import time_layers
-    from netspec.parallel import available_cores, resolve_workers
+    from netspec.parallel import resolve_workers, worker_blas_threads
     from netspec.plan import compile
     from netspec.spec import load
 
@@ -52,7 +52,7 @@ def bench(
         plan = compile(spec, dtype)
         batch = batch_size or spec.train.batch_size
         share = -(-batch // n)  # the largest worker's slice, which sets the step's pace
-        threads = max(1, available_cores() // n)
+        threads = worker_blas_threads(n)
         with blas.limit(threads) if n > 1 else nullcontext():  # as WorkerPool limits a worker
             report = time_layers(plan, share, repeats, np.random.default_rng(spec.seed),
                                  loss=spec.loss, optimizer=spec.train.optimizer)
