@@ -39,7 +39,7 @@ from netspec.shapes import INPUT, LayerInfo, infer
 # (LeNet: ~41 kB per sample -> chunks of ~125; the MLP: 3 kB -> batches of 1000 run whole),
 # but of at least MIN_EVAL_CHUNK samples: below that each layer call is too short to pay for
 # its own overhead (record.yaml, 570 kB per sample, ran chunks of 9 at 1.12-1.22x the time of
-# chunks of 50-100 on one BLAS thread; 9 repeats, exp in benchmarks/README.md).
+# chunks of 50-100 on one BLAS thread: benchmarks/eval_chunk.py, benchmarks/README.md).
 EVAL_BYTES = 5 << 20
 MIN_EVAL_CHUNK = 64
 # NumPy's ufunc buffer size (elements) while a plan runs. The layers' elementwise ops work on

@@ -31,7 +31,7 @@ thread (netspec.blas.THREADS: the worker processes; with two threads the GEMMs w
 from 12 pixels a side (0.63-0.80 of the paths above), F(4x4, 3x3) at 7x7 and 8x8
 (netspec/winograd4.py: 0.70-0.84 of im2col). Tables in benchmarks/README.md. Eval keeps im2col.
 
-col2im is KH*KW strided adds straight into dx (`col2im` below); the alternatives measured (a
+col2im is KH*KW strided adds straight into dx (netspec/col2im.py); the alternatives measured (a
 correlation of padded dy with the flipped kernel, GEMMs per tap or per chunk) were no faster.
 """
 
@@ -42,6 +42,7 @@ from numpy.lib.stride_tricks import as_strided
 from pydantic import PositiveInt, model_validator
 
 from netspec import winograd
+from netspec.col2im import col2im, col2im_plan
 from netspec.init import InitSpec
 from netspec.layers.base import ConvPadding, IntPair, Layer, ShapeError, pair, register
 
@@ -345,47 +346,6 @@ MAX_BLOCK = 4096
 # Each block's im2col copy goes into one buffer of at most this size (about the L2 cache), which
 # the GEMM then reads from cache (LeNet inference ~1.8x faster than one whole col).
 FUSED_BYTES = 1 << 20
-
-
-def col2im_plan(in_hw, out_hw, kernel, stride, dilation, pad_before):
-    """(first, adds) for `col2im`, from the geometry alone (made at build). Output o of tap k
-    reads input o*stride + k*dilation - pad: slices are clipped to the input, taps reading only
-    padding dropped. first: a tap (i, j) covering all of dx (a 'same' conv's centre), or None;
-    adds: (i, j, input rows, input cols, output rows, output cols) per other tap."""
-    rows = [_tap(i, in_hw[0], out_hw[0], stride[0], dilation[0], pad_before[0])
-            for i in range(kernel[0])]
-    cols = [_tap(j, in_hw[1], out_hw[1], stride[1], dilation[1], pad_before[1])
-            for j in range(kernel[1])]
-    taps = [(i, j) for i in range(kernel[0]) for j in range(kernel[1]) if rows[i] and cols[j]]
-    first = next(((i, j) for i, j in taps if rows[i][2] and cols[j][2]), None)
-    adds = [(i, j, rows[i][0], cols[j][0], rows[i][1], cols[j][1])
-            for i, j in taps if (i, j) != first]
-    return first, adds
-
-
-def col2im(dx, dcol, plan) -> None:
-    """dx (C, H, W, N) = sum of each tap's slice of dcol (C, KH, KW, OH, OW, N) at the inputs it
-    read, straight into dx: no padded buffer, no copy out, and `first` copied instead of a zero
-    fill (~0.8x the time of fill + adds into a padded buffer + copy out, VGG's 3x3 convs)."""
-    first, adds = plan
-    if first is None:
-        dx.fill(0)
-    else:
-        np.copyto(dx, dcol[:, first[0], first[1]])
-    for i, j, hd, wd, hs, ws in adds:
-        dx[:, hd, wd] += dcol[:, i, j, hs, ws]
-
-
-def _tap(k: int, size: int, out: int, stride: int, dil: int, pad: int):
-    """(input slice, output slice, covers all of both) of kernel tap k along one axis, or None
-    when every output of the tap reads padding. Output o reads input o*stride + off."""
-    off = k * dil - pad
-    lo = max(0, -(off // stride))  # first o with o*stride + off >= 0
-    hi = min(out, (size - 1 - off) // stride + 1) if size - 1 - off >= 0 else 0
-    if hi <= lo:
-        return None
-    whole = stride == 1 and lo == 0 and hi == out and off == 0 and out == size
-    return slice(lo * stride + off, (hi - 1) * stride + off + 1, stride), slice(lo, hi), whole
 
 
 def _row_blocks(oh: int, row: int, max_cols: int) -> int:
