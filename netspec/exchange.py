@@ -74,24 +74,30 @@ class BatchExchange:
         seq, spins, patient = self.seq[:self.active], 0, None
         while seq.min() < token:
             spins += 1
-            if spins % SPINS_PER_POLL == 0:
-                if self.rank == 0:
-                    for k in range(1, self.active):
-                        # A child's message while its token is missing is its error (or its
-                        # death). Once its token is in, the message can be its reply for this
-                        # step: it may finish the step while this process is descheduled
-                        # between its last read of seq and this poll. (Poll first: the child
-                        # stores its token before it sends.)
-                        if self.pool.conns[k - 1].poll() and self.seq[k] < token:
-                            self.pool._fail_on_message(k)
-                elif self.conn.poll():  # the parent stops the pool, or is gone
-                    self._recv_or_exit()
-                    raise SystemExit(0)
-                patient = patient or time.perf_counter() + SPIN_SECONDS
-                if time.perf_counter() < patient:
-                    os.sched_yield()  # to any other process ready to run on this core
-                else:  # a long wait (a loaded machine): leave the core to others
-                    time.sleep(SLEEP_SECONDS)
+            if spins % SPINS_PER_POLL:
+                continue
+            self._check_peers(token)
+            patient = patient or time.perf_counter() + SPIN_SECONDS
+            if time.perf_counter() < patient:
+                os.sched_yield()  # to any other process ready to run on this core
+            else:  # a long wait (a loaded machine): leave the core to others
+                time.sleep(SLEEP_SECONDS)
+
+    def _check_peers(self, token: int) -> None:
+        """Mid-gather: the parent raises a child's failure or death; a child exits when the
+        parent stops the pool or is gone."""
+        if self.rank != 0:
+            if self.conn.poll():  # the parent's None, or its end of the pipe closing
+                self._recv_or_exit()
+                raise SystemExit(0)
+            return
+        for k in range(1, self.active):
+            # A child's message while its token is missing is its error (or its death). Once
+            # its token is in, the message can be its reply for this step: it may finish the
+            # step while this process is descheduled between its last read of seq and this
+            # poll. (Poll first: the child stores its token before it sends.)
+            if self.pool.conns[k - 1].poll() and self.seq[k] < token:
+                self.pool._fail_on_message(k)
 
     def _recv_or_exit(self):
         """A child's next message from the parent; the child exits if the parent is gone."""
