@@ -29,6 +29,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from netspec import fuse
 from netspec.checkpoint import check_fits
 from netspec.errors import SpecError
 from netspec.layers import Ctx, Layer, Workspace
@@ -104,6 +105,8 @@ class Plan:
         self.flat_grads = np.zeros(sum(sizes), self.dtype)
         offset = 0
         index: dict[str, int] = {}  # layer name -> step index
+        self.fused = fuse.fusions(infos)  # {conv: the avgpool after it}: one strided conv
+        layers = {info.name: info.layer for info in infos}
         for info in infos:  # parameters are drawn layer by layer from the one Generator
             values = info.layer.init_params(info.in_shape, self.rng, defaults)
             ctx = Ctx(info.in_shape, ws=Workspace(self.dtype),
@@ -120,7 +123,13 @@ class Plan:
                 buf = shared_array(value.shape, self.dtype)  # shared with workers, as params
                 buf[...] = value
                 ctx.buffers[key] = self.buffers[f"{info.name}.{key}"] = buf
-            forward, backward = info.layer.build(ctx)
+            if info.name in self.fused:
+                pool = layers[self.fused[info.name]]
+                forward, backward = fuse.build_conv_avgpool(ctx, info.layer, pool)
+            elif info.name in self.fused.values():
+                forward, backward = fuse.passthrough()
+            else:
+                forward, backward = info.layer.build(ctx)
             sources = tuple(-1 if n == INPUT else index[n] for n in info.inputs)
             index[info.name] = len(self.steps)
             self.steps.append(Step(info, ctx, forward, backward, sources))

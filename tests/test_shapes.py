@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 import netspec
+from netspec import fuse
 from netspec.layers import LAYERS, ShapeError
 
 SPECS = Path(__file__).resolve().parent.parent / "specs"
@@ -163,11 +164,17 @@ def test_lenet_totals():
 
 
 @pytest.mark.parametrize("path", sorted(SPECS.glob("*.yaml")), ids=lambda p: p.name)
-def test_every_spec_runs_with_its_inferred_shapes(path):
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "unfused"])
+def test_every_spec_runs_with_its_inferred_shapes(path, fused, monkeypatch):
+    monkeypatch.setattr(fuse, "FUSE", fused)
     spec = netspec.load(path)
     plan = netspec.compile(spec)
     plan.forward(np.random.default_rng(0).standard_normal((2, *spec.input.shape)), train=True)
-    assert [o.shape[:-1] for o in plan.outputs] == [i.out_shape for i in spec.infos]
+    # a conv fused with the average pool after it outputs the pooled array (netspec/fuse.py)
+    shape = {i.name: i.out_shape for i in spec.infos}
+    expected = [shape[plan.fused.get(i.name, i.name)] for i in spec.infos]
+    assert [o.shape[:-1] for o in plan.outputs] == expected
+    assert bool(plan.fused) == (fused and path.name == "lenet.yaml")
     for info in spec.infos:  # compiled tensors have the inferred shapes
         for key, shape in info.param_shapes.items():
             assert plan.params[f"{info.name}.{key}"].shape == shape

@@ -48,6 +48,7 @@ def train(
     """Train a spec; writes spec.yaml, metrics.jsonl, checkpoints and curves.png."""
     import time
 
+    from netspec import fuse
     from netspec.fsio import check_new_run_dir, check_run_dir
     from netspec.run import Run, score
     from netspec.spec import load
@@ -73,6 +74,8 @@ def train(
             run.start()
         out.print(f"run directory: {out_dir}")
         out.print(f"workers: {run.trainer.workers_why}")
+        for line in fuse.describe(spec.infos, run.trainer.plan.fused):
+            out.print(f"fused: {line}")
         run.trainer.start_workers()  # fork before the progress bar starts its thread
 
         # The first SIGINT or SIGTERM finishes the step and saves a checkpoint; a second

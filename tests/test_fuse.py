@@ -1,0 +1,116 @@
+"""A conv2d followed by an average pool that tiles its output runs as one strided convolution
+(netspec/fuse.py): which pairs fuse, that the fused pair equals the two layers (forward, dx and
+every gradient, in training and in eval), and that its gradients check, with a broken fold of
+dW as the negative control."""
+
+import numpy as np
+import pytest
+
+import netspec
+from netspec import fuse
+from netspec.gradcheck import check_spec
+
+NET = """\
+name: fuse
+input: {{shape: {shape}}}
+layers:
+  - {{type: conv2d, name: conv, out_channels: 3, {conv}}}
+  - {{type: avgpool2d, name: pool, {pool}}}
+  - {{type: relu}}
+  - {{type: flatten}}
+  - {{type: linear, name: fc, out_features: 4}}
+loss: {{type: cross_entropy}}
+data: {{dataset: custom-dir, num_classes: 4}}
+"""
+
+
+def spec_of(shape="[2, 10, 10]", conv="kernel_size: 3", pool="kernel_size: 2", net=NET):
+    return netspec.loads(net.format(shape=shape, conv=conv, pool=pool), "fuse.yaml")
+
+
+def run(spec, fused, monkeypatch, train=True):
+    """(plan, y, dx, grads) of one forward and backward in float64, fused or not."""
+    monkeypatch.setattr(fuse, "FUSE", fused)
+    plan = netspec.compile(spec, "float64")
+    for name, p in plan.params.items():  # biases off zero, so that a wrong bias path shows
+        if name.endswith("bias"):
+            p[...] = np.linspace(-1, 1, p.size)
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((3, *spec.input.shape))
+    y = plan.forward(x, train)
+    dx = plan.backward(rng.standard_normal(y.shape))
+    return plan, y, dx, {k: g.copy() for k, g in plan.grads.items()}
+
+
+@pytest.mark.parametrize("shape, conv, pool", [
+    ("[1, 12, 12]", "kernel_size: 5, padding: 2", "kernel_size: 2"),  # LeNet's conv1
+    ("[3, 11, 11]", "kernel_size: 3", "kernel_size: 2"),  # 9x9 conv: floor mode drops a row
+    ("[2, 10, 9]", "kernel_size: 3, padding: 1, bias: false", "kernel_size: [2, 3]"),
+    ("[2, 8, 8]", "kernel_size: 1", "kernel_size: 2, stride: 2"),
+    ("[2, 9, 9]", "kernel_size: 3, padding: same", "kernel_size: 3"),
+    ("[2, 10, 10]", "kernel_size: [3, 2], padding: [1, 0]", "kernel_size: 2"),
+])
+@pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
+def test_the_fused_pair_equals_the_two_layers(shape, conv, pool, train, monkeypatch):
+    spec = spec_of(shape, conv, pool)
+    plan, y, dx, grads = run(spec, True, monkeypatch, train)
+    assert plan.fused == {"conv": "pool"}
+    ref, y0, dx0, grads0 = run(spec, False, monkeypatch, train)
+    assert ref.fused == {}
+    assert np.abs(y - y0).max() < 1e-12 * np.abs(y0).max()
+    assert np.abs(dx - dx0).max() < 1e-12 * np.abs(dx0).max()
+    for key, g0 in grads0.items():
+        assert np.abs(grads[key] - g0).max() <= 1e-12 * np.abs(g0).max(), key
+
+
+GRAPH = NET.replace("  - {{type: relu}}",
+                    "  - {{type: relu, name: r}}\n"
+                    "  - {{type: conv2d, name: side, out_channels: 3, kernel_size: 2, "
+                    "stride: 2, inputs: [conv]}}\n"
+                    "  - {{type: add, inputs: [r, side]}}")
+
+
+@pytest.mark.parametrize("conv, pool, net", [
+    pytest.param("kernel_size: 3", "kernel_size: 2, stride: 1", NET, id="overlapping-pool"),
+    pytest.param("kernel_size: 3", "kernel_size: 2, padding: 1", NET, id="padded-pool"),
+    pytest.param("kernel_size: 3, stride: 2", "kernel_size: 2", NET, id="strided-conv"),
+    pytest.param("kernel_size: 3, dilation: 2", "kernel_size: 2", NET, id="dilated-conv"),
+    pytest.param("kernel_size: 4, padding: same", "kernel_size: 2", NET,  # 1 before, 2 after
+                 id="uneven-padding"),
+    pytest.param("kernel_size: 3, padding: 1", "kernel_size: 2", GRAPH, id="two-readers"),
+    pytest.param("kernel_size: 3", "kernel_size: 2", NET.replace("avgpool2d", "maxpool2d"),
+                 id="maxpool"),
+    pytest.param("kernel_size: 3", "kernel_size: 2", NET.replace(
+        "  - {{type: avgpool2d", "  - {{type: relu, name: r0}}\n  - {{type: avgpool2d"),
+        id="relu-between"),
+])
+def test_pairs_that_do_not_fuse_run_as_two_layers(conv, pool, net, monkeypatch):
+    spec = spec_of("[2, 10, 10]", conv, pool, net)
+    plan, y, dx, _ = run(spec, True, monkeypatch)
+    assert plan.fused == {}
+    _, y0, dx0, _ = run(spec, False, monkeypatch)
+    assert np.array_equal(y, y0) and np.array_equal(dx, dx0)
+
+
+def test_lenet_fuses_both_pairs_and_says_so():
+    spec = netspec.load("specs/lenet.yaml")
+    plan = netspec.compile(spec)
+    assert plan.fused == {"conv1": "avgpool2d1", "conv2": "avgpool2d4"}
+    tail = ": one 6x6 convolution with stride 2x2 (average pooling folded into the weights)"
+    assert fuse.describe(spec.infos, plan.fused) == [
+        "conv1 + avgpool2d1" + tail, "conv2 + avgpool2d4" + tail]
+
+
+@pytest.mark.parametrize("broken", [False, True])
+def test_gradcheck_through_the_fused_pair(broken, monkeypatch):
+    if broken:  # negative control: dW folds all but the last of the pool's shifts
+        right = fuse.fold
+        monkeypatch.setattr(fuse, "fold", lambda gW, gW6, shifts, scale:
+                            right(gW, gW6, shifts[:-1], scale))
+    report = check_spec(spec_of("[1, 12, 12]", "kernel_size: 5, padding: 2", "kernel_size: 2"))
+    failed = {(r.layer, r.tensor) for r in report.rows if not r.passed}
+    if broken:  # only the fused conv's weight gradient is wrong
+        assert ("conv", "weight") in failed and ("conv", "bias") not in failed
+        assert ("fc", "weight") not in failed and ("input", "input") not in failed
+    else:
+        assert failed == set()
