@@ -155,9 +155,10 @@ def time_layers(plan, batch_size: int, repeats: int, rng: np.random.Generator, *
     bwd_med = np.median(bwd, axis=0) * ms
     loss_ms, opt_ms = (float(v) for v in np.median(extra[:, :2], axis=0) * ms)
     total = float(fwd_med.sum() + bwd_med.sum()) + loss_ms + opt_ms
-    absorbed = {pool: conv for conv, pool in plan.fused.items()}  # netspec/fuse.py
-    kinds = [f"{s.info.type}+avgpool2d" if s.name in plan.fused else
-             f"{s.info.type} (in {absorbed[s.name]})" if s.name in absorbed else s.info.type
+    types = {s.name: s.info.type for s in steps}
+    firsts = {second: first for first, second in plan.fused.items()}  # netspec/fuse.py
+    kinds = [f"{s.info.type}+{types[plan.fused[s.name]]}" if s.name in plan.fused else
+             f"{s.info.type} (in {firsts[s.name]})" if s.name in firsts else s.info.type
              for s in steps]
     layers = [LayerTime(s.name, kind, tuple(s.info.out_shape), float(f), float(b),
                         float((f + b) / total) if total > 0 else 0.0)

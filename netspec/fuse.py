@@ -1,22 +1,25 @@
-"""Plan-level fusion: a conv2d followed by an average pool that tiles its output runs as one
-strided convolution (LeNet's conv -> avgpool pairs). The plan asks `fusions` which pairs fuse
-and builds them with `build_conv_avgpool`; every layer keeps its own step, name and parameters.
+"""Plan-level fusion: two adjacent layers that run faster as one, computing the same function.
+The plan asks `fusions` which pairs fuse, and `build` gives the first layer's step the pair's
+closures; the second layer's step passes arrays through (`passthrough`). Every layer keeps its
+own step, name and parameters; `plan.outputs` holds the pair's output for both steps, and
+`netspec bench` times the pair in the first layer's row. Set FUSE = False to build every layer
+on its own. Two kinds:
 
-Average pooling is linear, so for a conv with stride 1 and a PH x PW pool with stride = kernel:
-
+conv2d -> avgpool2d, when the pool tiles the conv's output (stride = kernel, no padding) and
+the conv has stride 1 and dilation 1 (LeNet's pairs). Average pooling is linear, so
     pool(conv(x, W) + b) = conv(x, W6, stride (PH, PW)) + b
     W6[o, c, a, e] = 1/(PH*PW) * sum_{p<PH, q<PW} W[o, c, a - p, e - q]   (KH+PH-1, KW+PW-1)
     dW[o, c, i, j] = 1/(PH*PW) * sum_{p<PH, q<PW} dW6[o, c, i + p, j + q]
     db, dx: the strided conv's own (the bias passes through the mean unchanged)
+  The rows the pool drops in floor mode are exactly those the strided conv never computes. For
+  LeNet (5x5 conv, 2x2 pool) each pair does 36/100 of the multiply-adds on a col 36/100 the size:
+  a worker's training step takes 0.50 of the time (benchmarks/fuse_probe.py). Equal to the two
+  layers up to rounding.
 
-The output rows the pool drops in floor mode are exactly those the strided conv never computes.
-For LeNet (5x5 conv, 2x2 pool) each pair does 36/100 of the multiply-accumulates on a col 36/100
-the size, and one worker's training step took 1.0 ms instead of 2.3 (`netspec bench`; numbers
-in benchmarks/README.md). The result equals the unfused pair up to rounding.
-
-The conv's step computes the pooled output; the pool's step passes arrays through unchanged
-(so `plan.outputs` holds the pooled array for both, and `netspec bench` times the pair in the
-conv's row). Set FUSE = False to build every layer on its own.
+relu -> maxpool2d (VGG-style nets): max and relu commute, maxpool(relu(x)) = relu(maxpool(x)),
+so the relu runs on the pooled array, a quarter of the size for 2x2 pools. Exactly equal to the
+two layers, gradients included: where the window's maximum is positive both route dy to the
+same (first) winner, and where it is not both give 0.
 """
 
 from __future__ import annotations
@@ -31,9 +34,8 @@ FUSE = True
 
 
 def fusions(infos) -> dict[str, str]:
-    """{conv name: pool name} for every conv2d whose output only an average pool that tiles
-    it (stride = kernel, no padding) reads, when the conv has stride 1, dilation 1 and the same
-    padding on opposite sides."""
+    """{first layer: second layer} for every pair that fuses: the first layer's output is read
+    by the second only, which reads nothing else (see the module docstring for the kinds)."""
     if not FUSE:
         return {}
     readers: dict[str, list] = {}
@@ -43,21 +45,49 @@ def fusions(infos) -> dict[str, str]:
     found = {}
     for info in infos:
         after = readers.get(info.name, [])
-        if info.type == "conv2d" and len(after) == 1 and _fusible(info, after[0]):
+        if len(after) == 1 and after[0].inputs == (info.name,) and _kind(info, after[0]):
             found[info.name] = after[0].name
     return found
 
 
-def _fusible(conv, pool) -> bool:
-    c, p = conv.layer, pool.layer
-    if pool.type != "avgpool2d" or pool.inputs != (conv.name,):
-        return False
-    pt, pb, pl, pr = c.pads()
-    if pair(c.stride) != (1, 1) or pair(c.dilation) != (1, 1) or (pt, pl) != (pb, pr):
-        return False
-    if p.torch_stride() != pair(p.kernel_size) or pair(p.padding) != (0, 0):
-        return False
-    return _strided(c, p).output_shape(conv.in_shape) == tuple(pool.out_shape)
+def _kind(first, second) -> str | None:
+    """'conv_avgpool', 'relu_maxpool' or None, for a layer and the one layer reading it."""
+    a, b = first.layer, second.layer
+    if (first.type, second.type) == ("relu", "maxpool2d"):
+        return "relu_maxpool"
+    if (first.type, second.type) != ("conv2d", "avgpool2d"):
+        return None
+    pt, pb, pl, pr = a.pads()
+    if pair(a.stride) != (1, 1) or pair(a.dilation) != (1, 1) or (pt, pl) != (pb, pr):
+        return None
+    if b.torch_stride() != pair(b.kernel_size) or pair(b.padding) != (0, 0):
+        return None
+    if _strided(a, b).output_shape(first.in_shape) != tuple(second.out_shape):
+        return None
+    return "conv_avgpool"
+
+
+def build(first, first_ctx: Ctx, second, second_ctx: Ctx):
+    """The first step's (forward, backward) for a fused pair of LayerInfos, from each layer's
+    own Ctx."""
+    if _kind(first, second) == "relu_maxpool":
+        return _relu_maxpool(first.layer.build(first_ctx), second.layer.build(second_ctx))
+    return build_conv_avgpool(first_ctx, first.layer, second.layer)
+
+
+def _relu_maxpool(relu, pool):
+    """relu(maxpool(x)): the pool on the relu's input, then the relu on the pooled array (each
+    layer's own closures, so each keeps its region for the gradient checker)."""
+    relu_forward, relu_backward = relu
+    pool_forward, pool_backward = pool
+
+    def forward(x, train):
+        return relu_forward(pool_forward(x, train), train)
+
+    def backward(dy, need_dx=True):
+        return pool_backward(relu_backward(dy, True), need_dx)
+
+    return forward, backward
 
 
 def _strided(conv: Conv2d, pool) -> Conv2d:
@@ -115,10 +145,14 @@ def describe(infos, fused: dict[str, str]) -> list[str]:
     """One line per fused pair, for the setup log: what runs instead of the two layers."""
     by_name = {info.name: info for info in infos}
     lines = []
-    for conv_name, pool_name in fused.items():
-        conv, pool = by_name[conv_name].layer, by_name[pool_name].layer
-        s = _strided(conv, pool)
+    for first, second in fused.items():
+        a, b = by_name[first], by_name[second]
+        if _kind(a, b) == "relu_maxpool":
+            lines.append(f"{first} + {second}: the max pool first, then the relu on the "
+                         "pooled array (the same result, smaller)")
+            continue
+        s = _strided(a.layer, b.layer)
         (kh, kw), (sh, sw) = pair(s.kernel_size), pair(s.stride)
-        lines.append(f"{conv_name} + {pool_name}: one {kh}x{kw} convolution with stride "
+        lines.append(f"{first} + {second}: one {kh}x{kw} convolution with stride "
                      f"{sh}x{sw} (average pooling folded into the weights)")
     return lines

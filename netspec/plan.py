@@ -105,8 +105,8 @@ class Plan:
         self.flat_grads = np.zeros(sum(sizes), self.dtype)
         offset = 0
         index: dict[str, int] = {}  # layer name -> step index
-        self.fused = fuse.fusions(infos)  # {conv: the avgpool after it}: one strided conv
-        layers = {info.name: info.layer for info in infos}
+        self.fused = fuse.fusions(infos)  # {first: second layer}: pairs that run as one
+        firsts = {second: first for first, second in self.fused.items()}
         for info in infos:  # parameters are drawn layer by layer from the one Generator
             values = info.layer.init_params(info.in_shape, self.rng, defaults)
             ctx = Ctx(info.in_shape, ws=Workspace(self.dtype),
@@ -123,10 +123,11 @@ class Plan:
                 buf = shared_array(value.shape, self.dtype)  # shared with workers, as params
                 buf[...] = value
                 ctx.buffers[key] = self.buffers[f"{info.name}.{key}"] = buf
-            if info.name in self.fused:
-                pool = layers[self.fused[info.name]]
-                forward, backward = fuse.build_conv_avgpool(ctx, info.layer, pool)
-            elif info.name in self.fused.values():
+            if info.name in self.fused:  # built with the second layer, below
+                forward = backward = None
+            elif info.name in firsts:  # the first layer's step runs the pair
+                first = self.steps[index[firsts[info.name]]]
+                first.forward, first.backward = fuse.build(first.info, first.ctx, info, ctx)
                 forward, backward = fuse.passthrough()
             else:
                 forward, backward = info.layer.build(ctx)

@@ -1,7 +1,8 @@
-"""A conv2d followed by an average pool that tiles its output runs as one strided convolution
-(netspec/fuse.py): which pairs fuse, that the fused pair equals the two layers (forward, dx and
-every gradient, in training and in eval), and that its gradients check, with a broken fold of
-dW as the negative control."""
+"""Fused layer pairs (netspec/fuse.py): a conv2d followed by an average pool that tiles its
+output runs as one strided convolution, and a relu followed by a max pool runs the pool first.
+Which pairs fuse, that each fused pair equals the two layers (forward, dx and every gradient, in
+training and in eval; relu + maxpool bit for bit), and that the gradients check, with a broken
+backward of each kind as the negative control."""
 
 import numpy as np
 import pytest
@@ -79,7 +80,7 @@ GRAPH = NET.replace("  - {{type: relu}}",
                  id="uneven-padding"),
     pytest.param("kernel_size: 3, padding: 1", "kernel_size: 2", GRAPH, id="two-readers"),
     pytest.param("kernel_size: 3", "kernel_size: 2", NET.replace("avgpool2d", "maxpool2d"),
-                 id="maxpool"),
+                 id="conv-maxpool"),
     pytest.param("kernel_size: 3", "kernel_size: 2", NET.replace(
         "  - {{type: avgpool2d", "  - {{type: relu, name: r0}}\n  - {{type: avgpool2d"),
         id="relu-between"),
@@ -112,5 +113,59 @@ def test_gradcheck_through_the_fused_pair(broken, monkeypatch):
     if broken:  # only the fused conv's weight gradient is wrong
         assert ("conv", "weight") in failed and ("conv", "bias") not in failed
         assert ("fc", "weight") not in failed and ("input", "input") not in failed
+    else:
+        assert failed == set()
+
+
+RELU_POOL = """\
+name: relu-pool
+input: {{shape: [2, 9, 9]}}
+layers:
+  - {{type: conv2d, name: conv, out_channels: 3, kernel_size: 3, padding: 1}}
+  - {{type: batchnorm, name: bn}}
+  - {{type: relu, name: act}}
+  - {{type: maxpool2d, name: pool, {pool}}}
+  - {{type: flatten}}
+  - {{type: linear, name: fc, out_features: 4}}
+loss: {{type: cross_entropy}}
+data: {{dataset: custom-dir, num_classes: 4}}
+"""
+
+
+@pytest.mark.parametrize("pool", ["kernel_size: 2", "kernel_size: 3, stride: 2, padding: 1",
+                                  "kernel_size: 2, stride: 1", "kernel_size: [2, 3]"])
+@pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
+def test_relu_then_maxpool_equals_the_two_layers_exactly(pool, train, monkeypatch):
+    spec = netspec.loads(RELU_POOL.format(pool=pool), "relu-pool.yaml")
+    plan, y, dx, grads = run(spec, True, monkeypatch, train)
+    assert plan.fused == {"act": "pool"}
+    _, y0, dx0, grads0 = run(spec, False, monkeypatch, train)
+    assert np.array_equal(y, y0) and np.array_equal(dx, dx0)
+    assert all(np.array_equal(grads[k], g0) for k, g0 in grads0.items())
+    assert np.count_nonzero(plan.outputs[2] < 0) == 0  # the relu step's output: pooled, >= 0
+
+
+def test_a_relu_read_twice_does_not_fuse(monkeypatch):
+    text = RELU_POOL.format(pool="kernel_size: 2").replace(
+        "  - {type: flatten}",
+        "  - {type: maxpool2d, name: again, kernel_size: 2, inputs: [act]}\n"
+        "  - {type: add, inputs: [pool, again]}\n  - {type: flatten}")
+    spec = netspec.loads(text, "relu-pool.yaml")
+    assert run(spec, True, monkeypatch)[0].fused == {}
+
+
+@pytest.mark.parametrize("broken", [False, True])
+def test_gradcheck_through_relu_then_maxpool(broken, monkeypatch):
+    if broken:  # negative control: the relu's backward is left out (dy passes the pool as is)
+        def no_relu(relu, pool):
+            (relu_forward, _), (pool_forward, pool_backward) = relu, pool
+            return (lambda x, train: relu_forward(pool_forward(x, train), train),
+                    lambda dy, need_dx=True: pool_backward(dy, need_dx))
+        monkeypatch.setattr(fuse, "_relu_maxpool", no_relu)
+    spec = netspec.loads(RELU_POOL.format(pool="kernel_size: 2"), "relu-pool.yaml")
+    report = check_spec(spec)
+    failed = {(r.layer, r.tensor) for r in report.rows if not r.passed}
+    if broken:  # everything upstream of the pair is wrong, fc downstream is right
+        assert ("conv", "weight") in failed and ("fc", "weight") not in failed
     else:
         assert failed == set()
