@@ -1,61 +1,66 @@
-"""Winograd F(2x2, 3x3): conv2d's training path for 3x3 convs (stride 1, padding 1).
+"""Winograd F(4x4, 3x3): conv2d's training path for 3x3 convs (stride 1, padding 1) in the
+worker processes, where BLAS runs one thread. conv2d takes it when `suits` says so, through
+`training_path`; it lives here to keep netspec/layers/conv2d.py focused (and outside
+netspec/layers/, whose modules all register layers).
 
-netspec/layers/conv2d.py takes it when `suits` says so, through `training_path`; it lives here
-to keep that file focused (and outside netspec/layers/, whose modules all register layers).
-Layout (C, H, W, N) as everywhere in netspec; T = th*tw*N tiles-times-samples, th = ceil(H/2),
-tw = ceil(W/2). Each 4x4 input tile d (stride 2, of the input padded by 1, plus one more
-row/column for odd sizes) gives 2x2 outputs:
+Layout (C, H, W, N) as everywhere in netspec; th = ceil(H/4), tw = ceil(W/4). Each 6x6 tile d
+(stride 4, of the input padded by 1 and up to a whole number of tiles) gives 4x4 outputs:
 
-    U[xi, nu] = (G g G^T)[xi, nu]  for each 3x3 filter g[k, c]                 (16, K, C)
-    V[xi, nu] = (B^T d B)[xi, nu]  for each tile d                              (16, C, T)
-    M = U @ V  (16 batched GEMMs)                                               (16, K, T)
-    y tile = A^T M A                                                            (2, 2) per tile
+    U = G g G^T  (6x6 per 3x3 filter g[k, c])                                  (36, K, C)
+    V = B^T d B  (6x6 per tile)                                                 (36, C, T)
+    M = U @ V    (36 batched GEMMs)                                             (36, K, T)
+    y tile = A^T M A  (4x4 per tile)
   backward, the adjoint of each step (V is kept from forward, as im2col keeps its col):
     dM = A dy A^T,  dU = dM @ V^T,  dW = G^T dU G,  dV = U^T @ dM,  dx = sum of tiles B dV B^T
 
-The GEMMs do 16 K C T = 4 K C H W N multiply-adds against im2col's 9 K C H W N. The transforms
-are elementwise NumPy passes, so they run one block of TILE_ROWS tile rows at a time, so that
-a block's V and M are still in cache when the GEMM reads them and the output transform runs.
-B^T = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]] and
-A^T = [[1, 1, 1, 0], [0, 1, -1, -1]] are written out as adds; G as a matrix.
+36 multiplies per 16 outputs, against im2col's 144. The transforms are GEMMs with the 6x6 (or
+4x6) matrices along one tile axis at a time (np.matmul broadcasts the matrix over the other
+axis): a few BLAS calls instead of ~20 elementwise passes. Everything runs one block at a time,
+a row of tiles (and, for big batches, a run of its samples: CHUNK_FLOATS), so that a block's
+arrays stay in L2 between the calls; T = tw*m for a block of m samples.
+
+Measured on one BLAS thread against the im2col paths and against the F(2x2, 3x3) this replaced
+(benchmarks/winograd4_probe.py, benchmarks/README.md): the F(2x2) path was elementwise passes over
+memory (~70% of its time at 28x28), and this row-blocked F(4x4) takes 0.70 of its time at 28x28
+and 0.90-0.93 at 14x14, and 0.63-0.91 of im2col's at 7x7. float32 errors relative to im2col:
+2e-6 to 8e-6.
 """
 
 import numpy as np
+from numpy.lib.stride_tricks import as_strided
 
-from netspec import blas, winograd4
+from netspec import blas
 
-G = np.array([[1, 0, 0], [.5, .5, .5], [.5, -.5, .5], [0, 0, 1]])
-GG = np.kron(G, G)  # (16, 9): GG[xi*4 + nu, i*3 + j] = G[xi, i] G[nu, j]
-TILE_ROWS = 1  # tile rows per block (1, 2, 4 and 7 measured: benchmarks/README.md)
-# Smallest input channels and image side that take the path: 1 channel was ~5x slower, 7x7
-# images 0.94-1.25 (4x4 tiles compute 8x8 outputs), 14x14 and 28x28 0.63-0.80 (batch 64).
-# 7x7 and 8x8 images take F(4x4, 3x3) instead (netspec/winograd4.py: winograd4.SIZES).
+BT = np.array([[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
+               [0, -2, -1, 2, 1, 0], [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]], float)
+G = np.array([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6],
+              [1 / 24, 1 / 12, 1 / 6], [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]])
+AT = np.array([[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0],
+               [0, 1, -1, 8, -8, 1]], float)
+# A block's transform arrays, (36, max(C, K), tw*m) for m samples of one row of tiles, hold at
+# most about this many floats (~0.6 MB in float32), so they stay in L2 between the BLAS calls.
+CHUNK_FLOATS = 300_000
+
+
+# Smallest input channels and image side that take the path (1-channel convs were ~5x slower
+# with F(2x2); below 7 pixels most of a 6x6 tile is padding).
 MIN_CHANNELS = 8
-MIN_SIZE = 12
+MIN_SIZE = 7
 
 
 def suits(c: int, h: int, w: int, geometry, pads) -> bool:
-    """Whether conv2d trains a (C, H, W) input with a Winograd path (F(2x2) or F(4x4): see
-    `algorithm`): a 3x3 kernel, stride 1 and dilation 1 (geometry = (KH, KW, SH, SW, DH, DW)),
-    padding 1 on every side, and enough channels and pixels to pay."""
+    """Whether conv2d trains a (C, H, W) input with Winograd: a 3x3 kernel, stride 1 and
+    dilation 1 (geometry = (KH, KW, SH, SW, DH, DW)), padding 1 on every side, and enough
+    channels and pixels to pay."""
     return (tuple(geometry) == (3, 3, 1, 1, 1, 1) and tuple(pads) == (1, 1, 1, 1)
-            and c >= MIN_CHANNELS and algorithm(h, w) is not None)
-
-
-def algorithm(h: int, w: int):
-    """The Winograd class for (H, W) images: Winograd4 for 7x7 and 8x8 (winograd4.SIZES),
-    Winograd from MIN_SIZE pixels a side, None between and below."""
-    if min(h, w) >= MIN_SIZE:
-        return Winograd
-    lo, hi = winograd4.SIZES
-    return winograd4.Winograd4 if lo <= min(h, w) and max(h, w) <= hi else None
+            and c >= MIN_CHANNELS and min(h, w) >= MIN_SIZE)
 
 
 def training_path(ctx, k: int, h: int, w: int, train_forward, eval_forward, train_backward):
     """conv2d's (forward, backward) with Winograd taken in training while BLAS runs one thread
     (blas.THREADS, set by the worker pool); the given closures otherwise. Backward follows
     what the last forward did (an eval-mode forward, then backward: the GEMM path's)."""
-    wg = algorithm(h, w)(ctx.in_shape[0], k, h, w, ctx.ws)
+    wg = Winograd(ctx.in_shape[0], k, h, w, ctx.ws)
     b, gb, took = ctx.params.get("bias"), ctx.grads.get("bias"), [False]
 
     def forward(x, train):
@@ -72,166 +77,142 @@ def training_path(ctx, k: int, h: int, w: int, train_forward, eval_forward, trai
     return forward, backward
 
 
-def _at(a, axis: int, index):
-    """a[..., index, ...] with index on `axis`."""
-    return a[(slice(None),) * axis + (index,)]
-
-
-def add_tiles_B(v, out, axis: int, p, q, add_head: bool) -> None:
-    """The adjoint of the input transform along one axis: tiles t (stride 2, overlapping by 2)
-    of v_nu (4 arrays, n tiles along `axis`) -> out (2n + 2 along `axis`), each tile adding
-    B v[t] = (v0, v1 - v2 + v3, v1 + v2 - v0, -v3) into entries 2t..2t + 3. Written per entry:
-        out[2t] = v0[t] + p[t - 1],  out[2t + 1] = q[t] - v3[t - 1],
-        p = v1 + v2 - v0,  q = v1 - v2 + v3  (buffers shaped like v_nu)
-    Entries 0 and 1 are added to with add_head (a previous block's tail), set otherwise."""
-    np.add(v[1], v[2], out=p)
-    p -= v[0]
-    np.subtract(v[1], v[2], out=q)
-    q += v[3]
-    n = v[0].shape[axis]
-    even, odd = _at(out, axis, slice(0, None, 2)), _at(out, axis, slice(1, None, 2))
-    np.add(_at(v[0], axis, slice(1, None)), _at(p, axis, slice(None, -1)),
-           out=_at(even, axis, slice(1, n)))
-    np.subtract(_at(q, axis, slice(1, None)), _at(v[3], axis, slice(None, -1)),
-                out=_at(odd, axis, slice(1, n)))
-    np.copyto(_at(even, axis, n), _at(p, axis, n - 1))
-    np.negative(_at(v[3], axis, n - 1), out=_at(odd, axis, n))
-    if add_head:
-        _at(even, axis, 0)[...] += _at(v[0], axis, 0)
-        _at(odd, axis, 0)[...] += _at(q, axis, 0)
-    else:
-        np.copyto(_at(even, axis, 0), _at(v[0], axis, 0))
-        np.copyto(_at(odd, axis, 0), _at(q, axis, 0))
+def tiles(a, size: int, t, writeable: bool = False):
+    """View (size, size, C, th, tw, N) of a (C, Hp, Wp, N): the size x size tiles at stride 4
+    (writeable only for tiles that do not overlap: the 4x4 output tiles)."""
+    s0, s1, s2, s3 = a.strides
+    return as_strided(a, (size, size, a.shape[0], t[0], t[1], a.shape[-1]),
+                      (s1, s2, s0, 4 * s1, 4 * s2, s3), writeable=writeable)
 
 
 class Winograd:
-    """F(2x2, 3x3), padding 1, stride 1, for one layer: x (C, H, W, N) -> y (K, H, W, N).
+    """F(4x4, 3x3), padding 1, stride 1, for one layer: x (C, H, W, N) -> y (K, H, W, N).
 
-    forward keeps V for backward; ws is the layer's Workspace (buffers reused step to step)."""
+    Runs one row of tiles at a time (`_forward_row`, `_backward_row`), so that a row's
+    transform arrays stay in cache between the BLAS calls; forward keeps U and every row's V
+    for backward. ws is the layer's Workspace (buffers reused from step to step)."""
 
-    def __init__(self, c: int, k: int, h: int, w: int, ws, tile_rows: int | None = None):
+    def __init__(self, c: int, k: int, h: int, w: int, ws):
         self.c, self.k, self.h, self.w, self.ws = c, k, h, w, ws
-        self.th, self.tw = -(-h // 2), -(-w // 2)  # tiles along H and W
-        self.even = (2 * self.th, 2 * self.tw) == (h, w)
-        tb = tile_rows or TILE_ROWS
-        self.blocks = [(y0, min(tb, self.th - y0)) for y0 in range(0, self.th, tb)]
-        self.GG = GG.astype(ws.dtype)
+        self.t = (-(-h // 4), -(-w // 4))  # tiles along H and W
+        self.even = (4 * self.t[0], 4 * self.t[1]) == (h, w)
+        self.BT, self.AT = BT.astype(ws.dtype), AT.astype(ws.dtype)
+        self.GG = np.kron(G, G).astype(ws.dtype)  # (36, 9)
 
     def forward(self, x, weight, bias=None):
-        """y (K, H, W, N) = conv(x, weight) + bias; U and every block's V kept for backward."""
-        c, k, th, tw, n = self.c, self.k, self.th, self.tw, x.shape[-1]
+        """y (K, H, W, N) = conv(x, weight) + bias."""
+        c, k, (th, tw), n = self.c, self.k, self.t, x.shape[-1]
         ws = self.ws
-        U = ws("wg_U", (16, k, c))  # U = G g G^T: (16, 9) @ (9, K*C), from this step's weight
-        np.matmul(self.GG, weight.reshape(k * c, 9).T, out=U.reshape(16, k * c))
-        xp = ws("wg_xp", (c, 2 * th + 2, 2 * tw + 2, n), zero=True)  # the border stays 0
-        xp[:, 1:1 + self.h, 1:1 + self.w] = x  # padded by 1, and so that every tile is whole
-        V = ws("wg_V", (16 * c * th * tw * n,))  # block after block, each contiguous
-        Y = ws("wg_Y", (k, th, 2, tw, 2, n))
-        for y0, r in self.blocks:
-            Vb = V[16 * c * y0 * tw * n:16 * c * (y0 + r) * tw * n].reshape(4, 4, c, r, tw, n)
-            self._forward_block(xp[:, 2 * y0:2 * (y0 + r) + 2], U, Vb, Y[:, y0:y0 + r])
-        y = Y.reshape(k, 2 * th, 2 * tw, n)
-        if not self.even:  # odd sizes: drop the last tiles' extra row/column
-            y = ws("wg_y", (k, self.h, self.w, n))
-            np.copyto(y, Y.reshape(k, 2 * th, 2 * tw, n)[:, :self.h, :self.w])
+        U = ws("w4_U", (36, k, c))  # U = G g G^T: (36, 9) @ (9, K*C), from this step's weight
+        np.matmul(self.GG, weight.reshape(k * c, 9).T, out=U.reshape(36, k * c))
+        xp = ws("w4_xp", (c, 4 * th + 2, 4 * tw + 2, n), zero=True)  # the border stays 0
+        xp[:, 1:1 + self.h, 1:1 + self.w] = x
+        V = ws("w4_V", (th * 36 * c * tw * n,))  # every block's V, kept for backward
+        yb = ws("w4_yb", (k, 4 * th, 4 * tw, n))  # y[k, 4ty + a, 4tx + b] = Y[a, b, k, ty, tx]
+        for ty, (lo, hi), v in self._blocks(V, n):
+            self._forward_row(xp[:, 4 * ty:4 * ty + 6, :, lo:hi], U, v,
+                              yb[:, 4 * ty:4 * ty + 4, :, lo:hi])
+        y = yb
+        if not self.even:  # drop the last tiles' outputs beyond the image
+            y = ws("w4_y", (k, self.h, self.w, n))
+            np.copyto(y, yb[:, :self.h, :self.w])
         if bias is not None:
             y += bias[:, None, None, None]
         return y
 
-    def _forward_block(self, xb, U, V, Y):
-        """xb (C, 2r+2, Wp, N) -> V (4, 4, C, r, tw, N) and Y (K, r, 2, tw, 2, N)."""
-        k, tw, (r, n) = self.k, self.tw, V.shape[3::2]
-        # t = B^T d along the tile's rows, d_i = xb[:, 2ty + i]                  (4, C, r, Wp, N)
-        d = [xb[:, i:i + 2 * r:2] for i in range(4)]
-        t = self.ws(f"wg_t{r}", (4, *d[0].shape))
-        np.subtract(d[0], d[2], out=t[0])
-        np.add(d[1], d[2], out=t[1])
-        np.subtract(d[2], d[1], out=t[2])
-        np.subtract(d[1], d[3], out=t[3])
-        # V[xi, nu] = B^T along the tile's columns, s_j = t[:, :, :, 2tx + j]      (4, C, r, tw, N)
-        s = [t[:, :, :, j:j + 2 * tw:2] for j in range(4)]
-        np.subtract(s[0], s[2], out=V[:, 0])
-        np.add(s[1], s[2], out=V[:, 1])
-        np.subtract(s[2], s[1], out=V[:, 2])
-        np.subtract(s[1], s[3], out=V[:, 3])
-        M = self.ws(f"wg_M{r}", (16, k, r * tw * n))
-        np.matmul(U, V.reshape(16, self.c, -1), out=M)  # (16, K, C) @ (16, C, T)
-        M = M.reshape(4, 4, k, r, tw, n)
-        # y = A^T M A: m = A^T along rows (2, 4, K, r, tw, N), then along columns into Y
-        m = self.ws(f"wg_m{r}", (2, 4, k, r, tw, n))
-        np.add(M[0], M[1], out=m[0])
-        m[0] += M[2]
-        np.subtract(M[1], M[2], out=m[1])
-        m[1] -= M[3]
-        Ya = Y.transpose(2, 4, 0, 1, 3, 5)  # (K, r, 2a, tw, 2b, N) -> (2a, 2b, K, r, tw, N)
-        np.add(m[:, 0], m[:, 1], out=Ya[:, 0])
-        Ya[:, 0] += m[:, 2]
-        np.subtract(m[:, 1], m[:, 2], out=Ya[:, 1])
-        Ya[:, 1] -= m[:, 3]
+    def _blocks(self, V, n: int):
+        """(tile row, (lo, hi) samples, that block's V (36*C*tw*(hi - lo),)) for every block:
+        each row of tiles in runs of at most `chunk` samples (a block's transform arrays then
+        stay in cache between the BLAS calls)."""
+        th, tw, c = self.t[0], self.t[1], self.c
+        per_sample = 36 * c * tw
+        q = -(-n // max(1, CHUNK_FLOATS // (36 * max(c, self.k) * tw)))  # runs per row
+        runs = [(i * n // q, (i + 1) * n // q) for i in range(q)]  # at most two lengths
+        for ty in range(th):
+            for lo, hi in runs:
+                start = (ty * n + lo) * per_sample
+                yield ty, (lo, hi), V[start:start + (hi - lo) * per_sample]
+
+    def _forward_row(self, xr, U, V, yr):
+        """One block of tiles: input rows xr (C, 6, Wp, m) -> V (36*C*T,) and output rows
+        yr (K, 4, 4tw, m), with T = tw*m (views of the whole batch's arrays)."""
+        c, k, tw, n = self.c, self.k, self.t[1], xr.shape[-1]
+        T, ws = tw * n, self.ws
+        D = ws(f"w4_D{n}", (6, 6, c, 1, tw, n))  # D[i, j, c, 0, tx] = xr[c, i, 4tx + j]
+        np.copyto(D, tiles(xr, 6, (1, tw)))
+        V1 = ws(f"w4_V1{n}", (6, 6 * c * T))
+        np.matmul(self.BT, D.reshape(6, -1), out=V1)  # B^T along the tile rows: (6 xi, 6 j, C*T)
+        np.matmul(self.BT, V1.reshape(6, 6, -1), out=V.reshape(6, 6, -1))  # along the columns
+        M = ws(f"w4_M{n}", (36, k, T))
+        np.matmul(U, V.reshape(36, c, T), out=M)  # (36, K, C) @ (36, C, T)
+        Y1 = ws(f"w4_Y1{n}", (6, 4, k * T))
+        np.matmul(self.AT, M.reshape(6, 6, -1), out=Y1)  # A^T along nu: (6 xi, 4 b, K*T)
+        Y = ws(f"w4_Y{n}", (4, 4 * k * T))
+        np.matmul(self.AT, Y1.reshape(6, -1), out=Y)  # along xi: (4 a, 4 b, K*T)
+        np.copyto(tiles(yr, 4, (1, tw), writeable=True), Y.reshape(4, 4, k, 1, tw, n))
 
     def backward(self, dy, dweight, dbias=None, need_dx=True):
         """dweight[...] = dL/dweight, dbias[...] = sum of dy (if given); returns dx (C, H, W, N)
         (None without need_dx). Uses U and V of the last forward."""
-        c, k, th, tw, n = self.c, self.k, self.th, self.tw, dy.shape[-1]
+        c, k, (th, tw), n = self.c, self.k, self.t, dy.shape[-1]
         ws = self.ws
-        if self.even:
-            dY = dy.reshape(k, th, 2, tw, 2, n)
-        else:
-            dY = ws("wg_dY", (k, 2 * th, 2 * tw, n), zero=True)  # the cropped border stays 0
-            dY[:, :self.h, :self.w] = dy
-            dY = dY.reshape(k, th, 2, tw, 2, n)
-        U, V = ws("wg_U", (16, k, c)), ws("wg_V", (16 * c * th * tw * n,))
         if dbias is not None:
             np.sum(dy.reshape(k, -1), axis=1, out=dbias)  # db = sum of dy over (H, W, N)
-        dU = ws("wg_dU", (16, k, c))
-        dU.fill(0)
-        dxp = None
-        if need_dx:
-            dxp = ws("wg_dxp", (c, 2 * th + 2, 2 * tw + 2, n))
-            dxp[:, :2] = 0  # every block sets its rows but the first two, which it adds to
-        for y0, r in self.blocks:
-            Vb = V[16 * c * y0 * tw * n:16 * c * (y0 + r) * tw * n].reshape(16, c, r * tw * n)
-            dxb = dxp[:, 2 * y0:2 * (y0 + r) + 2] if need_dx else None
-            self._backward_block(dY[:, y0:y0 + r], U, Vb, dU, dxb)
-        # dW = G^T dU G: dW (K*C, 9) = dU^T (K*C, 16) @ GG (16, 9)
-        np.matmul(dU.reshape(16, k * c).T, self.GG, out=dweight.reshape(k * c, 9))
+        dyb = dy
+        if not self.even:
+            dyb = ws("w4_dyb", (k, 4 * th, 4 * tw, n), zero=True)  # the cropped part stays 0
+            dyb[:, :self.h, :self.w] = dy
+        U, V = ws("w4_U", (36, k, c)), ws("w4_V", (th * 36 * c * tw * n,))
+        dU, part = ws("w4_dU", (36, k, c)), ws("w4_dU_part", (36, k, c))
+        dxp = ws("w4_dxp", (c, 4 * th + 2, 4 * tw + 2, n)) if need_dx else None
+        for i, (ty, (lo, hi), v) in enumerate(self._blocks(V, n)):
+            dxr = dxp[:, 4 * ty:4 * ty + 6, :, lo:hi] if need_dx else None
+            self._backward_row(dyb[:, 4 * ty:4 * ty + 4, :, lo:hi], U, v, part if i else dU,
+                               dxr, ty > 0)
+            if i:
+                dU += part
+        # dW = G^T dU G: dW (K*C, 9) = dU^T (K*C, 36) @ GG (36, 9)
+        np.matmul(dU.reshape(36, k * c).T, self.GG, out=dweight.reshape(k * c, 9))
         if not need_dx:
             return None
         dx = ws("dx", (c, self.h, self.w, n))
         np.copyto(dx, dxp[:, 1:1 + self.h, 1:1 + self.w])
         return dx
 
-    def _backward_block(self, dY, U, V, dU, dxb):
-        """dY (K, r, 2, tw, 2, N), V (16, C, r*tw*N) -> dU += dM V^T, dxb (C, 2r+2, Wp, N) +=
-        the block's tiles B dV B^T (None: no dx)."""
-        c, k, tw, (r, n) = self.c, self.k, self.tw, dY.shape[1::4]
-        # dM = A dY A^T, A = [[1, 0], [1, 1], [1, -1], [0, -1]]: along columns
-        # e_a = (D_a0, D_a0 + D_a1, D_a0 - D_a1, -D_a1), then along rows
-        # dM = (e0, e0 + e1, e0 - e1, -e1), e0 written straight into dM[0]   (4, 4, K, r, tw, N)
-        D = dY.transpose(2, 4, 0, 1, 3, 5)  # (2a, 2b, K, r, tw, N)
-        dM = self.ws(f"wg_dM{r}", (4, 4, k, r, tw, n))
-        e1 = self.ws(f"wg_e{r}", (4, k, r, tw, n))
-        for a, e in ((0, dM[0]), (1, e1)):
-            np.copyto(e[0], D[a, 0])
-            np.add(D[a, 0], D[a, 1], out=e[1])
-            np.subtract(D[a, 0], D[a, 1], out=e[2])
-            np.negative(D[a, 1], out=e[3])
-        np.add(dM[0], e1, out=dM[1])
-        np.subtract(dM[0], e1, out=dM[2])
-        np.negative(e1, out=dM[3])
-        dM = dM.reshape(16, k, -1)
-        part = self.ws("wg_dU_part", (16, k, c))
-        np.matmul(dM, V.transpose(0, 2, 1), out=part)  # dU += dM V^T: (16, K, T) @ (16, T, C)
-        dU += part
-        if dxb is None:
+    def _backward_row(self, dyr, U, V, dU, dxr, add_head: bool):
+        """One block of tiles: dU = dM V^T (36, K, C) from output rows dyr (K, 4, 4tw, m), and
+        unless dxr is None, the block's tiles B dV B^T into input rows dxr (C, 6, Wp, m): rows 0
+        and 1 added to (the previous row's tail) with add_head, set otherwise; the others set."""
+        c, k, tw, n = self.c, self.k, self.t[1], dyr.shape[-1]
+        T, ws = tw * n, self.ws
+        dYt = ws(f"w4_dYt{n}", (4, 4, k, 1, tw, n))
+        np.copyto(dYt, tiles(dyr, 4, (1, tw)))
+        dM1 = ws(f"w4_dM1{n}", (6, 4 * k * T))
+        np.matmul(self.AT.T, dYt.reshape(4, -1), out=dM1)  # A along a: (6 xi, 4 b, K*T)
+        dM = ws(f"w4_dM{n}", (6, 6, k * T))
+        np.matmul(self.AT.T, dM1.reshape(6, 4, -1), out=dM)  # along b: (6 xi, 6 nu, K*T)
+        dM = dM.reshape(36, k, T)
+        np.matmul(dM, V.reshape(36, c, T).transpose(0, 2, 1), out=dU)  # dM V^T
+        if dxr is None:
             return
-        dV = self.ws(f"wg_dV{r}", (16, c, r * tw * n))
-        np.matmul(U.transpose(0, 2, 1), dM, out=dV)  # dV = U^T dM: (16, C, K) @ (16, K, T)
-        dV = dV.reshape(4, 4, c, r, tw, n)
-        # dd = B dV B^T: along columns into each tile's 4 columns (tiles overlap by 2), then
-        # along rows into the block's input rows (the first two shared with the last block)
-        dt = self.ws(f"wg_dt{r}", (4, c, r, dxb.shape[2], n))
-        pq = self.ws(f"wg_pq{r}", (2, 4, c, r, tw, n))
-        add_tiles_B([dV[:, nu] for nu in range(4)], dt, 3, pq[0], pq[1], False)
-        pq = self.ws(f"wg_pq_rows{r}", (2, c, r, dxb.shape[2], n))
-        add_tiles_B(dt, dxb, 1, pq[0], pq[1], True)
+        dV = ws(f"w4_dV{n}", (36, c, T))
+        np.matmul(U.transpose(0, 2, 1), dM, out=dV)  # dV = U^T dM: (36, C, K) @ (36, K, T)
+        dD1 = ws(f"w4_dD1{n}", (6, 6, c * T))
+        np.matmul(self.BT.T, dV.reshape(6, 6, -1), out=dD1)  # B along nu -> j
+        dD = ws(f"w4_dD{n}", (6, 6 * c * T))
+        np.matmul(self.BT.T, dD1.reshape(6, -1), out=dD)  # along xi -> i: (6 i, 6 j, C*T)
+        dD = dD.reshape(6, 6, c, tw, n)
+        # the sum of the 6x6 tiles (stride 4: a tile's last 2 columns overlap the next tile's
+        # first 2): columns 4tx + j of E, then E's 6 rows into dxr
+        E = ws(f"w4_E{n}", (6, c, 4 * tw + 2, n))
+        np.copyto(E[:, :, :4 * tw].reshape(6, c, tw, 4, n),
+                  dD[:, :4].transpose(0, 2, 3, 1, 4))  # j = 0..3: each column once
+        E[:, :, 4 * tw:] = 0
+        E[:, :, 4::4] += dD[:, 4]  # j = 4, 5 add to the next tile's columns 0, 1
+        E[:, :, 5::4] += dD[:, 5]
+        Er = E.transpose(1, 0, 2, 3)  # (C, 6, Wp, N), like dxr
+        if add_head:
+            dxr[:, :2] += Er[:, :2]
+            np.copyto(dxr[:, 2:], Er[:, 2:])
+        else:
+            np.copyto(dxr, Er)

@@ -1,12 +1,14 @@
-"""conv2d's Winograd F(2x2, 3x3) training path (netspec/winograd.py): when it is taken, that it
-equals the im2col path, that its gradients check, and that a broken transform is caught."""
+"""conv2d's Winograd F(4x4, 3x3) training path (netspec/winograd.py): when it is taken, that it
+equals the im2col path (whole tiles and cropped ones, one block of tiles or many, runs of
+samples), that its gradients check, that two workers with it train like one process, and that
+a broken transform or backward is caught."""
 
 import numpy as np
 import pytest
 from conftest import TINY, train_with_workers
 
 import netspec
-from netspec import blas, winograd, winograd4
+from netspec import blas, winograd
 from netspec.gradcheck import check_spec
 from netspec.layers import LAYERS
 from netspec.parallel import can_fork
@@ -79,43 +81,54 @@ def compare(c, k, h, w, bias, monkeypatch, n=3, train=True):
 
 
 @pytest.mark.parametrize("c, k, h, w, bias", [
-    (16, 16, 28, 28, False),  # vgg-bn's conv2 (the row-stacked path otherwise)
-    (16, 32, 14, 14, True),
-    (8, 4, 15, 15, True),  # odd: the last tile row and column are half outside
+    (16, 16, 28, 28, False),  # vgg-bn's conv2: 7 rows of whole tiles
+    (16, 32, 14, 14, True),  # the last tile row and column half outside
+    (64, 64, 7, 7, False),  # vgg-bn's conv6
+    (8, 5, 8, 8, True),  # 2x2 whole tiles
+    (8, 4, 15, 15, True),
     (8, 5, 15, 12, False),
     (9, 3, 12, 17, True),
+    (8, 4, 7, 9, True),
 ])
 def test_winograd_equals_im2col(c, k, h, w, bias, monkeypatch, calls):
     assert compare(c, k, h, w, bias, monkeypatch) < 1e-10
     assert calls == {"forward": 2, "backward": 2}  # the Winograd plan took the path each step
 
 
-@pytest.mark.parametrize("part", ["filter", "adjoint"])
+@pytest.mark.parametrize("floats", [1, 2000])  # runs of 1 sample; of 1-2 samples (uneven)
+def test_runs_of_samples_equal_whole_rows(floats, monkeypatch, calls):
+    """Blocks of a row of tiles split into runs of samples (winograd.CHUNK_FLOATS) give the
+    same result as whole rows."""
+    monkeypatch.setattr(winograd, "CHUNK_FLOATS", floats)
+    assert compare(8, 6, 9, 9, True, monkeypatch, n=5) < 1e-10
+    assert calls == {"forward": 2, "backward": 2}
+
+
+@pytest.mark.parametrize("part", ["BT", "G", "backward"])
 def test_a_broken_transform_is_caught(part, monkeypatch, calls):
-    """Negative controls: a 1% error in one entry of G (the filter transform: y, dW and dx
-    wrong) or of B in the input transform's adjoint (dx wrong) fails the comparison."""
-    if part == "filter":
-        G = winograd.G.copy()
-        G[1, 2] *= 1.01
-        monkeypatch.setattr(winograd, "GG", np.kron(G, G))  # read when the layer is built
+    """Negative controls: a 1% error in one entry of B^T (the input transform, read when the
+    layer is built: y, dW and dx wrong) or G (the filter transform), or the adjoint's row
+    blocks summed wrongly (the first two rows of each block set instead of added: dx wrong)."""
+    if part == "backward":
+        real = winograd.Winograd._backward_row
+        monkeypatch.setattr(winograd.Winograd, "_backward_row",
+                            lambda self, *a: real(self, *a[:-1], False))
     else:
-        right = winograd.add_tiles_B
-
-        def wrong(v, out, axis, p, q, add_head):
-            right([v[0], v[1], v[2], 1.01 * v[3]], out, axis, p, q, add_head)
-
-        monkeypatch.setattr(winograd, "add_tiles_B", wrong)
+        M = getattr(winograd, part).copy()
+        M[3, 1] *= 1.01
+        monkeypatch.setattr(winograd, part, M)
     assert compare(8, 4, 14, 14, True, monkeypatch) > 1e-3
     assert calls == {"forward": 2, "backward": 2}
 
 
 @pytest.mark.parametrize("c, h, more, threads, train, taken", [
     (8, 12, {}, 1, True, True),
+    (8, 7, {}, 1, True, True),  # winograd.MIN_SIZE
     (8, 12, {"padding": "same"}, 1, True, True),
     (8, 12, {}, None, True, False),  # BLAS threads not limited by netspec: 1-process training
     (8, 12, {}, 2, True, False),
     (8, 12, {}, 1, False, False),  # inference keeps the cache-blocked im2col
-    (8, 11, {}, 1, True, False),  # too small (winograd.MIN_SIZE)
+    (8, 6, {}, 1, True, False),  # too small
     (7, 12, {}, 1, True, False),  # too few input channels (winograd.MIN_CHANNELS)
     (8, 12, {"stride": 2}, 1, True, False),
     (8, 12, {"dilation": 2, "padding": 2}, 1, True, False),
@@ -168,62 +181,55 @@ gradcheck: {{batch_size: 2}}
 """
 
 
-# NET with a third conv at 7x7 (after a second pool): conv2 (14x14) takes F(2x2), conv3 F(4x4)
-NET4 = NET.replace(
+# NET with a third conv at 7x7 (after a second pool)
+NET3 = NET.replace(
     "  - {type: global_avgpool}",
     "  - {type: maxpool2d, kernel_size: 2}\n"
     "  - {type: conv2d, name: conv3, out_channels: 8, kernel_size: 3, padding: 1}\n"
     "  - {type: batchnorm, name: bn3}\n  - {type: relu}\n  - {type: global_avgpool}")
 
 
-def small_net():
-    """NET on 24x24 inputs: conv2 (8 -> 8 channels at 12x12) takes the Winograd path."""
-    return netspec.loads(NET.replace("shape: [1, 28, 28]", "shape: [1, 24, 24]"), "wino.yaml")
-
-
 @pytest.mark.parametrize("broken", [False, True])
 def test_gradcheck_through_the_winograd_path(broken, monkeypatch, calls, one_thread):
-    if broken:  # negative control: B in the adjoint 1% off, so conv2's dx is wrong
-        right = winograd.add_tiles_B
+    if broken:  # negative control: conv3's dx 1% off, so everything upstream is wrong
+        real = winograd.Winograd.backward
 
-        def wrong(v, out, axis, p, q, add_head):
-            right([v[0], v[1], v[2], 1.01 * v[3]], out, axis, p, q, add_head)
+        def wrong(self, *args, **kwargs):
+            dx = real(self, *args, **kwargs)
+            return None if dx is None else dx * 1.01
 
-        monkeypatch.setattr(winograd, "add_tiles_B", wrong)
-    report = check_spec(small_net())
+        monkeypatch.setattr(winograd.Winograd, "backward", wrong)
+    report = check_spec(netspec.loads(NET3, "wino.yaml"))
     assert calls["forward"] > 0 and calls["backward"] > 0
     failed = {(r.layer, r.tensor) for r in report.rows if not r.passed}
-    if broken:  # what lies upstream of conv2's dx is wrong; conv2's own weight is right
-        assert ("conv1", "weight") in failed and ("conv2", "weight") not in failed
+    if broken:  # what lies upstream of conv3's dx is wrong; conv3's own weight is right
+        assert ("conv2", "weight") in failed and ("conv3", "weight") not in failed
     else:
         assert not failed
 
 
-def spy_calls(monkeypatch, algorithm: str) -> list:
-    """A list that gets one entry per forward or backward call of the class `algorithm`."""
-    cls = {"Winograd": winograd.Winograd, "Winograd4": winograd4.Winograd4}[algorithm]
+def spy_calls(monkeypatch) -> list:
+    """A list that gets one entry per Winograd forward or backward call: (name, last arg)."""
     seen = []
     for name in ("forward", "backward"):
-        real = getattr(cls, name)
+        real = getattr(winograd.Winograd, name)
 
         def spy(self, *args, _real=real, _name=name, **kwargs):
             seen.append((_name, args[-1]))
             return _real(self, *args, **kwargs)
 
-        monkeypatch.setattr(cls, name, spy)
+        monkeypatch.setattr(winograd.Winograd, name, spy)
     return seen
 
 
 @pytest.mark.skipif(not can_fork(), reason="worker processes need Linux fork")
-@pytest.mark.parametrize("net, algorithm", [(NET, "Winograd"), (NET4, "Winograd4")],
-                         ids=["F(2x2)", "F(4x4)"])
-def test_two_workers_with_winograd_train_like_one(tiny_splits, monkeypatch, net, algorithm):
-    """One epoch of a batchnorm net whose conv2 takes F(2x2) (NET), or whose conv3 takes F(4x4)
-    (NET4), on 2 workers (one BLAS thread each), and im2col in one process: the same
-    parameters to rounding, in float64."""
+def test_two_workers_with_winograd_train_like_one(tiny_splits, monkeypatch):
+    """One epoch of a batchnorm net whose conv2 (14x14) and conv3 (7x7) take Winograd on 2
+    workers (one BLAS thread each), and im2col in one process: the same parameters to
+    rounding, in float64."""
     monkeypatch.setattr("netspec.parallel.available_cores", lambda: 2)  # 1 BLAS thread each
-    seen = spy_calls(monkeypatch, algorithm)
-    spec = netspec.loads(net, "wino.yaml")
+    seen = spy_calls(monkeypatch)
+    spec = netspec.loads(NET3, "wino.yaml")
     finals = {}
     for workers in (1, 2):
         trainer, stats = train_with_workers(spec, tiny_splits, workers)
@@ -235,10 +241,10 @@ def test_two_workers_with_winograd_train_like_one(tiny_splits, monkeypatch, net,
     assert blas.THREADS is None  # the pool's limit ended with the epoch
 
 
-@pytest.mark.parametrize("h, w, algorithm", [(14, 13, "Winograd"), (7, 7, "Winograd4")])
-def test_without_dx_the_weight_gradient_is_still_right(h, w, algorithm, monkeypatch):
-    """The first layer of a net skips dL/dx (need_dx=False), with F(2x2) and with F(4x4)."""
-    seen = spy_calls(monkeypatch, algorithm)
+@pytest.mark.parametrize("h, w", [(14, 13), (7, 7)])
+def test_without_dx_the_weight_gradient_is_still_right(h, w, monkeypatch):
+    """The first layer of a net skips dL/dx (need_dx=False)."""
+    seen = spy_calls(monkeypatch)
     rng = np.random.default_rng(0)
     x, dy = rng.standard_normal((8, h, w, 2)), rng.standard_normal((4, h, w, 2))
     grads = {}

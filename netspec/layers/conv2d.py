@@ -25,11 +25,10 @@ timings on a loaded 2-core machine; at 14x14 and 7x7 (14-29% extra rows) it was 
 for 1-channel inputs (K = 3) slower, so those keep im2col. Inference keeps the cache-blocked
 im2col below, which was as fast or faster in every case measured.
 
-Winograd training paths (WINOGRAD; netspec/winograd.py, whose `suits` holds the rule), for 3x3
-convs, stride 1, dilation 1, padding 1, >= 8 input channels, in training while BLAS runs one
-thread (netspec.blas.THREADS: the worker processes; with two threads the GEMMs win): F(2x2, 3x3)
-from 12 pixels a side (0.63-0.80 of the paths above), F(4x4, 3x3) at 7x7 and 8x8
-(netspec/winograd4.py: 0.70-0.84 of im2col). Tables in benchmarks/README.md. Eval keeps im2col.
+Winograd training path (WINOGRAD; netspec/winograd.py, whose `suits` holds the rule): F(4x4,
+3x3) for 3x3 convs, stride 1, dilation 1, padding 1, >= 8 input channels, images of 7 pixels a
+side or more, in training while BLAS runs one thread (netspec.blas.THREADS: the worker
+processes; with two threads the GEMMs win). Tables in benchmarks/README.md. Eval keeps im2col.
 
 col2im is KH*KW strided adds straight into dx (netspec/col2im.py); the alternatives measured (a
 correlation of padded dy with the flipped kernel, GEMMs per tap or per chunk) were no faster.
@@ -316,7 +315,7 @@ class Conv2d(Layer):
 
 # Use the row-stacked GEMM for training when it pays (see the module docstring).
 STACKED = True
-# Train with Winograd F(2x2) or F(4x4) when it pays (module docstring, winograd.suits).
+# Train with Winograd F(4x4, 3x3) when it pays (module docstring, winograd.suits).
 WINOGRAD = True
 
 
