@@ -37,6 +37,7 @@ from typing import Annotated, ClassVar, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, PlainValidator
 
+from netspec import pages
 from netspec.init import InitSpec, KaimingNormal, Zeros, fans_of
 
 Shape = tuple  # per-sample shape, e.g. (C, H, W) or (D,)
@@ -98,8 +99,10 @@ class Workspace:
         dtype = self.dtype if dtype is None else np.dtype(dtype)
         arr = self._arrays.get(key)
         if arr is None or arr.shape != tuple(shape) or arr.dtype != dtype:
+            arr = pages.empty(shape, dtype)  # large ones on huge pages (netspec/pages.py)
             fill = 0 if zero else fill
-            arr = np.empty(shape, dtype) if fill is None else np.full(shape, fill, dtype)
+            if fill is not None:
+                arr.fill(fill)
             self._arrays[key] = arr
         return arr
 
