@@ -3,10 +3,11 @@
 A worker's training step streams through about a hundred workspace arrays of 1-4 MB
 (activations, im2col and Winograd buffers). Allocated with malloc they sit on 4 KiB pages
 (NumPy asks for huge pages only from 4 MiB, and malloc does not align to 2 MiB), and the TLB
-misses cost: record.yaml's and vgg-bn's worker steps took 0.92 of the time with every array of
-at least HUGE_MIN in its own 2 MiB-aligned mapping marked MADV_HUGEPAGE, for 23% more resident
-memory (1 MiB arrays occupy a 2 MiB page; 512 KiB gave 0.90 for 60% more;
-benchmarks/README.md). Without MADV_HUGEPAGE (not Linux), or for smaller arrays: np.empty.
+misses cost: record.yaml's and vgg-bn's worker steps took 0.93-0.97 of the time with every array
+of at least HUGE_MIN in its own 2 MiB-aligned mapping marked MADV_HUGEPAGE, and the same results
+bit for bit (benchmarks/pages_probe.py). A process of record.yaml then held 292 MB instead of
+237 (an array of 1 MiB occupies a 2 MiB page); a 512 KiB threshold gave 0.88-0.90 for 379 MB
+(benchmarks/README.md). Without MADV_HUGEPAGE (not Linux), or for smaller arrays: np.empty.
 """
 
 import math
