@@ -16,6 +16,10 @@ split layer), so that every layer still owns its dy and may overwrite it. Those 
 to a pool once their last reader is done and serve the next fan-out of the same shape.
 `_run_layers` and `run_backward` are the only loops that run layers; `plan.hook`, when set,
 is called around every layer call (netspec bench times layers through it).
+
+Fusion: a pair of adjacent layers that computes faster as one (`plan.fused`, from
+netspec/fuse.py: conv + average pool, relu + max pool) runs in the first layer's step, and the
+second's step passes arrays through; both keep their names, parameters and outputs' places.
 """
 
 from __future__ import annotations
@@ -91,6 +95,7 @@ class Plan:
         self.buffers: dict[str, np.ndarray] = {}
         self.steps: list[Step] = []
         self.outputs: list[np.ndarray] = []  # each layer's output from the last forward
+        # (a fused pair's output for both of its layers)
         self.hook: Hook | None = None
         # eval-mode chunking (see run_forward): samples whose activations fill ~EVAL_BYTES
         per_sample = sum(math.prod(info.out_shape) for info in infos) * self.dtype.itemsize

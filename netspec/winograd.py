@@ -22,8 +22,8 @@ arrays stay in L2 between the calls; T = tw*m for a block of m samples.
 Measured on one BLAS thread against the im2col paths and against the F(2x2, 3x3) this replaced
 (benchmarks/winograd4_probe.py, benchmarks/README.md): the F(2x2) path was elementwise passes over
 memory (~70% of its time at 28x28), and this row-blocked F(4x4) takes 0.70 of its time at 28x28
-and 0.90-0.93 at 14x14, and 0.63-0.91 of im2col's at 7x7. float32 errors relative to im2col:
-2e-6 to 8e-6.
+and 0.89-0.93 at 14x14 (64 samples), and 0.65-0.72 of im2col's at 7x7. float32 errors relative
+to im2col: 2e-6 to 6e-6.
 """
 
 import numpy as np
@@ -38,9 +38,9 @@ G = np.array([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6],
 AT = np.array([[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0],
                [0, 1, -1, 8, -8, 1]], float)
 # A block's transform arrays, (36, max(C, K), tw*m) for m samples of one row of tiles, hold at
-# most about this many floats (~0.6 MB in float32), so they stay in L2 between the BLAS calls.
+# most about this many floats (1.2 MB in float32): a row splits into runs of samples only for
+# large batches (budgets of 150k floats to unlimited measured alike at 64 samples, 75k slower).
 CHUNK_FLOATS = 300_000
-
 
 # Smallest input channels and image side that take the path (1-channel convs were ~5x slower
 # with F(2x2); below 7 pixels most of a 6x6 tile is padding).
@@ -122,8 +122,7 @@ class Winograd:
 
     def _blocks(self, V, n: int):
         """(tile row, (lo, hi) samples, that block's V (36*C*tw*(hi - lo),)) for every block:
-        each row of tiles in runs of at most `chunk` samples (a block's transform arrays then
-        stay in cache between the BLAS calls)."""
+        each row of tiles, in runs of samples if CHUNK_FLOATS asks for them."""
         th, tw, c = self.t[0], self.t[1], self.c
         per_sample = 36 * c * tw
         q = -(-n // max(1, CHUNK_FLOATS // (36 * max(c, self.k) * tw)))  # runs per row
