@@ -72,7 +72,7 @@ def build(first, first_ctx: Ctx, second, second_ctx: Ctx):
     own Ctx."""
     if _kind(first, second) == "relu_maxpool":
         return _relu_maxpool(first.layer.build(first_ctx), second.layer.build(second_ctx))
-    return build_conv_avgpool(first_ctx, first.layer, second.layer)
+    return _conv_avgpool(first_ctx, first.layer, second.layer)
 
 
 def _relu_maxpool(relu, pool):
@@ -98,7 +98,7 @@ def _strided(conv: Conv2d, pool) -> Conv2d:
                   stride=(ph, pw), padding=(pt, pl), bias=conv.bias)
 
 
-def build_conv_avgpool(ctx: Ctx, conv: Conv2d, pool):
+def _conv_avgpool(ctx: Ctx, conv: Conv2d, pool):
     """The conv's (forward, backward) for the fused pair: (C, H, W, N) -> pooled (O, OH, OW, N).
     ctx is the conv's own (its weight, bias and their gradients)."""
     (kh, kw), (ph, pw) = pair(conv.kernel_size), pair(pool.kernel_size)
@@ -137,7 +137,7 @@ def fold(gW, gW6, shifts, scale) -> None:
 
 
 def passthrough():
-    """The absorbed pool's (forward, backward): its work is done in the conv's step."""
+    """The second layer's (forward, backward): its work is done in the first layer's step."""
     return (lambda x, train: x), (lambda dy, need_dx=True: dy if need_dx else None)
 
 
