@@ -29,7 +29,10 @@ def empty(shape, dtype) -> np.ndarray:
     size = -(-nbytes // _PAGE) * _PAGE
     # anonymous and private (copied on write after a fork; MAP_SHARED would share a forked
     # worker's arrays with its parent, and shared memory gets no transparent huge pages)
-    area = mmap.mmap(-1, size + _PAGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    try:
+        area = mmap.mmap(-1, size + _PAGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    except OSError:  # e.g. vm.max_map_count reached: plain memory (np.empty reports real OOM)
+        return np.empty(shape, dtype)
     start = -np.frombuffer(area, np.uint8, 1).ctypes.data % _PAGE  # first 2 MiB boundary
     try:
         area.madvise(advice, start, size)

@@ -28,6 +28,15 @@ def test_small_arrays_and_platforms_without_huge_pages_use_np_empty(monkeypatch)
     assert big.base is None and big.shape == (1 << 20,)
 
 
+def test_a_failed_mapping_falls_back_to_np_empty(monkeypatch):
+    def no_map(*args, **kwargs):
+        raise OSError(12, "Cannot allocate memory")  # as when vm.max_map_count is reached
+
+    monkeypatch.setattr(mmap, "mmap", no_map)
+    a = pages.empty((1 << 20,), np.float32)
+    assert a.base is None and a.shape == (1 << 20,)
+
+
 def test_workspace_fill_and_zero_apply_to_huge_arrays():
     ws = Workspace(np.float32)
     assert np.all(ws("ones", (1 << 19,), fill=1) == 1)
