@@ -20,7 +20,7 @@ VGG-style net of issue 11) and record by default; a name or a YAML path):
   (`Trainer.evaluate` vs. torch under no_grad), both computing the loss and the predictions.
 
 Both sides get the same normalised float32 arrays in memory and the same initial weights (the
-torch module is built by `netspec.torch_bridge.to_torch` from netspec's plan). Every repeat
+torch module is built by `netspec.interop.torch_bridge.to_torch` from netspec's plan). Every repeat
 starts again from those weights. netspec and torch runs are interleaved (the order alternates
 between repeats) so that load from other processes hits both alike; the table shows medians with
 min/max and the ratio netspec/torch of the medians (below 1: netspec is faster), plus the range of
@@ -144,7 +144,7 @@ class NetspecSide:
         trainer and forks its worker processes (once per run in `netspec train`, so untimed,
         and before the warm-up, which absorbs the page copies a fork costs both processes);
         later calls rewind that trainer in place."""
-        from netspec.train import Trainer
+        from netspec.train.trainer import Trainer
 
         if self.trainer is None:
             self.trainer = Trainer(self.spec, {"train": (self.x, self.y)}, dtype="float32",
@@ -194,7 +194,7 @@ class TorchSide:
         self.gen = torch.Generator().manual_seed(seed)
 
     def reset(self, state: dict):
-        from netspec.torch_bridge import load_state_dict, to_torch, torch_optimizer
+        from netspec.interop.torch_bridge import load_state_dict, to_torch, torch_optimizer
 
         self.model = to_torch(self.spec, dtype="float32")
         load_state_dict(self.model, state)

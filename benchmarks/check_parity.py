@@ -49,8 +49,8 @@ def main() -> int:
     import torch
 
     import netspec
-    from netspec.layers import LAYERS
-    from netspec.torch_bridge import to_torch
+    from netspec.interop.torch_bridge import to_torch
+    from netspec.nn.layers import LAYERS
 
     rng = np.random.default_rng(0)
     worst = 0.0

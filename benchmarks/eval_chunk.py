@@ -1,7 +1,7 @@
 """Time eval-mode forward passes at several chunk sizes (Plan.eval_chunk), interleaved.
 
 Plan.run_forward splits a large eval batch into chunks of about `eval_chunk` samples (see
-netspec/plan.py: EVAL_BYTES and MIN_EVAL_CHUNK). This script builds each spec's plan once, then
+netspec/plan/compiler.py: EVAL_BYTES and MIN_EVAL_CHUNK). This script builds each spec's plan once, then
 times plan.forward on a batch of random inputs with every chunk size in turn, rotating the
 order between repeats, and prints the medians (ms) and each one's ratio to the plan's own
 choice ("auto").
@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from netspec import plan as plans
-from netspec.spec import load
+from netspec.plan import compiler as plans
+from netspec.spec.model import load
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -43,9 +43,9 @@ def main(argv=None) -> int:
     from threadpoolctl import threadpool_info
 
     import netspec
-    from netspec import exchange as xch
-    from netspec.layers.batchnorm import BatchNorm
-    from netspec.parallel import WorkerPool, slice_gradient
+    from netspec.nn.layers.batchnorm import BatchNorm
+    from netspec.train import exchange as xch
+    from netspec.train.pool import WorkerPool, slice_gradient
 
     spec = netspec.load(args.spec)
     rng = np.random.default_rng(0)

@@ -1,9 +1,9 @@
 """Time training steps and eval passes with and without the conv + average-pool fusion
-(netspec/fuse.py), interleaved.
+(netspec/plan/fuse.py), interleaved.
 
 For each spec, a fused and an unfused plan are built from the same seed (fuse.FUSE toggled
 while compiling). Each repeat times `--steps` training steps of each plan on the same random
-batch (forward, loss, backward, the spec's optimizer: `netspec.bench.time_layers`), then one
+batch (forward, loss, backward, the spec's optimizer: `netspec.plan.bench.time_layers`), then one
 eval pass over `--eval` images, alternating which plan goes first. Prints medians (ms) and the
 ratio fused / unfused. Default: LeNet at one worker's share of its batch (32 of 64) on one BLAS
 thread, as `netspec train` runs it on 2 cores.
@@ -19,10 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
-from netspec import blas, fuse
-from netspec.bench import time_layers
-from netspec.plan import compile
-from netspec.spec import load
+from netspec.kernels import blas
+from netspec.plan import fuse
+from netspec.plan.bench import time_layers
+from netspec.plan.compiler import compile
+from netspec.spec.model import load
 
 ROOT = Path(__file__).resolve().parent.parent
 

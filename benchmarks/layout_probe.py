@@ -26,8 +26,8 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 from threadpoolctl import threadpool_info, threadpool_limits
 
-from netspec.layers import LAYERS
-from netspec.plan import layer_plan
+from netspec.nn.layers import LAYERS
+from netspec.plan.compiler import layer_plan
 
 SHAPES = [(16, 16, 28), (16, 32, 14), (32, 32, 14), (32, 64, 7), (64, 64, 7)]  # (C, O, H=W)
 

@@ -1,9 +1,9 @@
-"""Time workers' training steps with the workspace on huge pages (netspec/pages.py) and without.
+"""Time workers' training steps with the workspace on huge pages (netspec/kernels/pages.py) and without.
 
 For each spec, two plans are built from the same seed, one with pages.HUGE_MIN as shipped and
 one with it out of reach (every array from np.empty), and their arrays are allocated by two
 untimed steps. Each repeat then times `--steps` training steps of each (forward, loss,
-backward, the spec's optimizer: `netspec.bench.time_layers`), alternating which goes first, on
+backward, the spec's optimizer: `netspec.plan.bench.time_layers`), alternating which goes first, on
 one BLAS thread and one worker's share of the batch, as `netspec train` runs on 2 cores.
 Prints medians (ms), the ratio, and how much of this process is on huge pages. The plan built
 first can be faster for reasons of its own (on the 2-core test machine LeNet, which has no
@@ -21,10 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
-from netspec import blas, pages
-from netspec.bench import time_layers
-from netspec.plan import compile
-from netspec.spec import load
+from netspec.kernels import blas, pages
+from netspec.plan.bench import time_layers
+from netspec.plan.compiler import compile
+from netspec.spec.model import load
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -1,4 +1,4 @@
-"""Per-layer forward/backward timing table of specs (netspec.bench.time_layers), like `caffe time`.
+"""Per-layer forward/backward timing table of specs (netspec.plan.bench.time_layers), like `caffe time`.
 
 Usage (from the repository root):
 
@@ -36,7 +36,7 @@ def main(argv=None) -> int:
 
     sys.path.insert(0, str(ROOT))
     import netspec
-    from netspec.bench import time_layers
+    from netspec.plan.bench import time_layers
 
     limiter = None
     if args.threads:

@@ -6,7 +6,7 @@ Usage (from the repository root, in an environment with torch):
     python benchmarks/record_torch.py --data-dir ../shared/data/mnist                # record
     python benchmarks/record_torch.py --spec specs/record.yaml --seed 1 --threads 1 --json o.json
 
-The module is `netspec.torch_bridge.to_torch` of netspec's freshly initialised plan for that
+The module is `netspec.interop.torch_bridge.to_torch` of netspec's freshly initialised plan for that
 seed, so both start from identical weights. Each epoch shuffles with a torch Generator seeded
 with the spec's seed and runs the idiomatic loop (zero_grad, forward, CrossEntropyLoss,
 backward, step, scheduler step), then evaluates the test split in eval mode. train_seconds is
@@ -41,7 +41,7 @@ def main(argv=None) -> int:
 
     import netspec
     from netspec.data import load_dataset, prepare
-    from netspec.torch_bridge import to_torch, torch_optimizer, torch_scheduler
+    from netspec.interop.torch_bridge import to_torch, torch_optimizer, torch_scheduler
 
     if args.threads:
         torch.set_num_threads(args.threads)

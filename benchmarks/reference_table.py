@@ -9,12 +9,12 @@ Usage (from the repository root, in an environment with torch):
 For each spec (default: lenet, lenet-max), netspec and PyTorch train the spec's own recipe
 (for LeNet: 20 epochs, batch 64, SGD lr 0.02 momentum 0.9 weight decay 1e-4, lr x0.3 every 6
 epochs, Kaiming-normal weights, zero biases, standardised inputs; any spec in specs/, graphs
-included, through the torch twin of netspec.torch_bridge) from the same initial weights, in
+included, through the torch twin of netspec.interop.torch_bridge) from the same initial weights, in
 lockstep: one netspec epoch, then one torch epoch, so that machine load hits both alike.
 `--specs record --seed 1` trains specs/record.yaml with seed 1 (its schedule, stepped per
 optimizer step, is stepped per iteration on the torch side too).
 
-netspec trains through `netspec.run.Run` (the code behind `netspec train`, writing a real run
+netspec trains through `netspec.train.run.Run` (the code behind `netspec train`, writing a real run
 directory with metrics.jsonl, checkpoints and curves.png under --runs), with the same worker
 processes as `netspec train` (--workers, default auto). torch runs the idiomatic
 loop (zero_grad, forward, CrossEntropyLoss, backward, step; StepLR) on the same normalised
@@ -100,8 +100,9 @@ def run_spec(name, args, splits):
     import torch
 
     import netspec
-    from netspec.run import Run
-    from netspec.torch_bridge import to_torch, torch_optimizer, torch_scheduler
+    from netspec.interop.torch_bridge import to_torch, torch_optimizer, torch_scheduler
+    from netspec.train.run import Run
+    from netspec.viz.plots import plot_run
 
     path = Path(name) if name.endswith(".yaml") else ROOT / "specs" / f"{name}.yaml"
     overrides = [f"train.epochs={args.epochs}"] if args.epochs else []
@@ -136,7 +137,7 @@ def run_spec(name, args, splits):
         print(f"{spec.name} epoch {epoch + 1:2d}/{epochs}: netspec {ns['train_seconds']:.2f} s "
               f"test {100 * ns['test_acc']:.2f}% | torch {seconds:.2f} s "
               f"test {100 * test_acc:.2f}%", flush=True)
-    run.plot()
+    plot_run(run)
 
     # on the workers too, as `netspec eval`
     ns_eval = run.trainer.evaluate(*splits["train"], split="train")

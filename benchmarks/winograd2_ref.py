@@ -1,4 +1,4 @@
-"""The Winograd F(2x2, 3x3) training path that netspec/winograd.py's F(4x4, 3x3) replaced
+"""The Winograd F(2x2, 3x3) training path that netspec/kernels/winograd.py's F(4x4, 3x3) replaced
 (2026-11-30), kept unchanged as the reference that benchmarks/winograd4_probe.py measures
 against. Not used by netspec.
 

@@ -1,4 +1,4 @@
-"""Time conv2d's Winograd F(4x4, 3x3) training path (netspec/winograd.py) against the im2col
+"""Time conv2d's Winograd F(4x4, 3x3) training path (netspec/kernels/winograd.py) against the im2col
 paths and against the F(2x2, 3x3) path it replaced (benchmarks/winograd2_ref.py).
 
 A measurement for issue 11. For each 3x3 conv of benchmarks/specs/vgg-bn.yaml (padding 1, stride
@@ -9,7 +9,7 @@ ratios of F(4x4) to each:
     im2col  conv2d's step built without Winograd (conv2d.WINOGRAD = False): im2col, or the
             row-stacked GEMM at 28x28
     F(2x2)  benchmarks/winograd2_ref.py, the elementwise-transform path used until 2026-11-30
-    F(4x4)  netspec.winograd.Winograd: GEMM transforms, one row of tiles at a time
+    F(4x4)  netspec.kernels.winograd.Winograd: GEMM transforms, one row of tiles at a time
 
 with F(4x4)'s float32 errors relative to im2col. (Its correctness against im2col in float64 is
 tests/test_winograd.py's.)
@@ -30,11 +30,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import winograd2_ref
 
-from netspec import winograd
-from netspec.layers import conv2d
-from netspec.layers.base import Workspace
-from netspec.layers.conv2d import Conv2d
-from netspec.plan import layer_plan, ufunc_buffer
+from netspec.kernels import winograd
+from netspec.nn.layers import conv2d
+from netspec.nn.layers.base import Workspace
+from netspec.nn.layers.conv2d import Conv2d
+from netspec.plan.compiler import layer_plan, ufunc_buffer
 
 SHAPES = [(32, 64, 7), (64, 64, 7), (16, 32, 14), (32, 32, 14), (16, 16, 28)]  # vgg-bn's
 

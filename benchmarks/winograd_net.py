@@ -28,7 +28,7 @@ from bench_vs_torch import NetspecSide, load_data, spec_path, workers_arg
 
 import netspec
 from netspec.fsio import atomic_write
-from netspec.layers import conv2d
+from netspec.nn.layers import conv2d
 
 
 def main(argv=None):

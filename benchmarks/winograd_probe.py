@@ -2,7 +2,7 @@
 
 A measurement only (issue 11): for the five 3x3 conv shapes of benchmarks/specs/vgg-bn.yaml
 (padding 1, stride 1) at batch 64 and 128, in float32 and netspec's (C, H, W, N) layout, it times
-netspec's own conv2d step (built by netspec.plan.layer_plan, forward(train=True) + backward)
+netspec's own conv2d step (built by netspec.plan.compiler.layer_plan, forward(train=True) + backward)
 against a NumPy Winograd F(2x2, 3x3) forward and backward (dW and dx), interleaved, and prints
 medians. It first checks in float64 that the Winograd forward and backward equal netspec's to
 1e-10 relative error and exits 1 if not.
@@ -31,8 +31,8 @@ import numpy as np
 from threadpoolctl import threadpool_info, threadpool_limits
 
 from netspec.fsio import atomic_write
-from netspec.layers import LAYERS
-from netspec.plan import layer_plan
+from netspec.nn.layers import LAYERS
+from netspec.plan.compiler import layer_plan
 
 # (C, K, H=W) of vgg-bn.yaml's convs after the first (the first has C = 1)
 SHAPES = [(16, 16, 28), (16, 32, 14), (32, 32, 14), (32, 64, 7), (64, 64, 7)]

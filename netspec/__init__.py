@@ -14,10 +14,9 @@ from netspec.errors import (
                             SpecError,
                             TrainingError,
 )
-from netspec.plan import Plan, compile
-from netspec.spec import NetSpec, load, loads
-
-__version__ = "0.1.0"
+from netspec.plan.compiler import Plan, compile
+from netspec.spec.model import NetSpec, load, loads
+from netspec.version import __version__
 
 __all__ = ["CheckpointError", "DataError", "NetSpec", "NetspecError", "OutputError", "Plan",
-           "Problem", "SpecError", "TrainingError", "compile", "load", "loads"]
+           "Problem", "SpecError", "TrainingError", "__version__", "compile", "load", "loads"]

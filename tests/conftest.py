@@ -53,7 +53,7 @@ train:
 def train_with_workers(spec, splits, workers, epochs=1, dtype="float64"):
     """(trainer, last epoch's stats) after `epochs` epochs on `workers` processes; the worker
     pool is closed again, also when training fails."""
-    from netspec.train import Trainer
+    from netspec.train.trainer import Trainer
 
     trainer = Trainer(spec, splits, dtype=dtype, workers=workers)
     try:

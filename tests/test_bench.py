@@ -1,4 +1,4 @@
-"""Functional tests of netspec.bench.time_layers (never timing assertions).
+"""Functional tests of netspec.plan.bench.time_layers (never timing assertions).
 
 A fake clock that advances exactly 1 ms per reading makes every measured interval 1 ms, so the
 expected report follows from counting clock readings, independently of the machine.
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import netspec
-from netspec.bench import time_layers
+from netspec.plan.bench import time_layers
 
 SPEC = """
 name: tiny-conv

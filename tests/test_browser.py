@@ -14,9 +14,9 @@ import pytest
 from conftest import SPECS
 
 import netspec
-from netspec.draw import draw, layout, save
-from netspec.report import write_report
-from netspec.run import Run
+from netspec.train.run import Run
+from netspec.viz.draw import draw, layout, save
+from netspec.viz.report import write_report
 
 sync_api = pytest.importorskip("playwright.sync_api",
                                reason="playwright is not installed (pip install -e '.[browser]')")
@@ -119,7 +119,7 @@ def test_draw_svg_in_chromium(browser, shots, tmp_path, path):
 def test_graph_layout_in_chromium(browser, shots, tmp_path):
     from test_draw import resnet
 
-    from netspec.draw import collapse_blocks
+    from netspec.viz.draw import collapse_blocks
 
     for name, nodes in (("resnet", resnet()), ("resnet-collapsed", collapse_blocks(resnet()))):
         svg = save(layout(nodes, name, (1, 4, 4)), tmp_path / f"{name}.svg")

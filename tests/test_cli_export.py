@@ -16,7 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from netspec.cli import app
-from netspec.layers import LAYERS
+from netspec.nn.layers import LAYERS
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "tests" / "fixtures" / "mnist-tiny"
@@ -124,7 +124,7 @@ def test_usage_errors_exit_2(args):
 
 def test_output_that_is_a_directory_is_an_error(onnx, tmp_path):
     from netspec.errors import OutputError
-    from netspec.onnx_export import check_output
+    from netspec.interop.onnx_export import check_output
 
     result = netspec("export", ROOT / "specs" / "mlp.yaml", "-o", tmp_path, *ON_TINY)
     assert result.exit_code == 2  # a usage error, as for draw -o

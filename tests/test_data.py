@@ -684,7 +684,7 @@ def test_failed_download_removes_only_the_directories_it_created(tmp_path, serve
 
 def test_the_data_package_has_one_job_per_module_and_one_table_of_datasets():
     import netspec.data
-    from netspec import spec
+    from netspec.spec import model as spec
 
     package = Path(netspec.data.__file__).parent
     for module in package.glob("*.py"):

@@ -14,8 +14,8 @@ from typer.testing import CliRunner
 
 import netspec
 from netspec.cli import app
-from netspec.draw import Node, collapse_blocks, detail, draw, layout, save, shape_text
-from netspec.scene import text_width, to_svg
+from netspec.viz.draw import Node, collapse_blocks, detail, draw, layout, save, shape_text
+from netspec.viz.scene import text_width, to_svg
 
 SVG = "{http://www.w3.org/2000/svg}"
 
@@ -113,9 +113,9 @@ def assert_no_external_refs(text):
 
 
 def test_the_overlap_check_can_fail(monkeypatch):
-    import netspec.draw
+    import netspec.viz.draw
 
-    monkeypatch.setattr(netspec.draw, "GAP", 6)  # rows too close for the shape labels
+    monkeypatch.setattr(netspec.viz.draw, "GAP", 6)  # rows too close for the shape labels
     with pytest.raises(AssertionError, match="overlaps|on a box"):
         assert_no_overlaps(parse(draw(netspec.load(SPECS[0].parent / "lenet.yaml"))))
 

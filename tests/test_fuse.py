@@ -1,4 +1,4 @@
-"""Fused layer pairs (netspec/fuse.py): a conv2d followed by an average pool that tiles its
+"""Fused layer pairs (netspec/plan/fuse.py): a conv2d followed by an average pool that tiles its
 output runs as one strided convolution, and a relu followed by a max pool runs the pool first.
 Which pairs fuse, that each fused pair equals the two layers (forward, dx and every gradient, in
 training and in eval; relu + maxpool bit for bit), and that the gradients check, with a broken
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 import netspec
-from netspec import fuse
-from netspec.gradcheck import check_spec
+from netspec.plan import fuse
+from netspec.plan.gradcheck import check_spec
 
 NET = """\
 name: fuse

@@ -7,7 +7,7 @@ from typer.testing import CliRunner
 
 import netspec
 from netspec.cli import app
-from netspec.gradcheck import check_plan, check_spec
+from netspec.plan.gradcheck import check_plan, check_spec
 
 
 @pytest.mark.parametrize("path", SPECS, ids=[p.name for p in SPECS])
@@ -78,7 +78,7 @@ def test_cli_gradcheck_exit_codes(monkeypatch):
     assert ok.exit_code == 0, ok.output
     assert "passed" in ok.output
 
-    from netspec.layers import linear
+    from netspec.nn.layers import linear
 
     original = linear.Linear.build
 

@@ -106,7 +106,7 @@ def test_a_dollar_without_a_parameter_name_says_how_to_write_one(value):
 
 @pytest.mark.parametrize("join", ["add", "concat"])
 def test_a_join_may_read_the_same_output_twice_and_its_gradient_counts_both(join):
-    from netspec.gradcheck import check_spec
+    from netspec.plan.gradcheck import check_spec
 
     text = spec(f"  - {{type: {join}, inputs: [stem, stem]}}\n").replace(
         "input: {shape: [1, 28, 28]}", "input: {shape: [1, 8, 8]}\n"

@@ -15,11 +15,11 @@ from typer.testing import CliRunner
 
 import netspec
 from netspec import checkpoint
-from netspec.blocks import expand
 from netspec.cli import app
-from netspec.gradcheck import check_plan, check_spec
-from netspec.run import Run
-from netspec.yamlio import load_yaml
+from netspec.plan.gradcheck import check_plan, check_spec
+from netspec.spec.blocks import expand
+from netspec.spec.yamlio import load_yaml
+from netspec.train.run import Run
 
 EXAMPLE = ROOT / "examples" / "graph-issue10.yaml"  # the example of issue 10, verbatim
 SEQUENTIAL = sorted(p for p in (ROOT / "specs").glob("*.yaml") if "blocks:" not in p.read_text()
@@ -124,7 +124,7 @@ def test_blocks_nest_and_their_torch_twin_matches_in_float64():
     assert infos["side.conv"] == ("stem",)  # a block use's inputs: its `in`
     assert infos["cat"] == ("s1.relu1", "side.sum")
     torch = pytest.importorskip("torch", reason="needs torch")
-    from netspec.torch_bridge import to_torch
+    from netspec.interop.torch_bridge import to_torch
 
     plan = netspec.compile(spec, "float64")
     module = to_torch(spec, plan)
@@ -295,13 +295,13 @@ def test_graph_spec_trains_in_worker_processes_like_in_one(tiny_splits):
 
 
 def layers(*items):
-    from netspec.layers import LAYERS
+    from netspec.nn.layers import LAYERS
 
     return [LAYERS[d["type"]].model_validate(d) for d in items]
 
 
 def test_infer_is_a_function_of_the_input_shape_and_the_layers():
-    from netspec.shapes import infer
+    from netspec.plan.shapes import infer
 
     net = layers({"type": "linear", "name": "a", "out_features": 3},
                  {"type": "linear", "name": "b", "out_features": 2, "inputs": ["input"]},
@@ -329,7 +329,7 @@ def test_infer_is_a_function_of_the_input_shape_and_the_layers():
      "'s' is defined further down (layers[1])"),
 ])
 def test_infer_names_the_inputs_and_shapes_of_a_graph_problem(items, message):
-    from netspec.shapes import GraphError, infer
+    from netspec.plan.shapes import GraphError, infer
 
     with pytest.raises(GraphError) as info:
         infer((3, 4, 4), layers(*items))
@@ -337,8 +337,8 @@ def test_infer_names_the_inputs_and_shapes_of_a_graph_problem(items, message):
 
 
 def test_a_multi_input_layer_is_checked_alone_through_a_plan_and_can_fail(monkeypatch):
-    from netspec.gradcheck import check_multi_input
-    from netspec.layers.concat import Concat
+    from netspec.nn.layers.concat import Concat
+    from netspec.plan.gradcheck import check_multi_input
 
     spec = netspec.load(ROOT / "specs" / "inception-mini.yaml")
     info = next(i for i in spec.infos if i.type == "concat")  # inputs of 6, 6 and 4 channels

@@ -1,7 +1,7 @@
 """Registry-driven layer tests: every registered layer's examples are shape- and gradient-checked.
 
 A new layer file is covered here without a new test: the parametrization reads
-`netspec.layers.LAYERS` and each class's `examples`. The remaining tests are the checker's
+`netspec.nn.layers.LAYERS` and each class's `examples`. The remaining tests are the checker's
 negative controls (a wrong backward must fail), kink skipping, the train/eval behaviour of
 dropout and batchnorm (expected values derived by hand with NumPy, independently of the
 layer code), and seeding.
@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 
 import netspec
-from netspec.gradcheck import check_layer_plan, check_plan
-from netspec.init import SCHEMES
-from netspec.layers import LAYERS
-from netspec.plan import layer_plan
-from netspec.shapes import infer
-from netspec.spec import GradcheckSpec, NetSpec
+from netspec.nn.init import SCHEMES
+from netspec.nn.layers import LAYERS
+from netspec.plan.compiler import layer_plan
+from netspec.plan.gradcheck import check_layer_plan, check_plan
+from netspec.plan.shapes import infer
+from netspec.spec.model import GradcheckSpec, NetSpec
 
 SPECS = Path(__file__).resolve().parent.parent / "specs"
 
@@ -435,7 +435,7 @@ def test_same_seed_same_dropout_masks():
 def test_workspace_fills_only_arrays_it_allocates():
     """fill= (and zero=) set a new array once; the same array comes back as the caller left
     it, and a new shape gets a new filled array (batchnorm's and conv2d's ones for row sums)."""
-    from netspec.layers.base import Workspace
+    from netspec.nn.layers.base import Workspace
 
     ws = Workspace("float32")
     ones = ws("ones", (4,), fill=1)

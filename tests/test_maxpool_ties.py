@@ -8,8 +8,8 @@ floor mode, backward after an eval forward) must pick the same winner as torch.
 import numpy as np
 import pytest
 
-from netspec.layers import LAYERS
-from netspec.plan import layer_plan
+from netspec.nn.layers import LAYERS
+from netspec.plan.compiler import layer_plan
 
 torch = pytest.importorskip("torch", reason="the tie-breaking reference is torch")
 

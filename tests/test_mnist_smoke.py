@@ -8,7 +8,7 @@ from conftest import ROOT
 
 import netspec
 from netspec.data import find_data_dir, load_dataset, prepare
-from netspec.run import Run
+from netspec.train.run import Run
 
 DATA = os.environ.get("NETSPEC_DATA")
 pytestmark = pytest.mark.skipif(

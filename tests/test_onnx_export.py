@@ -1,7 +1,7 @@
 """ONNX export against netspec itself: every spec, every layer example, negative controls.
 
 Each spec in specs/*.yaml (collected by glob) and each registered layer's `examples` is exported
-and verified with netspec.onnx_check.verify: onnx.checker (full_check), ONNX shape inference
+and verified with netspec.interop.onnx_check.verify: onnx.checker (full_check), ONNX shape inference
 against netspec's shapes at every layer, and onnxruntime's logits against the plan's eval-mode
 forward within 1e-5 (float32). Specs run on a real batch (tests/fixtures/mnist-tiny), with
 random biases and batchnorm statistics, so that a mapping that drops a bias or uses the wrong
@@ -22,14 +22,14 @@ import numpy as np
 import pytest
 
 import netspec
-from netspec.layers import LAYERS
-from netspec.spec import NetSpec
+from netspec.nn.layers import LAYERS
+from netspec.spec.model import NetSpec
 
 onnx = pytest.importorskip("onnx", reason="ONNX export needs pip install 'netspec[onnx]'")
 pytest.importorskip("onnxruntime", reason="ONNX checks need pip install 'netspec[onnx]'")
 
-from netspec.onnx_check import TOL, run, verify
-from netspec.onnx_export import INPUT, IR_VERSION, OPSET, OUTPUT, to_onnx
+from netspec.interop.onnx_check import TOL, run, verify
+from netspec.interop.onnx_export import INPUT, IR_VERSION, OPSET, OUTPUT, to_onnx
 
 ROOT = Path(__file__).resolve().parents[1]
 SPECS = sorted((ROOT / "specs").glob("*.yaml"))
@@ -157,7 +157,7 @@ def test_nodes_are_wired_by_producer_names_not_list_order():
     name, as graph specs will give them: fc1 -> relu -> sum(fc1, relu) -> fc2."""
     from types import SimpleNamespace
 
-    from netspec.onnx_export import build_graph
+    from netspec.interop.onnx_export import build_graph
 
     class Sum:  # a stand-in two-input layer (graph specs bring `add`)
         type = "sum"
@@ -286,7 +286,7 @@ def test_wrong_batchnorm_eps_fails(monkeypatch):
 def test_accuracy_equals_netspec_eval_after_training(tiny_splits):
     """netspec's evaluation (what `netspec eval` runs) and onnxruntime score the same
     accuracy on the same checkpoint state, after a short training run of the reference LeNet."""
-    from netspec.train import Trainer
+    from netspec.train.trainer import Trainer
 
     spec = netspec.load(ROOT / "specs" / "lenet.yaml", ["train.epochs=1"])
     trainer = Trainer(spec, tiny_splits, workers=1)

@@ -260,7 +260,7 @@ def test_bad_warmup_or_interval_is_a_spec_error_that_says_why(schedule, epochs, 
 
 def test_trainer_steps_the_lr_per_batch_with_interval_step(tiny_splits):
     """The optimizer sees a new lr at every step (epoch interval: one lr per epoch)."""
-    from netspec.train import Trainer
+    from netspec.train.trainer import Trainer
 
     seen = {}
     for interval in ("epoch", "step"):
@@ -328,7 +328,7 @@ OPTIMIZERS = [
 def test_optimizer_matches_torch(optimizer):
     """6 steps on random tensors, with the lr changed between steps as a schedule would."""
     torch = pytest.importorskip("torch", reason="parity with torch.optim needs PyTorch")
-    from netspec.torch_bridge import torch_optimizer
+    from netspec.interop.torch_bridge import torch_optimizer
 
     rng = np.random.default_rng(0)
     p = {"w": rng.normal(size=(4, 3)), "b": rng.normal(size=4)}
@@ -376,7 +376,7 @@ def test_schedule_matches_torch(schedule):
     """netspec's closed form vs the torch scheduler's get_last_lr() over 20 epochs, the
     scheduler stepped per epoch or, with interval 'step', per iteration (7 per epoch)."""
     torch = pytest.importorskip("torch", reason="parity with torch schedulers needs PyTorch")
-    from netspec.torch_bridge import torch_optimizer, torch_scheduler
+    from netspec.interop.torch_bridge import torch_optimizer, torch_scheduler
 
     epochs, base = 20, 0.1
     spec = spec_with(f"{{type: sgd, lr: {base}}}", schedule, epochs)

@@ -127,7 +127,7 @@ def test_network_too_large_for_memory_is_a_spec_error(tmp_path, spec_path, monke
     def no_memory(shape, dtype):
         raise OSError(errno.ENOMEM, "Cannot allocate memory")
 
-    monkeypatch.setattr("netspec.plan.shared_array", no_memory)
+    monkeypatch.setattr("netspec.plan.compiler.shared_array", no_memory)
     with pytest.raises(netspec.SpecError, match="out of memory.*fc1"):
         netspec.compile(netspec.load(spec_path))
     result = cli("bench", spec_path, "--repeats", "1")
@@ -209,7 +209,7 @@ def test_an_os_error_the_library_missed_is_still_a_located_exit_1(spec_path, mon
     def broken(*args, **kwargs):
         raise OSError(errno.EIO, os.strerror(errno.EIO), "/mnt/flaky/file")
 
-    monkeypatch.setattr("netspec.bench.time_layers", broken)
+    monkeypatch.setattr("netspec.plan.bench.time_layers", broken)
     result = cli("bench", spec_path, "--repeats", "1")
     assert result.exit_code == 1
     assert "/mnt/flaky/file: cannot read or write: Input/output error; input/output error " \

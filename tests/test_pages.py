@@ -1,6 +1,6 @@
-"""netspec/pages.py: large workspace arrays on 2 MiB-aligned private mappings (huge pages where
-Linux allows), small ones and platforms without MADV_HUGEPAGE on np.empty; a forked worker's
-writes stay its own."""
+"""netspec/kernels/pages.py: large workspace arrays on 2 MiB-aligned private mappings (huge
+pages where Linux allows), small ones and platforms without MADV_HUGEPAGE on np.empty; a
+forked worker's writes stay its own."""
 
 import mmap
 import os
@@ -8,8 +8,8 @@ import os
 import numpy as np
 import pytest
 
-from netspec import pages
-from netspec.layers import Workspace
+from netspec.kernels import pages
+from netspec.nn.layers import Workspace
 
 
 def test_a_large_array_is_aligned_writable_and_the_right_shape():

@@ -1,4 +1,4 @@
-"""Data-parallel training in worker processes (netspec/parallel.py).
+"""Data-parallel training in worker processes (netspec/train/pool.py).
 
 The gradient of a batch split across workers equals the whole batch's gradient; runs are
 reproducible; a child's failure, NaN or death is reported; children exit with their parent;
@@ -18,19 +18,19 @@ from conftest import ROOT, TINY, tiny_conv_spec, train_with_workers
 from typer.testing import CliRunner
 
 import netspec
-from netspec import exchange
 from netspec.cli import app
 from netspec.errors import TrainingError
-from netspec.layers.batchnorm import BatchNorm
-from netspec.noise import Noise
-from netspec.parallel import (
+from netspec.kernels.noise import Noise
+from netspec.nn.layers.batchnorm import BatchNorm
+from netspec.train import exchange
+from netspec.train.pool import (
     WorkerPool,
     can_fork,
     resolve_workers,
     shared_array,
     slice_gradient,
 )
-from netspec.train import Trainer
+from netspec.train.trainer import Trainer
 
 pytestmark = pytest.mark.skipif(not can_fork(), reason="worker processes need Linux fork")
 
@@ -391,7 +391,7 @@ def test_children_exit_quietly_when_the_parent_is_killed(tmp_path):
         import os, signal, sys, time
         import numpy as np
         import netspec
-        from netspec.parallel import WorkerPool
+        from netspec.train.pool import WorkerPool
         from netspec.data import load_dataset, prepare
         spec = netspec.loads({SPEC!r}, "s.yaml")
         x, y = prepare(load_dataset({str(TINY)!r}), "standardize", 0)["train"]
@@ -433,7 +433,8 @@ def test_a_child_waiting_in_a_batch_exchange_exits_when_the_parent_is_killed(tmp
         import os, signal, time
         import numpy as np
         import netspec
-        from netspec import exchange, parallel
+        from netspec.train import exchange
+        from netspec.train import pool as parallel
         from netspec.data import load_dataset, prepare
         exchange.SPIN = {spin!r}
         spec = netspec.loads({BATCHNORM!r}, "s.yaml")

@@ -87,7 +87,7 @@ def test_the_first_layer_skips_its_input_gradient_only_when_asked():
 
 
 def test_a_plan_runs_with_its_own_ufunc_buffer_and_restores_the_callers():
-    from netspec.plan import UFUNC_BUFSIZE
+    from netspec.plan.compiler import UFUNC_BUFSIZE
 
     _, plan = lenet()
     seen = []
@@ -111,7 +111,7 @@ def test_the_compiler_does_not_load_the_worker_machinery():
     import subprocess
     import sys
 
-    code = "import sys, netspec; print('netspec.parallel' in sys.modules)"
+    code = "import sys, netspec; print('netspec.train.pool' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                             text=True, check=True)
     assert result.stdout.strip() == "False"
@@ -120,7 +120,7 @@ def test_the_compiler_does_not_load_the_worker_machinery():
 def test_eval_chunk_has_a_floor_for_nets_with_large_activations():
     """record.yaml's activations (~570 kB per sample) would give chunks of 9 samples from
     EVAL_BYTES alone; chunks that small are dominated by per-call overhead."""
-    from netspec import plan as plans
+    from netspec.plan import compiler as plans
 
     big = netspec.compile(netspec.load(ROOT / "specs" / "record.yaml"), dtype="float32")
     assert plans.EVAL_BYTES // (570 << 10) < plans.MIN_EVAL_CHUNK

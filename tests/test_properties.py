@@ -24,7 +24,7 @@ from typer.testing import CliRunner
 
 import netspec
 from netspec.cli import app
-from netspec.layers import LAYERS
+from netspec.nn.layers import LAYERS
 
 settings.register_profile("netspec", derandomize=True, deadline=None, database=None,
                           suppress_health_check=[HealthCheck.too_slow,

@@ -15,10 +15,10 @@ from typer.testing import CliRunner
 import netspec
 from netspec import checkpoint
 from netspec.cli import app
-from netspec.draw import shape_text
-from netspec.report import png_gray, write_report
-from netspec.run import Run
-from netspec.train import Trainer
+from netspec.train.run import Run
+from netspec.train.trainer import Trainer
+from netspec.viz.draw import shape_text
+from netspec.viz.report import png_gray, write_report
 
 SPEC = tiny_conv_spec("tiny-report", 1, fc=(),
                       schedule="{type: step, step_size: 1, gamma: 0.5}")

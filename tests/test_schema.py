@@ -12,9 +12,9 @@ import pytest
 from typer.testing import CliRunner
 
 from netspec.cli import app
-from netspec.layers import LAYERS
-from netspec.spec import json_schema
-from netspec.yamlio import load_yaml
+from netspec.nn.layers import LAYERS
+from netspec.spec.schema import json_schema
+from netspec.spec.yamlio import load_yaml
 
 jsonschema = pytest.importorskip("jsonschema", reason="the schema tests need jsonschema")
 

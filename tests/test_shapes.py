@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 import netspec
-from netspec import fuse
-from netspec.layers import LAYERS, ShapeError
+from netspec.nn.layers import LAYERS, ShapeError
+from netspec.plan import fuse
 
 SPECS = Path(__file__).resolve().parent.parent / "specs"
 
@@ -89,7 +89,7 @@ def test_output_shape(fields, in_shape, expected):
 
 @pytest.mark.parametrize(("fields", "in_shape", "expected"), SHAPES, ids=[_id(r) for r in SHAPES])
 def test_compiled_layer_produces_the_inferred_shape(fields, in_shape, expected):
-    plan = netspec.plan.layer_plan(make(fields), in_shape, "float32")
+    plan = netspec.plan.compiler.layer_plan(make(fields), in_shape, "float32")
     x = np.random.default_rng(0).standard_normal((2, *in_shape))
     assert plan.forward(x, train=True).shape == (2, *expected)
 
@@ -170,7 +170,7 @@ def test_every_spec_runs_with_its_inferred_shapes(path, fused, monkeypatch):
     spec = netspec.load(path)
     plan = netspec.compile(spec)
     plan.forward(np.random.default_rng(0).standard_normal((2, *spec.input.shape)), train=True)
-    # a conv fused with the average pool after it outputs the pooled array (netspec/fuse.py)
+    # a conv fused with the average pool after it outputs the pooled array (netspec/plan/fuse.py)
     shape = {i.name: i.out_shape for i in spec.infos}
     expected = [shape[plan.fused.get(i.name, i.name)] for i in spec.infos]
     assert [o.shape[:-1] for o in plan.outputs] == expected

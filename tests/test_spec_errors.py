@@ -13,8 +13,8 @@ import pytest
 
 import netspec
 from netspec.errors import Problem, SpecError, did_you_mean, suggestions
-from netspec.layers import LAYERS
-from netspec.yamlio import MAX_DEPTH, format_path, load_yaml
+from netspec.nn.layers import LAYERS
+from netspec.spec.yamlio import MAX_DEPTH, format_path, load_yaml
 
 HERE = Path(__file__).resolve().parent
 CORPUS = sorted((HERE / "bad_specs").glob("*.yaml"))

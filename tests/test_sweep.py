@@ -24,9 +24,10 @@ distributed = pytest.importorskip(
     "distributed", reason="netspec sweep needs dask[distributed]: pip install 'netspec[sweep]'")
 
 import netspec
-from netspec import checkpoint, sweep
+from netspec import checkpoint
 from netspec.cli import app
-from netspec.run import Run
+from netspec.sweep import runner as sweep
+from netspec.train.run import Run
 
 SPEC = tiny_conv_spec("tiny", 3, fc=(16,), batch_size=64)
 LR = "train.optimizer.lr"

@@ -1,13 +1,14 @@
 """netspec vs PyTorch in float64: every spec, every layer example, every optimizer.
 
 Each spec in specs/*.yaml (collected by glob) is compiled in float64 and rebuilt in torch with
-the same parameters (netspec.torch_bridge). On a real MNIST batch from tests/fixtures/mnist-tiny
-the two must agree, per tensor, to REL (relative error max|a - b| / max|b|) on: the logits, the
-loss value and dloss/dlogits (torch's CrossEntropyLoss(label_smoothing) / MSELoss on one-hot
-targets), the input gradient and every parameter gradient (see GRAD_FLOOR), in train mode and
-in eval mode, and batchnorm running statistics after each train forward. Every registered
-layer's `examples` get the same forward/backward comparison on random data, and a few train
-steps with each optimizer must leave the same parameters. (Schedules: tests/test_optim.py.)
+the same parameters (netspec.interop.torch_bridge). On a real MNIST batch from
+tests/fixtures/mnist-tiny the two must agree, per tensor, to REL (relative error max|a - b| /
+max|b|) on: the logits, the loss value and dloss/dlogits (torch's
+CrossEntropyLoss(label_smoothing) / MSELoss on one-hot targets), the input gradient and every
+parameter gradient (see GRAD_FLOOR), in train mode and in eval mode, and batchnorm running
+statistics after each train forward. Every registered layer's `examples` get the same
+forward/backward comparison on random data, and a few train steps with each optimizer must leave
+the same parameters. (Schedules: tests/test_optim.py.)
 
 Dropout masks come from different random generators, so train-mode comparisons (forward,
 backward, optimizer steps) load the spec with every dropout layer's p overridden to 0; eval mode
@@ -26,12 +27,12 @@ import numpy as np
 import pytest
 
 import netspec
-from netspec.layers import LAYERS, Layer
-from netspec.plan import layer_plan
-from netspec.shapes import LayerInfo
+from netspec.nn.layers import LAYERS, Layer
+from netspec.plan.compiler import layer_plan
+from netspec.plan.shapes import LayerInfo
 
 torch = pytest.importorskip("torch", reason="torch parity tests need PyTorch (pip install torch)")
-bridge = pytest.importorskip("netspec.torch_bridge")
+bridge = pytest.importorskip("netspec.interop.torch_bridge")
 
 ROOT = Path(__file__).resolve().parents[1]
 SPECS = sorted((ROOT / "specs").glob("*.yaml"))

@@ -19,9 +19,9 @@ from typer.testing import CliRunner
 import netspec
 from netspec import checkpoint
 from netspec.cli import app
-from netspec.parallel import resolve_workers
-from netspec.run import Run
-from netspec.train import Trainer, confusion_matrix
+from netspec.train.pool import resolve_workers
+from netspec.train.run import Run
+from netspec.train.trainer import Trainer, confusion_matrix
 
 # A small LeNet-like net with dropout, so resume also has to draw the same dropout masks again.
 SPEC = tiny_conv_spec("tiny", 3, dropout=0.25, epochs=3,
@@ -215,7 +215,7 @@ def test_resume_refuses_new_epochs_when_the_schedule_depends_on_them(tmp_path):
 
 
 def test_schedules_say_whether_they_depend_on_the_run_length():
-    from netspec.schedules import Constant, Cosine, Exponential, MultiStep, Step
+    from netspec.nn.schedules import Constant, Cosine, Exponential, MultiStep, Step
 
     assert Cosine().depends_on_length() and Cosine(warmup_epochs=20).depends_on_length()
     for fixed in (Constant(), Step(step_size=2), MultiStep(milestones=[3, 5]),

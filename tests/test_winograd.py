@@ -1,5 +1,5 @@
-"""conv2d's Winograd F(4x4, 3x3) training path (netspec/winograd.py): when it is taken, that it
-equals the im2col path (whole tiles and cropped ones, one block of tiles or many, runs of
+"""conv2d's Winograd F(4x4, 3x3) training path (netspec/kernels/winograd.py): when it is taken,
+that it equals the im2col path (whole tiles and cropped ones, one block of tiles or many, runs of
 samples), that its gradients check, that two workers with it train like one process, and that
 a broken transform or backward is caught."""
 
@@ -8,11 +8,11 @@ import pytest
 from conftest import TINY, train_with_workers
 
 import netspec
-from netspec import blas, winograd
-from netspec.gradcheck import check_spec
-from netspec.layers import LAYERS
-from netspec.parallel import can_fork
-from netspec.plan import layer_plan
+from netspec.kernels import blas, winograd
+from netspec.nn.layers import LAYERS
+from netspec.plan.compiler import layer_plan
+from netspec.plan.gradcheck import check_spec
+from netspec.train.pool import can_fork
 
 
 @pytest.fixture
@@ -227,7 +227,7 @@ def test_two_workers_with_winograd_train_like_one(tiny_splits, monkeypatch):
     """One epoch of a batchnorm net whose conv2 (14x14) and conv3 (7x7) take Winograd on 2
     workers (one BLAS thread each), and im2col in one process: the same parameters to
     rounding, in float64."""
-    monkeypatch.setattr("netspec.parallel.available_cores", lambda: 2)  # 1 BLAS thread each
+    monkeypatch.setattr("netspec.train.pool.available_cores", lambda: 2)  # 1 BLAS thread each
     seen = spy_calls(monkeypatch)
     spec = netspec.loads(NET3, "wino.yaml")
     finals = {}

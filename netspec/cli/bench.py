@@ -9,11 +9,11 @@ from rich.table import Table
 
 from netspec.cli.app import app
 from netspec.cli.common import (
-    _check_workers,
-    _shape,
-    _workers_option,
+    check_workers,
+    fmt_shape,
     out,
     report_errors,
+    workers_option,
 )
 
 
@@ -36,18 +36,18 @@ def bench(
 
     import numpy as np
 
-    from netspec import blas
-    from netspec.bench import time_layers
-    from netspec.parallel import resolve_workers, worker_blas_threads
-    from netspec.plan import compile
-    from netspec.spec import load
+    from netspec.kernels import blas
+    from netspec.plan.bench import time_layers
+    from netspec.plan.compiler import compile
+    from netspec.spec.model import load
+    from netspec.train.pool import resolve_workers, worker_blas_threads
 
     if dtype not in ("float32", "float64"):
         raise typer.BadParameter("choose float32 or float64", param_hint="--dtype")
-    requested = _workers_option(workers)
+    requested = workers_option(workers)
     with report_errors():
         spec = load(spec_path, overrides)
-        _check_workers(requested, spec)
+        check_workers(requested, spec)
         n, why = resolve_workers(requested, spec.infos)
         plan = compile(spec, dtype)
         batch = batch_size or spec.train.batch_size
@@ -65,7 +65,7 @@ def bench(
         table.add_column(col, justify="left" if col in ("name", "type", "output shape")
                          else "right")
     for i, t in enumerate(report.layers):
-        table.add_row(str(i), t.name, t.type, _shape(t.out_shape), f"{t.forward_ms:.3f}",
+        table.add_row(str(i), t.name, t.type, fmt_shape(t.out_shape), f"{t.forward_ms:.3f}",
                       f"{t.backward_ms:.3f}", f"{100 * t.share:.1f}%")
     table.add_section()
     table.add_row("", "loss", "", "", f"{report.loss_ms:.3f}", "", "")

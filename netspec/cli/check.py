@@ -12,11 +12,11 @@ from rich.table import Table
 from netspec.cli.app import app
 from netspec.cli.common import (
     SpecArg,
-    _count,
-    _escape,
-    _shape,
-    _si,
     err,
+    escape,
+    fmt_count,
+    fmt_shape,
+    fmt_si,
     out,
     report_errors,
 )
@@ -29,7 +29,7 @@ from netspec.errors import NetspecError
 def validate(specs: list[Path] = SpecArg,
              quiet: bool = typer.Option(False, "--quiet", "-q", help="Only report errors.")):
     """Check spec files and print each network's shapes, parameters and cost."""
-    from netspec.spec import load
+    from netspec.spec.model import load
 
     failed = 0
     for path in specs:
@@ -38,7 +38,7 @@ def validate(specs: list[Path] = SpecArg,
         except NetspecError as e:
             failed += 1
             for problem in e.problems:
-                err.print(f"[red]error:[/red] {_escape(str(problem))}")
+                err.print(f"[red]error:[/red] {escape(str(problem))}")
             continue
         if not quiet:
             out.print(_shape_table(spec))
@@ -46,8 +46,8 @@ def validate(specs: list[Path] = SpecArg,
         params = sum(i.params for i in infos)
         macs = sum(i.macs for i in infos)
         acts = sum(math.prod(i.out_shape) for i in infos) + math.prod(spec.input.shape)
-        out.print(f"[green]ok[/green] {path}: {len(infos)} layers, {_count(params)} parameters, "
-                  f"{_si(macs)}MAC and {_si(acts * 4)}B of float32 activations per sample")
+        out.print(f"[green]ok[/green] {path}: {len(infos)} layers, {fmt_count(params)} parameters, "
+                  f"{fmt_si(macs)}MAC and {fmt_si(acts * 4)}B of float32 activations per sample")
     if failed:
         raise typer.Exit(1)
 
@@ -58,7 +58,7 @@ def _shape_table(spec) -> Table:
     infos = spec.infos
     above = [("input",)] + [(i.name,) for i in infos[:-1]]
     wired = ["\n".join(i.inputs) if i.inputs != up else "" for i, up in zip(infos, above)]
-    table = Table(title=f"{spec.name}  input {_shape(spec.input.shape)}", title_justify="left")
+    table = Table(title=f"{spec.name}  input {fmt_shape(spec.input.shape)}", title_justify="left")
     columns = [("#", "right"), ("name", "left"), ("type", "left")]
     columns += [("inputs", "left")] if any(wired) else []
     columns += [("output shape", "left"), ("params", "right"), ("MACs", "right")]
@@ -68,11 +68,11 @@ def _shape_table(spec) -> Table:
                          min_width=14 if col in ("name", "inputs") else None)
     for i, inputs in zip(infos, wired):
         table.add_row(str(i.index), i.name, i.type, *([inputs] if any(wired) else []),
-                      _shape(i.out_shape), _count(i.params) if i.params else "",
-                      _count(i.macs) if i.macs else "")
+                      fmt_shape(i.out_shape), fmt_count(i.params) if i.params else "",
+                      fmt_count(i.macs) if i.macs else "")
     table.add_section()
     table.add_row("", "total", "", *([""] if any(wired) else []), "",
-                  _count(sum(i.params for i in infos)), _count(sum(i.macs for i in infos)))
+                  fmt_count(sum(i.params for i in infos)), fmt_count(sum(i.macs for i in infos)))
     return table
 
 
@@ -91,8 +91,8 @@ def draw(
     overrides: list[str] = typer.Option([], "--set", metavar="KEY.PATH=VALUE"),
 ):
     """Draw the network as a diagram, from shape inference alone (no graphviz)."""
-    from netspec import draw as drawing
-    from netspec.spec import load
+    from netspec.spec.model import load
+    from netspec.viz import draw as drawing
 
     suffix = output.suffix.lower().lstrip(".")
     if fmt is None and suffix not in ("svg", "png"):
@@ -110,7 +110,7 @@ def draw(
         scene = drawing.draw(spec, collapse=collapse)
         drawing.save(scene, output, fmt)
     out.print(f"wrote {output} ({scene.meta['layers']} layers, {scene.meta['params']:,} "
-              f"parameters, {_si(scene.meta['macs'])}MAC per sample)")
+              f"parameters, {fmt_si(scene.meta['macs'])}MAC per sample)")
 
 
 # ------------------------------------------------------------------ schema
@@ -121,7 +121,7 @@ def schema(output: Path | None = typer.Option(None, "--out", "-o",
                                                  help="Write to this file instead of stdout.")):
     """Print the JSON Schema of the spec language (for yaml-language-server)."""
     from netspec.fsio import atomic_write
-    from netspec.spec import json_schema
+    from netspec.spec.schema import json_schema
 
     text = json.dumps(json_schema(), indent=2) + "\n"
     if output:
@@ -139,8 +139,8 @@ def schema(output: Path | None = typer.Option(None, "--out", "-o",
 def gradcheck(specs: list[Path] = SpecArg,
               layers: bool = typer.Option(True, help="Also check each layer in isolation.")):
     """Finite-difference check of every gradient, through each spec's own loss."""
-    from netspec.gradcheck import check_spec
-    from netspec.spec import load
+    from netspec.plan.gradcheck import check_spec
+    from netspec.spec.model import load
 
     failed = 0
     with report_errors():
@@ -149,7 +149,7 @@ def gradcheck(specs: list[Path] = SpecArg,
             report = check_spec(spec, isolated=layers)
             out.print(_gradcheck_table(report, path))
             for problem in report.problems:
-                err.print(f"[red]error:[/red] {path}: {_escape(problem)}")
+                err.print(f"[red]error:[/red] {path}: {escape(problem)}")
             verdict = "[green]passed[/green]" if report.passed else "[red]FAILED[/red]"
             out.print(f"{verdict} {path}: {sum(r.checked for r in report.rows)} entries checked, "
                       f"{report.skipped} skipped at kinks; eps {report.eps:g}, "

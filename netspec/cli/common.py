@@ -43,7 +43,7 @@ def report_errors():
         yield
     except NetspecError as e:
         for problem in e.problems:
-            err.print(f"[red]error:[/red] {_escape(str(problem))}")
+            err.print(f"[red]error:[/red] {escape(str(problem))}")
         raise typer.Exit(1) from None
     except Terminated:
         err.print("[yellow]terminated[/yellow]")
@@ -59,7 +59,7 @@ def report_errors():
         from netspec.fsio import os_problem
 
         text = str(os_problem(e, e.filename, "read or write")) if e.filename else str(e)
-        err.print(f"[red]error:[/red] {_escape(text)}")
+        err.print(f"[red]error:[/red] {escape(text)}")
         raise typer.Exit(1) from None
 
 
@@ -71,34 +71,34 @@ STOP_SIGNALS = {"SIGINT": (130, KeyboardInterrupt, "interrupted"),
                 "SIGTERM": (143, Terminated, "terminated")}  # signal -> exit code, ...
 
 
-def _escape(text: str) -> str:
+def escape(text: str) -> str:
     """Show text literally: rich's escape also handles backslashes before '[' (a bare
     replace let `x\\[/foo]` in a spec through as a markup tag and crashed the printer)."""
     return rich.markup.escape(text)
 
 
-def _shape(shape) -> str:
+def fmt_shape(shape) -> str:
     return str(tuple(shape))
 
 
-def _count(n: int) -> str:
+def fmt_count(n: int) -> str:
     return f"{n:,}"
 
 
-def _si(n: float) -> str:
+def fmt_si(n: float) -> str:
     for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
         if n >= scale:
             return f"{n / scale:.2f} {unit}"
     return f"{n:.0f}"
 
 
-def _load_data(spec, data_dir):
+def load_data(spec, data_dir):
     """Find (or download) the spec's dataset and normalise it; check it fits the network."""
     from netspec.data import load_dataset, prepare
     from netspec.data.checks import check_dataset
 
     with out.status(f"loading {spec.data.dataset} ..."):
-        ds = load_dataset(spec.data.dataset, data_dir=data_dir, progress=_download_progress)
+        ds = load_dataset(spec.data.dataset, data_dir=data_dir, progress=download_progress)
     check_dataset(spec, ds)
     splits = prepare(ds, spec.data.normalize, spec.data.validation)
     counts = ", ".join(f"{k} {len(v[1]):,}" for k, v in splits.items())
@@ -106,12 +106,12 @@ def _load_data(spec, data_dir):
     return splits
 
 
-def _download_progress(name, done, total):
+def download_progress(name, done, total):
     if total and done == total:
         out.print(f"downloaded {name} ({done:,} bytes)")
 
 
-def _workers_option(text: str) -> int | str:
+def workers_option(text: str) -> int | str:
     """--workers: 'auto' or a positive integer."""
     if text.strip().lower() == "auto":
         return "auto"
@@ -125,9 +125,9 @@ def _workers_option(text: str) -> int | str:
     return n
 
 
-def _check_workers(requested: int | str, spec) -> None:
+def check_workers(requested: int | str, spec) -> None:
     """A usage error (exit 2) when `requested` workers cannot run this spec."""
-    from netspec.parallel import available_cores, resolve_workers
+    from netspec.train.pool import available_cores, resolve_workers
 
     try:
         resolve_workers(requested, spec.infos)
@@ -142,7 +142,7 @@ def _check_workers(requested: int | str, spec) -> None:
 
 
 @contextlib.contextmanager
-def _stop_on_signals():
+def stop_on_signals():
     """{"by": None}, set to "SIGINT" or "SIGTERM" by the first of them; a second one raises
     (KeyboardInterrupt or Terminated, see STOP_SIGNALS) to stop at once."""
     import signal
@@ -163,14 +163,14 @@ def _stop_on_signals():
             signal.signal(getattr(signal, s), handler)
 
 
-def _checkpoint_spec(spec_path, ckpt, checkpoint_path, overrides, force: bool, verb: str):
+def checkpoint_spec(spec_path, ckpt, checkpoint_path, overrides, force: bool, verb: str):
     """The spec to use with a checkpoint: SPEC (and --set) if given, else the one stored in it.
     A SPEC or --set that changes what the network computes is an error unless --force."""
     import yaml
 
     from netspec.checkpoint import evaluation_changes
     from netspec.errors import CheckpointError, DataError
-    from netspec.spec import load, loads
+    from netspec.spec.model import load, loads
 
     if spec_path is None:
         if not ckpt.spec_data:

@@ -9,10 +9,10 @@ from rich.table import Table
 
 from netspec.cli.app import app
 from netspec.cli.common import (
-    _checkpoint_spec,
-    _escape,
-    _load_data,
+    checkpoint_spec,
     err,
+    escape,
+    load_data,
     out,
     report_errors,
 )
@@ -38,9 +38,9 @@ def export_onnx(
 ):
     """Export a network to ONNX (opset 17), optionally verified by onnxruntime."""
     from netspec import checkpoint
-    from netspec.onnx_export import check_output, import_onnx, save, to_onnx
-    from netspec.plan import compile
-    from netspec.spec import load
+    from netspec.interop.onnx_export import check_output, import_onnx, save, to_onnx
+    from netspec.plan.compiler import compile
+    from netspec.spec.model import load
 
     if spec_path is None and checkpoint_path is None:
         raise typer.BadParameter("give a SPEC file, or a --checkpoint", param_hint="SPEC")
@@ -51,7 +51,7 @@ def export_onnx(
         if ckpt is None:
             spec = load(spec_path, overrides)
         else:
-            spec = _checkpoint_spec(spec_path, ckpt, checkpoint_path, overrides, force, "export")
+            spec = checkpoint_spec(spec_path, ckpt, checkpoint_path, overrides, force, "export")
         plan = compile(spec, "float32")
         if ckpt is not None:
             plan.load_state_dict(ckpt.state, str(checkpoint_path))
@@ -60,18 +60,18 @@ def export_onnx(
             norm = None
         splits = None
         if check or (norm is None and spec.data.normalize == "standardize"):
-            splits = _load_data(spec, data_dir)  # the real test set, and the training mean/std
+            splits = load_data(spec, data_dir)  # the real test set, and the training mean/std
             norm = norm or {"normalize": splits.normalize, "mean": splits.mean, "std": splits.std}
         model = to_onnx(spec, plan, norm, source=str(checkpoint_path or ""))
         if check:
-            from netspec.onnx_check import verify
+            from netspec.interop.onnx_check import verify
 
             x, y = splits["test"]
             report = verify(model, spec, plan, x, y)
             out.print(_export_check_table(report, spec))
             if not report.passed:
                 err.print(f"[red]FAILED[/red]: the model does not match netspec; "
-                          f"{_escape(str(output))} not written")
+                          f"{escape(str(output))} not written")
                 raise typer.Exit(1)
         save(model, output)
     size = output.stat().st_size
@@ -79,7 +79,7 @@ def export_onnx(
     norm = meta["netspec.normalize"]
     if "netspec.mean" in meta:
         norm += f", mean {meta['netspec.mean']}, std {meta['netspec.std']}"
-    out.print(f"[green]wrote[/green] {_escape(str(output))} ({size / 1024:,.1f} kB; opset "
+    out.print(f"[green]wrote[/green] {escape(str(output))} ({size / 1024:,.1f} kB; opset "
               f"{model.opset_import[0].version}, IR version {model.ir_version}; "
               f"{len(model.graph.node)} nodes; input normalisation in the metadata: {norm})")
 
@@ -89,6 +89,6 @@ def _export_check_table(report, spec) -> Table:
     for col in ("check", "layer / batch", "netspec", "ONNX", ""):
         table.add_column(col)
     for r in report.rows:
-        table.add_row(r.check, _escape(r.subject), _escape(r.expected), _escape(r.found),
+        table.add_row(r.check, escape(r.subject), escape(r.expected), escape(r.found),
                       "[green]ok[/green]" if r.passed else "[red]FAIL[/red]")
     return table

@@ -11,17 +11,19 @@ from rich.table import Table
 from netspec.cli.app import app
 from netspec.cli.common import (
     STOP_SIGNALS,
-    _check_workers,
-    _checkpoint_spec,
-    _escape,
-    _load_data,
-    _stop_on_signals,
-    _workers_option,
+    check_workers,
+    checkpoint_spec,
     err,
+    escape,
+    load_data,
     out,
     report_errors,
+    stop_on_signals,
+    workers_option,
 )
 from netspec.errors import NetspecError
+from netspec.viz.plots import plot_run
+from netspec.viz.report import write_report
 
 # ------------------------------------------------------------------ train
 
@@ -48,23 +50,23 @@ def train(
     """Train a spec; writes spec.yaml, metrics.jsonl, checkpoints and curves.png."""
     import time
 
-    from netspec import fuse
     from netspec.fsio import check_new_run_dir, check_run_dir
-    from netspec.run import Run, score
-    from netspec.spec import load
+    from netspec.plan import fuse
+    from netspec.spec.model import load
+    from netspec.train.run import Run, score
 
     if spec_path is None and resume is None:
         raise typer.BadParameter("give a SPEC file, or --resume RUN_DIR", param_hint="SPEC")
     if resume and run_dir and resume != run_dir:
         raise typer.BadParameter("--out and --resume name different directories")
-    requested = _workers_option(workers)
+    requested = workers_option(workers)
     with report_errors():
         spec = load(spec_path or resume / "spec.yaml", overrides)
-        _check_workers(requested, spec)
+        check_workers(requested, spec)
         stamp = time.strftime("%Y%m%d-%H%M%S")
         out_dir = resume or run_dir or Path("runs") / f"{spec.name}-{stamp}"
         (check_run_dir if resume else check_new_run_dir)(out_dir)  # before the data loads
-        splits = _load_data(spec, data_dir)
+        splits = load_data(spec, data_dir)
         run = Run(spec, splits, out_dir, workers=requested)
         if resume:
             run.resume()
@@ -81,16 +83,16 @@ def train(
         # The first SIGINT or SIGTERM finishes the step and saves a checkpoint; a second
         # one stops at once. Worker processes ignore both: the parent stops them.
         try:
-            with _stop_on_signals() as stop:
+            with stop_on_signals() as stop:
                 finished = _fit_with_progress(run, progress, lambda: stop["by"] is not None)
         except BaseException:
             with contextlib.suppress(Exception):  # the first error is the one to report
-                run.plot()
+                plot_run(run)
             raise
         finally:
             run.trainer.close()
-        run.plot()
-        _write_report(run.report)
+        plot_run(run)
+        _write_report(lambda: write_report(run.out, run.splits))
         if not finished:
             code, _, word = STOP_SIGNALS[stop["by"]]
             err.print(f"[yellow]{word}[/yellow] ({stop['by']}): checkpoint saved to "
@@ -107,7 +109,7 @@ def _write_report(write) -> None:
         with out.status("writing report.html ..."):
             path = write()
     except NetspecError as e:
-        err.print(f"[yellow]warning:[/yellow] no report: {_escape(str(e))}")
+        err.print(f"[yellow]warning:[/yellow] no report: {escape(str(e))}")
     else:
         out.print(f"report: {path}")
 
@@ -125,16 +127,16 @@ def report(
                                        "confusion matrix and the worst images."),
 ):
     """Write RUN_DIR/report.html; works on finished, running and interrupted runs."""
-    from netspec.report import run_spec, write_report
+    from netspec.viz.report import run_spec, write_report
 
     with report_errors():
         spec = run_spec(run_dir)
         splits = None
         if evaluate:
             try:
-                splits = _load_data(spec, data_dir)
+                splits = load_data(spec, data_dir)
             except NetspecError as e:
-                err.print(f"[yellow]warning:[/yellow] {_escape(str(e))}; writing the report "
+                err.print(f"[yellow]warning:[/yellow] {escape(str(e))}; writing the report "
                           "without the test-set figures")
         with out.status("writing report.html ..."):
             path = write_report(run_dir, splits)
@@ -210,16 +212,16 @@ def evaluate(
 
     from netspec import checkpoint
     from netspec.errors import DataError
-    from netspec.train import Trainer, confusion_matrix
+    from netspec.train.trainer import Trainer, confusion_matrix
 
-    requested = _workers_option(workers)
+    requested = workers_option(workers)
     with report_errors():
         ckpt = checkpoint.load(checkpoint_path)
-        spec = _checkpoint_spec(spec_path, ckpt, checkpoint_path, overrides, force, "evaluate")
-        splits = _load_data(spec, data_dir)
+        spec = checkpoint_spec(spec_path, ckpt, checkpoint_path, overrides, force, "evaluate")
+        splits = load_data(spec, data_dir)
         if split not in splits:
             raise DataError(f"no '{split}' split (available: {', '.join(splits)})")
-        _check_workers(requested, spec)
+        check_workers(requested, spec)
         trainer = Trainer(spec, splits, workers=requested)
         trainer.plan.load_state_dict(ckpt.state, str(checkpoint_path))
         x, y = splits[split]
@@ -245,7 +247,7 @@ def evaluate(
     out.print(f"{split} loss {result.loss:.4f}  accuracy {100 * result.accuracy:.2f}%  "
               f"({result.seconds:.2f} s, {len(y) / result.seconds:,.0f} img/s)")
     if report_dir is not None:
-        from netspec.report import write_eval_report
+        from netspec.viz.report import write_eval_report
 
         with report_errors(), out.status("writing eval-report.html ..."):
             path = write_eval_report(report_dir, spec, ckpt.state, str(checkpoint_path), split,

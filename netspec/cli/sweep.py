@@ -11,11 +11,11 @@ from rich.table import Table
 from netspec.cli.app import app
 from netspec.cli.common import (
     STOP_SIGNALS,
-    _escape,
-    _stop_on_signals,
     err,
+    escape,
     out,
     report_errors,
+    stop_on_signals,
 )
 
 
@@ -46,7 +46,7 @@ def sweep(
     progress: bool = typer.Option(True, help="Show the live table of trials."),
 ):
     """Train a spec over a grid of values times seeds, on Dask (this machine or a cluster)."""
-    from netspec import sweep as sweeps
+    from netspec.sweep import runner as sweeps
 
     seed_list = _seeds_option(seeds)
     if scheduler and workers:
@@ -56,7 +56,7 @@ def sweep(
         raise typer.BadParameter(f"{workers} workers but netspec may use {_cores()} cores here; "
                                  "trials on more workers than cores only take turns",
                                  param_hint="--workers")
-    with report_errors(), _stop_on_signals() as stop:
+    with report_errors(), stop_on_signals() as stop:
         grid = sweeps.parse_params(params)
         client = None
         if scheduler:
@@ -104,7 +104,7 @@ def _relative(path: Path) -> str:
 
 
 def _cores() -> int:
-    from netspec.parallel import available_cores
+    from netspec.train.pool import available_cores
 
     return available_cores()
 
@@ -150,7 +150,7 @@ class _SweepTable:
 
 
 def _value(v) -> str:
-    return _escape(f"{v:g}" if isinstance(v, float) else json.dumps(v) if not isinstance(
+    return escape(f"{v:g}" if isinstance(v, float) else json.dumps(v) if not isinstance(
         v, str) else v)
 
 
@@ -162,13 +162,13 @@ def _score(value, percent: bool = True) -> str:
 
 def _print_sweep(result) -> None:
     """Failed trials with their messages, then the table grouped by overrides."""
-    from netspec.sweep_report import groups
+    from netspec.sweep.results import groups
 
     for r in result.rows:
         if r["status"] == "failed":
             where = " ".join(f"{k}={_value(v)}" for k, v in r["overrides"].items())
             err.print(f"[red]failed[/red] trial {r['trial']} ({where} seed {r['seed']}): "
-                      f"{_escape(r['message'])}")
+                      f"{escape(r['message'])}")
     m, percent = result.metric, result.metric.endswith("_acc")
     table = Table(title=f"{m}{' (%)' if percent else ''}: mean ± std over seeds, best first",
                   title_justify="left")

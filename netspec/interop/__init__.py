@@ -1,0 +1,1 @@
+"""Interoperability: ONNX export and its check against onnxruntime, and the PyTorch bridge."""

@@ -1,0 +1,217 @@
+"""Winograd F(4x4, 3x3): conv2d's training path for 3x3 convs (stride 1, padding 1) in the
+worker processes, where BLAS runs one thread. conv2d takes it when `suits` says so, through
+`training_path`; it lives here to keep netspec/nn/layers/conv2d.py focused (and outside
+netspec/nn/layers/, whose modules all register layers).
+
+Layout (C, H, W, N) as everywhere in netspec; th = ceil(H/4), tw = ceil(W/4). Each 6x6 tile d
+(stride 4, of the input padded by 1 and up to a whole number of tiles) gives 4x4 outputs:
+
+    U = G g G^T  (6x6 per 3x3 filter g[k, c])                                  (36, K, C)
+    V = B^T d B  (6x6 per tile)                                                 (36, C, T)
+    M = U @ V    (36 batched GEMMs)                                             (36, K, T)
+    y tile = A^T M A  (4x4 per tile)
+  backward, the adjoint of each step (V is kept from forward, as im2col keeps its col):
+    dM = A dy A^T,  dU = dM @ V^T,  dW = G^T dU G,  dV = U^T @ dM,  dx = sum of tiles B dV B^T
+
+36 multiplies per 16 outputs, against im2col's 144. The transforms are GEMMs with the 6x6 (or
+4x6) matrices along one tile axis at a time (np.matmul broadcasts the matrix over the other
+axis): a few BLAS calls instead of ~20 elementwise passes. Everything runs one block at a time,
+a row of tiles (and, for big batches, a run of its samples: CHUNK_FLOATS), so that a block's
+arrays stay in L2 between the calls; T = tw*m for a block of m samples.
+
+Measured on one BLAS thread against the im2col paths and against the F(2x2, 3x3) this replaced
+(benchmarks/winograd4_probe.py, benchmarks/README.md): the F(2x2) path was elementwise passes over
+memory (~70% of its time at 28x28), and this row-blocked F(4x4) takes 0.70 of its time at 28x28
+and 0.89-0.93 at 14x14 (64 samples), and 0.65-0.72 of im2col's at 7x7. float32 errors relative
+to im2col: 2e-6 to 6e-6.
+"""
+
+import numpy as np
+from numpy.lib.stride_tricks import as_strided
+
+from netspec.kernels import blas
+
+BT = np.array([[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
+               [0, -2, -1, 2, 1, 0], [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]], float)
+G = np.array([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6],
+              [1 / 24, 1 / 12, 1 / 6], [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]])
+AT = np.array([[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0],
+               [0, 1, -1, 8, -8, 1]], float)
+# A block's transform arrays, (36, max(C, K), tw*m) for m samples of one row of tiles, hold at
+# most about this many floats (1.2 MB in float32): a row splits into runs of samples only for
+# large batches (budgets of 150k floats to unlimited measured alike at 64 samples, 75k slower).
+CHUNK_FLOATS = 300_000
+
+# Smallest input channels and image side that take the path (1-channel convs were ~5x slower
+# with F(2x2); below 7 pixels most of a 6x6 tile is padding).
+MIN_CHANNELS = 8
+MIN_SIZE = 7
+
+
+def suits(c: int, h: int, w: int, geometry, pads) -> bool:
+    """Whether conv2d trains a (C, H, W) input with Winograd: a 3x3 kernel, stride 1 and
+    dilation 1 (geometry = (KH, KW, SH, SW, DH, DW)), padding 1 on every side, and enough
+    channels and pixels to pay."""
+    return (tuple(geometry) == (3, 3, 1, 1, 1, 1) and tuple(pads) == (1, 1, 1, 1)
+            and c >= MIN_CHANNELS and min(h, w) >= MIN_SIZE)
+
+
+def training_path(ctx, k: int, h: int, w: int, train_forward, eval_forward, train_backward):
+    """conv2d's (forward, backward) with Winograd taken in training while BLAS runs one thread
+    (blas.THREADS, set by the worker pool); the given closures otherwise. Backward follows
+    what the last forward did (an eval-mode forward, then backward: the GEMM path's)."""
+    wg = Winograd(ctx.in_shape[0], k, h, w, ctx.ws)
+    b, gb, took = ctx.params.get("bias"), ctx.grads.get("bias"), [False]
+
+    def forward(x, train):
+        took[0] = train and blas.THREADS == 1
+        if took[0]:
+            return wg.forward(x, ctx.params["weight"], b)
+        return (train_forward if train else eval_forward)(x, train)
+
+    def backward(dy, need_dx=True):
+        if took[0]:
+            return wg.backward(dy, ctx.grads["weight"], gb, need_dx)
+        return train_backward(dy, need_dx)
+
+    return forward, backward
+
+
+def tiles(a, size: int, t, writeable: bool = False):
+    """View (size, size, C, th, tw, N) of a (C, Hp, Wp, N): the size x size tiles at stride 4
+    (writeable only for tiles that do not overlap: the 4x4 output tiles)."""
+    s0, s1, s2, s3 = a.strides
+    return as_strided(a, (size, size, a.shape[0], t[0], t[1], a.shape[-1]),
+                      (s1, s2, s0, 4 * s1, 4 * s2, s3), writeable=writeable)
+
+
+class Winograd:
+    """F(4x4, 3x3), padding 1, stride 1, for one layer: x (C, H, W, N) -> y (K, H, W, N).
+
+    Runs one row of tiles at a time (`_forward_row`, `_backward_row`), so that a row's
+    transform arrays stay in cache between the BLAS calls; forward keeps U and every row's V
+    for backward. ws is the layer's Workspace (buffers reused from step to step)."""
+
+    def __init__(self, c: int, k: int, h: int, w: int, ws):
+        self.c, self.k, self.h, self.w, self.ws = c, k, h, w, ws
+        self.t = (-(-h // 4), -(-w // 4))  # tiles along H and W
+        self.even = (4 * self.t[0], 4 * self.t[1]) == (h, w)
+        self.BT, self.AT = BT.astype(ws.dtype), AT.astype(ws.dtype)
+        self.GG = np.kron(G, G).astype(ws.dtype)  # (36, 9)
+
+    def forward(self, x, weight, bias=None):
+        """y (K, H, W, N) = conv(x, weight) + bias."""
+        c, k, (th, tw), n = self.c, self.k, self.t, x.shape[-1]
+        ws = self.ws
+        U = ws("w4_U", (36, k, c))  # U = G g G^T: (36, 9) @ (9, K*C), from this step's weight
+        np.matmul(self.GG, weight.reshape(k * c, 9).T, out=U.reshape(36, k * c))
+        xp = ws("w4_xp", (c, 4 * th + 2, 4 * tw + 2, n), zero=True)  # the border stays 0
+        xp[:, 1:1 + self.h, 1:1 + self.w] = x
+        V = ws("w4_V", (th * 36 * c * tw * n,))  # every block's V, kept for backward
+        yb = ws("w4_yb", (k, 4 * th, 4 * tw, n))  # y[k, 4ty + a, 4tx + b] = Y[a, b, k, ty, tx]
+        for ty, (lo, hi), v in self._blocks(V, n):
+            self._forward_row(xp[:, 4 * ty:4 * ty + 6, :, lo:hi], U, v,
+                              yb[:, 4 * ty:4 * ty + 4, :, lo:hi])
+        y = yb
+        if not self.even:  # drop the last tiles' outputs beyond the image
+            y = ws("w4_y", (k, self.h, self.w, n))
+            np.copyto(y, yb[:, :self.h, :self.w])
+        if bias is not None:
+            y += bias[:, None, None, None]
+        return y
+
+    def _blocks(self, V, n: int):
+        """(tile row, (lo, hi) samples, that block's V (36*C*tw*(hi - lo),)) for every block:
+        each row of tiles, in runs of samples if CHUNK_FLOATS asks for them."""
+        th, tw, c = self.t[0], self.t[1], self.c
+        per_sample = 36 * c * tw
+        q = -(-n // max(1, CHUNK_FLOATS // (36 * max(c, self.k) * tw)))  # runs per row
+        runs = [(i * n // q, (i + 1) * n // q) for i in range(q)]  # at most two lengths
+        for ty in range(th):
+            for lo, hi in runs:
+                start = (ty * n + lo) * per_sample
+                yield ty, (lo, hi), V[start:start + (hi - lo) * per_sample]
+
+    def _forward_row(self, xr, U, V, yr):
+        """One block of tiles: input rows xr (C, 6, Wp, m) -> V (36*C*T,) and output rows
+        yr (K, 4, 4tw, m), with T = tw*m (views of the whole batch's arrays)."""
+        c, k, tw, n = self.c, self.k, self.t[1], xr.shape[-1]
+        T, ws = tw * n, self.ws
+        D = ws(f"w4_D{n}", (6, 6, c, 1, tw, n))  # D[i, j, c, 0, tx] = xr[c, i, 4tx + j]
+        np.copyto(D, tiles(xr, 6, (1, tw)))
+        V1 = ws(f"w4_V1{n}", (6, 6 * c * T))
+        np.matmul(self.BT, D.reshape(6, -1), out=V1)  # B^T along the tile rows: (6 xi, 6 j, C*T)
+        np.matmul(self.BT, V1.reshape(6, 6, -1), out=V.reshape(6, 6, -1))  # along the columns
+        M = ws(f"w4_M{n}", (36, k, T))
+        np.matmul(U, V.reshape(36, c, T), out=M)  # (36, K, C) @ (36, C, T)
+        Y1 = ws(f"w4_Y1{n}", (6, 4, k * T))
+        np.matmul(self.AT, M.reshape(6, 6, -1), out=Y1)  # A^T along nu: (6 xi, 4 b, K*T)
+        Y = ws(f"w4_Y{n}", (4, 4 * k * T))
+        np.matmul(self.AT, Y1.reshape(6, -1), out=Y)  # along xi: (4 a, 4 b, K*T)
+        np.copyto(tiles(yr, 4, (1, tw), writeable=True), Y.reshape(4, 4, k, 1, tw, n))
+
+    def backward(self, dy, dweight, dbias=None, need_dx=True):
+        """dweight[...] = dL/dweight, dbias[...] = sum of dy (if given); returns dx (C, H, W, N)
+        (None without need_dx). Uses U and V of the last forward."""
+        c, k, (th, tw), n = self.c, self.k, self.t, dy.shape[-1]
+        ws = self.ws
+        if dbias is not None:
+            np.sum(dy.reshape(k, -1), axis=1, out=dbias)  # db = sum of dy over (H, W, N)
+        dyb = dy
+        if not self.even:
+            dyb = ws("w4_dyb", (k, 4 * th, 4 * tw, n), zero=True)  # the cropped part stays 0
+            dyb[:, :self.h, :self.w] = dy
+        U, V = ws("w4_U", (36, k, c)), ws("w4_V", (th * 36 * c * tw * n,))
+        dU, part = ws("w4_dU", (36, k, c)), ws("w4_dU_part", (36, k, c))
+        dxp = ws("w4_dxp", (c, 4 * th + 2, 4 * tw + 2, n)) if need_dx else None
+        for i, (ty, (lo, hi), v) in enumerate(self._blocks(V, n)):
+            dxr = dxp[:, 4 * ty:4 * ty + 6, :, lo:hi] if need_dx else None
+            self._backward_row(dyb[:, 4 * ty:4 * ty + 4, :, lo:hi], U, v, part if i else dU,
+                               dxr, ty > 0)
+            if i:
+                dU += part
+        # dW = G^T dU G: dW (K*C, 9) = dU^T (K*C, 36) @ GG (36, 9)
+        np.matmul(dU.reshape(36, k * c).T, self.GG, out=dweight.reshape(k * c, 9))
+        if not need_dx:
+            return None
+        dx = ws("dx", (c, self.h, self.w, n))
+        np.copyto(dx, dxp[:, 1:1 + self.h, 1:1 + self.w])
+        return dx
+
+    def _backward_row(self, dyr, U, V, dU, dxr, add_head: bool):
+        """One block of tiles: dU = dM V^T (36, K, C) from output rows dyr (K, 4, 4tw, m), and
+        unless dxr is None, the block's tiles B dV B^T into input rows dxr (C, 6, Wp, m): rows 0
+        and 1 added to (the previous row's tail) with add_head, set otherwise; the others set."""
+        c, k, tw, n = self.c, self.k, self.t[1], dyr.shape[-1]
+        T, ws = tw * n, self.ws
+        dYt = ws(f"w4_dYt{n}", (4, 4, k, 1, tw, n))
+        np.copyto(dYt, tiles(dyr, 4, (1, tw)))
+        dM1 = ws(f"w4_dM1{n}", (6, 4 * k * T))
+        np.matmul(self.AT.T, dYt.reshape(4, -1), out=dM1)  # A along a: (6 xi, 4 b, K*T)
+        dM = ws(f"w4_dM{n}", (6, 6, k * T))
+        np.matmul(self.AT.T, dM1.reshape(6, 4, -1), out=dM)  # along b: (6 xi, 6 nu, K*T)
+        dM = dM.reshape(36, k, T)
+        np.matmul(dM, V.reshape(36, c, T).transpose(0, 2, 1), out=dU)  # dM V^T
+        if dxr is None:
+            return
+        dV = ws(f"w4_dV{n}", (36, c, T))
+        np.matmul(U.transpose(0, 2, 1), dM, out=dV)  # dV = U^T dM: (36, C, K) @ (36, K, T)
+        dD1 = ws(f"w4_dD1{n}", (6, 6, c * T))
+        np.matmul(self.BT.T, dV.reshape(6, 6, -1), out=dD1)  # B along nu -> j
+        dD = ws(f"w4_dD{n}", (6, 6 * c * T))
+        np.matmul(self.BT.T, dD1.reshape(6, -1), out=dD)  # along xi -> i: (6 i, 6 j, C*T)
+        dD = dD.reshape(6, 6, c, tw, n)
+        # the sum of the 6x6 tiles (stride 4: a tile's last 2 columns overlap the next tile's
+        # first 2): columns 4tx + j of E, then E's 6 rows into dxr
+        E = ws(f"w4_E{n}", (6, c, 4 * tw + 2, n))
+        np.copyto(E[:, :, :4 * tw].reshape(6, c, tw, 4, n),
+                  dD[:, :4].transpose(0, 2, 3, 1, 4))  # j = 0..3: each column once
+        E[:, :, 4 * tw:] = 0
+        E[:, :, 4::4] += dD[:, 4]  # j = 4, 5 add to the next tile's columns 0, 1
+        E[:, :, 5::4] += dD[:, 5]
+        Er = E.transpose(1, 0, 2, 3)  # (C, 6, Wp, N), like dxr
+        if add_head:
+            dxr[:, :2] += Er[:, :2]
+            np.copyto(dxr[:, 2:], Er[:, 2:])
+        else:
+            np.copyto(dxr, Er)

@@ -1,0 +1,364 @@
+"""The compiler: a validated spec becomes a Plan of forward/backward closures over NumPy arrays.
+
+    plan = compile(spec, dtype="float32")
+    logits = plan.forward(x, train=True)     # x: (N, C, H, W) or (N, D)
+    dx = plan.backward(dlogits)              # fills plan.grads, returns dL/dx
+
+Parameters live in `plan.params` under PyTorch names ("conv1.weight") and layouts; gradients in
+`plan.grads` with the same keys; non-trainable state (batchnorm running statistics) in
+`plan.buffers`. Update them in place (`p[...] = ...`): the closures hold these very arrays.
+Internally activations are batch-innermost, (C, H, W, N) or (D, N); see layers/base.py.
+
+Graphs: the steps run in list order (the spec's order, so producers come first). Each step
+reads the outputs of the layers named in its LayerInfo.inputs. In backward, a tensor read by
+several layers gets the sum of their gradients, accumulated in a buffer of the plan's (Caffe's
+split layer), so that every layer still owns its dy and may overwrite it. Those buffers return
+to a pool once their last reader is done and serve the next fan-out of the same shape.
+`_run_layers` and `run_backward` are the only loops that run layers; `plan.hook`, when set,
+is called around every layer call (netspec bench times layers through it).
+
+Fusion: a pair of adjacent layers that computes faster as one (`plan.fused`, from
+netspec/plan/fuse.py: conv + average pool, relu + max pool) runs in the first layer's step, and the
+second's step passes arrays through; both keep their names, parameters and outputs' places.
+"""
+
+from __future__ import annotations
+
+import errno
+import math
+import mmap
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from netspec.checkpoint import check_fits
+from netspec.errors import SpecError
+from netspec.kernels.noise import Noise
+from netspec.nn.layers import Ctx, Layer, Workspace
+from netspec.plan import fuse
+from netspec.plan.shapes import INPUT, LayerInfo, infer
+
+# Eval-mode forward passes run in chunks whose layer outputs total about this many bytes
+# (LeNet: ~41 kB per sample -> chunks of ~125; the MLP: 3 kB -> batches of 1000 run whole),
+# but of at least MIN_EVAL_CHUNK samples: below that each layer call is too short to pay for
+# its own overhead (record.yaml, 570 kB per sample, ran chunks of 9 at 1.12-1.22x the time of
+# chunks of 50-100 on one BLAS thread: benchmarks/eval_chunk.py, benchmarks/README.md).
+EVAL_BYTES = 5 << 20
+MIN_EVAL_CHUNK = 64
+# NumPy's ufunc buffer size (elements) while a plan runs. The layers' elementwise ops work on
+# strided views (pooling taps, col2im slices) whose contiguous rows are a few hundred elements
+# long. With NumPy's default 8192 the buffered iterator copies such operands through buffers to
+# get longer inner loops, which is up to 3x slower than working on the rows in place (numpy 2.4:
+# col2im of LeNet's conv2 0.58 -> 0.28 ms; a whole LeNet step ~7% faster). A smaller buffer
+# makes NumPy take the rows directly; much smaller ones slow down the ops that cast (bool masks).
+UFUNC_BUFSIZE = 1024
+
+
+@dataclass
+class Step:
+    """One layer of a plan: its inferred shapes, its arrays and its two closures."""
+
+    info: LayerInfo
+    ctx: Ctx
+    forward: object  # (x, train) -> y, internal layout (multi-input: ([x, ...], train))
+    backward: object  # (dy, need_dx) -> dx or None (multi-input: (dy, need) -> [dx, ...])
+    sources: tuple = (-1,)  # the step index of each input; -1 is the network input
+
+    @property
+    def name(self) -> str:
+        return self.info.name
+
+
+# hook(step, phase, fn, *args) -> fn(*args): wraps every layer call when set (phase "forward"
+# or "backward"), e.g. to time it; it must return what fn returns.
+Hook = Callable[..., object]
+
+
+class Plan:
+    """An executable network. Build it with `compile(spec)` or `Plan(infos, ...)`."""
+
+    def __init__(self, infos: list[LayerInfo], dtype="float32", rng=None, defaults=None,
+                 seed: int = 0):
+        """rng draws the initial parameters; seed keys the dropout masks (kernels/noise.py)."""
+        self.dtype = np.dtype(dtype)
+        if self.dtype not in (np.float32, np.float64):
+            raise ValueError(f"dtype must be float32 or float64, got {self.dtype}")
+        self.rng = rng if rng is not None else np.random.default_rng(seed)
+        self.noise = Noise(seed)  # its step and offset are set by the trainer
+        self.in_shape = next(tuple(shape) for info in infos  # what the "input" readers get
+                             for n, shape in zip(info.inputs, info.in_shapes) if n == INPUT)
+        self.out_shape = tuple(infos[-1].out_shape)
+        self.params: dict[str, np.ndarray] = {}
+        self.grads: dict[str, np.ndarray] = {}
+        self.buffers: dict[str, np.ndarray] = {}
+        self.steps: list[Step] = []
+        self.outputs: list[np.ndarray] = []  # each layer's output from the last forward
+        # (a fused pair's output for both of its layers)
+        self.hook: Hook | None = None
+        # eval-mode chunking (see run_forward): samples whose activations fill ~EVAL_BYTES
+        per_sample = sum(math.prod(info.out_shape) for info in infos) * self.dtype.itemsize
+        self.eval_chunk = max(MIN_EVAL_CHUNK, EVAL_BYTES // max(per_sample, 1))
+        self._ws = Workspace(self.dtype)  # chunk buffers
+        self._unchunked_x = None
+        # Parameters and gradients are consecutive views of two flat arrays, so that the
+        # optimizer can update everything with a few whole-array operations. The parameters
+        # sit in shared memory: worker processes forked later (parallel.py) read them there.
+        sizes = [math.prod(s) for i in infos for s in i.param_shapes.values()]
+        self.flat_params = shared_array((sum(sizes),), self.dtype)
+        self.flat_grads = np.zeros(sum(sizes), self.dtype)
+        offset = 0
+        index: dict[str, int] = {}  # layer name -> step index
+        self.fused = fuse.fusions(infos)  # {first: second layer}: pairs that run as one
+        firsts = {second: first for first, second in self.fused.items()}
+        for info in infos:  # parameters are drawn layer by layer from the one Generator
+            values = info.layer.init_params(info.in_shape, self.rng, defaults)
+            ctx = Ctx(info.in_shape, ws=Workspace(self.dtype),
+                      noise=self.noise.stream(info.index))
+            for key, value in values.items():
+                n = value.size
+                p = self.flat_params[offset:offset + n].reshape(value.shape)
+                p[...] = value
+                ctx.params[key] = self.params[f"{info.name}.{key}"] = p
+                ctx.grads[key] = self.grads[f"{info.name}.{key}"] = (
+                    self.flat_grads[offset:offset + n].reshape(value.shape))
+                offset += n
+            for key, value in info.layer.init_buffers(info.in_shape).items():
+                buf = shared_array(value.shape, self.dtype)  # shared with workers, as params
+                buf[...] = value
+                ctx.buffers[key] = self.buffers[f"{info.name}.{key}"] = buf
+            if info.name in self.fused:  # built with the second layer, below
+                forward = backward = None
+            elif info.name in firsts:  # the first layer's step runs the pair
+                first = self.steps[index[firsts[info.name]]]
+                first.forward, first.backward = fuse.build(first.info, first.ctx, info, ctx)
+                forward, backward = fuse.passthrough()
+            else:
+                forward, backward = info.layer.build(ctx)
+            sources = tuple(-1 if n == INPUT else index[n] for n in info.inputs)
+            index[info.name] = len(self.steps)
+            self.steps.append(Step(info, ctx, forward, backward, sources))
+        # readers[s]: how many inputs read step s's output (readers[-1]: the network input's)
+        self.readers = [0] * (len(self.steps) + 1)
+        for step in self.steps:
+            for s in step.sources:
+                self.readers[s] += 1
+        self._pool: dict[tuple, list[np.ndarray]] = {}  # free gradient-sum buffers, by shape
+
+    # ------------------------------------------------ public API, PyTorch layout
+
+    def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
+        """(N, *input shape) -> (N, *output shape), a fresh array. In train mode each call
+        draws new dropout masks (it advances plan.noise.step)."""
+        y = self.from_internal(self.run_forward(self.to_internal(x), train))
+        if train:
+            self.noise.step += 1
+        return y
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        """Back-propagate dL/d(output), (N, *output shape); set plan.grads; return dL/dx."""
+        dy = np.asarray(dy, dtype=self.dtype)
+        if dy.shape[1:] != self.out_shape:
+            raise ValueError(f"dy must have shape (N, *{self.out_shape}), got {dy.shape}")
+        dy = np.ascontiguousarray(np.moveaxis(dy, 0, -1))  # (N, ...) -> (..., N)
+        dx = self.run_backward(dy, need_dx=True)
+        return self.from_internal(dx)
+
+    # ------------------------------------------------ internal layout (batch innermost)
+
+    def to_internal(self, x: np.ndarray) -> np.ndarray:
+        """(N, *input shape) in any float dtype -> (*input shape, N) in plan dtype.
+
+        A contiguous copy, except for flat inputs already contiguous in the plan dtype: then
+        the transposed view (D, N) of x itself, which the layers read like any array (a first
+        linear layer hands it to BLAS as transposed; the copy cost ~20% of MLP inference).
+        As with torch's saved tensors, do not modify x between forward and backward.
+        """
+        x = np.asarray(x)
+        n = x.shape[0] if x.ndim else 0
+        if x.ndim < 1 or x.size != n * int(np.prod(self.in_shape)):
+            raise ValueError(f"x must have shape (N, *{self.in_shape}), got {x.shape}")
+        x = x.reshape(n, *self.in_shape)
+        if len(self.in_shape) == 1 and x.dtype == self.dtype and x.flags.c_contiguous:
+            return x.T  # (N, D) -> (D, N), a view
+        return np.ascontiguousarray(np.moveaxis(x, 0, -1), dtype=self.dtype)
+
+    def from_internal(self, y: np.ndarray) -> np.ndarray:
+        """(*shape, N) -> a fresh contiguous (N, *shape)."""
+        return np.ascontiguousarray(np.moveaxis(y, -1, 0))
+
+    def run_forward(self, x: np.ndarray, train: bool) -> np.ndarray:
+        """Internal layout in and out; the result is owned by the plan or its last layer.
+
+        In eval mode a large batch runs in chunks of about `eval_chunk` samples, so that each
+        layer's arrays (im2col buffers above all) stay in cache: at batch 1000 that is ~3x
+        faster per image than one pass, and the results are the same. Training batches always
+        run whole, since backward needs every sample's activations. After a chunked pass
+        `self.outputs` holds the last chunk's layer outputs.
+        """
+        n = x.shape[-1]
+        chunk = self._chunk_size(n) if not train else n
+        self._unchunked_x = None
+        if chunk >= n:
+            return self._run_layers(x, train)
+        self._unchunked_x = x  # a backward after this forward recomputes it whole
+        out = None
+        for start in range(0, n, chunk):
+            part = self._ws("x_chunk", (*x.shape[:-1], min(chunk, n - start)))
+            np.copyto(part, x[..., start:start + chunk])  # (*in, N) -> contiguous (*in, B)
+            y = self._run_layers(part, train)
+            if out is None:
+                out = self._ws("y_chunks", (*y.shape[:-1], n))
+            out[..., start:start + chunk] = y  # (*out, B) into (*out, N)
+        return out
+
+    def _run_layers(self, x: np.ndarray, train: bool) -> np.ndarray:
+        """The forward loop: every step in order, on the outputs its inputs name."""
+        outs, hook = self.outputs, self.hook
+        outs.clear()
+        with ufunc_buffer():
+            for step in self.steps:
+                if step.info.layer.multi_input:
+                    a = [x if s < 0 else outs[s] for s in step.sources]
+                else:
+                    a = x if step.sources[0] < 0 else outs[step.sources[0]]
+                if hook is None:
+                    outs.append(step.forward(a, train))
+                else:
+                    outs.append(hook(step, "forward", step.forward, a, train))
+        return outs[-1]
+
+    def _chunk_size(self, n: int) -> int:
+        """Samples per eval chunk for a batch of n: a divisor of n near eval_chunk if any."""
+        target = self.eval_chunk
+        if n <= target * 3 // 2:
+            return n
+        near = [d for d in range(target // 2, target * 3 // 2 + 1) if n % d == 0]
+        return min(near, key=lambda d: abs(d - target)) if near else target
+
+    def run_backward(self, dy: np.ndarray, need_dx: bool = False) -> np.ndarray | None:
+        """Internal layout; fills grads and returns dL/dx (valid until the next backward).
+
+        Layers reading the network input skip dL/dx unless need_dx. The backward loop: steps
+        in reverse; each hands its dx to the step it read, and a step read by several gets the
+        sum of their dx in a pooled buffer (see the module docstring).
+        """
+        if self._unchunked_x is not None:  # layers hold the last eval chunk: redo it whole
+            self._run_layers(self._unchunked_x, False)
+            self._unchunked_x = None
+        n, hook, readers = len(self.steps), self.hook, self.readers
+        pending: list = [None] * (n + 1)  # dL/d(output of step s); [-1]: of the network input
+        pending[n - 1] = dy
+        arrived = [0] * (n + 1)  # how many readers of s have handed their dx in
+        backing: list = [None] * (n + 1)  # the pooled buffer pending[s] may be (a view of)
+        with ufunc_buffer():
+            for i in range(n - 1, -1, -1):
+                step, g, buf = self.steps[i], pending[i], backing[i]
+                pending[i] = backing[i] = None
+                if step.info.layer.multi_input:
+                    need = tuple(s >= 0 or need_dx for s in step.sources)
+                    args = (g, need)
+                else:
+                    args = (g, step.sources[0] >= 0 or need_dx)
+                out = step.backward(*args) if hook is None else hook(step, "backward",
+                                                                     step.backward, *args)
+                dxs = out if step.info.layer.multi_input else (out,)
+                for s, dx in zip(step.sources, dxs):
+                    if dx is None:
+                        continue
+                    arrived[s] += 1
+                    if readers[s] == 1:  # its only reader: hand dx on as it is
+                        pending[s] = dx
+                        if buf is not None and np.may_share_memory(dx, buf):
+                            backing[s] = buf  # dx lives in (or is) our buffer: keep it
+                    elif arrived[s] == 1:  # the first of several: start the sum
+                        pending[s] = backing[s] = self._take(dx.shape)
+                        np.copyto(pending[s], dx)
+                    else:
+                        pending[s] += dx
+                if buf is not None and not any(b is buf for b in backing):
+                    self._pool.setdefault(buf.shape, []).append(buf)  # its last reader is done
+        for buf in backing:  # only the input's gradient can still hold one
+            if buf is not None:
+                self._pool.setdefault(buf.shape, []).append(buf)
+        return pending[-1]
+
+    def _take(self, shape) -> np.ndarray:
+        """A gradient-sum buffer of `shape` from the pool (or a new one)."""
+        free = self._pool.get(tuple(shape))
+        return free.pop() if free else np.empty(shape, self.dtype)
+
+    # ------------------------------------------------ state
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Copies of parameters and buffers, by PyTorch name (torch's state_dict keys)."""
+        return {k: v.copy() for k, v in {**self.params, **self.buffers}.items()}
+
+    def load_state_dict(self, state: dict[str, np.ndarray], source: str = "state") -> None:
+        """Copy arrays into the plan in place; names and shapes must match exactly."""
+        mine = {**self.params, **self.buffers}
+        check_fits(state, {k: v.shape for k, v in mine.items()},
+                   f"{source} does not fit this network")
+        for k, v in mine.items():
+            v[...] = state[k]
+
+    def first_nonfinite(self) -> str | None:
+        """Name of the first layer whose last forward output holds NaN or inf."""
+        for step, out in zip(self.steps, self.outputs):
+            if not np.isfinite(out).all():
+                return step.name
+        return None
+
+
+def shared_array(shape, dtype) -> np.ndarray:
+    """A zeroed array in memory that processes forked after this call share (MAP_SHARED):
+    the parameter arena, which worker processes (netspec/train/pool.py) compute with."""
+    count = math.prod(shape)
+    buf = mmap.mmap(-1, max(count * np.dtype(dtype).itemsize, 1))
+    return np.frombuffer(buf, dtype, count).reshape(shape)
+
+
+@contextmanager
+def ufunc_buffer(size: int = UFUNC_BUFSIZE):
+    """Run the block with NumPy's ufunc buffer at `size` elements (see UFUNC_BUFSIZE)."""
+    old = np.setbufsize(size)
+    try:
+        yield
+    finally:
+        np.setbufsize(old)
+
+
+def compile(spec, dtype="float32") -> Plan:
+    """Build a Plan for a validated NetSpec, initialised from the spec's seed.
+
+    A network whose parameters do not fit in memory is a SpecError that says how big it is.
+    """
+    try:
+        return Plan(spec.infos, dtype, np.random.default_rng(spec.seed), spec.defaults.init,
+                    spec.seed)
+    except (MemoryError, OSError) as e:
+        if isinstance(e, OSError) and e.errno != errno.ENOMEM:
+            raise
+        n = sum(info.params for info in spec.infos)
+        size = 2 * n * np.dtype(dtype).itemsize  # parameters and their gradients
+        biggest = max(spec.infos, key=lambda info: info.params)
+        raise SpecError([spec.source.problem(("layers", biggest.index), (
+            f"out of memory: the network's {n:,} parameters need {size / 2**30:,.1f} GiB "
+            f"(values and gradients, {np.dtype(dtype).name}) and this machine could not "
+            f"allocate them; the largest layer is '{biggest.name}' with {biggest.params:,}; "
+            "use smaller layers"))]) from None
+
+
+def layer_plan(layer: Layer, in_shape, dtype="float64", seed: int = 0,
+               name: str | None = None) -> Plan:
+    """A one-layer Plan (used to check a layer in isolation); its step is called `name`.
+
+    The layer reads the plan's input (a multi-input layer names it in its own `inputs`, e.g.
+    [input, input]); a single-input layer's `inputs` are ignored.
+    """
+    if not layer.multi_input and layer.inputs is not None:
+        layer = layer.model_copy(update={"inputs": None})
+    (info,) = infer(tuple(in_shape), [layer])
+    info = replace(info, name=name or layer.name or layer.type)
+    return Plan([info], dtype, np.random.default_rng(seed), seed=seed)

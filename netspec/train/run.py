@@ -1,0 +1,154 @@
+"""A training run in a directory: the resolved spec, metrics.jsonl, atomic checkpoints (last
+and best), curves.png, report.html, resume, and clean stops on request or on NaN.
+
+    run = Run(spec, splits, out)     # makes a Trainer (netspec/train/trainer.py) unless given one
+    run.start()                      # or run.resume(): continue from checkpoints/last.npz
+    run.fit(on_step, on_epoch, should_stop)
+
+Nothing here prints; progress goes to callbacks.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from netspec import checkpoint
+from netspec.errors import CheckpointError, TrainingError
+from netspec.fsio import atomic_write, check_run_dir, claim_run_dir, make_dirs
+from netspec.train.trainer import Trainer
+
+EXCLUDED_FROM_RESUME_CHECK = ("train.epochs",)  # may change when resuming (schedule allowing)
+
+
+@dataclass
+class Run:
+    """A training run in a directory: spec.yaml, metrics.jsonl, checkpoints/, curves.png."""
+
+    spec: object
+    splits: dict
+    out: Path
+    trainer: Trainer = None
+    history: list = field(default_factory=list)
+    best: float = -1.0
+    workers: int | str = 1  # for the Trainer made here: 1, N or 'auto'
+
+    def __post_init__(self):
+        self.out = Path(self.out)
+        self.trainer = self.trainer or Trainer(self.spec, self.splits, workers=self.workers)
+
+    @property
+    def last_path(self) -> Path:
+        return self.out / "checkpoints" / "last.npz"
+
+    @property
+    def best_path(self) -> Path:
+        return self.out / "checkpoints" / "best.npz"
+
+    def start(self) -> None:
+        """Create the run directory for a new run (see fsio.claim_run_dir); refuse to overwrite
+        a run that has a checkpoint, or a directory holding files netspec did not write."""
+        claim_run_dir(self.out, _version())
+        if self.last_path.exists() or (self.out / "metrics.jsonl").exists():
+            raise CheckpointError(f"{self.out} already holds a run; resume it with "
+                                  f"--resume {self.out}, or choose another --out")
+        make_dirs(self.out / "checkpoints")
+        atomic_write(self.out / "spec.yaml", self.spec.to_yaml())
+
+    def resume(self) -> None:
+        """Continue from checkpoints/last.npz; the spec may differ only in train.epochs."""
+        check_run_dir(self.out)
+        ckpt = checkpoint.load(self.last_path)
+        mine = self.spec.digest(EXCLUDED_FROM_RESUME_CHECK)
+        if ckpt.meta.get("spec_sha256") != mine:
+            old = dict(ckpt.spec_data)
+            new = self.spec.model_dump(mode="json")
+            for data in (old, new):
+                data.get("train", {}).pop("epochs", None)
+            changes = checkpoint.spec_changes(old, new) or ["(the checkpoint has no spec)"]
+            raise CheckpointError(
+                f"cannot resume {self.out}: the spec changed since the checkpoint "
+                f"({'; '.join(changes)}); only train.epochs may change when resuming")
+        self._check_length(ckpt.spec_data.get("train", {}).get("epochs"))
+        self.trainer.restore(ckpt, str(self.last_path))
+        self.history = ckpt.meta.get("history", [])
+        self.best = ckpt.meta.get("best", -1.0)
+        self._write_metrics()  # drops lines written after the checkpoint
+        atomic_write(self.out / "spec.yaml", self.spec.to_yaml())
+
+    def _write_metrics(self) -> None:
+        """metrics.jsonl from the history, replaced atomically (a full disk loses no line)."""
+        atomic_write(self.out / "metrics.jsonl",
+                     "".join(json.dumps(h) + "\n" for h in self.history))
+
+    def _check_length(self, before: int | None) -> None:
+        """A new train.epochs must not change the learning rates of the run (see
+        Schedule.depends_on_length)."""
+        t = self.spec.train
+        if before is None or before == t.epochs or not t.schedule.depends_on_length():
+            return
+        raise CheckpointError(
+            f"cannot resume {self.out} with train.epochs {t.epochs}: the run started with "
+            f"{before}, and its {t.schedule.type} schedule sets every epoch's learning rate "
+            f"from the total number of epochs, so the rest of the run would leave the curve it "
+            f"started on. Resume with train.epochs {before} (--set train.epochs={before}), or "
+            f"start a new run with {t.epochs} epochs")
+
+    def fit(self, on_step=None, on_epoch=None, should_stop=None, until: int | None = None) -> bool:
+        """Train to epoch `until` (default spec.train.epochs); False if stopped (state saved)."""
+        t = self.trainer
+        until = self.spec.train.epochs if until is None else min(until, self.spec.train.epochs)
+        while t.epoch < until:
+            epoch = t.epoch
+            try:
+                stats = t.train_epoch(on_step, should_stop)
+            except TrainingError as e:
+                kept = (f"; the last good checkpoint is {self.last_path}"
+                        if self.last_path.exists() else "")
+                raise TrainingError(str(e) + kept) from None
+            if stats.stopped:
+                self.save(self.last_path)
+                return False
+            lr = t.lr(epoch, t.steps_per_epoch - 1)  # the epoch's last (per-step schedules)
+            record = {"epoch": epoch + 1, "lr": lr, "train_loss": stats.loss,
+                      "train_acc": stats.accuracy, "train_seconds": stats.seconds,
+                      "images_per_second": stats.images / max(stats.seconds, 1e-9),
+                      "workers": t.workers}
+            eval_seconds = 0.0
+            for split in ("val", "test"):
+                if split in self.splits:
+                    ev = t.evaluate(*self.splits[split], split=split)
+                    record[f"{split}_loss"], record[f"{split}_acc"] = ev.loss, ev.accuracy
+                    eval_seconds += ev.seconds
+            record["eval_seconds"] = eval_seconds
+            self.history.append(record)
+            if score(record) > self.best:
+                self.best = score(record)
+                self.save(self.best_path)
+            self.save(self.last_path)
+            self._write_metrics()  # after the checkpoint it describes
+            if on_epoch is not None:
+                on_epoch(record)
+        return True
+
+    def save(self, path: Path) -> None:
+        state, optim, progress = self.trainer.state()
+        meta = {"netspec_version": _version(), "progress": progress, "history": self.history,
+                "best": self.best, "spec": self.spec.model_dump(mode="json"),
+                "spec_sha256": self.spec.digest(EXCLUDED_FROM_RESUME_CHECK),
+                # how inputs were normalised (netspec export records it in the ONNX file)
+                "normalize": {k: getattr(self.splits, k, None) for k in ("normalize", "mean",
+                                                                         "std")}}
+        checkpoint.save(path, state, optim, meta)
+
+
+def _version() -> str:
+    from netspec.version import __version__
+
+    return __version__
+
+
+def score(record: dict) -> float:
+    """What 'best' means for an epoch record: validation accuracy if any, else test accuracy."""
+    return record.get("val_acc", record.get("test_acc", -1.0))
