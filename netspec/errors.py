@@ -69,6 +69,11 @@ class ExportError(NetspecError):
     """A network cannot be exported (to ONNX), or the exported file cannot be written."""
 
 
+class ModelError(NetspecError):
+    """An ONNX model cannot be imported: unreadable, unsafe, malformed, or using operations
+    netspec has no layer for (each problem names the node)."""
+
+
 # Names other frameworks use for things netspec has, compared after _squash().
 ALIASES = {
     "dense": "linear", "fc": "linear", "fullyconnected": "linear", "innerproduct": "linear",

@@ -42,7 +42,7 @@ class Pad2d(Layer):
     def output_shape(self, in_shape):
         if len(in_shape) != 3:
             raise ShapeError(f"pad2d pads images (C, H, W), got {tuple(in_shape)}")
-        t, b, l, r = sides(self.padding)  # noqa: E741
+        t, b, l, r = sides(self.padding)
         c, h, w = in_shape
         if self.mode == "reflect" and (max(t, b) >= h or max(l, r) >= w):
             raise ShapeError(f"reflect padding must be smaller than the image on each axis: "
@@ -51,7 +51,7 @@ class Pad2d(Layer):
         return (c, h + t + b, w + l + r)
 
     def torch_module(self, info, nn):
-        t, b, l, r = sides(self.padding)  # noqa: E741
+        t, b, l, r = sides(self.padding)
         border = (l, r, t, b)
         if self.mode == "reflect":
             return nn.ReflectionPad2d(border)
@@ -61,7 +61,7 @@ class Pad2d(Layer):
 
     def build(self, ctx):
         c, h, w = ctx.in_shape
-        t, b, l, r = sides(self.padding)  # noqa: E741
+        t, b, l, r = sides(self.padding)
         value = self.value if self.mode == "constant" else 0.0
         np_mode = {"reflect": "reflect", "replicate": "edge"}.get(self.mode)
 
@@ -86,7 +86,7 @@ class Pad2d(Layer):
         return forward, backward
 
     def to_onnx(self, g, x):
-        t, b, l, r = sides(self.padding)  # noqa: E741
+        t, b, l, r = sides(self.padding)
         pads = g.constant([0, 0, t, l, 0, 0, b, r], np.int64)
         inputs = [x, pads] + ([g.constant(self.value)] if self.mode == "constant" else [])
         return g.node("Pad", inputs, mode=ONNX_MODES[self.mode])

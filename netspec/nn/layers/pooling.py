@@ -53,7 +53,7 @@ def sides(padding) -> tuple[int, int, int, int]:
     return ph, ph, pw, pw
 
 
-def written_padding(t: int, b: int, l: int, r: int):  # noqa: E741 (l: left)
+def written_padding(t: int, b: int, l: int, r: int):
     """The shortest way to write padding (t, b, l, r): 1, [1, 2], or per side."""
     if (t, l) == (b, r):
         return t if t == l else [t, l]
@@ -77,7 +77,7 @@ class Pool2d(Layer):
     def _padding_at_most_half(self):
         (kh, kw), (dh, dw) = pair(self.kernel_size), self.dilation_pair()
         eh, ew = dh * (kh - 1) + 1, dw * (kw - 1) + 1  # extent of the (dilated) window
-        t, b, l, r = sides(self.padding)  # noqa: E741
+        t, b, l, r = sides(self.padding)
         if 2 * max(t, b) > eh or 2 * max(l, r) > ew:
             raise ValueError(f"padding {written_padding(t, b, l, r)} must be at most half the "
                              f"window {[eh, ew]} on every side (as in PyTorch), so that every "
@@ -111,7 +111,7 @@ class Pool2d(Layer):
         return pair(self.stride) if self.stride is not None else pair(self.kernel_size)
 
     def symmetric(self) -> bool:
-        t, b, l, r = self.pads()  # noqa: E741
+        t, b, l, r = self.pads()
         return (t, l) == (b, r)
 
     def tiles(self, in_shape) -> bool:
