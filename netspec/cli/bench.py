@@ -80,7 +80,7 @@ def bench(
     if n > 1:
         out.print(f"the {n} workers run their shares at once; not counted: passing the batch, "
                   "summing gradients and batchnorm's exchanges between them (see "
-                  "benchmarks/exchange_cost.py)")
+                  "docs/performance.md)")
     auto, auto_why = resolve_workers("auto", spec.infos)
     if n == 1 and auto > 1:
         out.print(f"timed in one process; `netspec train` splits each batch across {auto_why} "
