@@ -93,6 +93,14 @@ def test_every_spec_shown_loads():
     assert shown >= 2  # the README's LeNet and docs/spec.md's graph
 
 
+@pytest.mark.parametrize("page", PROSE, ids=lambda p: str(p.relative_to(ROOT)))
+def test_python_blocks_are_python(page):
+    """Blocks not run by a test (they need a checkpoint, a cluster, a file) still parse."""
+    for i, block in enumerate(re.findall(r"```python\n(.*?)```", page.read_text(encoding="utf-8"),
+                                         re.DOTALL)):
+        compile(block, f"{page.name} python block {i}", "exec")
+
+
 def test_the_readme_spec_is_specs_lenet():
     [block] = [b for b in re.findall(r"```yaml\n(.*?)```",
                                      (ROOT / "README.md").read_text(), re.DOTALL)
