@@ -191,11 +191,11 @@ def _write(layers, a, input_value: str, out_value: str, source: dict, stem: str)
     classes = out[0] if len(out) == 1 or tuple(out[1:]) == (1, 1) else None
     shape = list(a.shapes[input_value][1:])
     head = [f"{HEADER} {source['file'] or 'an ONNX model'} by netspec import",
-            f"# producer: {source['producer'] or 'unknown'}; opset {source['opset']}, IR "
-            f"version {source['ir_version']}; graph '{source['graph']}', {source['nodes']} "
-            f"nodes -> {len(layers)} layers",
-            "# Set data to a directory of IDX files with these shapes; the model's own input "
-            "preprocessing", "# is not part of ONNX, so normalize is 'none' here."]
+            (f"# producer: {source['producer'] or 'unknown'}; opset {source['opset']}, IR "
+             f"version {source['ir_version']}; graph '{source['graph']}', {source['nodes']} "
+             f"nodes -> {len(layers)} layers"),
+            "# Set data to a directory of IDX files with these shapes; the model's own input",
+            "# preprocessing is not part of ONNX, so normalize is 'none' here."]
     body = [f"name: {stem}", f"input: {{shape: {shape}}}", "layers:", *lines,
             f"loss: {loss}",
             "data: {dataset: custom, normalize: none"

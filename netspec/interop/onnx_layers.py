@@ -38,13 +38,8 @@ def conv(low: Lowering, node) -> None:
     if strides != (1, 1):
         fields["stride"] = written_pair(strides)
     nodes = [node] + ([pad_node] if pad_node is not None else [])
-    t, bt, lf, r = pads
-    if (t, lf) != (bt, r):  # conv2d pads symmetrically: an explicit zero pad2d first
-        low.emit({"type": "pad2d", "padding": written_padding(t, bt, lf, r)}, [x],
-                 node.output[0] + "/pad", [], hint="")
-        x, pads = node.output[0] + "/pad", (0, 0, 0, 0)
     if pads != (0, 0, 0, 0):
-        fields["padding"] = written_pair((pads[0], pads[2]))
+        fields["padding"] = written_padding(*pads)
     if dil != (1, 1):
         fields["dilation"] = written_pair(dil)
     if groups != 1:

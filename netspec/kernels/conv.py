@@ -23,6 +23,13 @@ tensors its backward needs:
     backward, with dys[i*O + o, h + i*dh] = dy[o, h] (zero elsewhere):
       dWs = dys col3^T,  dcol3 = Ws^T dys,  dx = col2im along W only (KW strided adds)
 - `WinogradF4` (training): F(4x4, 3x3), netspec/kernels/winograd.py.
+- `Grouped` (groups > 1: grouped and depthwise convs, training and inference): im2col, then the
+  G groups as one batched GEMM, never a Python loop over groups or samples. With Cg = C/G input
+  and Og = O/G output channels per group and Kg = Cg*KH*KW (C = G*Cg, so col's rows are already
+  grouped):
+      colg = col.reshape(G, Kg, P),  Wg = W.reshape(G, Og, Kg)   (W is (O, Cg, KH, KW))
+      y.reshape(G, Og, P) = Wg @ colg
+      dWg = dyg colg^T,  dcolg = Wg^T dyg,  dx = col2im(dcol)
 
 An eval-mode forward always runs `Im2col`'s cache-blocked inference; a backward after it
 (the gradient checker's) recomputes col. `choose` holds every rule in one place.
@@ -66,11 +73,12 @@ class Geometry:
     stride: tuple[int, int]
     dilation: tuple[int, int]
     pads: tuple[int, int, int, int]
+    groups: int = 1
 
     @property
     def k(self) -> int:
-        """GEMM inner size C*KH*KW."""
-        return self.c * self.kernel[0] * self.kernel[1]
+        """GEMM inner size C*KH*KW (per group: C/groups * KH*KW)."""
+        return self.c // self.groups * self.kernel[0] * self.kernel[1]
 
 
 def choose(g: Geometry, request: str = "auto", blas_threads: int = 1) -> str:
@@ -78,6 +86,8 @@ def choose(g: Geometry, request: str = "auto", blas_threads: int = 1) -> str:
     Winograd where `winograd.suits` the geometry and each process runs one BLAS thread (its
     36 small GEMMs per row of tiles gain nothing from more threads, while im2col's big GEMMs
     do); else RowStacked where it suits; else im2col."""
+    if g.groups > 1:
+        return "grouped"
     fits = {"winograd": winograd.suits(g.c, g.h, g.w, (*g.kernel, *g.stride, *g.dilation),
                                        g.pads),
             "stacked": _stacked_suits(g), "im2col": True}
@@ -308,6 +318,47 @@ class WinogradF4(Algorithm):
 
     def backward(self, dy, need_dx=True):
         return self.wg.backward(dy, self.gW, self.gb, need_dx)
+
+
+class Grouped(Im2col):
+    """groups > 1: im2col, then one batched GEMM over the groups (see the module docstring).
+    Training and inference alike copy the whole col, (C*KH*KW, P), which backward reuses."""
+
+    name = "grouped"
+
+    def __init__(self, g, params, grads, ws):
+        super().__init__(g, params, grads, ws)
+        gr = g.groups
+        self.Wg = self.W.reshape(gr, g.o // gr, g.k)  # (G, Og, Kg), views
+        self.gWg = self.gW.reshape(gr, g.o // gr, g.k)
+
+    def forward(self, x, train):
+        g, n = self.g, x.shape[-1]
+        xp = self.xp = self.pad(x)
+        col = self.col = self.ws("col", (g.c, *g.kernel, g.oh, g.ow, n))
+        np.copyto(col, self.windows(xp, n))  # (C, KH, KW, OH, OW, N)
+        y = self.ws("y", (g.o, g.oh, g.ow, n))
+        p = g.oh * g.ow * n
+        # (G, Og, Kg) @ (G, Kg, P) -> (G, Og, P): one GEMM per group, batched inside numpy
+        np.matmul(self.Wg, col.reshape(g.groups, g.k, p), out=y.reshape(g.groups, -1, p))
+        if self.b is not None:
+            y.reshape(g.o, -1)[...] += self.b[:, None]
+        return y
+
+    def backward(self, dy, need_dx=True):
+        g, n = self.g, dy.shape[-1]
+        p = g.oh * g.ow * n
+        colg = self.col.reshape(g.groups, g.k, p)
+        dyg = dy.reshape(g.groups, -1, p)  # (G, Og, P)
+        np.matmul(dyg, colg.transpose(0, 2, 1), out=self.gWg)  # (G, Og, P) @ (G, P, Kg)
+        self.bias_grad(dy)
+        if not need_dx:
+            return None
+        dcol = self.ws("dcol", (g.c, *g.kernel, g.oh, g.ow, n))
+        np.matmul(self.Wg.transpose(0, 2, 1), dyg, out=dcol.reshape(g.groups, g.k, p))
+        dx = self.ws("dx", (g.c, g.h, g.w, n))
+        col2im(dx, dcol, self.taps)
+        return dx
 
 
 ALGORITHMS = {a.name: a for a in (Im2col, RowStacked, WinogradF4)}

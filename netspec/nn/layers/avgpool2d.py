@@ -68,7 +68,7 @@ class AvgPool2d(Pool2d):
 
     def build(self, ctx):
         c, h, w = ctx.in_shape
-        (kh, kw), s, (pt, pb, pl, pr), (oh, ow) = self.geometry(ctx.in_shape)
+        (kh, kw), s, (pt, _, pl, _), (oh, ow) = self.geometry(ctx.in_shape)
         hp, wp = self.padded_size(ctx.in_shape)
         padded = (hp, wp) != (h, w)
         taps = [(i, j) for i in range(kh) for j in range(kw)]

@@ -4,7 +4,8 @@ GoogLeNet). (C, H, W) -> (C, H, W).
 With n = size and the window of channel c being c - n//2 .. c + (n-1)//2 (torch's; clipped at
 the ends, where the missing channels count as zeros):
     S[c] = sum_{c' in window(c)} x[c']^2,   s[c] = k + (alpha / n) S[c],   y[c] = x[c] s[c]^-beta
-    dL/dx[j] = dy[j] s[j]^-beta - (2 alpha beta / n) x[j] sum_{c : j in window(c)} dy[c] x[c] s[c]^(-beta-1)
+    dL/dx[j] = dy[j] s[j]^-beta
+               - (2 alpha beta / n) x[j] sum_{c : j in window(c)} dy[c] x[c] s[c]^(-beta-1)
 where j is in window(c) exactly when c is in j - (n-1)//2 .. j + n//2. Both window sums are n
 shifted adds over a channel-padded buffer (n is small: 5 in AlexNet and GoogLeNet).
 The size must be odd, as in Caffe and onnxruntime: then ONNX's LRN has the same formula and

@@ -58,7 +58,7 @@ class MaxPool2d(Pool2d):
 
     def build(self, ctx):
         c, h, w = ctx.in_shape
-        (kh, kw), s, (pt, pb, pl, pr), (oh, ow) = self.geometry(ctx.in_shape)
+        (kh, kw), s, (pt, _, pl, _), (oh, ow) = self.geometry(ctx.in_shape)
         d = self.dilation_pair()
         hp, wp = self.padded_size(ctx.in_shape)
         padded = (hp, wp) != (h, w)
