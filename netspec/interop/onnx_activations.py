@@ -1,11 +1,12 @@
 """The importer's activations: single nodes (Relu, Clip, Elu, PRelu, Softmax, LRN, ...) and
 activations written out as formulas, recognised by what they compute.
 
-`match(low, node)` is tried first at every node. From a node reading one data value x, it grows
-a subgraph of elementwise nodes whose only data inputs are x and each other's outputs (the other
-operands scalar constants), as long as it has one output leaving it. It evaluates the subgraph
+`match(low, node)` is tried first at every node. From a node reading one data value x, it takes
+the subgraphs of elementwise nodes whose only data inputs are x and each other's outputs (the
+other operands scalar constants) and that have one output leaving them, largest first. It evaluates the subgraph
 in float64 on PROBE (201 points in [-8, 8]) and compares the result with each candidate in
-FORMULAS: gelu's erf and tanh forms, silu's x * sigmoid(x). Whatever order and association an
+FORMULAS (gelu's erf and tanh forms, silu's x * sigmoid(x), softplus, relu, sigmoid, tanh) and
+FITTED (leaky_relu, elu, selu, whose constants are read off the probe first). Whatever order and association an
 exporter writes the formula in, the same function is recognised; a subgraph that is something
 else (2 * gelu(x), say) matches nothing and its nodes are reported one by one.
 Softplus with beta and threshold is recognised by its structure: Mul(x, beta), Softplus,
@@ -23,7 +24,8 @@ from netspec.interop.onnx_lower import Lowering
 
 PROBE = np.linspace(-8.0, 8.0, 201)
 ELEMENTWISE = {"Add", "Sub", "Mul", "Div", "Pow", "Erf", "Tanh", "Sigmoid", "Exp", "Log",
-               "Sqrt", "Neg", "Abs", "Relu", "Reciprocal", "Max", "Min", "Softplus"}
+               "Sqrt", "Neg", "Abs", "Relu", "Reciprocal", "Max", "Min", "Softplus", "Where",
+               "Less", "Greater", "LessOrEqual", "GreaterOrEqual", "Sum"}
 MAX_NODES = 16
 _erf = np.vectorize(math.erf, otypes=[np.float64])
 FORMULAS = {
@@ -31,38 +33,69 @@ FORMULAS = {
     ("gelu", "tanh"): lambda x: 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi)
                                                        * (x + 0.044715 * x**3))),
     ("silu", None): lambda x: x / (1 + np.exp(-x)),
+    ("softplus", None): lambda x: np.logaddexp(x, 0),
+    ("relu", None): lambda x: np.maximum(x, 0),
+    ("sigmoid", None): lambda x: 1 / (1 + np.exp(-x)),
+    ("tanh", None): np.tanh,
 }
+
+
+def _fitted(got) -> dict | None:
+    """leaky_relu, elu or selu fields whose curve is `got` on PROBE (constants read off it)."""
+    x, pos = PROBE, PROBE > 0
+    if not np.allclose(got[pos], got[pos][-1] / x[pos][-1] * x[pos], rtol=1e-6, atol=1e-7):
+        return None
+    scale = got[pos][-1] / x[pos][-1]  # the slope for x > 0
+    slope = got[0] / x[0]
+    if np.isclose(scale, 1) and np.allclose(got, np.where(pos, x, slope * x), rtol=1e-6,
+                                             atol=1e-7):
+        return {"type": "leaky_relu", "negative_slope": float(np.float32(slope))}
+    alpha = got[0] / (scale * np.expm1(x[0]))
+    if not np.allclose(got, scale * np.where(pos, x, alpha * np.expm1(x)), rtol=1e-6,
+                       atol=1e-7):
+        return None
+    from netspec.nn.layers.selu import ALPHA, SCALE
+
+    if np.isclose(scale, SCALE, rtol=1e-6) and np.isclose(alpha, ALPHA, rtol=1e-6):
+        return {"type": "selu"}
+    if np.isclose(scale, 1):
+        return {"type": "elu"} | ({"alpha": float(np.float32(alpha))}
+                                  if not np.isclose(alpha, 1) else {})
+    return None
 OPS = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": np.divide,
        "Pow": np.power, "Erf": _erf, "Tanh": np.tanh, "Sigmoid": lambda v: 1 / (1 + np.exp(-v)),
        "Exp": np.exp, "Log": np.log, "Sqrt": np.sqrt, "Neg": np.negative, "Abs": np.abs,
        "Relu": lambda v: np.maximum(v, 0), "Reciprocal": np.reciprocal, "Max": np.maximum,
-       "Min": np.minimum, "Softplus": lambda v: np.logaddexp(v, 0)}
+       "Min": np.minimum, "Softplus": lambda v: np.logaddexp(v, 0), "Where": np.where,
+       "Less": np.less, "Greater": np.greater, "LessOrEqual": np.less_equal,
+       "GreaterOrEqual": np.greater_equal, "Sum": lambda *v: sum(v[1:], v[0])}
 
 
 def match(low: Lowering, node) -> bool:
     """Emit the activation that `node` and the elementwise nodes after it compute, if any."""
-    if node.op_type not in ELEMENTWISE or node.op_type in ("Relu",):
+    if node.op_type not in ELEMENTWISE:
         return False
     data = {i for i in node.input if i and i in low.a.shapes}
     if len(data) != 1 or not _scalars(low, node, data):
         return False
     (x,) = data
-    grown = _grow(low, node, x)
-    for k in range(len(grown), 1, -1):  # the longest subgraph that is a known formula
-        part = grown[:k]
-        out = _single_output(low, part)
-        if out is None:
+    single = node.op_type in HANDLERS  # a lone Tanh is its own handler's; a lone Max is ours
+    for part, out in _regions(low, node, x):
+        if len(part) == 1 and single:
             continue
         with np.errstate(all="ignore"):
             got = _evaluate(low, part, x)
         if got is None:
             continue
+        fields = None
         for (kind, form), f in FORMULAS.items():
-            want = f(PROBE)
-            if np.allclose(got, want, rtol=1e-6, atol=1e-7):
+            if np.allclose(got, f(PROBE), rtol=1e-6, atol=1e-7):
                 fields = {"type": kind} | ({"approximate": form} if form == "tanh" else {})
-                low.emit(fields, [x], out, part, name_hint(node))
-                return True
+                break
+        fields = fields or _fitted(got)
+        if fields is not None:
+            low.emit(fields, [x], out, part, name_hint(node))
+            return True
     return False
 
 
@@ -76,46 +109,59 @@ def _scalars(low: Lowering, node, data: set) -> bool:
     return True
 
 
-def _grow(low: Lowering, first, x: str) -> list:
-    """Elementwise nodes from `first` on whose data inputs are x and their outputs, in order."""
-    part, values = [first], {x, *first.output}
-    frontier = list(first.output)
-    while frontier and len(part) < MAX_NODES:
+def _regions(low: Lowering, first, x: str):
+    """(nodes, output) for each subgraph that starts at `first`, reads only x and scalar
+    constants, and has one output leaving it: the elementwise ancestors of each candidate
+    output node among x's elementwise descendants, largest first."""
+    order = {id(n): i for i, n in enumerate(low.a.nodes)}
+    start = order[id(first)]
+    pool, frontier = {}, [x]
+    while frontier and len(pool) < MAX_NODES:
         v = frontier.pop(0)
         for r in low.readers.get(v, []):
-            if r in part or id(r) in low.done or r.op_type not in ELEMENTWISE:
+            if (id(r) in pool or id(r) in low.done or r.op_type not in ELEMENTWISE
+                    or order[id(r)] < start):
                 continue
-            data = {i for i in r.input if i and i in low.a.shapes}
-            if not data <= values or not _scalars(low, r, data):
+            pool[id(r)] = r
+            frontier += [o for o in r.output if o]
+    producer = {o: n for n in pool.values() for o in n.output if o}
+    for out_node in sorted(pool.values(), key=lambda n: -order[id(n)]):
+        part, stack = {}, [out_node]
+        while stack:
+            n = stack.pop()
+            if id(n) in part:
                 continue
-            part.append(r)
-            values.update(r.output)
-            frontier += list(r.output)
-    order = {id(n): i for i, n in enumerate(low.a.nodes)}
-    return sorted(part, key=lambda n: order[id(n)])
+            part[id(n)] = n
+            stack += [producer[i] for i in n.input if i in producer]
+        nodes = sorted(part.values(), key=lambda n: order[id(n)])
+        if nodes[0] is not first or not _closed(low, nodes, x, out_node.output[0]):
+            continue
+        yield nodes, out_node.output[0]
 
 
-def _single_output(low: Lowering, part) -> str | None:
-    """The one output of `part` read outside it (or a graph output), if exactly one."""
-    inside = {id(n) for n in part}
-    leaving = [o for n in part for o in n.output
-               if o in low.outputs or any(id(r) not in inside for r in low.readers.get(o, []))]
-    produced = {o for n in part for o in n.output}
-    for n in part:  # every node of part must feed the output (no dangling side values)
-        if not any(o in produced for o in n.output):
-            return None
-    return leaving[0] if len(leaving) == 1 else None
+def _closed(low: Lowering, nodes, x: str, out: str) -> bool:
+    """Each node reads x, the others' outputs and scalar constants; only `out` leaves."""
+    inside = {id(n) for n in nodes}
+    values = {x} | {o for n in nodes for o in n.output}
+    for n in nodes:
+        data = {i for i in n.input if i and i in low.a.shapes}
+        if not data <= values or not _scalars(low, n, data):
+            return False
+        for o in n.output:
+            if o != out and (o in low.outputs or any(id(r) not in inside
+                                                     for r in low.readers.get(o, []))):
+                return False
+    return True
 
 
 def _evaluate(low: Lowering, part, x: str):
     vals = {x: PROBE}
     for n in part:
-        args = [vals[i] if i in vals else np.float64(low.const(i).reshape(-1)[0])
+        args = [vals[i] if i in vals else low.const(i).reshape(-1)[0].astype(np.float64)
                 for i in n.input if i]
-        if any(a is None for a in args):
-            return None
         vals[n.output[0]] = OPS[n.op_type](*args)
-    return vals[part[-1].output[0]]
+    out = np.asarray(vals[part[-1].output[0]], dtype=np.float64)
+    return out if out.shape == PROBE.shape else None
 
 
 # ------------------------------------------------------------------ single nodes
@@ -176,6 +222,8 @@ def prelu(low: Lowering, node) -> None:
     shape = low.shape(x)
     if slope is None:
         return low.unsupported(node, "its slope is not constant", "prelu")
+    if low.a.graph.converted_from and slope.ndim == 1 and slope.size == shape[0]:
+        slope = slope.reshape(-1, *([1] * (len(shape) - 1)))  # PRelu-6: a slope per channel
     vec = low.per_channel(slope, shape) if slope.size > 1 else None
     if slope.size > 1 and vec is None:
         return low.unsupported(node, f"a slope of shape {list(slope.shape)}",

@@ -33,7 +33,7 @@ FOLD = {"Identity", "Gather", "Unsqueeze", "Squeeze", "Concat", "Slice", "Add", 
         "GreaterOrEqual", "And", "Or", "Not", "Neg", "Abs", "Sqrt", "Floor", "Ceil",
         "Reciprocal", "Exp", "Log", "Cast", "Reshape", "Transpose", "Flatten", "Where",
         "Range", "Expand", "Tile", "Split", "ReduceProd", "ReduceSum", "ReduceMax",
-        "ReduceMin", "Dropout", "ConstantOfShape", "Shape", "Size"}
+        "ReduceMin", "Dropout", "ConstantOfShape", "Shape", "Size", "CastLike"}
 SMALL = 64  # constant inputs up to this many values are given to shape inference as values
 BINARY = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Pow": np.power,
           "Max": np.maximum, "Min": np.minimum, "Equal": np.equal, "Less": np.less,
@@ -152,6 +152,9 @@ def _foldable(node, a: Analysis) -> bool:
         return False
     if node.op_type in ("Shape", "Size"):
         return node.input[0] in a.shapes or node.input[0] in a.consts
+    if node.op_type == "CastLike":  # a constant cast to the type of a data value
+        return node.input[0] in a.consts and (node.input[1] in a.dtypes
+                                               or node.input[1] in a.consts)
     return all(not n or n in a.consts for n in node.input)
 
 
@@ -197,6 +200,9 @@ def _evaluate(onnx, node, a: Analysis) -> list:
         return [ins[0]] + ([np.ones(ins[0].shape, bool)] if len(node.output) > 1 else [])
     if op == "Cast":
         return [ins[0].astype(_np_dtype(onnx, at["to"]))]
+    if op == "CastLike":
+        like = a.dtypes.get(node.input[1]) or a.consts[node.input[1]].dtype
+        return [ins[0].astype(like)]
     if op == "Gather":
         axis = at.get("axis", 0)
         idx = ins[1]

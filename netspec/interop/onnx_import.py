@@ -51,7 +51,9 @@ def import_model(source, input_shape=None, name: str | None = None) -> Imported:
     else:
         model, where = source, "the model"
         check_sizes(model, where)
+    model, converted = _upgraded(model, where)
     graph = Graph.of(model, where)
+    graph.converted_from = converted
     if len(graph.outputs) != 1:
         raise ModelError([Problem(f"the graph has {len(graph.outputs)} outputs; a netspec "
                                   "network has one", file=where)])
@@ -69,6 +71,8 @@ def import_model(source, input_shape=None, name: str | None = None) -> Imported:
         out_value = low.alias[out_value]
     layers = _reachable(low.layers, out_value, a)
     source = _source(model, where, graph)
+    if converted:
+        source["converted_from"] = converted
     stem = name or _stem(model, where)
     text, state = _write(layers, a, graph.inputs[0].name, out_value, source, stem)
     from netspec.spec.model import loads
@@ -78,6 +82,26 @@ def import_model(source, input_shape=None, name: str | None = None) -> Imported:
     onnx_out = graph.outputs[0].name
     out_shape = tuple(a.shapes.get(onnx_out, a.shapes[out_value])[1:])
     return Imported(text, spec, state, out_shape, source)
+
+
+OLDEST_CONVERTED = 1  # opsets below 7 are converted (to UPGRADE_TO) by onnx's version_converter
+UPGRADE_TO = 9
+
+
+def _upgraded(model, where: str):
+    """(model, original opset): a model of opset 1..6 converted by onnx.version_converter to
+    opset 9 (Add's broadcast attribute, BatchNormalization's is_test and spatial...), so that
+    the importer reads one set of semantics; (model, None) for the others."""
+    onnx = import_onnx()
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    if opset is None or not OLDEST_CONVERTED <= opset < 7:
+        return model, None
+    try:
+        return onnx.version_converter.convert_version(model, UPGRADE_TO), opset
+    except (RuntimeError, ValueError, onnx.checker.ValidationError) as e:
+        raise ModelError([Problem(f"opset {opset} could not be converted to {UPGRADE_TO} by "
+                                  f"onnx.version_converter ({str(e).strip()[:200]}); the "
+                                  "importer reads opsets 7 and later", file=where)]) from None
 
 
 def _reachable(layers, out_value: str, a) -> list:
@@ -142,9 +166,10 @@ def _names(layers) -> list[str | None]:
     groups = {h.rsplit(".", 1)[0] for h in hints if "." in h}
     groups |= {".".join(h.split(".")[:k]) for h in hints for k in range(1, h.count(".") + 1)}
     names, used = [], set()
+    above = [None] + [layer.output for layer in layers[:-1]]
+    written = [layer for layer, up in zip(layers, above) if layer.inputs != [up]]
     for i, (layer, hint) in enumerate(zip(layers, hints)):
-        referenced = any(layer.output in later.inputs and k != i + 1
-                         for k, later in enumerate(layers) if k > i) or layer.params
+        referenced = any(layer.output in w.inputs for w in written) or layer.params
         if hint in groups:  # torch's '/layer1/layer1.0/Add' names the container layer1.0
             hint = f"{hint}.{layer.fields['type']}"
         if not hint and referenced:
@@ -191,7 +216,9 @@ def _write(layers, a, input_value: str, out_value: str, source: dict, stem: str)
     classes = out[0] if len(out) == 1 or tuple(out[1:]) == (1, 1) else None
     shape = list(a.shapes[input_value][1:])
     head = [f"{HEADER} {source['file'] or 'an ONNX model'} by netspec import",
-            (f"# producer: {source['producer'] or 'unknown'}; opset {source['opset']}, IR "
+            (f"# producer: {source['producer'] or 'unknown'}; opset {source['opset']}"
+             + (f" (converted from {source['converted_from']})" if "converted_from" in source
+                else "") + f", IR "
              f"version {source['ir_version']}; graph '{source['graph']}', {source['nodes']} "
              f"nodes -> {len(layers)} layers"),
             "# Set data to a directory of IDX files with these shapes; the model's own input",

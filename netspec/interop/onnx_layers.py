@@ -93,10 +93,11 @@ def gemm(low: Lowering, node) -> None:
     params = {"weight": weight}
     fields = {"type": "linear", "out_features": int(out)}
     if c is not None:
-        bias = np.broadcast_to(np.asarray(c, np.float64) * at.get("beta", 1.0), (1, out))
-        if np.ndim(c) == 2 and c.shape[0] != 1:
-            return low.unsupported(node, f"a bias of shape {list(c.shape)}", "linear")
-        params["bias"] = bias.reshape(out)
+        if c.size not in (1, out) or (np.ndim(c) == 2 and c.shape[0] != 1):
+            return low.unsupported(node, f"a bias of shape {list(c.shape)} (one per sample)",
+                                   "linear (a bias of one value per output)")
+        params["bias"] = np.broadcast_to(
+            np.asarray(c, np.float64).reshape(-1) * at.get("beta", 1.0), (out,))
     else:
         fields["bias"] = False
     nodes = [node]
@@ -138,7 +139,7 @@ def pool(low: Lowering, node) -> None:
     x2, extra, pad_node = low.padding_before(node, x, ok)
     merged = tuple(p + e for p, e in zip(pads, extra))
     eh, ew = (d * (k - 1) + 1 for d, k in zip(dil, kernel))
-    if pad_node is not None and (2 * max(merged[:2]) > eh or 2 * max(merged[2:]) > ew):
+    if pad_node is not None and (max(merged[:2]) >= eh or max(merged[2:]) >= ew):
         pad_node = None  # too much padding for the pool: keep the Pad as a layer
     if pad_node is not None:
         x, pads = x2, merged
@@ -155,9 +156,9 @@ def pool(low: Lowering, node) -> None:
         fields["dilation"] = written_pair(dil)
     if not is_max and not include and pads != (0, 0, 0, 0):
         fields["count_include_pad"] = False
-    if 2 * max(pads[:2]) > eh or 2 * max(pads[2:]) > ew:
-        return low.unsupported(node, f"padding {list(pads)} is more than half the window",
-                               "maxpool2d / avgpool2d (padding at most half the window)")
+    if max(pads[:2]) >= eh or max(pads[2:]) >= ew:
+        return low.unsupported(node, f"padding {list(pads)} as large as the window",
+                               "maxpool2d / avgpool2d (padding smaller than the window)")
     low.emit(fields, [x], node.output[0], [node] + ([pad_node] if pad_node else []),
              name_hint(node))
 
@@ -353,8 +354,10 @@ def pad(low: Lowering, node) -> None:
 
 
 def identity(low: Lowering, node) -> None:
-    if node.op_type == "Cast":
-        to = np.dtype(low.onnx.helper.tensor_dtype_to_np_dtype(low.attrs(node)["to"]))
+    if node.op_type in ("Cast", "CastLike"):
+        to = (np.dtype(low.onnx.helper.tensor_dtype_to_np_dtype(low.attrs(node)["to"]))
+              if node.op_type == "Cast" else low.a.dtypes.get(node.input[1],
+                                                              low.const(node.input[1]).dtype))
         if to.kind != "f":
             return low.unsupported(node, f"a cast to {to}", "netspec computes in floats")
     low.skip(node, node.input[0])
@@ -404,5 +407,5 @@ HANDLERS = {
     "GlobalMaxPool": global_pool, "ReduceMean": reduce_mean, "Flatten": flatten,
     "Reshape": reshape, "Squeeze": squeeze, "Add": add, "Sum": add, "Concat": concat,
     "Split": split, "Slice": slice_, "Dropout": dropout, "Pad": pad, "Identity": identity,
-    "Cast": identity, "Transpose": transpose,
+    "Cast": identity, "CastLike": identity, "Transpose": transpose,
 }

@@ -30,7 +30,10 @@ MAX_FILE_BYTES = 2 << 30  # protobuf's own limit for one message
 MAX_WEIGHT_BYTES = 4 << 30  # initializers, constants and external data together
 MAX_TENSOR_ELEMENTS = 2**31  # as netspec's shape inference (8 GiB of float32)
 MAX_NODES = 200_000
-OPSETS = range(7, 22)  # the default domain's versions the importer reads
+# The default domain's versions the importer reads: 7 to 21 as exporters and the model zoo write
+# them, and the later ones the installed onnx knows (22 and up only widen the types that the
+# operators netspec maps accept: bfloat16, int4, float8).
+OPSETS_TESTED = range(7, 22)
 EXTRA = "pip install 'netspec[onnx]'"
 
 
@@ -181,16 +184,18 @@ class Graph:
     opset: int
     where: str = "the model"
     domains: dict = field(default_factory=dict)
+    converted_from: int | None = None  # the opset before onnx.version_converter, if it ran
 
     @classmethod
     def of(cls, model, where: str = "the model") -> Graph:
         g = model.graph
         domains = {o.domain or "ai.onnx": o.version for o in model.opset_import}
         opset = domains.get("ai.onnx")
-        if opset is None or opset not in OPSETS:
+        newest = max(OPSETS_TESTED.stop - 1, import_onnx().defs.onnx_opset_version())
+        if opset is None or not OPSETS_TESTED.start <= opset <= newest:
             found = f"opset {opset}" if opset is not None else "no default-domain opset"
             raise ModelError([Problem(
-                f"{found}; the importer reads opsets {OPSETS.start} to {OPSETS.stop - 1} "
+                f"{found}; the importer reads opsets {OPSETS_TESTED.start} to {newest} "
                 "(convert the model with onnx.version_converter.convert_version)", file=where)])
         inits = {t.name: t for t in g.initializer}
         inputs = [v for v in g.input if v.name not in inits]

@@ -49,7 +49,7 @@ class AvgPool2d(Pool2d):
 
     def torch_module(self, info, nn):
         k, s, p = pair(self.kernel_size), self.torch_stride(), self.pads()
-        if self.symmetric():
+        if self.torch_pads():
             return nn.AvgPool2d(k, s, (p[0], p[2]), ceil_mode=self.ceil_mode,
                                 count_include_pad=self.count_include_pad)
         import torch

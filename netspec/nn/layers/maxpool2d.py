@@ -42,7 +42,7 @@ class MaxPool2d(Pool2d):
 
     def torch_module(self, info, nn):
         k, s, p, d = pair(self.kernel_size), self.torch_stride(), self.pads(), self.dilation_pair()
-        if self.symmetric():
+        if self.torch_pads():
             return nn.MaxPool2d(k, s, (p[0], p[2]), d, ceil_mode=self.ceil_mode)
         import torch
 

@@ -6,7 +6,9 @@ so pooling is a handful of whole-array operations, never a loop over pixels.
 
 Padding is per side (top, bottom, left, right): `padding: 1`, `padding: [1, 2]` (h, w, both
 sides alike, as torch) or `padding: {top: 0, bottom: 1, left: 0, right: 1}` (asymmetric, as
-ONNX's `pads` and Caffe's ceil-mode windows need). Output size, as torch's pooling_output_shape:
+ONNX's `pads` and Caffe's ceil-mode windows need). It may be up to the window's extent minus
+one on each side, as ONNX allows (torch allows half the window), so every window holds an
+input. Output size, as torch's pooling_output_shape:
     OH = floor_or_ceil((H + pt + pb - dh*(KH-1) - 1) / sh) + 1
 and with ceil_mode a last window that would start in the bottom padding (or below) is dropped:
 if (OH-1)*sh >= H + pt then OH -= 1. The padded buffer xp is tall enough for the last window,
@@ -78,11 +80,18 @@ class Pool2d(Layer):
         (kh, kw), (dh, dw) = pair(self.kernel_size), self.dilation_pair()
         eh, ew = dh * (kh - 1) + 1, dw * (kw - 1) + 1  # extent of the (dilated) window
         t, b, l, r = sides(self.padding)
-        if 2 * max(t, b) > eh or 2 * max(l, r) > ew:
-            raise ValueError(f"padding {written_padding(t, b, l, r)} must be at most half the "
-                             f"window {[eh, ew]} on every side (as in PyTorch), so that every "
-                             "window holds an input")
+        if max(t, b) >= eh or max(l, r) >= ew:
+            raise ValueError(f"padding {written_padding(t, b, l, r)} must be smaller than the "
+                             f"window {[eh, ew]} on every side, so that every window holds an "
+                             "input")
         return self
+
+    def torch_pads(self) -> bool:
+        """True when torch's own pooling takes this padding: the same on both sides, and at
+        most half the window (else the twin pads first)."""
+        (kh, kw), (dh, dw) = pair(self.kernel_size), self.dilation_pair()
+        t, b, l, r = self.pads()
+        return (t, l) == (b, r) and 2 * t <= dh * (kh - 1) + 1 and 2 * l <= dw * (kw - 1) + 1
 
     def pads(self) -> tuple[int, int, int, int]:
         """(top, bottom, left, right)."""
@@ -109,10 +118,6 @@ class Pool2d(Layer):
 
     def torch_stride(self) -> tuple[int, int]:
         return pair(self.stride) if self.stride is not None else pair(self.kernel_size)
-
-    def symmetric(self) -> bool:
-        t, b, l, r = self.pads()
-        return (t, l) == (b, r)
 
     def tiles(self, in_shape) -> bool:
         """True when the windows partition the input exactly (each input in one window)."""
