@@ -3,12 +3,13 @@ activations written out as formulas, recognised by what they compute.
 
 `match(low, node)` is tried first at every node. From a node reading one data value x, it takes
 the subgraphs of elementwise nodes whose only data inputs are x and each other's outputs (the
-other operands scalar constants) and that have one output leaving them, largest first. It evaluates the subgraph
-in float64 on PROBE (201 points in [-8, 8]) and compares the result with each candidate in
-FORMULAS (gelu's erf and tanh forms, silu's x * sigmoid(x), softplus, relu, sigmoid, tanh) and
-FITTED (leaky_relu, elu, selu, whose constants are read off the probe first). Whatever order and association an
-exporter writes the formula in, the same function is recognised; a subgraph that is something
-else (2 * gelu(x), say) matches nothing and its nodes are reported one by one.
+other operands scalar constants) and that have one output leaving them, largest first. It
+evaluates each in float64 on PROBE (201 points in [-8, 8]) and compares the result with the
+candidates in FORMULAS (gelu's erf and tanh forms, silu's x * sigmoid(x), softplus, relu,
+sigmoid, tanh) and `_fitted` (leaky_relu, elu, selu, relu6, hardtanh, whose constants are read
+off the probe first). Whatever order and association an exporter writes a formula in, the same
+function is recognised; a subgraph that is something else (2 * gelu(x), say) matches nothing
+and its nodes are reported one by one.
 Softplus with beta and threshold is recognised by its structure: Mul(x, beta), Softplus,
 Div(beta), and Where(Greater(beta x, threshold), x, .).
 """
@@ -41,8 +42,15 @@ FORMULAS = {
 
 
 def _fitted(got) -> dict | None:
-    """leaky_relu, elu or selu fields whose curve is `got` on PROBE (constants read off it)."""
+    """leaky_relu, elu, selu, relu6 or hardtanh fields whose curve is `got` on PROBE (their
+    constants read off it)."""
     x, pos = PROBE, PROBE > 0
+    lo, hi = float(got.min()), float(got.max())
+    if x[0] < lo < hi < x[-1] and np.allclose(got, np.clip(x, lo, hi), rtol=1e-6, atol=1e-7):
+        if (lo, hi) == (0.0, 6.0):
+            return {"type": "relu6"}
+        return {"type": "hardtanh"} | ({"min_val": float(np.float32(lo))} if lo != -1 else {}) \
+            | ({"max_val": float(np.float32(hi))} if hi != 1 else {})
     if not np.allclose(got[pos], got[pos][-1] / x[pos][-1] * x[pos], rtol=1e-6, atol=1e-7):
         return None
     scale = got[pos][-1] / x[pos][-1]  # the slope for x > 0

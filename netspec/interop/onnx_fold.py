@@ -181,7 +181,7 @@ def _evaluate(onnx, node, a: Analysis) -> list:
         _check_result(a, node, dims)
         value = (onnx.numpy_helper.to_array(at["value"]).reshape(-1)[0] if "value" in at
                  else np.float32(0))
-        return [np.full(dims, value, dtype=np.asarray(value).dtype)]
+        return [np.broadcast_to(np.asarray(value), dims)]  # read-only, allocates nothing
     if op in BINARY:
         _check_result(a, node, np.broadcast_shapes(ins[0].shape, ins[1].shape))
         return [BINARY[op](ins[0], ins[1]).astype(np.result_type(ins[0], ins[1])

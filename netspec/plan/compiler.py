@@ -84,8 +84,14 @@ class Plan:
     """An executable network. Build it with `compile(spec)` or `Plan(infos, ...)`."""
 
     def __init__(self, infos: list[LayerInfo], dtype="float32", rng=None, defaults=None,
-                 seed: int = 0, options: PlanOptions | None = None):
-        """rng draws the initial parameters; seed keys the dropout masks (kernels/noise.py)."""
+                 seed: int = 0, options: PlanOptions | None = None, state: dict | None = None):
+        """rng draws the initial parameters, unless `state` gives every parameter and buffer
+        by name (an imported model's weights: nothing is drawn); seed keys the dropout masks
+        (kernels/noise.py)."""
+        if state is not None:
+            check_fits(state, {f"{i.name}.{k}": s for i in infos
+                               for k, s in {**i.param_shapes, **i.buffer_shapes}.items()},
+                       "the given state does not fit this network")
         self.dtype = np.dtype(dtype)
         if self.dtype not in (np.float32, np.float64):
             raise ValueError(f"dtype must be float32 or float64, got {self.dtype}")
@@ -118,7 +124,8 @@ class Plan:
         self.fused = fuse.fusions(infos, self.options.fuse)  # {first: second}: run as one
         firsts = {second: first for first, second in self.fused.items()}
         for info in infos:  # parameters are drawn layer by layer from the one Generator
-            values = info.layer.init_params(info.in_shape, self.rng, defaults)
+            values = (info.layer.init_params(info.in_shape, self.rng, defaults) if state is None
+                      else {k: state[f"{info.name}.{k}"] for k in info.param_shapes})
             ctx = Ctx(info.in_shape, ws=Workspace(self.dtype),
                       noise=self.noise.stream(info.index), conv=self.options.conv,
                       blas_threads=self.options.blas_threads)
@@ -130,7 +137,9 @@ class Plan:
                 ctx.grads[key] = self.grads[f"{info.name}.{key}"] = (
                     self.flat_grads[offset:offset + n].reshape(value.shape))
                 offset += n
-            for key, value in info.layer.init_buffers(info.in_shape).items():
+            buffers = (info.layer.init_buffers(info.in_shape) if state is None
+                       else {k: state[f"{info.name}.{k}"] for k in info.buffer_shapes})
+            for key, value in buffers.items():
                 buf = shared_array(value.shape, self.dtype)  # shared with workers, as params
                 buf[...] = value
                 ctx.buffers[key] = self.buffers[f"{info.name}.{key}"] = buf
@@ -340,16 +349,19 @@ def ufunc_buffer(size: int = UFUNC_BUFSIZE):
         np.setbufsize(old)
 
 
-def compile(spec, dtype="float32", options: PlanOptions | None = None) -> Plan:
+def compile(spec, dtype="float32", options: PlanOptions | None = None,
+            state: dict | None = None) -> Plan:
     """Build a Plan for a validated NetSpec, initialised from the spec's seed, with `options`
     (default PlanOptions(): one process) resolved for this machine and the spec's batch size.
+    With `state` (every parameter and buffer by name, e.g. an imported model's) nothing is
+    drawn: the plan starts from it (CheckpointError if a name or shape differs).
 
     A network whose parameters do not fit in memory is a SpecError that says how big it is.
     """
     options = resolve(options, spec.infos, spec.train.batch_size)
     try:
         return Plan(spec.infos, dtype, np.random.default_rng(spec.seed), spec.defaults.init,
-                    spec.seed, options)
+                    spec.seed, options, state)
     except (MemoryError, OSError) as e:
         if isinstance(e, OSError) and e.errno != errno.ENOMEM:
             raise
