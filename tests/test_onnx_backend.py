@@ -24,13 +24,14 @@ import unittest
 import numpy as np
 import pytest
 
-onnx = pytest.importorskip("onnx", reason="the ONNX backend needs pip install 'netspec[onnx]'")
+pytest.importorskip("onnx", reason="the ONNX backend needs pip install 'netspec[onnx]'")
 
-import onnx.backend.test  # noqa: E402
-from onnx.backend.test.loader import load_model_tests  # noqa: E402
+import onnx
+import onnx.backend.test
+from onnx.backend.test.loader import load_model_tests
 
-import netspec.onnx_backend as backend  # noqa: E402
-from netspec.errors import NetspecError  # noqa: E402
+import netspec.onnx_backend as backend
+from netspec.errors import NetspecError
 
 # The ONNX operators netspec maps to layers (some only in the configurations its layers have).
 CLAIMED = {"Conv", "BatchNormalization", "Gemm", "MatMul", "MaxPool", "AveragePool",
@@ -154,8 +155,9 @@ def test_the_selection_is_what_the_docs_count():
               "real": len(REAL)}
     assert counts["real"] == 9
     assert counts["node"] >= 110 and counts["converted"] >= 38
-    text = open(os.path.join(os.path.dirname(__file__), "..", "docs", "onnx-import.md"),
-                encoding="utf-8").read()
+    with open(os.path.join(os.path.dirname(__file__), "..", "docs", "onnx-import.md"),
+              encoding="utf-8") as f:
+        text = f.read()
     for kind, n in counts.items():
         assert f"<!-- backend {kind} {n} -->" in text, f"docs/onnx-import.md: {kind} {n}"
     assert f"<!-- backend excluded {len(EXCLUDED_CASES)} -->" in text
