@@ -52,6 +52,10 @@ def train(
     blas_threads: int | None = typer.Option(None, "--blas-threads", min=1, help=BLAS_HELP),
     conv: str = typer.Option("auto", help=CONV_HELP),
     fuse: bool = typer.Option(True, help=FUSE_HELP),
+    init: Path | None = typer.Option(
+        None, "--init", exists=True, dir_okay=False, metavar="WEIGHTS",
+        help="Start from these weights (a checkpoint, or `netspec import --weights`): loaded "
+             "by name and shape; the rest starts fresh."),
 ):
     """Train a spec; writes spec.yaml, metrics.jsonl, checkpoints and curves.png."""
     import time
@@ -64,6 +68,9 @@ def train(
         raise typer.BadParameter("give a SPEC file, or --resume RUN_DIR", param_hint="SPEC")
     if resume and run_dir and resume != run_dir:
         raise typer.BadParameter("--out and --resume name different directories")
+    if resume and init:
+        raise typer.BadParameter("--init starts a new run; a resumed run continues from its "
+                                 "own checkpoint", param_hint="--init")
     with report_errors():
         spec = load(spec_path or resume / "spec.yaml", overrides)
         options = plan_options(spec, workers, blas_threads, conv, fuse)
@@ -78,6 +85,8 @@ def train(
                       f"(step {run.trainer.progress.step} of the next)")
         else:
             run.start()
+            if init is not None:
+                _report_init(run.init_from(init), init)
         out.print(f"run directory: {out_dir}")
         for line in describe_plan(run.trainer.plan):
             out.print(escape(line))
@@ -104,6 +113,17 @@ def train(
         best = max(run.history, key=score)
         out.print(f"[green]done[/green]: {out_dir} (best epoch {best['epoch']}: "
                   f"test acc {100 * best.get('test_acc', float('nan')):.2f}%)")
+
+
+def _report_init(found, path) -> None:
+    """What --init loaded, what starts fresh, and what the file holds that the net has not."""
+    out.print(f"init: loaded {len(found.loaded)} tensors from {escape(str(path))}")
+    for label, names in (("initialised fresh", found.fresh), ("not used from the file",
+                                                              found.unused)):
+        if names:
+            shown = ", ".join(names[:12]) + (f" and {len(names) - 12} more"
+                                             if len(names) > 12 else "")
+            out.print(f"init: {label} ({len(names)}): {escape(shown)}")
 
 
 def _write_report(write) -> None:
