@@ -80,7 +80,7 @@ ALIASES = {
     "conv": "conv2d", "convolution": "conv2d", "maxpool": "maxpool2d", "avgpool": "avgpool2d",
     "averagepool": "avgpool2d", "averagepool2d": "avgpool2d", "pool": "maxpool2d",
     "reshape": "flatten", "view": "flatten", "crossentropyloss": "cross_entropy",
-    "softmaxcrossentropy": "cross_entropy", "nll": "cross_entropy", "ce": "cross_entropy",
+    "softmaxcrossentropy": "cross_entropy", "ce": "cross_entropy",
     "mseloss": "mse", "l2": "mse", "henormal": "kaiming_normal", "heuniform": "kaiming_uniform",
     "glorotnormal": "xavier_normal", "glorotuniform": "xavier_uniform", "zero": "zeros",
     "steplr": "step", "multisteplr": "multistep", "cosineannealing": "cosine",

@@ -168,10 +168,10 @@ def global_pool(low: Lowering, node) -> None:
     if len(low.shape(x)) != 3:
         return low.unsupported(node, f"input {low.shape(x)}", "global_avgpool (C, H, W)")
     flat = _flattened_by_all_readers(low, node.output[0])
-    if node.op_type == "GlobalAveragePool" and flat:
-        layer = low.emit({"type": "global_avgpool"}, [x], node.output[0], [node],
+    if node.op_type == "GlobalAveragePool" and flat:  # the layer ends at the first flatten
+        layer = low.emit({"type": "global_avgpool"}, [x], flat[0].output[0], [node, flat[0]],
                          name_hint(node))
-        for reader in flat:
+        for reader in flat[1:]:
             low.skip(reader, layer.output)
         return
     h, w = low.shape(x)[1:]
@@ -389,9 +389,13 @@ def name_hint(node, k: int | None = None) -> str:
     parts = [p for p in name.split("/") if p]
     if len(parts) > 1 and parts[-1].split("_")[0] == node.op_type:
         parts = parts[:-1]
-    path = ""
-    for p in parts:
-        path = p if path and p.startswith(path + ".") or not path else f"{path}.{p}"
+    path, last = "", ""
+    for p in parts:  # torch writes a Sequential's child as 'branch2.0' after 'branch2'
+        if last and p.startswith(last + "."):
+            path = path[:len(path) - len(last)] + p
+        else:
+            path = f"{path}.{p}" if path else p
+        last = p
     return f"{path}_{k}" if k is not None and path else path
 
 

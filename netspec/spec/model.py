@@ -341,11 +341,11 @@ def _softmax_before_cross_entropy(spec, infos) -> list[Problem]:
         info = by_name[info.inputs[0]]
     if info.type != "softmax":
         return []
-    return [spec.source.problem(("layers", info.index), (
-        "the network ends in softmax, and loss cross_entropy applies its own softmax to the "
-        "network's output, so training would see softmax(softmax(z)), whose gradients almost "
-        "vanish; remove this layer (cross_entropy includes it, and predictions are the same), "
-        "or keep it and set loss: {type: nll, input: probabilities}"))]
+    return [spec.source.problem(("layers", info.index, "type"), (
+        "the network ends in softmax, but cross_entropy applies softmax itself to the network's "
+        "output, so training would see softmax(softmax(z)), whose gradients almost vanish; "
+        "remove this layer (cross_entropy includes it, and predictions are the same), or keep "
+        "it and set loss: {type: nll, input: probabilities}"))]
 
 
 def _class_mismatch(spec, shape, classes) -> Problem:
