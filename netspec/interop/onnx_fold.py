@@ -34,6 +34,7 @@ FOLD = {"Identity", "Gather", "Unsqueeze", "Squeeze", "Concat", "Slice", "Add", 
         "Reciprocal", "Exp", "Log", "Cast", "Reshape", "Transpose", "Flatten", "Where",
         "Range", "Expand", "Tile", "Split", "ReduceProd", "ReduceSum", "ReduceMax",
         "ReduceMin", "Dropout", "ConstantOfShape", "Shape", "Size", "CastLike"}
+KEEPS_NAME = {"Reshape", "Transpose", "Cast", "Identity", "Squeeze", "Unsqueeze", "Flatten"}
 SMALL = 64  # constant inputs up to this many values are given to shape inference as values
 BINARY = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Pow": np.power,
           "Max": np.maximum, "Min": np.minimum, "Equal": np.equal, "Less": np.less,
@@ -55,6 +56,7 @@ class Analysis:
     position: dict = field(default_factory=dict)  # id(node) -> index for messages
     problems: list = field(default_factory=list)  # nodes that could not be analysed
     read: set = field(default_factory=set)  # every value some node or the graph reads
+    origin: dict = field(default_factory=dict)  # folded constant -> the initializer it came from
 
     def describe(self, node) -> str:
         from netspec.interop.onnx_read import describe
@@ -98,9 +100,13 @@ def analyse(graph: Graph, input_shape: tuple | None = None) -> Analysis:
             except (ValueError, IndexError, TypeError, ArithmeticError) as e:
                 a.problems.append(a.problem(node, f"cannot evaluate this constant: {e}"))
                 continue
+            big = (node.input[0] if node.op_type in KEEPS_NAME and node.input[0] in a.consts
+                   else None)
             for name, value in zip(node.output, outs):
                 if name:
                     a.consts[name] = value
+                    if big is not None:  # a weight reshaped or cast keeps its weight's name
+                        a.origin[name] = a.origin.get(big, big)
             continue
         if any(n and n not in a.shapes and n not in a.consts for n in node.input):
             continue  # an input's shape is unknown (a problem was reported upstream)

@@ -138,8 +138,9 @@ def _stem(model, where: str) -> str:
 
 
 def clean(hint: str) -> str:
-    """A valid netspec layer name from a model's name, or '' for none / a generic one."""
-    parts = [re.sub(r"[^A-Za-z0-9_]", "_", p) for p in hint.split(".")]
+    """A valid netspec layer name from a model's name, or '' for none / a generic one.
+    Caffe's '/' nests as torch's '.' does: 'inception_3a/1x1' -> 'inception_3a.1x1'."""
+    parts = [re.sub(r"[^A-Za-z0-9_]", "_", p) for p in re.split(r"[./]", hint)]
     parts = [p for p in parts if p]
     if not parts:
         return ""

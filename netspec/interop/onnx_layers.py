@@ -371,10 +371,11 @@ def weight_hint(low: Lowering, node, index: int) -> str:
     """The layer's name from its weight's name ('features.0.weight' -> 'features.0',
     'gpu_0/conv1_w_0' -> 'conv1'), else from the node's name."""
     name = node.input[index] if len(node.input) > index else ""
+    name = low.a.origin.get(name, name)
     for prefix in ("gpu_0/",):
         name = name.removeprefix(prefix)
     for suffix in (".weight", "_w_0", "_w", "/weight", "_W", ".scale", "_s_0", "_scale_0",
-                   "_scale", "/kernel"):
+                   "_scale", "/kernel", "_bn_s_0"):
         if name.endswith(suffix) and len(name) > len(suffix):
             return name[: -len(suffix)]
     return name_hint(node)
