@@ -160,7 +160,7 @@ def as_after_training(plan, module, x_other) -> None:
 
 
 def torch_loss(loss_spec, logits, labels):
-    """torch's loss for a netspec loss spec: CrossEntropyLoss, MSELoss on one-hot targets, NLLLoss."""
+    """torch's loss for a netspec loss: CrossEntropyLoss, MSELoss on one-hot targets, NLLLoss."""
     if loss_spec.type == "cross_entropy":
         fn = torch.nn.CrossEntropyLoss(label_smoothing=loss_spec.label_smoothing)
         return fn(logits, labels)
