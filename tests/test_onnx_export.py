@@ -53,10 +53,11 @@ def randomized(spec, seed: int = 0):
 
 
 def layer_spec(tag: str, fields: dict, in_shape) -> NetSpec:
-    """A one-layer network (a custom dataset name skips the MNIST shape and class checks)."""
+    """A one-layer network (a custom dataset name skips the MNIST shape and class checks; mse,
+    since a lone softmax layer is no classifier for cross_entropy)."""
     return NetSpec.model_validate({"input": {"shape": list(in_shape)},
                                    "layers": [{"type": tag, **fields}],
-                                   "data": {"dataset": "custom-dir"}})
+                                   "data": {"dataset": "custom-dir"}, "loss": {"type": "mse"}})
 
 
 def assert_passes(report):

@@ -170,11 +170,11 @@ def _names(layers) -> list[str | None]:
     above = [None] + [layer.output for layer in layers[:-1]]
     written = [layer for layer, up in zip(layers, above) if layer.inputs != [up]]
     for i, (layer, hint) in enumerate(zip(layers, hints)):
-        referenced = any(layer.output in w.inputs for w in written) or layer.params
+        referenced = any(layer.output in w.inputs for w in written)
         if hint in groups:  # torch's '/layer1/layer1.0/Add' names the container layer1.0
             hint = f"{hint}.{layer.fields['type']}"
-        if not hint and referenced:
-            hint = f"{layer.fields['type']}_{i}"
+        if not hint and referenced:  # written out, as netspec would name it anyway
+            hint = f"{layer.fields['type']}{i}"
         if not hint:
             names.append(None)
             continue
@@ -187,7 +187,7 @@ def _names(layers) -> list[str | None]:
         names.append(hint)
     auto = {f"{layer.fields['type']}{i}" for i, (layer, n) in enumerate(zip(layers, names))
             if n is None}
-    return [f"{n}_" if n in auto else n for n in names]
+    return [f"{n}_" if n in auto else n for n in names]  # never another layer's default name
 
 
 def _write(layers, a, input_value: str, out_value: str, source: dict, stem: str):

@@ -217,8 +217,6 @@ def flatten(low: Lowering, node) -> None:
     if axis % rank != 1 if rank else True:
         return low.unsupported(node, f"Flatten(axis={axis}) mixes the batch into the features",
                                "flatten (axis 1)")
-    if len(low.shape(x)) == 1:
-        return low.skip(node, x)
     low.emit({"type": "flatten"}, [x], node.output[0], [node], name_hint(node))
 
 

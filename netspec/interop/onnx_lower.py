@@ -144,6 +144,9 @@ class Lowering:
             vec = self.per_channel(self.const(other[0]), self.shape(layer.output))
             if vec is None or (node.op_type in ("Div", "Sub") and node.input[0] != layer.output):
                 return
+            if any(r.op_type in ("Softplus", "Greater") for r in self.readers.get(
+                    node.output[0], [])):
+                return  # softplus's beta (Mul, Softplus, Div): the activation's pattern
             if node.op_type == "Div":
                 if np.any(vec == 0):
                     return

@@ -162,9 +162,11 @@ class BatchNorm(Layer):
 
     def to_onnx(self, g, x):
         """Inference form: (x - running_mean) / sqrt(running_var + eps) * weight + bias, with
-        the same eps; ONNX normalises axis 1, the channels of (N, C, H, W) or features of (N, D)."""
+        the same eps; ONNX normalises axis 1, the channels of (N, C, H, W) or features of (N, D).
+        ONNX's momentum weighs the running statistic (torch's the batch's): 1 - momentum."""
         ws = [g.param(k) for k in ("weight", "bias", "running_mean", "running_var")]
-        return g.node("BatchNormalization", [x, *ws], epsilon=self.eps)
+        return g.node("BatchNormalization", [x, *ws], epsilon=self.eps,
+                      momentum=1.0 - self.momentum)
 
 
 def row_dots(a, b):
