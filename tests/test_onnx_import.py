@@ -28,11 +28,11 @@ from netspec.spec.model import NetSpec
 onnx = pytest.importorskip("onnx", reason="ONNX import needs pip install 'netspec[onnx]'")
 ort = pytest.importorskip("onnxruntime", reason="the checks need pip install 'netspec[onnx]'")
 
-from onnx import TensorProto  # noqa: E402
-from onnx import helper as h  # noqa: E402
+from onnx import TensorProto
+from onnx import helper as h
 
-from netspec.interop.onnx_export import to_onnx  # noqa: E402
-from netspec.interop.onnx_import import import_model, state_of  # noqa: E402
+from netspec.interop.onnx_export import to_onnx
+from netspec.interop.onnx_import import import_model, state_of
 
 ROOT = Path(__file__).resolve().parents[1]
 SPECS = sorted((ROOT / "specs").glob("*.yaml"))
@@ -453,7 +453,7 @@ def test_a_model_declaring_huge_tensors_fails_fast_with_the_memory_it_needs():
 
 
 def test_broken_graphs_are_clear_errors():
-    relu = lambda i, o, n: h.make_node("Relu", [i], [o], name=n)  # noqa: E731
+    relu = lambda i, o, n: h.make_node("Relu", [i], [o], name=n)
     cycle = graph_model([relu("b", "a", "first"), relu("a", "b", "second"), relu("x", "y", "r")],
                         [vi("x", [1, 4])], [vi("y", None)])
     with pytest.raises(ModelError, match="cycle through 2 nodes: node 0 'first'"):
