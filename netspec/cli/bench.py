@@ -9,6 +9,7 @@ from rich.table import Table
 
 from netspec.cli.app import app
 from netspec.cli.common import (
+    SetOption,
     check_workers,
     fmt_shape,
     out,
@@ -24,7 +25,7 @@ def bench(
                                           help="Default: the spec's train.batch_size."),
     repeats: int = typer.Option(20, min=1, help="Timed steps; the table shows medians."),
     dtype: str = typer.Option("float32", help="float32 or float64."),
-    overrides: list[str] = typer.Option([], "--set", metavar="KEY.PATH=VALUE"),
+    overrides: list[str] = SetOption,
     workers: str = typer.Option(
         "1", metavar="N|auto",
         help="Time what one of `netspec train --workers N|auto`'s processes runs: its share "

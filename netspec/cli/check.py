@@ -11,6 +11,8 @@ from rich.table import Table
 
 from netspec.cli.app import app
 from netspec.cli.common import (
+    SetEachOption,
+    SetOption,
     SpecArg,
     err,
     escape,
@@ -27,14 +29,15 @@ from netspec.errors import NetspecError
 
 @app.command()
 def validate(specs: list[Path] = SpecArg,
-             quiet: bool = typer.Option(False, "--quiet", "-q", help="Only report errors.")):
+             quiet: bool = typer.Option(False, "--quiet", "-q", help="Only report errors."),
+             overrides: list[str] = SetEachOption):
     """Check spec files and print each network's shapes, parameters and cost."""
     from netspec.spec.model import load
 
     failed = 0
     for path in specs:
         try:
-            spec = load(path)
+            spec = load(path, overrides)
         except NetspecError as e:
             failed += 1
             for problem in e.problems:
@@ -88,7 +91,7 @@ def draw(
                                    help="svg or png (default: from the file name, else svg)."),
     collapse: bool = typer.Option(False, help="Draw repeated blocks (layer1.0, layer1.1, ...) "
                                               "as one box, 'layer1 ×2'."),
-    overrides: list[str] = typer.Option([], "--set", metavar="KEY.PATH=VALUE"),
+    overrides: list[str] = SetOption,
 ):
     """Draw the network as a diagram, from shape inference alone (no graphviz)."""
     from netspec.spec.model import load
@@ -137,7 +140,8 @@ def schema(output: Path | None = typer.Option(None, "--out", "-o",
 
 @app.command()
 def gradcheck(specs: list[Path] = SpecArg,
-              layers: bool = typer.Option(True, help="Also check each layer in isolation.")):
+              layers: bool = typer.Option(True, help="Also check each layer in isolation."),
+              overrides: list[str] = SetEachOption):
     """Finite-difference check of every gradient, through each spec's own loss."""
     from netspec.plan.gradcheck import check_spec
     from netspec.spec.model import load
@@ -145,7 +149,7 @@ def gradcheck(specs: list[Path] = SpecArg,
     failed = 0
     with report_errors():
         for path in specs:
-            spec = load(path)
+            spec = load(path, overrides)
             report = check_spec(spec, isolated=layers)
             out.print(_gradcheck_table(report, path))
             for problem in report.problems:

@@ -35,6 +35,27 @@ SpecArg = typer.Argument(..., exists=True, dir_okay=False, readable=True,
                          help="Spec file(s) (YAML).")
 
 
+def _set_items(items: list[str]) -> list[str]:
+    """--set items must read KEY.PATH=VALUE: one without '=' is a usage error (exit 2)."""
+    for item in items or []:
+        key = item.partition("=")[0].strip()
+        if "=" not in item or not key:
+            raise typer.BadParameter(f"expected key.path=value, e.g. --set train.epochs=1; got "
+                                     f"{item!r}", param_hint="--set")
+    return items
+
+
+def _set_option(help: str):
+    return typer.Option([], "--set", metavar="KEY.PATH=VALUE", help=help, callback=_set_items)
+
+
+# The --set option: every command that takes a spec takes it.
+SetOption = _set_option("Override a spec value (repeatable), e.g. --set train.epochs=1")
+SetEachOption = _set_option("Override a value in every spec given (repeatable), e.g. "
+                            "--set train.epochs=1")
+SetTrialsOption = _set_option("Override a spec value in every trial (repeatable).")
+
+
 @contextlib.contextmanager
 def report_errors():
     """Turn NetspecError into printed problems and exit code 1, Ctrl-C into 130 (SIGTERM that

@@ -9,6 +9,7 @@ from rich.table import Table
 
 from netspec.cli.app import app
 from netspec.cli.common import (
+    SetOption,
     checkpoint_spec,
     err,
     escape,
@@ -31,7 +32,7 @@ def export_onnx(
     check: bool = typer.Option(False, "--check", help="Before writing, verify the model: ONNX "
                                "checker, shapes at every layer, onnxruntime against netspec on "
                                "the test set."),
-    overrides: list[str] = typer.Option([], "--set", metavar="KEY.PATH=VALUE"),
+    overrides: list[str] = SetOption,
     data_dir: Path | None = typer.Option(None, "--data-dir", envvar="NETSPEC_DATA"),
     force: bool = typer.Option(False, "--force", help="Export even though SPEC (or --set) "
                                "differs from the checkpoint's spec in what the network computes."),

@@ -11,6 +11,7 @@ from rich.table import Table
 from netspec.cli.app import app
 from netspec.cli.common import (
     STOP_SIGNALS,
+    SetOption,
     check_workers,
     checkpoint_spec,
     err,
@@ -33,9 +34,7 @@ def train(
     spec_path: Path | None = typer.Argument(
         None, exists=True, dir_okay=False, metavar="SPEC",
         help="Spec file; optional with --resume (the run's spec.yaml is used)."),
-    overrides: list[str] = typer.Option([], "--set", metavar="KEY.PATH=VALUE",
-                                        help="Override a spec value (repeatable), e.g. "
-                                             "--set train.epochs=1"),
+    overrides: list[str] = SetOption,
     data_dir: Path | None = typer.Option(None, "--data-dir", envvar="NETSPEC_DATA",
                                             help="Directory holding the dataset files."),
     run_dir: Path | None = typer.Option(None, "--out", help="Run directory "
@@ -199,7 +198,7 @@ def evaluate(
     checkpoint_path: Path = typer.Option(..., "--checkpoint", "-c", exists=True, dir_okay=False,
                                          help="A checkpoints/*.npz file."),
     split: str = typer.Option("test", help="Which split to evaluate: test, train or val."),
-    overrides: list[str] = typer.Option([], "--set", metavar="KEY.PATH=VALUE"),
+    overrides: list[str] = SetOption,
     data_dir: Path | None = typer.Option(None, "--data-dir", envvar="NETSPEC_DATA"),
     workers: str = typer.Option("auto", help="Processes that share the batches, as for train."),
     force: bool = typer.Option(False, "--force", help="Evaluate even though SPEC (or --set) "

@@ -11,6 +11,7 @@ from rich.table import Table
 from netspec.cli.app import app
 from netspec.cli.common import (
     STOP_SIGNALS,
+    SetTrialsOption,
     err,
     escape,
     out,
@@ -38,17 +39,22 @@ def sweep(
         help="Run on this Dask cluster (e.g. tcp://host:8786) instead of an embedded one."),
     sweep_dir: Path | None = typer.Option(None, "--out", help="Sweep directory "
                                              "(default: sweeps/<name>); rerun to continue."),
-    overrides: list[str] = typer.Option([], "--set", metavar="KEY.PATH=VALUE",
-                                        help="Override a spec value in every trial."),
+    overrides: list[str] = SetTrialsOption,
     data_dir: Path | None = typer.Option(None, "--data-dir", help="Dataset directory, as the "
                                             "workers see it (default: each worker's "
                                             "NETSPEC_DATA or cache)."),
     progress: bool = typer.Option(True, help="Show the live table of trials."),
 ):
     """Train a spec over a grid of values times seeds, on Dask (this machine or a cluster)."""
+    from netspec.errors import SpecError
     from netspec.sweep import runner as sweeps
 
     seed_list = _seeds_option(seeds)
+    try:
+        grid = sweeps.parse_params(params)
+    except SpecError as e:  # the option's syntax: a usage error
+        raise typer.BadParameter("; ".join(p.message for p in e.problems),
+                                 param_hint=e.problems[0].file) from None
     if scheduler and workers:
         raise typer.BadParameter("--workers sizes the embedded cluster; a cluster's size is "
                                  "set by its `dask worker` processes", param_hint="--workers")
@@ -57,7 +63,6 @@ def sweep(
                                  "trials on more workers than cores only take turns",
                                  param_hint="--workers")
     with report_errors(), stop_on_signals() as stop:
-        grid = sweeps.parse_params(params)
         client = None
         if scheduler:
             client = sweeps.connect(scheduler)
