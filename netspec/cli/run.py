@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import shlex
 from pathlib import Path
 
 import typer
@@ -49,7 +50,7 @@ def train(
     """Train a spec; writes spec.yaml, metrics.jsonl, checkpoints and curves.png."""
     import time
 
-    from netspec.fsio import check_new_run_dir, check_run_dir
+    from netspec import fsio
     from netspec.plan import fuse
     from netspec.spec.model import load
     from netspec.train.run import Run, score
@@ -62,44 +63,68 @@ def train(
     with report_errors():
         spec = load(spec_path or resume / "spec.yaml", overrides)
         check_workers(requested, spec)
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        out_dir = resume or run_dir or Path("runs") / f"{spec.name}-{stamp}"
-        (check_run_dir if resume else check_new_run_dir)(out_dir)  # before the data loads
-        splits = load_data(spec, data_dir)
-        run = Run(spec, splits, out_dir, workers=requested)
-        if resume:
-            run.resume()
-            out.print(f"resuming {out_dir} after epoch {run.trainer.epoch} "
-                      f"(step {run.trainer.progress.step} of the next)")
-        else:
-            run.start()
-        out.print(f"run directory: {out_dir}")
-        out.print(f"workers: {run.trainer.workers_why}")
-        for line in fuse.describe(spec.infos, run.trainer.plan.fused):
-            out.print(f"fused: {line}")
-        run.trainer.start_workers()  # fork before the progress bar starts its thread
-
-        # The first SIGINT or SIGTERM finishes the step and saves a checkpoint; a second
-        # one stops at once. Worker processes ignore both: the parent stops them.
+        created = None
+        if resume or run_dir:
+            out_dir = resume or run_dir
+            (fsio.check_run_dir if resume else fsio.check_new_run_dir)(out_dir)
+            fsio.check_unlocked(out_dir)  # before the data loads
+        else:  # a new directory of its own, even for two runs started in the same second
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            out_dir = created = fsio.unique_dir("runs", f"{spec.name}-{stamp}")
+        run = None
         try:
-            with stop_on_signals() as stop:
-                finished = _fit_with_progress(run, progress, lambda: stop["by"] is not None)
+            splits = load_data(spec, data_dir)
+            run = Run(spec, splits, out_dir, workers=requested)
+            if resume:
+                run.resume()
+            else:
+                run.start()
         except BaseException:
-            with contextlib.suppress(Exception):  # the first error is the one to report
-                plot_run(run)
+            if run is not None:
+                run.close()
+            if created is not None:
+                fsio.remove_if_empty(created)
             raise
+        try:
+            _train(run, spec, fuse, resume, progress, score)
         finally:
-            run.trainer.close()
-        plot_run(run)
-        _write_report(lambda: write_report(run.out, run.splits))
-        if not finished:
-            code, _, word = STOP_SIGNALS[stop["by"]]
-            err.print(f"[yellow]{word}[/yellow] ({stop['by']}): checkpoint saved to "
-                      f"{run.last_path}; continue with: netspec train --resume {out_dir}")
-            raise typer.Exit(code)
-        best = max(run.history, key=score)
-        out.print(f"[green]done[/green]: {out_dir} (best epoch {best['epoch']}: "
-                  f"test acc {100 * best.get('test_acc', float('nan')):.2f}%)")
+            run.close()
+
+
+def _train(run, spec, fuse, resume, progress, score) -> None:
+    """Train a started (or resumed) run with the progress bar; exit 130/143 when stopped."""
+    out_dir = run.out
+    if resume:
+        out.print(f"resuming {escape(str(out_dir))} after epoch {run.trainer.epoch} "
+                  f"(step {run.trainer.progress.step} of the next)")
+    out.print(f"run directory: {escape(str(out_dir))}")
+    out.print(f"workers: {run.trainer.workers_why}")
+    for line in fuse.describe(spec.infos, run.trainer.plan.fused):
+        out.print(f"fused: {line}")
+    run.trainer.start_workers()  # fork before the progress bar starts its thread
+
+    # The first SIGINT or SIGTERM finishes the step and saves a checkpoint; a second
+    # one stops at once. Worker processes ignore both: the parent stops them.
+    try:
+        with stop_on_signals() as stop:
+            finished = _fit_with_progress(run, progress, lambda: stop["by"] is not None)
+    except BaseException:
+        with contextlib.suppress(Exception):  # the first error is the one to report
+            plot_run(run)
+        raise
+    finally:
+        run.trainer.close()
+    plot_run(run)
+    _write_report(lambda: write_report(run.out, run.splits))
+    if not finished:
+        code, _, word = STOP_SIGNALS[stop["by"]]
+        err.print(f"[yellow]{word}[/yellow] ({stop['by']}): checkpoint saved to "
+                  f"{escape(str(run.last_path))}; continue with: netspec train --resume "
+                  f"{escape(shlex.quote(str(out_dir)))}")
+        raise typer.Exit(code)
+    best = max(run.history, key=score) if run.history else {"epoch": 0}
+    out.print(f"[green]done[/green]: {escape(str(out_dir))} (best epoch {best['epoch']}: "
+              f"test acc {100 * best.get('test_acc', float('nan')):.2f}%)")
 
 
 def _write_report(write) -> None:
@@ -184,7 +209,8 @@ def _fit_with_progress(run, show: bool, should_stop) -> bool:
                      f"img/s) + eval {record['eval_seconds']:.1f} s")
             bar.console.print(line)
 
-        return run.fit(on_step=on_step, on_epoch=on_epoch, should_stop=should_stop)
+        return run.fit(on_step=on_step, on_epoch=on_epoch, should_stop=should_stop,
+                       unlock=False)  # the caller writes the report, then closes the run
 
 
 # ------------------------------------------------------------------ eval
