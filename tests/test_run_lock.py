@@ -93,7 +93,7 @@ def test_a_second_writer_is_refused_while_the_first_lives_and_a_killed_run_resum
     first = _netspec("train", spec_path, "--out", run, "--no-progress", "--workers", "1",
                      "--set", "train.epochs=100000")
     try:
-        _wait_for(run / "checkpoints" / "last.npz", first)
+        _wait_for(run / "metrics.jsonl", first)  # written after checkpoints/last.npz
         before = _snapshot(run)
         second = cli("train", spec_path, "--out", run, "--no-progress", "--workers", "1",
                      "--set", "seed=5")
