@@ -86,13 +86,7 @@ def atomic_write(path, data: bytes | str | Callable, doing: str = "write") -> Pa
     if isinstance(data, str):
         data = data.encode()
     write = data if callable(data) else (lambda f: f.write(data))
-    if _is_virtual(path):
-        raise OutputError([Problem(f"cannot {doing}: /proc, /sys and /dev hold devices and "
-                                   "kernel files, not output; write elsewhere", file=str(path))])
-    if _kind(path, doing) == "dir" or (path.exists() and not path.is_file()):
-        raise OutputError([Problem(f"cannot {doing}: it exists and is not a regular file (a "
-                                   "directory, device or pipe); give a file name",
-                                   file=str(path))])
+    check_output_path(path, doing)
     tmp = None
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -135,6 +129,35 @@ def _chmod_as_open(fd: int, path: Path) -> None:
     except OSError:
         mode = 0o666 & ~umask()
     os.fchmod(fd, mode)
+
+
+def check_output_path(path, doing: str = "write", ours=None) -> Path:
+    """OutputError unless a regular file may be written at `path`: not under /proc, /sys or
+    /dev, not a directory, device or pipe, and, with `ours` (a function path -> bool telling
+    a file netspec wrote by its content), no existing file netspec did not write."""
+    path = Path(path)
+    if _is_virtual(path):
+        raise OutputError([Problem(f"cannot {doing}: /proc, /sys and /dev hold devices and "
+                                   "kernel files, not output; write elsewhere", file=str(path))])
+    kind = _kind(path, doing)
+    if kind == "dir" or (kind == "file" and not os.path.isfile(path)):
+        raise OutputError([Problem(f"cannot {doing}: it exists and is not a regular file (a "
+                                   "directory, device or pipe); give a file name",
+                                   file=str(path))])
+    if kind == "file" and ours is not None and not ours(path):
+        raise OutputError([Problem(f"cannot {doing}: the file exists and netspec did not write "
+                                   "it; choose another file, or move it away", file=str(path))])
+    return path
+
+
+def read_head(path, limit: int) -> str:
+    """The first `limit` bytes of a file as text ('' if it cannot be read), to recognise a
+    file netspec wrote by its content."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(limit).decode("utf-8", "replace")
+    except OSError:
+        return ""
 
 
 def is_run_dir(path) -> bool:

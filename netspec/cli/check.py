@@ -20,6 +20,7 @@ from netspec.cli.common import (
     fmt_shape,
     fmt_si,
     out,
+    output_file,
     report_errors,
 )
 from netspec.errors import NetspecError
@@ -85,8 +86,8 @@ def _shape_table(spec) -> Table:
 @app.command()
 def draw(
     spec_path: Path = typer.Argument(..., exists=True, dir_okay=False, metavar="SPEC"),
-    output: Path = typer.Option(..., "--out", "-o", dir_okay=False,
-                                help="Output file (.svg or .png)."),
+    output_text: str = typer.Option(..., "--out", "-o", metavar="FILE",
+                                     help="Output file (.svg or .png)."),
     fmt: str | None = typer.Option(None, "--format",
                                    help="svg or png (default: from the file name, else svg)."),
     collapse: bool = typer.Option(False, help="Draw repeated blocks (layer1.0, layer1.1, ...) "
@@ -97,6 +98,7 @@ def draw(
     from netspec.spec.model import load
     from netspec.viz import draw as drawing
 
+    output = output_file(output_text, "--out")
     suffix = output.suffix.lower().lstrip(".")
     if fmt is None and suffix not in ("svg", "png"):
         raise typer.BadParameter(f"{output} does not end in .svg or .png; name the file so, or "
@@ -120,17 +122,21 @@ def draw(
 
 
 @app.command()
-def schema(output: Path | None = typer.Option(None, "--out", "-o",
-                                                 help="Write to this file instead of stdout.")):
+def schema(output: str | None = typer.Option(None, "--out", "-o", metavar="FILE",
+                                                help="Write to this file instead of stdout; "
+                                                     "a file netspec did not write is kept.")):
     """Print the JSON Schema of the spec language (for yaml-language-server)."""
-    from netspec.fsio import atomic_write
-    from netspec.spec.schema import json_schema
+    from netspec.fsio import atomic_write, check_output_path, read_head
+    from netspec.spec.schema import json_schema, written_by_netspec
 
+    if output is not None:
+        output = output_file(output, "-o", existing_dir=False)
     text = json.dumps(json_schema(), indent=2) + "\n"
     if output:
-        with report_errors():
+        with report_errors():  # replace only a schema netspec wrote (judged by its content)
+            check_output_path(output, ours=lambda p: written_by_netspec(read_head(p, 16 << 20)))
             atomic_write(output, text)
-        out.print(f"wrote {output}")
+        out.print(f"wrote {escape(str(output))}")
     else:
         typer.echo(text, nl=False)
 

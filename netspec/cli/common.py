@@ -5,6 +5,7 @@ signals, loading data, the spec of a checkpoint)."""
 from __future__ import annotations
 
 import contextlib
+from pathlib import Path
 
 import rich.markup
 import typer
@@ -98,6 +99,21 @@ def escape(text: str) -> str:
     return rich.markup.escape(text)
 
 
+def output_file(text: str, option: str, existing_dir: bool = True) -> Path:
+    """An output FILE option as a Path: a usage error (exit 2) when it names a directory by a
+    trailing slash (`-o out/`, even where out/ does not exist yet), or (with `existing_dir`)
+    by being one."""
+    import os
+
+    path = Path(text)
+    slash = text.endswith(("/", os.sep))
+    if slash or (existing_dir and os.path.isdir(path)):
+        what = "names a directory (it ends in a slash)" if slash else "is a directory"
+        raise typer.BadParameter(f"{text!r} {what}; {option} takes a file name, e.g. "
+                                 f"{path / 'name.ext'}", param_hint=option)
+    return path
+
+
 def fmt_shape(shape) -> str:
     return str(tuple(shape))
 
@@ -113,13 +129,14 @@ def fmt_si(n: float) -> str:
     return f"{n:.0f}"
 
 
-def load_data(spec, data_dir):
+def load_data(spec, data_dir, download: bool = True):
     """Find (or download) the spec's dataset and normalise it; check it fits the network."""
     from netspec.data import load_dataset, prepare
     from netspec.data.checks import check_dataset
 
-    with out.status(f"loading {spec.data.dataset} ..."):
-        ds = load_dataset(spec.data.dataset, data_dir=data_dir, progress=download_progress)
+    with out.status(f"loading {escape(str(spec.data.dataset))} ..."):
+        ds = load_dataset(spec.data.dataset, data_dir=data_dir, progress=download_progress,
+                          download_missing=download)
     check_dataset(spec, ds)
     splits = prepare(ds, spec.data.normalize, spec.data.validation)
     counts = ", ".join(f"{k} {len(v[1]):,}" for k, v in splits.items())

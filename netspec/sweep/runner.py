@@ -34,6 +34,7 @@ __all__ = ["SweepError", "SweepResult", "Trial", "connect", "local_client", "par
 
 EXTRA = "pip install 'netspec[sweep]'"
 FINAL = ("done", "failed", "interrupted", "cancelled")  # states a trial does not leave
+SWEEP_FORMAT = 1  # sweep.json's "netspec_sweep": what marks a directory as a netspec sweep
 
 
 class SweepError(NetspecError):
@@ -83,8 +84,24 @@ def claim(out: Path, record: dict) -> None:
     if foreign:
         raise SweepError([Problem("holds files netspec did not write (no sweep.json); choose "
                                   "another --out", "", str(out))])
+    if marker.exists() and not is_sweep_record(marker):
+        raise SweepError([Problem("holds a sweep.json that netspec did not write (not the "
+                                  "record of a netspec sweep); choose another --out", "",
+                                  str(out))])
     make_dirs(out)
     atomic_write(marker, json.dumps(record, indent=2) + "\n")
+
+
+def is_sweep_record(path: Path) -> bool:
+    """Whether `path` is the sweep.json of a netspec sweep, judged by its content."""
+    from netspec.fsio import read_head
+
+    try:
+        record = json.loads(read_head(path, 1 << 20))
+    except ValueError:
+        return False
+    return (isinstance(record, dict) and record.get("netspec_sweep") == SWEEP_FORMAT
+            and isinstance(record.get("grid"), dict))
 
 
 def finished(spec, run_dir: Path) -> list | None:
@@ -145,8 +162,8 @@ def run(spec, grid: dict, seeds=None, client=None, *, out=None, overrides=(),
     grid = {p: [canonical(as_text(v)) for v in vs] for p, vs in grid.items()}
     rows = [sweep_report.new_row(t, out / t.key) for t in all_trials]
     histories = [finished(s, out / t.key) for s, t in zip(specs, all_trials)]
-    claim(out, {"netspec_sweep": 1, "spec": file, "overrides": list(overrides), "grid": grid,
-                "seeds": seeds, "metric": metric})
+    claim(out, {"netspec_sweep": SWEEP_FORMAT, "spec": file, "overrides": list(overrides),
+                "grid": grid, "seeds": seeds, "metric": metric})
     result = SweepResult(out, metric, higher, grid, seeds, rows)
     for row, history in zip(rows, histories):
         if history is not None:

@@ -71,6 +71,7 @@ class Run:
             claim_run_dir(self.out, _version())
             make_dirs(self.out / "checkpoints")
             atomic_write(self.out / "spec.yaml", self.spec.to_yaml())
+            atomic_write(self.out / "machine.json", json.dumps(machine_info(), indent=1) + "\n")
         except BaseException:
             self.close_lock()
             raise
@@ -212,6 +213,27 @@ class Run:
                 "normalize": {k: getattr(self.splits, k, None) for k in ("normalize", "mean",
                                                                          "std")}}
         checkpoint.save(path, state, optim, meta)
+
+
+def machine_info() -> dict:
+    """The machine this process runs on: CPU model, cores, system, Python, NumPy, netspec (a
+    run's machine.json, written when it starts)."""
+    import os
+    import platform
+
+    import numpy as np
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "system": platform.platform(terse=True),
+            "python": platform.python_version(), "numpy": np.__version__,
+            "netspec": _version()}
 
 
 def _version() -> str:
