@@ -11,6 +11,7 @@ from netspec.cli.app import app
 from netspec.cli.common import (
     SetOption,
     check_workers,
+    escape,
     fmt_shape,
     out,
     report_errors,
@@ -60,13 +61,13 @@ def bench(
     what = f"batch {batch}" if n == 1 else (
         f"one worker's share ({share}) of a batch of {batch} on {why}, "
         f"{threads} BLAS thread{'s' * (threads != 1)}")
-    table = Table(title=f"{spec.name}: {what}, {dtype}, median of {repeats} steps (ms)",
+    table = Table(title=f"{escape(spec.name)}: {what}, {dtype}, median of {repeats} steps (ms)",
                   title_justify="left")
     for col in ("#", "name", "type", "output shape", "forward", "backward", "share"):
         table.add_column(col, justify="left" if col in ("name", "type", "output shape")
                          else "right")
     for i, t in enumerate(report.layers):
-        table.add_row(str(i), t.name, t.type, fmt_shape(t.out_shape), f"{t.forward_ms:.3f}",
+        table.add_row(str(i), escape(t.name), t.type, fmt_shape(t.out_shape), f"{t.forward_ms:.3f}",
                       f"{t.backward_ms:.3f}", f"{100 * t.share:.1f}%")
     table.add_section()
     table.add_row("", "loss", "", "", f"{report.loss_ms:.3f}", "", "")

@@ -50,8 +50,9 @@ def validate(specs: list[Path] = SpecArg,
         params = sum(i.params for i in infos)
         macs = sum(i.macs for i in infos)
         acts = sum(math.prod(i.out_shape) for i in infos) + math.prod(spec.input.shape)
-        out.print(f"[green]ok[/green] {path}: {len(infos)} layers, {fmt_count(params)} parameters, "
-                  f"{fmt_si(macs)}MAC and {fmt_si(acts * 4)}B of float32 activations per sample")
+        out.print(f"[green]ok[/green] {escape(str(path))}: {len(infos)} layers, "
+                  f"{fmt_count(params)} parameters, {fmt_si(macs)}MAC and {fmt_si(acts * 4)}B of "
+                  "float32 activations per sample")
     if failed:
         raise typer.Exit(1)
 
@@ -62,7 +63,8 @@ def _shape_table(spec) -> Table:
     infos = spec.infos
     above = [("input",)] + [(i.name,) for i in infos[:-1]]
     wired = ["\n".join(i.inputs) if i.inputs != up else "" for i, up in zip(infos, above)]
-    table = Table(title=f"{spec.name}  input {fmt_shape(spec.input.shape)}", title_justify="left")
+    table = Table(title=f"{escape(spec.name)}  input {fmt_shape(spec.input.shape)}",
+                  title_justify="left")
     columns = [("#", "right"), ("name", "left"), ("type", "left")]
     columns += [("inputs", "left")] if any(wired) else []
     columns += [("output shape", "left"), ("params", "right"), ("MACs", "right")]
@@ -71,7 +73,8 @@ def _shape_table(spec) -> Table:
         table.add_column(col, justify=justify, no_wrap=not wrap, overflow="fold",
                          min_width=14 if col in ("name", "inputs") else None)
     for i, inputs in zip(infos, wired):
-        table.add_row(str(i.index), i.name, i.type, *([inputs] if any(wired) else []),
+        table.add_row(str(i.index), escape(i.name), i.type,
+                      *([escape(inputs)] if any(wired) else []),
                       fmt_shape(i.out_shape), fmt_count(i.params) if i.params else "",
                       fmt_count(i.macs) if i.macs else "")
     table.add_section()
@@ -114,8 +117,8 @@ def draw(
         spec = load(spec_path, overrides)
         scene = drawing.draw(spec, collapse=collapse)
         drawing.save(scene, output, fmt)
-    out.print(f"wrote {output} ({scene.meta['layers']} layers, {scene.meta['params']:,} "
-              f"parameters, {fmt_si(scene.meta['macs'])}MAC per sample)")
+    out.print(f"wrote {escape(str(output))} ({scene.meta['layers']} layers, "
+              f"{scene.meta['params']:,} parameters, {fmt_si(scene.meta['macs'])}MAC per sample)")
 
 
 # ------------------------------------------------------------------ schema
@@ -159,9 +162,10 @@ def gradcheck(specs: list[Path] = SpecArg,
             report = check_spec(spec, isolated=layers)
             out.print(_gradcheck_table(report, path))
             for problem in report.problems:
-                err.print(f"[red]error:[/red] {path}: {escape(problem)}")
+                err.print(f"[red]error:[/red] {escape(str(path))}: {escape(problem)}")
             verdict = "[green]passed[/green]" if report.passed else "[red]FAILED[/red]"
-            out.print(f"{verdict} {path}: {sum(r.checked for r in report.rows)} entries checked, "
+            out.print(f"{verdict} {escape(str(path))}: "
+                      f"{sum(r.checked for r in report.rows)} entries checked, "
                       f"{report.skipped} skipped at kinks; eps {report.eps:g}, "
                       f"pass if |a-n| <= {report.atol:g} + {report.rtol:g}*|n|")
             failed += not report.passed
@@ -170,12 +174,12 @@ def gradcheck(specs: list[Path] = SpecArg,
 
 
 def _gradcheck_table(report, path) -> Table:
-    table = Table(title=f"gradcheck {path}", title_justify="left")
+    table = Table(title=f"gradcheck {escape(str(path))}", title_justify="left")
     for col in ("scope", "layer", "type", "tensor", "line", "checked", "skipped",
                 "worst rel err", "at index", ""):
         table.add_column(col)
     for r in report.rows:
-        table.add_row(r.scope, r.layer, r.type, r.tensor, str(r.line or ""), str(r.checked),
+        table.add_row(r.scope, escape(r.layer), r.type, r.tensor, str(r.line or ""), str(r.checked),
                       str(r.skipped), f"{r.rel_err:.1e}", str(r.index or ""),
                       "[green]ok[/green]" if r.passed else "[red]FAIL[/red]")
     return table

@@ -140,13 +140,14 @@ def load_data(spec, data_dir, download: bool = True):
     check_dataset(spec, ds)
     splits = prepare(ds, spec.data.normalize, spec.data.validation)
     counts = ", ".join(f"{k} {len(v[1]):,}" for k, v in splits.items())
-    out.print(f"data: {ds.name} from {ds.path} ({counts}; normalize {spec.data.normalize})")
+    out.print(f"data: {escape(str(ds.name))} from {escape(str(ds.path))} ({counts}; normalize "
+              f"{spec.data.normalize})")
     return splits
 
 
 def download_progress(name, done, total):
     if total and done == total:
-        out.print(f"downloaded {name} ({done:,} bytes)")
+        out.print(f"downloaded {escape(name)} ({done:,} bytes)")
 
 
 def workers_option(text: str) -> int | str:

@@ -110,7 +110,7 @@ def _data_for_export(spec, data_dir, check: bool, trained: bool, norm):
 
 
 def _export_check_table(report, spec) -> Table:
-    table = Table(title=f"{spec.name}: ONNX model against netspec", title_justify="left")
+    table = Table(title=f"{escape(spec.name)}: ONNX model against netspec", title_justify="left")
     for col in ("check", "layer / batch", "netspec", "ONNX", ""):
         table.add_column(col)
     for r in report.rows:

@@ -100,7 +100,7 @@ def _train(run, spec, fuse, resume, progress, score) -> None:
     out.print(f"run directory: {escape(str(out_dir))}")
     out.print(f"workers: {run.trainer.workers_why}")
     for line in fuse.describe(spec.infos, run.trainer.plan.fused):
-        out.print(f"fused: {line}")
+        out.print(f"fused: {escape(line)}")
     run.trainer.start_workers()  # fork before the progress bar starts its thread
 
     # The first SIGINT or SIGTERM finishes the step and saves a checkpoint; a second
@@ -135,7 +135,7 @@ def _write_report(write) -> None:
     except NetspecError as e:
         err.print(f"[yellow]warning:[/yellow] no report: {escape(str(e))}")
     else:
-        out.print(f"report: {path}")
+        out.print(f"report: {escape(str(path))}")
 
 
 # ------------------------------------------------------------------ report
@@ -164,7 +164,7 @@ def report(
                           "without the test-set figures")
         with out.status("writing report.html ..."):
             path = write_report(run_dir, splits)
-    out.print(f"wrote {path}")
+    out.print(f"wrote {escape(str(path))}")
 
 
 def _fit_with_progress(run, show: bool, should_stop) -> bool:
@@ -257,8 +257,9 @@ def evaluate(
             trainer.close()
     k = spec.infos[-1].out_shape[0]
     matrix = confusion_matrix(y, result.predictions, k)
-    table = Table(title=f"{checkpoint_path} on {split} ({len(y):,} images): rows are true "
-                        "classes, columns predictions", title_justify="left")
+    table = Table(title=f"{escape(str(checkpoint_path))} on {escape(split)} ({len(y):,} "
+                        "images): rows are true classes, columns predictions",
+                  title_justify="left")
     table.add_column("class", justify="right")
     for j in range(k):
         table.add_column(str(j), justify="right")
@@ -269,7 +270,7 @@ def evaluate(
                                 for j, v in enumerate(matrix[i])],
                       f"{100 * matrix[i, i] / total:.2f}%" if total else "-")
     out.print(table)
-    out.print(f"{split} loss {result.loss:.4f}  accuracy {100 * result.accuracy:.2f}%  "
+    out.print(f"{escape(split)} loss {result.loss:.4f}  accuracy {100 * result.accuracy:.2f}%  "
               f"({result.seconds:.2f} s, {len(y) / result.seconds:,.0f} img/s)")
     if report_dir is not None:
         from netspec.viz.report import write_eval_report
@@ -277,4 +278,4 @@ def evaluate(
         with report_errors(), out.status("writing eval-report.html ..."):
             path = write_eval_report(report_dir, spec, ckpt.state, str(checkpoint_path), split,
                                      x, y)
-        out.print(f"report: {path}")
+        out.print(f"report: {escape(str(path))}")

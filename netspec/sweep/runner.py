@@ -23,7 +23,7 @@ import signal
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from netspec.errors import NetspecError, OutputError, Problem, did_you_mean
@@ -128,6 +128,39 @@ def finished(spec, run_dir: Path) -> list | None:
     return ckpt.meta.get("history", []) if done else None
 
 
+def check_data(trials_specs: list, data_dir) -> None:
+    """Load each dataset the trials use once and check every trial's spec against it, as
+    Trainer would (shapes, classes, labels, batches); one DataError for all of them, each
+    problem once, naming the first trial that has it. A sweep runs this before any trial, so
+    that missing data is one message, not one per trial."""
+    from netspec.data import load_dataset, prepare
+    from netspec.data.checks import check_batches, check_dataset, check_labels
+    from netspec.errors import DataError
+
+    groups: dict = {}
+    for trial, spec in trials_specs:
+        d = spec.data
+        groups.setdefault((str(d.dataset), d.normalize, d.validation), []).append((trial, spec))
+    problems, seen = [], set()
+    for (dataset, normalize, validation), members in groups.items():
+        ds = load_dataset(dataset, data_dir=data_dir)  # a DataError here concerns them all
+        splits = prepare(ds, normalize, validation)
+        for trial, spec in members:
+            try:
+                check_dataset(spec, ds)
+                check_labels(spec, splits)
+                check_batches(spec, spec.train.batch_size, len(splits["train"][1]))
+            except DataError as e:
+                for p in e.problems:
+                    if str(p) not in seen:
+                        seen.add(str(p))
+                        problems.append(replace(p, message=f"{p.message} (trial "
+                                                           f"{trial.index + 1}: {trial.label})"))
+        del ds, splits  # one dataset in memory at a time
+    if problems:
+        raise DataError(problems)
+
+
 # ------------------------------------------------------------------ running
 
 
@@ -162,6 +195,11 @@ def run(spec, grid: dict, seeds=None, client=None, *, out=None, overrides=(),
     grid = {p: [canonical(as_text(v)) for v in vs] for p, vs in grid.items()}
     rows = [sweep_report.new_row(t, out / t.key) for t in all_trials]
     histories = [finished(s, out / t.key) for s, t in zip(specs, all_trials)]
+    left = [(t, s) for t, s, h in zip(all_trials, specs, histories) if h is None]
+    if left and client is None:  # the embedded cluster's workers see this machine's files
+        check_data(left, data_dir)
+    elif left:  # a cluster's workers may see other files: one task checks, where they run
+        client.submit(check_data, left, data_dir, pure=False).result()
     claim(out, {"netspec_sweep": SWEEP_FORMAT, "spec": file, "overrides": list(overrides),
                 "grid": grid, "seeds": seeds, "metric": metric})
     result = SweepResult(out, metric, higher, grid, seeds, rows)
@@ -180,6 +218,9 @@ def run(spec, grid: dict, seeds=None, client=None, *, out=None, overrides=(),
         result.interrupted = _drive(distributed, client, todo, text, file, list(overrides),
                                     out, metric, higher, data_dir, on_update, should_stop,
                                     retries)
+    except BaseException:
+        result.interrupted = True
+        raise
     finally:
         result.files = sweep_report.write_summary(result)
         if own and client is not None:
@@ -294,6 +335,14 @@ def _drive(distributed, client, todo, text, file, fixed, out, metric, higher, da
         with contextlib.suppress(Exception):  # the cluster may be gone already
             stop.set()
             client.cancel(list(futures.values()))
+        for key in futures:  # what summary.csv says of them: no row stays `running`
+            row = by_key[key]
+            if row["status"] == "queued":
+                row.update(status="cancelled", note="cancelled before it ran")
+            elif row["status"] not in FINAL:
+                row["status"] = "interrupted"
+                _add_note(row, "stopped at once (a second Ctrl-C); it continues from its "
+                               "last checkpoint when the sweep is run again")
         raise
     finally:
         client.unsubscribe_topic(name)
