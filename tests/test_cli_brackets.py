@@ -143,6 +143,6 @@ def test_errors_name_bracketed_paths_literally(place, argv):
     (place / "afile[/]x").write_text("x")
     result = cli(*argv)
     assert result.exit_code in (1, 2), result.output
-    shown = [a for a in argv if "[" in a and a != SPEC_PATH][0]
+    shown = next(a for a in argv if "[" in a and a != SPEC_PATH)
     assert shown in flat(result.output).replace("│ ", "").replace(" │", "") or \
         shown in result.output, result.output

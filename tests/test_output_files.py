@@ -257,3 +257,14 @@ def test_the_readme_export_of_initial_weights_needs_no_data(tmp_path, monkeypatc
     assert "netspec.mean" not in meta and "netspec.std" not in meta
     assert "initial weights" in meta["netspec.preprocess"]
     assert "not recorded" in " ".join(result.output.split())
+
+
+def test_export_refuses_a_json_file_in_the_way(tmp_path):
+    """onnx.load reads `x.json` as ONNX's JSON text format and raised a ParseError."""
+    pytest.importorskip("onnx")
+    path = tmp_path / "s.json"
+    assert cli("schema", "-o", path).exit_code == 0
+    before = path.read_text()
+    result = cli("export", MLP, "-o", path)
+    assert result.exit_code == 1, result.output
+    assert "netspec did not write it" in result.output and path.read_text() == before

@@ -201,9 +201,11 @@ def written_by_netspec(path: Path) -> bool:
     onnx = import_onnx()
     from google.protobuf.message import DecodeError  # onnx's own dependency
 
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except (DecodeError, OSError, ValueError):  # not a model, or unreadable: not ours
+    model = onnx.ModelProto()
+    try:  # the bytes as a model, whatever the name (onnx.load reads `x.json` as JSON text)
+        with open(path, "rb") as f:
+            model.ParseFromString(f.read())
+    except (DecodeError, OSError, ValueError, RuntimeError):  # not a model, or unreadable
         return False
     return model.producer_name == PRODUCER
 
