@@ -46,6 +46,7 @@ from netspec.spec.pydantic_errors import in_order, validation_problems
 from netspec.spec.yamlio import Source, load_yaml
 
 MAX_SPEC_BYTES = 1 << 20  # a spec is a few kB; a larger file is a mistake (or /dev/zero)
+MAX_SPEC_NAME = 100  # characters: the name goes into file names (runs/<name>-<time>/)
 # name -> (sample shape, classes), from the one table of known datasets (netspec/data/known.py)
 KNOWN_DATASETS = {k: (v.image_shape, v.num_classes) for k, v in KNOWN.items()}
 
@@ -138,7 +139,7 @@ AnyLayer = _layer_union()
 class NetSpec(Strict):
     """A whole network: input, layers, loss, data and training recipe."""
 
-    name: str = Field("net", pattern=r"^[A-Za-z0-9_.-]+$")
+    name: str = Field("net", pattern=r"^[A-Za-z0-9_.-]+$", max_length=MAX_SPEC_NAME)
     seed: Seed = Field(0, description="Seeds init, the shuffles and the dropout masks.")
     input: InputSpec
     defaults: Defaults = Defaults()

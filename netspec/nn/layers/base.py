@@ -129,13 +129,18 @@ class Ctx:
         return self.ws.dtype
 
 
+# Characters in a layer's full name (layer1.0.conv1): it names checkpoint entries, ONNX nodes and
+# diagram boxes, and a zip entry name (an .npz key) is at most 65,535 bytes.
+MAX_NAME = 200
+
+
 class Layer(BaseModel):
     """Base of every layer schema. Subclasses add `type: Literal[...]` and hyperparameters."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str | None = Field(
-        None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*$",
+        None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*$", max_length=MAX_NAME,
         description="Parameter prefix (conv1 -> conv1.weight); defaults to <type><index>. "
                     "Inside a block it nests under the block's name (layer1.0.conv1).",
     )
