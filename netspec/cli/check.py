@@ -94,7 +94,8 @@ def draw(
     fmt: str | None = typer.Option(None, "--format",
                                    help="svg or png (default: from the file name, else svg)."),
     collapse: bool = typer.Option(False, help="Draw repeated blocks (layer1.0, layer1.1, ...) "
-                                              "as one box, 'layer1 ×2'."),
+                                              "as one box, 'layer1 ×2', and so uses of a block "
+                                              "that follow one another ('a–b ×2')."),
     overrides: list[str] = SetOption,
 ):
     """Draw the network as a diagram, from shape inference alone (no graphviz)."""
