@@ -209,7 +209,7 @@ def checkpoint_spec(spec_path, ckpt, checkpoint_path, overrides, force: bool, ve
 
     from netspec.checkpoint import evaluation_changes
     from netspec.errors import CheckpointError, DataError
-    from netspec.spec.model import load, loads
+    from netspec.spec.model import load, loads, resolved_data
 
     if spec_path is None:
         if not ckpt.spec_data:
@@ -217,7 +217,8 @@ def checkpoint_spec(spec_path, ckpt, checkpoint_path, overrides, force: bool, ve
         spec = loads(yaml.safe_dump(ckpt.spec_data), f"{checkpoint_path}:spec", overrides)
     else:
         spec = load(spec_path, overrides)
-    changes = evaluation_changes(ckpt.spec_data, spec.model_dump(mode="json"))
+    stored = resolved_data(ckpt.spec_data) if ckpt.spec_data else {}
+    changes = evaluation_changes(stored, spec.resolved())  # both with every default out
     if changes and not force:
         given = f"{spec_path} (with --set)" if spec_path and overrides else (spec_path or "--set")
         raise CheckpointError(

@@ -108,7 +108,7 @@ def finished(spec, run_dir: Path) -> list | None:
     """The history of a finished run of this very spec in run_dir, else None. A run of another
     spec there is an error: the sweep would mix trials (only train.epochs may change)."""
     from netspec import checkpoint
-    from netspec.train.run import EXCLUDED_FROM_RESUME_CHECK
+    from netspec.train.run import spec_changes_since
 
     last = run_dir / "checkpoints" / "last.npz"
     if not last.exists():
@@ -117,11 +117,8 @@ def finished(spec, run_dir: Path) -> list | None:
         ckpt = checkpoint.load(last)
     except NetspecError:
         return None  # the trial itself reports the damage
-    if ckpt.meta.get("spec_sha256") != spec.digest(EXCLUDED_FROM_RESUME_CHECK):
-        old, new = dict(ckpt.spec_data), spec.model_dump(mode="json")
-        for data in (old, new):
-            data.get("train", {}).pop("epochs", None)
-        changes = "; ".join(checkpoint.spec_changes(old, new)) or "no spec stored"
+    changes = "; ".join(spec_changes_since(ckpt, spec))
+    if changes:
         raise SweepError([Problem(f"holds a run of another spec ({changes}); rerun with the "
                                   "same spec, or choose another --out", "", str(run_dir))])
     done = ckpt.meta.get("progress", {}).get("epoch", 0) >= spec.train.epochs

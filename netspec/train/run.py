@@ -118,13 +118,8 @@ class Run:
     def _resumable(self) -> checkpoint.Checkpoint:
         """The last checkpoint, if this spec may continue from it; else CheckpointError."""
         ckpt = checkpoint.load(self.last_path)
-        mine = self.spec.digest(EXCLUDED_FROM_RESUME_CHECK)
-        if ckpt.meta.get("spec_sha256") != mine:
-            old = dict(ckpt.spec_data)
-            new = self.spec.model_dump(mode="json")
-            for data in (old, new):
-                data.get("train", {}).pop("epochs", None)
-            changes = checkpoint.spec_changes(old, new) or ["(the checkpoint has no spec)"]
+        changes = spec_changes_since(ckpt, self.spec)
+        if changes:
             raise CheckpointError(
                 f"cannot resume {self.out}: the spec changed since the checkpoint "
                 f"({'; '.join(changes)}); only train.epochs may change when resuming")
@@ -207,12 +202,29 @@ class Run:
     def save(self, path: Path) -> None:
         state, optim, progress = self.trainer.state()
         meta = {"netspec_version": _version(), "progress": progress, "history": self.history,
-                "best": self.best, "spec": self.spec.model_dump(mode="json"),
+                "best": self.best, "spec": self.spec.resolved(),
                 "spec_sha256": self.spec.digest(EXCLUDED_FROM_RESUME_CHECK),
                 # how inputs were normalised (netspec export records it in the ONNX file)
                 "normalize": {k: getattr(self.splits, k, None) for k in ("normalize", "mean",
                                                                          "std")}}
         checkpoint.save(path, state, optim, meta)
+
+
+def spec_changes_since(ckpt, spec) -> list[str]:
+    """How `spec` differs from the spec a checkpoint was trained with, train.epochs aside
+    ([] when they are the same run). The digests decide at once when they agree; else the
+    resolved forms are compared, so a checkpoint that stored its spec as written (before
+    specs were stored resolved) still matches the same spec."""
+    if ckpt.meta.get("spec_sha256") == spec.digest(EXCLUDED_FROM_RESUME_CHECK):
+        return []
+    if not ckpt.spec_data:
+        return ["(the checkpoint has no spec)"]
+    from netspec.spec.model import resolved_data
+
+    old, new = resolved_data(ckpt.spec_data), spec.resolved()
+    for data in (old, new):
+        data.get("train", {}).pop("epochs", None)
+    return checkpoint.spec_changes(old, new)
 
 
 def machine_info() -> dict:

@@ -163,6 +163,11 @@ class Layer(BaseModel):
         """Per-sample output shape; raise ShapeError if `in_shape` is impossible."""
         return in_shape
 
+    def written_out(self) -> dict:
+        """Fields left null in the spec, with the values they stand for (JSON-ready), for the
+        resolved spec that writes every default out (NetSpec.resolved)."""
+        return {}
+
     def param_shapes(self, in_shape: Shape) -> dict[str, Shape]:
         """Trainable tensors by local name, in PyTorch layout."""
         return {}
