@@ -202,8 +202,8 @@ class Plan:
         """Internal layout in and out; the result is owned by the plan or its last layer.
 
         In eval mode a large batch runs in chunks of about `eval_chunk` samples, so that each
-        layer's arrays (im2col buffers above all) stay in cache: at batch 1000 that is ~3x
-        faster per image than one pass, and the results are the same. Training batches always
+        layer's arrays (im2col buffers above all) stay in cache (docs/performance.md); the
+        results are the same as one pass. Training batches always
         run whole, since backward needs every sample's activations. After a chunked pass
         `self.outputs` holds the last chunk's layer outputs.
         """
