@@ -11,17 +11,20 @@ from rich.table import Table
 
 from netspec.cli.app import app
 from netspec.cli.common import (
+    BLAS_HELP,
+    CONV_HELP,
+    FUSE_HELP,
     STOP_SIGNALS,
     SetOption,
-    check_workers,
     checkpoint_spec,
+    describe_plan,
     err,
     escape,
     load_data,
     out,
+    plan_options,
     report_errors,
     stop_on_signals,
-    workers_option,
 )
 from netspec.errors import NetspecError
 from netspec.viz.plots import plot_run
@@ -46,12 +49,14 @@ def train(
     workers: str = typer.Option(
         "auto", help="Processes that share each batch: a number, or 'auto' (one per core for "
                      "convolutional nets, on Linux; else 1)."),
+    blas_threads: int | None = typer.Option(None, "--blas-threads", min=1, help=BLAS_HELP),
+    conv: str = typer.Option("auto", help=CONV_HELP),
+    fuse: bool = typer.Option(True, help=FUSE_HELP),
 ):
     """Train a spec; writes spec.yaml, metrics.jsonl, checkpoints and curves.png."""
     import time
 
     from netspec import fsio
-    from netspec.plan import fuse
     from netspec.spec.model import load
     from netspec.train.run import Run, score
 
@@ -59,10 +64,9 @@ def train(
         raise typer.BadParameter("give a SPEC file, or --resume RUN_DIR", param_hint="SPEC")
     if resume and run_dir and resume != run_dir:
         raise typer.BadParameter("--out and --resume name different directories")
-    requested = workers_option(workers)
     with report_errors():
         spec = load(spec_path or resume / "spec.yaml", overrides)
-        check_workers(requested, spec)
+        options = plan_options(spec, workers, blas_threads, conv, fuse)
         created = None
         if resume or run_dir:
             out_dir = resume or run_dir
@@ -74,7 +78,7 @@ def train(
         run = None
         try:
             splits = load_data(spec, data_dir)
-            run = Run(spec, splits, out_dir, workers=requested)
+            run = Run(spec, splits, out_dir, options=options)
             if resume:
                 run.resume()
             else:
@@ -86,21 +90,20 @@ def train(
                 fsio.remove_if_empty(created)
             raise
         try:
-            _train(run, spec, fuse, resume, progress, score)
+            _train(run, resume, progress, score)
         finally:
             run.close()
 
 
-def _train(run, spec, fuse, resume, progress, score) -> None:
+def _train(run, resume, progress, score) -> None:
     """Train a started (or resumed) run with the progress bar; exit 130/143 when stopped."""
     out_dir = run.out
     if resume:
         out.print(f"resuming {escape(str(out_dir))} after epoch {run.trainer.epoch} "
                   f"(step {run.trainer.progress.step} of the next)")
     out.print(f"run directory: {escape(str(out_dir))}")
-    out.print(f"workers: {run.trainer.workers_why}")
-    for line in fuse.describe(spec.infos, run.trainer.plan.fused):
-        out.print(f"fused: {escape(line)}")
+    for line in describe_plan(run.trainer.plan):
+        out.print(escape(line))
     run.trainer.start_workers()  # fork before the progress bar starts its thread
 
     # The first SIGINT or SIGTERM finishes the step and saves a checkpoint; a second
@@ -227,6 +230,7 @@ def evaluate(
     overrides: list[str] = SetOption,
     data_dir: Path | None = typer.Option(None, "--data-dir", envvar="NETSPEC_DATA"),
     workers: str = typer.Option("auto", help="Processes that share the batches, as for train."),
+    blas_threads: int | None = typer.Option(None, "--blas-threads", min=1, help=BLAS_HELP),
     force: bool = typer.Option(False, "--force", help="Evaluate even though SPEC (or --set) "
                                "differs from the checkpoint's spec in what evaluation computes."),
     report_dir: Path | None = typer.Option(
@@ -239,15 +243,13 @@ def evaluate(
     from netspec.errors import DataError
     from netspec.train.trainer import Trainer, confusion_matrix
 
-    requested = workers_option(workers)
     with report_errors():
         ckpt = checkpoint.load(checkpoint_path)
         spec = checkpoint_spec(spec_path, ckpt, checkpoint_path, overrides, force, "evaluate")
         splits = load_data(spec, data_dir)
         if split not in splits:
             raise DataError(f"no '{split}' split (available: {', '.join(splits)})")
-        check_workers(requested, spec)
-        trainer = Trainer(spec, splits, workers=requested)
+        trainer = Trainer(spec, splits, options=plan_options(spec, workers, blas_threads))
         trainer.plan.load_state_dict(ckpt.state, str(checkpoint_path))
         x, y = splits[split]
         trainer.start_workers()

@@ -141,7 +141,10 @@ AnyLayer = _layer_union()
 class NetSpec(Strict):
     """A whole network: input, layers, loss, data and training recipe."""
 
-    name: str = Field("net", pattern=r"^[A-Za-z0-9_.-]+$", max_length=MAX_SPEC_NAME)
+    name: str = Field("net", pattern=r"^[A-Za-z0-9_-][A-Za-z0-9_.-]*$", max_length=MAX_SPEC_NAME,
+                      description=("Names the run and sweep folders (runs/<name>-<time>): "
+                                   "letters, digits, _ . -, not starting with a dot; at most "
+                                   f"{MAX_SPEC_NAME} characters."))
     seed: Seed = Field(0, description="Seeds init, the shuffles and the dropout masks.")
     input: InputSpec
     defaults: Defaults = Defaults()

@@ -28,6 +28,7 @@ from netspec.fsio import (
     make_dirs,
     run_lock,
 )
+from netspec.plan.options import PlanOptions
 from netspec.train.trainer import Trainer
 
 EXCLUDED_FROM_RESUME_CHECK = ("train.epochs",)  # may change when resuming (schedule allowing)
@@ -43,12 +44,14 @@ class Run:
     trainer: Trainer = None
     history: list = field(default_factory=list)
     best: float = -1.0
-    workers: int | str = 1  # for the Trainer made here: 1, N or 'auto'
+    workers: int | str | None = None  # for the Trainer made here: 1, N or 'auto'
+    options: PlanOptions | None = None  # for the Trainer made here (workers: as above)
     _lock: object = field(default=None, repr=False)  # fsio.RunLock while this run writes
 
     def __post_init__(self):
         self.out = Path(self.out)
-        self.trainer = self.trainer or Trainer(self.spec, self.splits, workers=self.workers)
+        self.trainer = self.trainer or Trainer(self.spec, self.splits, workers=self.workers,
+                                               options=self.options)
 
     @property
     def last_path(self) -> Path:

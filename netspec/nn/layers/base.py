@@ -123,6 +123,12 @@ class Ctx:
     # Set while worker processes share each batch (netspec/train/exchange.py's BatchExchange): a
     # batch-coupled layer (batchnorm) gathers its per-channel partial sums from every worker.
     exchange: object = None
+    # The plan's options that algorithms choose by (netspec/plan/options.py): the conv request
+    # ('auto' or an algorithm) and the BLAS threads of each process; a layer that chooses an
+    # algorithm records its name in `algorithm`, which `netspec train` and `netspec bench` show.
+    conv: str = "auto"
+    blas_threads: int = 1
+    algorithm: str | None = None
 
     @property
     def dtype(self):
@@ -154,7 +160,7 @@ class Layer(BaseModel):
     examples: ClassVar[list[tuple[dict, Shape]]] = []
     # True when one sample's output depends on the other samples of its batch (batchnorm's
     # batch statistics): split across worker processes, such a layer combines the workers'
-    # partial sums through ctx.exchange (parallel.py), and a batch of one sample is refused.
+    # partial sums through ctx.exchange (netspec/train/), and a batch of one sample is refused.
     couples_batch: ClassVar[bool] = False
     # True for layers that read two or more inputs (add, concat); see the module docstring.
     multi_input: ClassVar[bool] = False
