@@ -342,8 +342,11 @@ def _sign(fd: int) -> None:
     import sys
     import time
 
+    program = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "python"
+    program = "netspec" if program in ("__main__.py", "netspec") else program
     holder = {"pid": os.getpid(), "host": socket.gethostname(),
-              "since": time.strftime("%Y-%m-%d %H:%M:%S"), "command": " ".join(sys.argv)}
+              "since": time.strftime("%Y-%m-%d %H:%M:%S"),
+              "command": " ".join([program, *sys.argv[1:]])}
     with contextlib.suppress(OSError):  # who holds it is only for the messages
         os.ftruncate(fd, 0)
         os.pwrite(fd, (json.dumps(holder) + "\n").encode(), 0)
