@@ -46,7 +46,7 @@ class Run:
     best: float = -1.0
     workers: int | str | None = None  # for the Trainer made here: 1, N or 'auto'
     options: PlanOptions | None = None  # for the Trainer made here (workers: as above)
-    _lock: object = field(default=None, repr=False)  # fsio.RunLock while this run writes
+    _lock: object = field(default=None, init=False, repr=False)  # fsio.RunLock while it writes
 
     def __post_init__(self):
         self.out = Path(self.out)
