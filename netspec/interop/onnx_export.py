@@ -153,7 +153,7 @@ def to_onnx(spec, plan, normalization: dict | None = None, source: str = ""):
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
                               producer_name=PRODUCER, producer_version=_version(),
                               ir_version=IR_VERSION)
-    meta = {"netspec.spec.model": spec.to_yaml(), "netspec.spec_sha256": spec.digest(),
+    meta = {"netspec.spec": spec.to_yaml(), "netspec.spec_sha256": spec.digest(),
             "netspec.weights": source or f"initial weights (seed {spec.seed})",
             **metadata_of(normalization, spec)}
     helper.set_model_props(model, meta)
