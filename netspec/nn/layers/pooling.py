@@ -116,6 +116,9 @@ class Pool2d(Layer):
         return (max(h + pt + pb, (oh - 1) * sh + dh * (kh - 1) + 1),
                 max(w + pl + pr, (ow - 1) * sw + dw * (kw - 1) + 1))
 
+    def written_out(self) -> dict:
+        return {"stride": list(self.torch_stride())} if self.stride is None else {}
+
     def torch_stride(self) -> tuple[int, int]:
         return pair(self.stride) if self.stride is not None else pair(self.kernel_size)
 
