@@ -20,8 +20,8 @@ import math
 
 import numpy as np
 
-from netspec.interop.onnx_layers import HANDLERS, _float, name_hint
-from netspec.interop.onnx_lower import Lowering
+from netspec.interop.onnx_layers import HANDLERS
+from netspec.interop.onnx_lower import Lowering, name_hint, yaml_float
 
 PROBE = np.linspace(-8.0, 8.0, 201)
 ELEMENTWISE = {"Add", "Sub", "Mul", "Div", "Pow", "Erf", "Tanh", "Sigmoid", "Exp", "Log",
@@ -183,13 +183,13 @@ def simple(kind: str, **defaults):
 
 
 def leaky_relu(low: Lowering, node) -> None:
-    alpha = _float(low.attrs(node).get("alpha", 0.01))
+    alpha = yaml_float(low.attrs(node).get("alpha", 0.01))
     fields = {"type": "leaky_relu"} | ({"negative_slope": alpha} if alpha != 0.01 else {})
     low.emit(fields, [node.input[0]], node.output[0], [node], name_hint(node))
 
 
 def elu(low: Lowering, node) -> None:
-    alpha = _float(low.attrs(node).get("alpha", 1.0))
+    alpha = yaml_float(low.attrs(node).get("alpha", 1.0))
     low.emit({"type": "elu"} | ({"alpha": alpha} if alpha != 1.0 else {}), [node.input[0]],
              node.output[0], [node], name_hint(node))
 
@@ -219,8 +219,8 @@ def clip(low: Lowering, node) -> None:
     if lo == 0.0 and hi == np.inf:
         return low.emit({"type": "relu"}, [x], out, [node], name_hint(node))
     if np.isfinite(lo) and np.isfinite(hi) and lo < hi:
-        fields = {"type": "hardtanh"} | ({"min_val": _float(lo)} if lo != -1 else {}) | (
-            {"max_val": _float(hi)} if hi != 1 else {})
+        fields = {"type": "hardtanh"} | ({"min_val": yaml_float(lo)} if lo != -1 else {}) | (
+            {"max_val": yaml_float(hi)} if hi != 1 else {})
         return low.emit(fields, [x], out, [node], name_hint(node))
     low.unsupported(node, f"Clip to [{lo}, {hi}]", "relu, relu6 or hardtanh (both bounds)")
 
@@ -263,7 +263,7 @@ def lrn(low: Lowering, node) -> None:
     fields = {"type": "lrn", "size": int(size)}
     for key, onnx_key, default in (("alpha", "alpha", 1e-4), ("beta", "beta", 0.75),
                                    ("k", "bias", 1.0)):
-        v = _float(at.get(onnx_key, default))
+        v = yaml_float(at.get(onnx_key, default))
         if v != default:
             fields[key] = v
     low.emit(fields, [node.input[0]], node.output[0], [node], name_hint(node))
@@ -298,7 +298,7 @@ def softplus(low: Lowering, node) -> None:
                                    "softplus (beta)")
         nodes += [mul, div]
         out = div.output[0]
-    fields = {"type": "softplus"} | ({"beta": _float(beta)} if beta != 1.0 else {})
+    fields = {"type": "softplus"} | ({"beta": yaml_float(beta)} if beta != 1.0 else {})
     where = low.only_reader(out)
     if where is not None and where.op_type == "Where" and where.input[2] == out \
             and where.input[1] == src:
@@ -307,7 +307,7 @@ def softplus(low: Lowering, node) -> None:
             "Greater" else None
         scaled = node.input[0]
         if t is not None and t.size == 1 and greater.input[0] == scaled:
-            fields["threshold"] = _float(float(t.reshape(-1)[0]))
+            fields["threshold"] = yaml_float(float(t.reshape(-1)[0]))
             nodes += [greater, where]
             out = where.output[0]
     low.emit(fields, [src], out, nodes, name_hint(node))

@@ -7,7 +7,8 @@
     save(imported, "resnet50.yaml", "resnet50.npz")  # atomic; never overwrites others' files
 
 The steps: onnx_read (sizes, external data, structure), onnx_fold (constants and shapes, before
-any large allocation), onnx_lower with onnx_layers and onnx_activations (patterns to layers).
+any large allocation), `lower` here with onnx_layers' and onnx_activations' handlers on
+onnx_lower's Lowering (patterns to layers).
 Every unsupported node is reported at once, before anything is written. Then the layers get
 names (from the weights' names, else the nodes', made valid and unique), `inputs:` only where
 a layer does not read the layer above it, and the spec is loaded back: its shape at every layer
@@ -24,8 +25,9 @@ import numpy as np
 import yaml
 
 from netspec.errors import ModelError, OutputError, Problem
-from netspec.interop.onnx_fold import analyse
-from netspec.interop.onnx_lower import lower
+from netspec.interop import onnx_activations, onnx_layers
+from netspec.interop.onnx_fold import Analysis, analyse
+from netspec.interop.onnx_lower import Lowered, Lowering
 from netspec.interop.onnx_read import Graph, check_sizes, import_onnx, read
 
 HEADER = "# Imported from"  # first words of every spec the importer writes
@@ -102,6 +104,47 @@ def _upgraded(model, where: str):
         raise ModelError([Problem(f"opset {opset} could not be converted to {UPGRADE_TO} by "
                                   f"onnx.version_converter ({str(e).strip()[:200]}); the "
                                   "importer reads opsets 7 and later", file=where)]) from None
+
+
+def lower(a: Analysis) -> Lowered:
+    """Visit every data-path node that the graph's outputs need (see the module docstring).
+
+    A node no handler takes waits: a later node's pattern may take it (the Greater of a
+    softplus threshold, a Mul before a Softplus); what is left at the end is reported."""
+    low = Lowering(a)
+    needed = _needed(a)
+    waiting = []
+    for node in a.nodes:
+        if id(node) in low.done or id(node) not in needed:
+            continue
+        if onnx_activations.match(low, node):
+            continue
+        handler = onnx_layers.HANDLERS.get(node.op_type)
+        if handler is None or node.domain not in ("", "ai.onnx"):
+            waiting.append(node)
+            continue
+        handler(low, node)
+    for node in waiting:
+        if id(node) not in low.done:
+            low.unsupported(node, f"netspec has no layer for {node.op_type}"
+                                  + (f" (domain {node.domain})" if node.domain else ""))
+    return Lowered(low.layers, low.alias, low.problems)
+
+
+def _needed(a: Analysis) -> set[int]:
+    """The data-path nodes the graph outputs depend on (the others are dead code)."""
+    producer = {o: n for n in a.nodes for o in n.output if o}
+    stack = [o.name for o in a.graph.outputs]
+    seen_values, needed = set(), set()
+    while stack:
+        v = stack.pop()
+        if v in seen_values or v not in producer:
+            continue
+        seen_values.add(v)
+        node = producer[v]
+        needed.add(id(node))
+        stack += [i for i in node.input if i]
+    return needed
 
 
 def _reachable(layers, out_value: str, a) -> list:

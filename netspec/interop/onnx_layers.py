@@ -12,9 +12,12 @@ import numpy as np
 from netspec.interop.onnx_lower import (
     Lowering,
     axis_slice,
+    name_hint,
     reshaped,
     spatial_pads,
+    weight_hint,
     written_pair,
+    yaml_float,
 )
 from netspec.nn.layers.pooling import written_padding
 
@@ -70,9 +73,9 @@ def batchnorm(low: Lowering, node) -> None:
     fields = {"type": "batchnorm"}
     eps, momentum = float(at.get("epsilon", 1e-5)), 1.0 - float(at.get("momentum", 0.9))
     if not np.isclose(eps, 1e-5, rtol=1e-6, atol=0):
-        fields["eps"] = _float(eps)
+        fields["eps"] = yaml_float(eps)
     if not np.isclose(momentum, 0.1) and 0 <= momentum <= 1:
-        fields["momentum"] = _float(momentum)
+        fields["momentum"] = yaml_float(momentum)
     nodes = [node]
     layer = low.emit(fields, [x], node.output[0], nodes, weight_hint(low, node, 1),
                      {"weight": scale, "bias": bias, "running_mean": mean, "running_var": var})
@@ -331,7 +334,7 @@ def dropout(low: Lowering, node) -> None:
         float(low.const(node.input[1])) if len(node.input) > 1 and node.input[1] else 0.5)
     if not 0 < ratio < 1:
         return low.skip(node, node.input[0])
-    low.emit({"type": "dropout", "p": _float(ratio)}, [node.input[0]], node.output[0], [node],
+    low.emit({"type": "dropout", "p": yaml_float(ratio)}, [node.input[0]], node.output[0], [node],
              name_hint(node))
 
 
@@ -347,7 +350,7 @@ def pad(low: Lowering, node) -> None:
     if mode != "constant":
         fields["mode"] = "reflect" if mode == "reflect" else "replicate"
     elif value != 0:
-        fields.update(mode="constant", value=_float(value))
+        fields.update(mode="constant", value=yaml_float(value))
     low.emit(fields, [node.input[0]], node.output[0], [node], name_hint(node))
 
 
@@ -363,45 +366,6 @@ def identity(low: Lowering, node) -> None:
 
 def transpose(low: Lowering, node) -> None:
     low.unsupported(node, "a Transpose outside a channel shuffle", None)
-
-
-def weight_hint(low: Lowering, node, index: int) -> str:
-    """The layer's name from its weight's name ('features.0.weight' -> 'features.0',
-    'gpu_0/conv1_w_0' -> 'conv1'), else from the node's name."""
-    name = node.input[index] if len(node.input) > index else ""
-    name = low.a.origin.get(name, name)
-    for prefix in ("gpu_0/",):
-        name = name.removeprefix(prefix)
-    for suffix in (".weight", "_w_0", "_w", "/weight", "_W", ".scale", "_s_0", "_scale_0",
-                   "_scale", "/kernel", "_bn_s_0"):
-        if name.endswith(suffix) and len(name) > len(suffix):
-            return name[: -len(suffix)]
-    return name_hint(node)
-
-
-def name_hint(node, k: int | None = None) -> str:
-    """A name from the node's name: torch's '/layer1/layer1.0/conv1/Conv' -> 'layer1.0.conv1';
-    '' for none or generic ones; with k, the k-th output's."""
-    name = node.name.strip("/")
-    if not name:
-        return ""
-    parts = [p for p in name.split("/") if p]
-    if len(parts) > 1 and parts[-1].split("_")[0] == node.op_type:
-        parts = parts[:-1]
-    path, last = "", ""
-    for p in parts:  # torch writes a Sequential's child as 'branch2.0' after 'branch2'
-        if last and p.startswith(last + "."):
-            path = path[:len(path) - len(last)] + p
-        else:
-            path = f"{path}.{p}" if path else p
-        last = p
-    return f"{path}_{k}" if k is not None and path else path
-
-
-def _float(v) -> float:
-    """A float as it reads best in YAML (float32 noise rounded off: 0.100000001 -> 0.1)."""
-    return float(np.format_float_positional(np.float32(v), unique=True)) if np.isfinite(v) \
-        else float(v)
 
 
 HANDLERS = {

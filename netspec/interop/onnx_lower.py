@@ -1,6 +1,6 @@
 """Lowering an analysed ONNX graph to netspec layers, by recognising patterns.
 
-    lowered = lower(analysis)     # Lowered: layers (Emitted), aliases, problems
+    low = Lowering(analysis)      # the state the handlers work on (onnx_import.lower runs them)
 
 Each data-path node is visited in order; a handler for its op type emits a layer (`Emitted`:
 the spec fields, the ONNX values it reads and writes, its parameters) and may take the nodes
@@ -30,7 +30,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from netspec.errors import Problem
-from netspec.interop.onnx_fold import Analysis, attrs_of, reshape_target, slice_bounds
+from netspec.interop.onnx_eval import attrs_of, reshape_target, slice_bounds
+from netspec.interop.onnx_fold import Analysis
 from netspec.interop.onnx_read import import_onnx
 
 
@@ -208,49 +209,6 @@ class Lowering:
         return node is not None and node.op_type in ("Relu", "Sigmoid", "Softmax")
 
 
-def lower(a: Analysis) -> Lowered:
-    """Visit every data-path node that the graph's outputs need (see the module docstring).
-
-    A node no handler takes waits: a later node's pattern may take it (the Greater of a
-    softplus threshold, a Mul before a Softplus); what is left at the end is reported."""
-    from netspec.interop import onnx_activations, onnx_layers
-
-    low = Lowering(a)
-    needed = _needed(a)
-    waiting = []
-    for node in a.nodes:
-        if id(node) in low.done or id(node) not in needed:
-            continue
-        if onnx_activations.match(low, node):
-            continue
-        handler = onnx_layers.HANDLERS.get(node.op_type)
-        if handler is None or node.domain not in ("", "ai.onnx"):
-            waiting.append(node)
-            continue
-        handler(low, node)
-    for node in waiting:
-        if id(node) not in low.done:
-            low.unsupported(node, f"netspec has no layer for {node.op_type}"
-                                  + (f" (domain {node.domain})" if node.domain else ""))
-    return Lowered(low.layers, low.alias, low.problems)
-
-
-def _needed(a: Analysis) -> set[int]:
-    """The data-path nodes the graph outputs depend on (the others are dead code)."""
-    producer = {o: n for n in a.nodes for o in n.output if o}
-    stack = [o.name for o in a.graph.outputs]
-    seen_values, needed = set(), set()
-    while stack:
-        v = stack.pop()
-        if v in seen_values or v not in producer:
-            continue
-        seen_values.add(v)
-        node = producer[v]
-        needed.add(id(node))
-        stack += [i for i in node.input if i]
-    return needed
-
-
 # What netspec has nearest to operators it cannot import.
 NEAREST = {
     "ConvTranspose": "netspec has no transposed convolution",
@@ -353,3 +311,42 @@ def axis_slice(low: Lowering, node) -> tuple[int, int, int, int] | None:
     if not real:
         return (1, 0, full[1], 1)
     return real[0] if len(real) == 1 else None
+
+
+def weight_hint(low: Lowering, node, index: int) -> str:
+    """The layer's name from its weight's name ('features.0.weight' -> 'features.0',
+    'gpu_0/conv1_w_0' -> 'conv1'), else from the node's name."""
+    name = node.input[index] if len(node.input) > index else ""
+    name = low.a.origin.get(name, name)
+    for prefix in ("gpu_0/",):
+        name = name.removeprefix(prefix)
+    for suffix in (".weight", "_w_0", "_w", "/weight", "_W", ".scale", "_s_0", "_scale_0",
+                   "_scale", "/kernel", "_bn_s_0"):
+        if name.endswith(suffix) and len(name) > len(suffix):
+            return name[: -len(suffix)]
+    return name_hint(node)
+
+
+def name_hint(node, k: int | None = None) -> str:
+    """A name from the node's name: torch's '/layer1/layer1.0/conv1/Conv' -> 'layer1.0.conv1';
+    '' for none or generic ones; with k, the k-th output's."""
+    name = node.name.strip("/")
+    if not name:
+        return ""
+    parts = [p for p in name.split("/") if p]
+    if len(parts) > 1 and parts[-1].split("_")[0] == node.op_type:
+        parts = parts[:-1]
+    path, last = "", ""
+    for p in parts:  # torch writes a Sequential's child as 'branch2.0' after 'branch2'
+        if last and p.startswith(last + "."):
+            path = path[:len(path) - len(last)] + p
+        else:
+            path = f"{path}.{p}" if path else p
+        last = p
+    return f"{path}_{k}" if k is not None and path else path
+
+
+def yaml_float(v) -> float:
+    """A float as it reads best in YAML (float32 noise rounded off: 0.100000001 -> 0.1)."""
+    return float(np.format_float_positional(np.float32(v), unique=True)) if np.isfinite(v) \
+        else float(v)

@@ -15,7 +15,7 @@ from typing import ClassVar, Literal
 import numpy as np
 from pydantic import Field
 
-from netspec.nn.init import Constant, InitSpec
+from netspec.nn.init import Constant, InitSpec, Zeros
 from netspec.nn.layers.base import Layer, ShapeError, register
 
 
@@ -38,8 +38,19 @@ class PReLU(Layer):
     def param_shapes(self, in_shape):
         return {"weight": (in_shape[0] if self.per_channel else 1,)}
 
+    def slope_init(self):
+        """The slope's scheme: the layer's own `init`, else a constant 0.25 (as torch)."""
+        return self.init.weight if self.init and self.init.weight else Constant(value=0.25)
+
+    def written_out(self):
+        """The resolved spec names the slope's scheme (defaults.init does not apply here); a
+        prelu has no bias, whose scheme is written as the built-in one."""
+        bias = (self.init.bias if self.init and self.init.bias else Zeros())
+        return {"init": {"weight": self.slope_init().model_dump(mode="json"),
+                         "bias": bias.model_dump(mode="json")}}
+
     def init_params(self, in_shape, rng, defaults):
-        own = self.init.weight if self.init and self.init.weight else Constant(value=0.25)
+        own = self.slope_init()
         shape = self.param_shapes(in_shape)["weight"]
         return {"weight": own.sample(shape, (1, 1), rng)}
 
