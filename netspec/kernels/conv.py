@@ -405,7 +405,11 @@ class Grouped(Im2col):
         if not need_dx:
             return None
         dcol = self.ws("dcol", (g.c, *g.kernel, g.oh, g.ow, n))
-        np.matmul(self.Wg.transpose(0, 2, 1), dyg, out=dcol.reshape(g.groups, g.k, p))
+        if g.o == g.c == g.groups:  # depthwise: dcol[c, k, p] = W[c, k] dy[c, p], a broadcast
+            # product (a batched GEMM of C outer products ran 7x slower)
+            np.multiply(self.Wg[:, 0, :, None], dyg, out=dcol.reshape(g.groups, g.k, p))
+        else:
+            np.matmul(self.Wg.transpose(0, 2, 1), dyg, out=dcol.reshape(g.groups, g.k, p))
         dx = self.ws("dx", (g.c, g.h, g.w, n))
         col2im(dx, dcol, self.taps)
         return dx
