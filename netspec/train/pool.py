@@ -103,14 +103,15 @@ class WorkerPool:
         self.workers, self.timeout = workers, plan.options.worker_timeout
         self.steps = 0  # gradient steps so far (batch exchanges number their gathers by it)
         self.blas_threads = plan.options.blas_threads
-        self.grads = shared_array((workers - 1, plan.flat_params.size), plan.dtype)  # row k-1:
-        self.idx = shared_array((batch_size,), np.int64)  # child k's; the batch's indices
+        # (W - 1, P): child k's gradients in row k - 1; this step's batch indices
+        self.grads = shared_array((workers - 1, plan.flat_params.size), plan.dtype)
+        self.idx = shared_array((batch_size,), np.int64)
         self.rows = np.empty((batch_size, x.shape[1]), x.dtype)
         # evaluate's staging area: (rows, D) in a dtype that loses nothing the plan keeps
         dtype = np.promote_types(x.dtype, plan.dtype)
         rows = max(1, min(eval_rows or batch_size, STAGING_BYTES // (x.shape[1] * dtype.itemsize)))
-        self.eval_x, self.eval_y = shared_array((rows, x.shape[1]), dtype), shared_array(
-            (rows,), y.dtype)
+        self.eval_x = shared_array((rows, x.shape[1]), dtype)
+        self.eval_y = shared_array((rows,), y.dtype)
         self.preds = shared_array((rows,), np.int64)
         self.coupled = [s for s in plan.steps if s.info.layer.couples_batch]
         self.exchange = None

@@ -10,9 +10,9 @@ Train mode (batch statistics):
   (computed as y = (weight / sqrt(var + eps)) * (x - mean) + bias; x - mean is kept for backward)
     running_mean = (1 - momentum) * running_mean + momentum * mean
     running_var  = (1 - momentum) * running_var  + momentum * var * M / (M - 1)   (unbiased)
-  Split across worker processes (parallel.py), each worker gathers every worker's count, mean
-  and variance (forward) and dbias, dweight (backward) through ctx.exchange, so the batch is
-  normalised with whole-batch statistics exactly as in one process, up to rounding. Each
+  Split across worker processes (netspec/train/pool.py), each worker gathers every worker's
+  count, mean and variance (forward) and dbias, dweight (backward) through ctx.exchange, so the
+  batch is normalised with whole-batch statistics exactly as in one process, up to rounding. Each
   keeps x - mean_k about its own slice's mean and folds shift = mean - mean_k into the
   per-channel factors (y = s (x - mean_k) + bias - s shift, and the same in backward), which
   saves re-centring x - mean_k in a pass of its own.
