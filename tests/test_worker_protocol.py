@@ -19,6 +19,7 @@ from conftest import ROOT, TINY, tiny_conv_spec
 import netspec
 from netspec import checkpoint
 from netspec.errors import TrainingError
+from netspec.kernels.shared import Arena
 from netspec.plan.bench import time_layers
 from netspec.plan.gradcheck import check_plan
 from netspec.plan.options import PlanOptions, available_cores, can_fork
@@ -296,6 +297,32 @@ def test_a_plans_parameters_are_private_to_a_forked_process():
     os.waitpid(pid, 0)
     for k, v in plan.state_dict().items():
         np.testing.assert_array_equal(v, before[k], err_msg=k)
+
+
+def _child_writes(array, value) -> bool:
+    """Whether a forked child's write of `value` into array[0] reaches this process."""
+    pid = os.fork()
+    if pid == 0:
+        array[0] = value
+        os._exit(0)
+    os.waitpid(pid, 0)
+    return bool(array[0] == value)
+
+
+def test_an_arena_is_shared_from_the_first_share_to_the_last_unshare():
+    arena = Arena(3 * 4096 + 8)
+    a = arena.array(8, (3 * 1024,), np.float32)
+    a[:] = np.arange(a.size)
+    assert not _child_writes(a, -1.0) and not arena.shared
+    arena.share()
+    arena.share()  # a second pool on the same plan
+    assert _child_writes(a, -2.0)
+    arena.unshare()
+    assert arena.shared and _child_writes(a, -3.0)
+    arena.unshare()
+    assert not arena.shared and not _child_writes(a, -4.0)
+    np.testing.assert_array_equal(a[1:], np.arange(1, a.size))  # the bytes survive each remap
+    assert a[0] == -3.0
 
 
 def test_parameters_are_shared_only_while_a_pool_runs(tiny_splits):

@@ -40,7 +40,7 @@ class Arena:
         self.nbytes = max(int(nbytes), 1)
         self._map = mmap.mmap(-1, self.nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
         self._bytes = np.frombuffer(self._map, np.uint8)  # (nbytes,), the whole range
-        self.shared = False
+        self.users = 0  # shares not yet undone
 
     def array(self, offset: int, shape, dtype) -> np.ndarray:
         """A view of `shape` and `dtype` at byte `offset` (a multiple of the dtype's size)."""
@@ -48,17 +48,22 @@ class Arena:
         return np.frombuffer(self._map, dtype, count, offset).reshape(shape)
 
     def share(self) -> None:
-        """From now on, processes forked from this one share the arena (idempotent)."""
-        if not self.shared:
+        """From now on, processes forked from this one share the arena. Calls nest: each
+        `share` is undone by one `unshare` (two pools on one plan share it until both close)."""
+        if self.users == 0:
             self._remap(mmap.MAP_SHARED)
-            self.shared = True
+        self.users += 1
 
     def unshare(self) -> None:
-        """Private again: later forks get copies; processes forked before keep the shared
-        memory they hold (idempotent)."""
-        if self.shared:
+        """Undo one `share`; after the last, the arena is private again: later forks get
+        copies, and processes forked before keep the shared memory they hold."""
+        if self.users == 1:
             self._remap(mmap.MAP_PRIVATE)
-            self.shared = False
+        self.users = max(0, self.users - 1)
+
+    @property
+    def shared(self) -> bool:
+        return self.users > 0
 
     def _remap(self, kind: int) -> None:
         """Replace the mapping under the arena's addresses with a new anonymous one of `kind`

@@ -120,13 +120,13 @@ class WorkerPool:
             self.exchange = BatchExchange(workers, width, plan.options.worker_spin)
         self.early = {}  # k -> child k's reply, read while the parent waited in a gather
         self.conns, self.procs = [], []
+        plan.arena.share()  # before the fork: parameters and buffers shared while we run
         # Stops the children when the pool is closed or collected, and at exit before
         # multiprocessing's own exit handler joins its daemon children (which ignore the
         # SIGTERM it sends them first, and would be joined forever).
         self._finalizer = multiprocessing.util.Finalize(
             self, _stop, (self.conns, self.procs, self.exchange, plan.arena), exitpriority=10)
         try:
-            plan.arena.share()  # before the fork: parameters and buffers shared while we run
             context = multiprocessing.get_context("fork")
             for k in range(1, workers):
                 mine, theirs = context.Pipe()
@@ -248,13 +248,13 @@ class WorkerPool:
         if failure:
             self._fail(failure)
 
-    def _recv(self, k: int, wait: bool = True):
+    def _recv(self, k: int):
         """Child k's next message, within worker_timeout; its death or silence is raised."""
         if k in self.early:
             return self.early.pop(k)
         conn = self.conns[k - 1]
         try:
-            if wait and not conn.poll(self.timeout):
+            if not conn.poll(self.timeout):
                 self.stuck([k])
             return conn.recv()
         except (EOFError, OSError):
@@ -265,11 +265,16 @@ class WorkerPool:
         failure or death is raised; a reply (a child may finish the step while this process
         is descheduled) is kept for `_replies`."""
         for k, conn in enumerate(self.conns, 1):
-            if k not in self.early and conn.poll():
-                reply = self._recv(k, wait=False)
-                if reply[0] == "error":
-                    self._fail(f"worker process {k} failed: {reply[1]}")
-                self.early[k] = reply
+            if not conn.poll():
+                continue
+            try:
+                reply = conn.recv()
+            except (EOFError, OSError):
+                self._died(k)
+            if reply[0] == "error" or k in self.early:  # a second message is no reply
+                why = reply[1] if reply[0] == "error" else f"unexpected {reply!r}"
+                self._fail(f"worker process {k} failed: {why}")
+            self.early[k] = reply
 
     def stuck(self, ks: list[int]) -> None:
         """Stop the pool and raise that workers `ks` sent nothing for worker_timeout seconds."""
