@@ -279,10 +279,10 @@ class WorkerPool:
     def stuck(self, ks: list[int]) -> None:
         """Stop the pool and raise that workers `ks` sent nothing for worker_timeout seconds."""
         ks = ks or list(range(1, len(self.procs) + 1))  # all in, but a unit missing: any
-        names = "; ".join(f"worker process {k} (pid {self.procs[k - 1].pid}) "
+        names = "; ".join(f"worker process {k} (pid {self.procs[k - 1].pid}) sent nothing for "
+                          f"{self.timeout:g} s (the plan option worker_timeout)"
                           f"{process_state(self.procs[k - 1].pid)}" for k in ks)
-        self._fail(f"{names}: nothing from it for {self.timeout:g} s (the plan option "
-                   "worker_timeout), so the workers were stopped",
+        self._fail(f"{names}; the workers were stopped",
                    "if the machine is short of cores or memory, train with fewer workers")
 
     def _fail(self, failure: str, advice: str = SPLIT_ADVICE):
@@ -355,16 +355,18 @@ def _parent_stopped(token: int) -> None:
 
 
 def process_state(pid: int) -> str:
-    """How process pid stands, from /proc/pid/stat, for an error message."""
+    """': it is stopped (state T in /proc/<pid>/stat, ...)', how process pid stands, for an
+    error message; '' if /proc does not say."""
     try:
         with open(f"/proc/{pid}/stat") as f:
             state = f.read().rsplit(")", 1)[1].split()[0]
     except (OSError, IndexError):
-        return "(state unknown)"
-    what = {"T": "is stopped (SIGSTOP or job control; `kill -CONT` resumes it)",
-            "t": "is stopped by a debugger", "D": "is waiting on the disk (swapping?)",
-            "Z": "has exited", "R": "is running", "S": "is sleeping"}.get(state, "")
-    return f"{what} (state {state} in /proc/{pid}/stat)".lstrip()
+        return ""
+    what = {"T": "stopped", "t": "stopped", "D": "waiting on the disk", "Z": "gone",
+            "R": "running", "S": "sleeping"}.get(state, "in state")
+    why = {"T": ", by SIGSTOP or job control; kill -CONT resumes it", "t": ", by a debugger",
+           "D": ", swapping?"}.get(state, "")
+    return f": it is {what} (state {state} in /proc/{pid}/stat{why})"
 
 
 def _stop(conns, procs, exchange, arena) -> None:
