@@ -282,6 +282,33 @@ def test_a_worker_killed_in_a_gather_is_reported(tiny_splits, spin, waiter):
     assert pool.procs == [] and all(s.ctx.exchange is None for s in plan.steps)
 
 
+@pytest.mark.parametrize("wait", ["gradient", "evaluate"])
+def test_a_worker_killed_while_the_parent_waits_for_its_reply_is_reported(tiny_splits, wait):
+    spec = load()
+    x, y = flat_x(tiny_splits)
+    plan = netspec.compile(spec, "float64", options())
+    parent, real = os.getpid(), plan.steps[0].forward
+    pool = None
+
+    def forward(h, train):
+        if os.getpid() != parent:
+            time.sleep(5.0)  # the child: killed in here
+        else:  # the parent kills it, then does its share and waits for the reply
+            os.kill(pool.pids[0], signal.SIGKILL)
+        return real(h, train)
+
+    plan.steps[0].forward = forward
+    pool = WorkerPool(plan, spec.loss, x, y, 2, 16, eval_rows=len(x))
+    pid = pool.pids[0]
+    with deadline(60), pytest.raises(TrainingError,
+                                     match=rf"worker process 1 \(pid {pid}\) exited"):
+        if wait == "gradient":
+            pool.gradient(np.arange(16))
+        else:
+            pool.evaluate(x, y, 64, np.empty(len(x), np.int64))
+    assert pool.closed and _gone([pid])
+
+
 # ------------------------------------------------------------------ shared memory
 
 def test_a_plans_parameters_are_private_to_a_forked_process():
