@@ -94,6 +94,9 @@ def test_spec_exports_and_matches_onnxruntime(path, tiny_splits):
     meta = {p.key: p.value for p in model.metadata_props}
     assert meta["netspec.normalize"] == "standardize"
     assert float(meta["netspec.mean"]) == NORM["mean"] and float(meta["netspec.std"]) == 0.31
+    # the documented keys (docs/onnx.md): the resolved spec loads back as the same network
+    assert netspec.loads(meta["netspec.spec"]).digest() == spec.digest()
+    assert meta["netspec.spec_sha256"] == spec.digest()
 
 
 @pytest.mark.parametrize(("tag", "i", "fields", "in_shape"), CASES,

@@ -5,6 +5,7 @@ signals, loading data, the spec of a checkpoint)."""
 from __future__ import annotations
 
 import contextlib
+from pathlib import Path
 
 import rich.markup
 import typer
@@ -33,6 +34,27 @@ err = _Console(stderr=True, highlight=False, soft_wrap=True)
 
 SpecArg = typer.Argument(..., exists=True, dir_okay=False, readable=True,
                          help="Spec file(s) (YAML).")
+
+
+def _set_items(items: list[str]) -> list[str]:
+    """--set items must read KEY.PATH=VALUE: one without '=' is a usage error (exit 2)."""
+    for item in items or []:
+        key = item.partition("=")[0].strip()
+        if "=" not in item or not key:
+            raise typer.BadParameter(f"expected key.path=value, e.g. --set train.epochs=1; got "
+                                     f"{item!r}", param_hint="--set")
+    return items
+
+
+def _set_option(help: str):
+    return typer.Option([], "--set", metavar="KEY.PATH=VALUE", help=help, callback=_set_items)
+
+
+# The --set option: every command that takes a spec takes it.
+SetOption = _set_option("Override a spec value (repeatable), e.g. --set train.epochs=1")
+SetEachOption = _set_option("Override a value in every spec given (repeatable), e.g. "
+                            "--set train.epochs=1")
+SetTrialsOption = _set_option("Override a spec value in every trial (repeatable).")
 
 
 @contextlib.contextmanager
@@ -77,6 +99,21 @@ def escape(text: str) -> str:
     return rich.markup.escape(text)
 
 
+def output_file(text: str, option: str, existing_dir: bool = True) -> Path:
+    """An output FILE option as a Path: a usage error (exit 2) when it names a directory by a
+    trailing slash (`-o out/`, even where out/ does not exist yet), or (with `existing_dir`)
+    by being one."""
+    import os
+
+    path = Path(text)
+    slash = text.endswith(("/", os.sep))
+    if slash or (existing_dir and os.path.isdir(path)):
+        what = "names a directory (it ends in a slash)" if slash else "is a directory"
+        raise typer.BadParameter(f"{text!r} {what}; {option} takes a file name, e.g. "
+                                 f"{path / 'name.ext'}", param_hint=option)
+    return path
+
+
 def fmt_shape(shape) -> str:
     return str(tuple(shape))
 
@@ -92,23 +129,25 @@ def fmt_si(n: float) -> str:
     return f"{n:.0f}"
 
 
-def load_data(spec, data_dir):
+def load_data(spec, data_dir, download: bool = True):
     """Find (or download) the spec's dataset and normalise it; check it fits the network."""
     from netspec.data import load_dataset, prepare
     from netspec.data.checks import check_dataset
 
-    with out.status(f"loading {spec.data.dataset} ..."):
-        ds = load_dataset(spec.data.dataset, data_dir=data_dir, progress=download_progress)
+    with out.status(f"loading {escape(str(spec.data.dataset))} ..."):
+        ds = load_dataset(spec.data.dataset, data_dir=data_dir, progress=download_progress,
+                          download_missing=download)
     check_dataset(spec, ds)
     splits = prepare(ds, spec.data.normalize, spec.data.validation)
     counts = ", ".join(f"{k} {len(v[1]):,}" for k, v in splits.items())
-    out.print(f"data: {ds.name} from {ds.path} ({counts}; normalize {spec.data.normalize})")
+    out.print(f"data: {escape(str(ds.name))} from {escape(str(ds.path))} ({counts}; normalize "
+              f"{spec.data.normalize})")
     return splits
 
 
 def download_progress(name, done, total):
     if total and done == total:
-        out.print(f"downloaded {name} ({done:,} bytes)")
+        out.print(f"downloaded {escape(name)} ({done:,} bytes)")
 
 
 def workers_option(text: str) -> int | str:
@@ -188,7 +227,7 @@ def checkpoint_spec(spec_path, ckpt, checkpoint_path, overrides, force: bool, ve
 
     from netspec.checkpoint import evaluation_changes
     from netspec.errors import CheckpointError, DataError
-    from netspec.spec.model import load, loads
+    from netspec.spec.model import load, loads, resolved_data
 
     if spec_path is None:
         if not ckpt.spec_data:
@@ -196,7 +235,8 @@ def checkpoint_spec(spec_path, ckpt, checkpoint_path, overrides, force: bool, ve
         spec = loads(yaml.safe_dump(ckpt.spec_data), f"{checkpoint_path}:spec", overrides)
     else:
         spec = load(spec_path, overrides)
-    changes = evaluation_changes(ckpt.spec_data, spec.model_dump(mode="json"))
+    stored = resolved_data(ckpt.spec_data) if ckpt.spec_data else {}
+    changes = evaluation_changes(stored, spec.resolved())  # both with every default out
     if changes and not force:
         given = f"{spec_path} (with --set)" if spec_path and overrides else (spec_path or "--set")
         raise CheckpointError(
