@@ -1,7 +1,7 @@
 """The worker protocol's promises (netspec/train/pool.py, netspec/train/exchange.py): the
-interpreter exits with a pool left open, a plan runs in one process after a pool step, a wait
-burns no core and has an end (a stopped or killed worker is named and the run stops with its
-checkpoint kept), parameters are shared only while a pool runs, and `evaluate` uses its data.
+interpreter exits with a pool left open, a plan runs in one process after a pool step, and a
+wait burns no core and has an end: a stopped or killed worker is named, and the run stops with
+its checkpoint kept. What the workers share is tested in test_worker_data.py.
 """
 
 import os
@@ -10,19 +10,17 @@ import subprocess
 import sys
 import textwrap
 import time
-from contextlib import contextmanager
 
 import numpy as np
 import pytest
-from conftest import ROOT, TINY, tiny_conv_spec
+from conftest import ROOT, TINY, deadline, tiny_conv_spec
 
 import netspec
 from netspec import checkpoint
 from netspec.errors import TrainingError
-from netspec.kernels.shared import Arena
 from netspec.plan.bench import time_layers
 from netspec.plan.gradcheck import check_plan
-from netspec.plan.options import PlanOptions, available_cores, can_fork
+from netspec.plan.options import PlanOptions, can_fork
 from netspec.train.pool import WorkerPool
 from netspec.train.run import Run
 from netspec.train.trainer import Trainer
@@ -36,25 +34,6 @@ BATCHNORM = SPEC.replace("  - {type: relu}\n  - {type: maxpool2d",
 SPINS = pytest.mark.parametrize("spin", [0.0, None], ids=["block", "spin-then-block"])
 
 
-class Hang(Exception):
-    pass
-
-
-@contextmanager
-def deadline(seconds: int):
-    """Raise Hang in the block if it takes longer than `seconds` (a hang fails the test)."""
-    def alarm(*_):
-        raise Hang(f"still running after {seconds} s")
-
-    old = signal.signal(signal.SIGALRM, alarm)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, old)
-
-
 def load(text=SPEC, *overrides):
     return netspec.loads(text, "tiny-conv.yaml", list(overrides))
 
@@ -66,8 +45,9 @@ def flat_x(splits, name="train"):
 
 def options(spin=None, **kw):
     """PlanOptions for 2 workers with the given spin budget (None: the default)."""
-    return PlanOptions(workers=2, **kw) if spin is None else PlanOptions(workers=2,
-                                                                         worker_spin=spin, **kw)
+    if spin is not None:
+        kw["worker_spin"] = spin
+    return PlanOptions(workers=2, **kw)
 
 
 def _running(pid: int) -> bool:
@@ -307,120 +287,6 @@ def test_a_worker_killed_while_the_parent_waits_for_its_reply_is_reported(tiny_s
         else:
             pool.evaluate(x, y, 64, np.empty(len(x), np.int64))
     assert pool.closed and _gone([pid])
-
-
-# ------------------------------------------------------------------ shared memory
-
-def test_a_plans_parameters_are_private_to_a_forked_process():
-    """In one process nothing is shared: a user's fork gets copies of the parameters and
-    buffers, and the child's writes stay its own."""
-    plan = netspec.compile(load(BATCHNORM), "float64")
-    before = plan.state_dict()
-    pid = os.fork()
-    if pid == 0:  # the child: write and leave at once
-        for v in (*plan.params.values(), *plan.buffers.values()):
-            v[...] = 7.0
-        os._exit(0)
-    os.waitpid(pid, 0)
-    for k, v in plan.state_dict().items():
-        np.testing.assert_array_equal(v, before[k], err_msg=k)
-
-
-def _child_writes(array, value) -> bool:
-    """Whether a forked child's write of `value` into array[0] reaches this process."""
-    pid = os.fork()
-    if pid == 0:
-        array[0] = value
-        os._exit(0)
-    os.waitpid(pid, 0)
-    return bool(array[0] == value)
-
-
-def test_an_arena_is_shared_from_the_first_share_to_the_last_unshare():
-    arena = Arena(3 * 4096 + 8)
-    a = arena.array(8, (3 * 1024,), np.float32)
-    a[:] = np.arange(a.size)
-    assert not _child_writes(a, -1.0) and not arena.shared
-    arena.share()
-    arena.share()  # a second pool on the same plan
-    assert _child_writes(a, -2.0)
-    arena.unshare()
-    assert arena.shared and _child_writes(a, -3.0)
-    arena.unshare()
-    assert not arena.shared and not _child_writes(a, -4.0)
-    np.testing.assert_array_equal(a[1:], np.arange(1, a.size))  # the bytes survive each remap
-    assert a[0] == -3.0
-
-
-def test_parameters_are_shared_only_while_a_pool_runs(tiny_splits):
-    spec = load(BATCHNORM)
-    x, y = flat_x(tiny_splits)
-    plan = netspec.compile(spec, "float64")
-    views = {k: v for k, v in {**plan.params, **plan.buffers}.items()}
-    state = plan.state_dict()
-
-    def child_writes(value) -> bool:
-        """Whether a forked child's write of `value` reaches this process."""
-        pid = os.fork()
-        if pid == 0:
-            plan.flat_params[0] = value
-            plan.buffers["batchnorm1.running_var"][0] = value
-            os._exit(0)
-        os.waitpid(pid, 0)
-        seen = plan.flat_params[0] == value, plan.buffers["batchnorm1.running_var"][0] == value
-        assert seen[0] == seen[1]
-        return seen[0]
-
-    pool = WorkerPool(plan, spec.loss, x, y, 2, 16)
-    try:
-        assert child_writes(5.0)  # the pool's children compute with these very arrays
-        plan.flat_params[0] = state["conv1.weight"].flat[0]
-        plan.buffers["batchnorm1.running_var"][0] = state["batchnorm1.running_var"][0]
-        pool.gradient(np.arange(16))
-    finally:
-        pool.close()
-    assert not child_writes(6.0)
-    # every view is the same array as before, over the same memory, with its values kept
-    for k, v in {**plan.params, **plan.buffers}.items():
-        assert v is views[k]
-        np.testing.assert_array_equal(v, plan.state_dict()[k])
-    np.testing.assert_array_equal(plan.params["conv1.weight"], state["conv1.weight"])
-    assert np.shares_memory(plan.params["conv1.weight"], plan.flat_params)
-    step = plan.steps[0]
-    assert step.ctx.params["weight"] is plan.params["conv1.weight"]
-    assert not np.array_equal(plan.buffers["batchnorm1.running_mean"],
-                              state["batchnorm1.running_mean"])  # the pool's step wrote them
-
-
-# ------------------------------------------------------------------ evaluate
-
-@pytest.mark.parametrize("split", ["test", None])
-def test_evaluate_with_workers_uses_the_data_it_is_given(tiny_splits, split):
-    """With the pool running, evaluate(x, y) evaluates x, whatever split it names: other data,
-    the split changed in place after the children were forked, and more rows than any split."""
-    one = Trainer(load(), tiny_splits, dtype="float64", workers=1)
-    splits = {k: (x.copy(), y.copy()) for k, (x, y) in tiny_splits.items()}
-    two = Trainer(load(), splits, dtype="float64", workers=2)
-    two.start_workers()
-    x, y = splits["test"]
-    try:
-        cases = [(x[::-1].copy(), y[::-1].copy()),  # other data than the split
-                 (np.concatenate([x, x[:100]]), np.concatenate([y, y[:100]]))]  # more rows
-        x += np.random.default_rng(0).normal(0.0, 0.5, x.shape)  # the split, changed in place
-        cases.append((x, y))
-        for data in cases:
-            a = one.evaluate(*data, 50, split=split)
-            with deadline(60):
-                b = two.evaluate(*data, 50, split=split)
-            np.testing.assert_array_equal(b.predictions, a.predictions)
-            assert b.loss == pytest.approx(a.loss, rel=1e-12) and b.accuracy == a.accuracy
-    finally:
-        two.close()
-
-
-def test_a_trainer_refuses_more_workers_than_cores(tiny_splits):
-    with pytest.raises(ValueError, match="workers but netspec may use"):
-        Trainer(load(), tiny_splits, workers=available_cores() + 1)
 
 
 def test_a_reply_read_while_waiting_in_a_gather_is_kept_for_its_step(tiny_splits):
