@@ -75,14 +75,16 @@ def _cpu_seconds(pid: int) -> float:
 
 # ------------------------------------------------------------------ exit
 
-def test_the_interpreter_exits_with_a_pool_left_open(tmp_path):
+@pytest.mark.parametrize("finalizer", ["before", "after"])
+def test_the_interpreter_exits_with_a_pool_left_open(tmp_path, finalizer):
     """A weakref.finalize made before the pool (a TemporaryDirectory) puts multiprocessing's
     exit handler first; it must find the pool already stopped, not join children that ignore
-    SIGTERM forever."""
+    SIGTERM forever. Made after the pool, it runs first: the interpreter exits too."""
+    scratch = "tempfile.TemporaryDirectory()  # a weakref.finalize"
     script = tmp_path / "leave_open.py"
     script.write_text(textwrap.dedent(f"""
         import tempfile
-        scratch = tempfile.TemporaryDirectory()  # a weakref.finalize before the pool
+        before = {scratch if finalizer == "before" else None}
         import numpy as np
         import netspec
         from netspec.data import load_dataset, prepare
@@ -91,6 +93,7 @@ def test_the_interpreter_exits_with_a_pool_left_open(tmp_path):
         x, y = prepare(load_dataset({str(TINY)!r}), "standardize", 0)["train"]
         pool = WorkerPool(netspec.compile(spec), spec.loss, x.reshape(len(x), -1), y, 2, 16)
         pool.gradient(np.arange(16))
+        after = {scratch if finalizer == "after" else None}
         print(*pool.pids, flush=True)
     """))
     proc = subprocess.Popen([sys.executable, str(script)], cwd=ROOT, stdout=subprocess.PIPE,
