@@ -13,10 +13,10 @@ for another torch), its pure-Python model definitions are loaded without them
 (`pip install torchvision --no-deps` is enough).
 
 For each net, with torch's default initialisation under a fixed seed and random batchnorm
-parameters and statistics: export (opset --opset, batch axis dynamic, batchnorm kept as BatchNormalization
-rather than folded into the convs, so that the parameters keep torchvision's names), `netspec
-import`'s code path, the
-imported plan's float32 forward against torch's on a batch of 2 at 3x224x224, parameter counts
+parameters and statistics: export (opset --opset, batch axis dynamic, batchnorm kept as
+BatchNormalization rather than folded into the convs, so that the parameters keep torchvision's
+names), `netspec import`'s code path, the imported plan's float32 forward against torch's on a
+batch of 2 at 3x224x224, parameter counts
 (netspec's shape table against torch's numel), netspec's MACs, and where a zoo spec exists, that
 spec compiled from the imported weights by name against torch's outputs too.
 """

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import errno
 import math
-import mmap
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -39,6 +38,7 @@ import numpy as np
 from netspec.checkpoint import check_fits
 from netspec.errors import SpecError
 from netspec.kernels.noise import Noise
+from netspec.kernels.shared import Arena
 from netspec.nn.layers import Ctx, Layer, Workspace
 from netspec.plan import fuse
 from netspec.plan.options import PlanOptions, resolve
@@ -113,11 +113,15 @@ class Plan:
         self._ws = Workspace(self.dtype)  # chunk buffers
         self._unchunked_x = None
         # Parameters and gradients are consecutive views of two flat arrays, so that the
-        # optimizer can update everything with a few whole-array operations. The parameters
-        # sit in shared memory: worker processes forked later (parallel.py) read them there.
+        # optimizer can update everything with a few whole-array operations. The parameters,
+        # then the buffers, sit in one Arena: private memory, which a WorkerPool shares with
+        # the processes it forks while it runs (netspec/kernels/shared.py).
         sizes = [math.prod(s) for i in infos for s in i.param_shapes.values()]
-        self.flat_params = shared_array((sum(sizes),), self.dtype)
+        n_buffers = sum(math.prod(s) for i in infos for s in i.buffer_shapes.values())
+        self.arena = Arena((sum(sizes) + n_buffers) * self.dtype.itemsize)
+        self.flat_params = self.arena.array(0, (sum(sizes),), self.dtype)
         self.flat_grads = np.zeros(sum(sizes), self.dtype)
+        buffer_at = sum(sizes) * self.dtype.itemsize  # bytes: where the next buffer goes
         offset = 0
         index: dict[str, int] = {}  # layer name -> step index
         self.fused = fuse.fusions(infos, self.options.fuse)  # {first: second}: run as one
@@ -139,7 +143,8 @@ class Plan:
             buffers = (info.layer.init_buffers(info.in_shape) if state is None
                        else {k: state[f"{info.name}.{k}"] for k in info.buffer_shapes})
             for key, value in buffers.items():
-                buf = shared_array(value.shape, self.dtype)  # shared with workers, as params
+                buf = self.arena.array(buffer_at, value.shape, self.dtype)
+                buffer_at += buf.nbytes
                 buf[...] = value
                 ctx.buffers[key] = self.buffers[f"{info.name}.{key}"] = buf
             if info.name in self.fused:  # built with the second layer, below
@@ -328,14 +333,6 @@ class Plan:
             if not np.isfinite(out).all():
                 return step.name
         return None
-
-
-def shared_array(shape, dtype) -> np.ndarray:
-    """A zeroed array in memory that processes forked after this call share (MAP_SHARED):
-    the parameter arena, which worker processes (netspec/train/pool.py) compute with."""
-    count = math.prod(shape)
-    buf = mmap.mmap(-1, max(count * np.dtype(dtype).itemsize, 1))
-    return np.frombuffer(buf, dtype, count).reshape(shape)
 
 
 @contextmanager
