@@ -133,3 +133,39 @@ def test_train_init_loads_by_name_and_reports_what_starts_fresh(lenet_onnx, tmp_
 
     usage = netspec("train", "--resume", run, "--init", weights)
     assert usage.exit_code == 2
+
+
+def test_a_net_ending_in_softmax_trains_evaluates_and_reports(tmp_path):
+    """A spec ending in softmax (loss nll on probabilities, as `netspec import` writes for such
+    a model) trains, `eval` scores it, and the report's confidences are its own outputs, not
+    their softmax again."""
+    import numpy as np
+
+    import netspec as ns
+    from netspec.viz.report import evaluate_samples
+
+    spec = tmp_path / "soft.yaml"
+    spec.write_text((ROOT / "specs" / "lenet.yaml").read_text().replace(
+        "  - {type: linear, name: fc3, out_features: 10}\n",
+        "  - {type: linear, name: fc3, out_features: 10}\n  - {type: softmax}\n").replace(
+        "loss: {type: cross_entropy}", "loss: {type: nll, input: probabilities}"))
+    run = tmp_path / "run"
+    trained = netspec("train", spec, "--out", run, "--set", f"data.dataset={TINY}", "--set",
+                      "train.epochs=1", "--workers", "1", "--no-progress")
+    assert trained.exit_code == 0, trained.output
+    assert (run / "report.html").exists()
+    checkpoint = run / "checkpoints" / "last.npz"
+    evaluated = netspec("eval", spec, "--checkpoint", checkpoint, "--set",
+                        f"data.dataset={TINY}", "--workers", "1")
+    assert evaluated.exit_code == 0, evaluated.output
+    assert "accuracy" in evaluated.output
+
+    loaded = ns.load(spec)
+    state = dict(np.load(checkpoint))
+    plan = ns.compile(loaded)
+    plan.load_state_dict({k: v for k, v in state.items() if k in plan.state_dict()})
+    x = np.random.default_rng(0).standard_normal((5, 1, 28, 28)).astype(np.float32)
+    probs = plan.forward(x, train=False)
+    samples = evaluate_samples(loaded, plan.state_dict(), x, np.zeros(5, np.int64))
+    np.testing.assert_allclose(samples.confidence, probs.max(1), rtol=1e-6)
+    np.testing.assert_array_equal(samples.predictions, probs.argmax(1))

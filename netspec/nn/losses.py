@@ -19,6 +19,13 @@ class LossSpec(BaseModel):
         """(mean loss as float, dloss/dlogits with the shape and dtype of logits)."""
         raise NotImplementedError
 
+    def probabilities(self, out: np.ndarray) -> np.ndarray:
+        """The class probabilities the network's output (N, K) stands for: its softmax, for a
+        network that ends in scores."""
+        shifted = out - out.max(1, keepdims=True)
+        exp = np.exp(shifted)
+        return exp / exp.sum(1, keepdims=True)
+
 
 def _one_hot(labels, shape, axis, dtype):
     """Integer labels (N,) -> one-hot array of `shape` with classes along `axis`."""
@@ -92,6 +99,9 @@ class NLL(LossSpec):
         p = np.maximum(logits, np.finfo(logits.dtype).tiny)
         loss = float(-(target * np.log(p)).sum() / n)
         return loss, target / p * (-1.0 / n)
+
+    def probabilities(self, out):
+        return out if self.input == "probabilities" else np.exp(out)
 
 
 Loss = Annotated[CrossEntropy | MSE | NLL, Field(discriminator="type")]
