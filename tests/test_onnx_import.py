@@ -303,6 +303,30 @@ def test_nets_exported_from_pytorch_import_and_match(family):
         assert any(getattr(layer, "groups", 1) > 1 for layer in imported.spec.layers)
 
 
+def test_weights_the_exporter_shares_name_layers_by_their_modules():
+    """torch.onnx.export keeps one copy of equal tensors (fresh batchnorms' ones and zeros),
+    read by every such layer through Identity nodes: the layers are named by their modules
+    (the nodes' names), not by the one weight's name, and a spec with torch's names loads
+    the weights."""
+    torch.manual_seed(0)
+    model = nn.Sequential()
+    model.add_module("conv1", nn.Conv2d(3, 8, 3, bias=False))
+    model.add_module("bn1", nn.BatchNorm2d(8))
+    model.add_module("conv2", nn.Conv2d(8, 8, 3, bias=False))
+    model.add_module("bn2", nn.BatchNorm2d(8))
+    model.eval()
+    buf = io.BytesIO()
+    torch.onnx.export(model, torch.randn(1, 3, 8, 8), buf, dynamo=False, opset_version=13,
+                      training=torch.onnx.TrainingMode.PRESERVE)
+    graph = onnx.load_from_string(buf.getvalue())
+    assert any(n.op_type == "Identity" for n in graph.graph.node)  # the exporter shared them
+    imported = import_model(graph)
+    names = [i.name for i in imported.spec.infos if i.type == "batchnorm"]
+    assert names == ["bn1", "bn2"]
+    assert set(state_of(imported)) == set(model.state_dict()) - {
+        k for k in model.state_dict() if k.endswith("num_batches_tracked")}
+
+
 def test_torch_padding_and_pooling_variants_import_and_match():
     """Reflection, replication, zero and constant pads; dilated and ceil-mode pools (without
     torch's LocalResponseNorm, which it exports through an If on the input's shape)."""

@@ -70,6 +70,10 @@ class Lowering:
                     self.readers.setdefault(name, []).append(node)
         self.producer = {o: n for n in a.nodes for o in n.output if o}
         self.outputs = {o.name for o in a.graph.outputs}
+        self.const_users: dict[str, int] = {}  # initializer -> data nodes reading it
+        for node in a.nodes:
+            for name in {a.origin.get(i, i) for i in node.input if i in a.consts}:
+                self.const_users[name] = self.const_users.get(name, 0) + 1
 
     # ------------------------------------------------ helpers for handlers
 
@@ -315,9 +319,13 @@ def axis_slice(low: Lowering, node) -> tuple[int, int, int, int] | None:
 
 def weight_hint(low: Lowering, node, index: int) -> str:
     """The layer's name from its weight's name ('features.0.weight' -> 'features.0',
-    'gpu_0/conv1_w_0' -> 'conv1'), else from the node's name."""
+    'gpu_0/conv1_w_0' -> 'conv1'), else from the node's name. A weight several nodes share
+    (torch.onnx.export keeps one copy of equal tensors, e.g. fresh batchnorms' ones) names
+    none of them: the node's name does, if it has one."""
     name = node.input[index] if len(node.input) > index else ""
     name = low.a.origin.get(name, name)
+    if low.const_users.get(name, 0) > 1 and name_hint(node):
+        return name_hint(node)
     for prefix in ("gpu_0/",):
         name = name.removeprefix(prefix)
     for suffix in (".weight", "_w_0", "_w", "/weight", "_W", ".scale", "_s_0", "_scale_0",
