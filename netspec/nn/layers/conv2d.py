@@ -13,7 +13,9 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, PositiveInt, model_validator
 
-from netspec.kernels.conv import ALGORITHMS, Geometry, Grouped, Im2col, choose
+from netspec.kernels.conv import ALGORITHMS, Geometry, Im2col, choose
+from netspec.kernels.depthwise import Depthwise
+from netspec.kernels.grouped import Grouped
 from netspec.nn.init import InitSpec
 from netspec.nn.layers.base import ConvPadding, IntPair, Layer, ShapeError, pair, register
 from netspec.nn.layers.pooling import PADDING_HELP, Sides
@@ -48,6 +50,11 @@ class Conv2d(Layer):
         ({"out_channels": 4, "kernel_size": 3, "groups": 2, "padding": 1}, (4, 5, 5)),
         ({"out_channels": 6, "kernel_size": 3, "groups": 3, "stride": 2, "padding": 1,
           "bias": False}, (3, 6, 5)),  # depthwise, channel multiplier 2
+        # depthwise (one output channel per input channel): strided, and dilated
+        ({"out_channels": 4, "kernel_size": 3, "groups": 4, "stride": 2, "padding": 1},
+         (4, 7, 6)),
+        ({"out_channels": 3, "kernel_size": [3, 2], "groups": 3, "dilation": [2, 1],
+          "padding": {"top": 2, "bottom": 1, "left": 0, "right": 1}, "bias": False}, (3, 6, 5)),
         ({"out_channels": 2, "kernel_size": 3, "stride": 2,
           "padding": {"top": 0, "bottom": 1, "left": 0, "right": 1}}, (2, 6, 6)),
     ]
@@ -136,8 +143,9 @@ class Conv2d(Layer):
         algorithm of the last forward."""
         g = self.geometry(ctx.in_shape)
         ctx.algorithm = choose(g, ctx.conv, ctx.blas_threads)
-        if ctx.algorithm == "grouped":
-            algo = Grouped(g, ctx.params, ctx.grads, ctx.ws)
+        if ctx.algorithm in ("grouped", "depthwise"):  # the same algorithm in both modes
+            cls = Grouped if ctx.algorithm == "grouped" else Depthwise
+            algo = cls(g, ctx.params, ctx.grads, ctx.ws)
             return (lambda x, training: algo.forward(x, training)), algo.backward
         infer = Im2col(g, ctx.params, ctx.grads, ctx.ws)
         train = infer if ctx.algorithm == "im2col" else ALGORITHMS[ctx.algorithm](
