@@ -137,7 +137,7 @@ data: {{dataset: custom-dir, num_classes: 4}}
 def test_relu_then_maxpool_equals_the_two_layers_exactly(pool, train):
     spec = netspec.loads(RELU_POOL.format(pool=pool), "relu-pool.yaml")
     plan, y, dx, grads = run(spec, True, train)
-    assert plan.fused == {"act": "pool"}
+    assert plan.fused == {"conv": "bn", "act": "pool"}  # the relu pairs with the pool
     ref, y0, dx0, grads0 = run(spec, False, train)
     assert np.array_equal(y, y0) and np.array_equal(dx, dx0)
     assert all(np.array_equal(grads[k], g0) for k, g0 in grads0.items())
@@ -154,7 +154,8 @@ def test_a_relu_read_twice_does_not_fuse():
         "  - {type: maxpool2d, name: again, kernel_size: 2, inputs: [act]}\n"
         "  - {type: add, inputs: [pool, again]}\n  - {type: flatten}")
     spec = netspec.loads(text, "relu-pool.yaml")
-    assert run(spec, True)[0].fused == {}
+    # no relu + max pool; the relu joins conv + batchnorm instead (its readers do not matter)
+    assert run(spec, True)[0].fused == {"conv": "bn", "bn": "act"}
 
 
 @pytest.mark.parametrize("broken", [False, True])
@@ -172,3 +173,84 @@ def test_gradcheck_through_relu_then_maxpool(broken, monkeypatch):
         assert ("conv", "weight") in failed and ("fc", "weight") not in failed
     else:
         assert failed == set()
+
+
+CONV_BN = """\
+name: conv-bn
+input: {{shape: [{c}, 9, 8]}}
+layers:
+  - {{type: conv2d, name: conv, {conv}}}
+  - {{type: batchnorm, name: bn}}
+{relu}  - {{type: conv2d, name: side, out_channels: 4, kernel_size: 1}}
+  - {{type: flatten}}
+  - {{type: linear, name: fc, out_features: 4}}
+loss: {{type: cross_entropy}}
+data: {{dataset: custom-dir, num_classes: 4}}
+"""
+
+
+def conv_bn_spec(conv, relu=True, c=4):
+    text = CONV_BN.format(conv=conv, c=c, relu="  - {type: relu, name: act}\n" if relu else "")
+    return netspec.loads(text, "conv-bn.yaml")
+
+
+def run_bn(spec, fused, train, dtype="float32"):
+    """run() with batchnorm's running statistics and affine off their initial values."""
+    plan = netspec.compile(spec, dtype, netspec.PlanOptions(fuse=fused))
+    rng = np.random.default_rng(3)
+    for name, v in {**plan.params, **plan.buffers}.items():
+        v[...] = (rng.uniform(0.5, 2, v.shape) if name.endswith(("running_var", "bn.weight"))
+                  else rng.normal(0, 0.5, v.shape) if not name.endswith("conv.weight") else v)
+    x = rng.standard_normal((5, *spec.input.shape))
+    y = plan.forward(x, train)
+    dx = plan.backward(rng.standard_normal(y.shape))
+    return plan, y, dx, {k: g.copy() for k, g in plan.grads.items()}
+
+
+@pytest.mark.parametrize("conv", [
+    "out_channels: 6, kernel_size: 3, padding: 1",  # im2col's blocks
+    "out_channels: 6, kernel_size: 1, bias: false",  # the pointwise GEMM, no copy of x
+    "out_channels: 4, kernel_size: 3, stride: 2, padding: 1, groups: 4",  # depthwise
+    "out_channels: 6, kernel_size: 3, groups: 2",  # grouped
+    "out_channels: 8, kernel_size: 3, groups: 4, bias: false",  # depthwise, 2 per channel
+])
+@pytest.mark.parametrize("relu", [True, False], ids=["relu", "no-relu"])
+@pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
+def test_conv_batchnorm_relu_equals_the_layers_bit_for_bit(conv, relu, train):
+    spec = conv_bn_spec(conv, relu)
+    plan, y, dx, grads = run_bn(spec, True, train)
+    assert plan.fused == ({"conv": "bn", "bn": "act"} if relu else {"conv": "bn"})
+    ref, y0, dx0, grads0 = run_bn(spec, False, train)
+    assert ref.fused == {}
+    assert np.array_equal(y, y0) and np.array_equal(dx, dx0)
+    assert all(np.array_equal(grads[k], g0) for k, g0 in grads0.items())
+    assert plan.outputs[0] is plan.outputs[1]  # the chain's output for each of its steps
+    assert np.array_equal(plan.outputs[1], ref.outputs[2 if relu else 1])
+
+
+def test_a_conv_batchnorm_chain_says_what_it_does():
+    spec = conv_bn_spec("out_channels: 6, kernel_size: 3")
+    plan = netspec.compile(spec)
+    assert fuse.describe(spec.infos, plan.fused) == [
+        ("conv + bn + act: in eval mode the batchnorm and relu on each block of the "
+         "convolution's output while it is in cache (the same result)")]
+
+
+def test_a_broken_epilogue_is_caught(monkeypatch):
+    """Negative control: the epilogue skipped on the last block of im2col's inference."""
+    from netspec.kernels import conv as kernels
+
+    real = kernels.Im2col._infer
+
+    def skip_last(self, xp, n, y2, y, after=None):
+        calls = []
+        real(self, xp, n, y2, y, after and (lambda *a: calls.append(a)))
+        for block, c0, c1 in calls[:-1]:
+            after(block, c0, c1)
+        return y
+
+    monkeypatch.setattr(kernels.Im2col, "_infer", skip_last)
+    monkeypatch.setattr(kernels, "FUSED_BYTES", 512)  # several blocks
+    spec = conv_bn_spec("out_channels: 6, kernel_size: 3, padding: 1")
+    y = run_bn(spec, True, False)[1]
+    assert not np.array_equal(y, run_bn(spec, False, False)[1])

@@ -8,6 +8,10 @@ tensors its backward needs:
     y = algo.forward(x, train)        # y belongs to the layer's workspace
     dx = algo.backward(dy, need_dx)   # fills grads["weight"] (and "bias"); dx or None
 
+An eval-mode forward may take an epilogue, `algo.forward(x, False, after)`: after(block, c0, c1)
+updates in place a block (c1 - c0, columns) of y's channels c0..c1, bias included, while it is
+still in cache (netspec/plan/fuse.py applies a following batchnorm and relu this way).
+
 - `Im2col`: K = C*KH*KW, P = OH*OW*N.
       col[c, kh, kw, oh, ow, n] = xp[c, oh*sh + kh*dh, ow*sw + kw*dw, n]   (a strided view copy)
       y = W.reshape(O, K) @ col.reshape(K, P) + b
@@ -15,6 +19,8 @@ tensors its backward needs:
   Training keeps the whole col for backward; GEMMs run in blocks of output rows (MAX_BLOCK).
   Inference needs no col: it copies one block of output rows at a time into a cache-sized
   buffer (FUSED_BYTES) and multiplies it while it is hot, the bias riding as a row of ones.
+  A 1x1 conv with stride 1 and no padding copies nothing: on the batch-innermost layout x is
+  already its col, (C, H*W*N), and inference is W @ x in blocks of columns.
 - `RowStacked` (training): only the KW taps are copied, and the KH taps become row blocks of one
   GEMM, added back with a shift of a row:
       col3[c, j, h, v, n] = xp[c, h, v*sw + j*dw, n]                  (C*KW, Hp*OW*N)
@@ -125,6 +131,12 @@ class Algorithm:
         xp[:, pt:pt + g.h, pl:pl + g.w] = x  # the border stays 0
         return xp
 
+    def finish(self, y, after):
+        """Apply an eval-mode epilogue to all of y (algorithms without blocks of their own)."""
+        if after is not None:
+            after(y.reshape(self.g.o, -1), 0, self.g.o)
+        return y
+
     def bias_grad(self, dy) -> None:
         """db = sum of dy over (OH, OW, N): (O, P) @ ones (P,)."""
         if self.gb is not None:
@@ -146,6 +158,8 @@ class Im2col(Algorithm):
         self.col = None  # the last training forward's col; None after an eval forward
         self.xp = None  # the last forward's padded input
         self._views = (None, None, None)  # (xp, key, row-block window views)
+        self.pointwise = (g.kernel == (1, 1) and g.stride == (1, 1) and not any(g.pads)
+                          and g.groups == 1)  # x is its own col
 
     def windows(self, xp, n: int, rows: int | None = None):
         """(C, Hp, Wp, N) -> view (C, KH, KW, rows, OW, N) of every kernel tap's inputs."""
@@ -167,14 +181,16 @@ class Im2col(Algorithm):
             self._views = (xp, (n, blocks), views)
         return views
 
-    def forward(self, x, train):
+    def forward(self, x, train, after=None):
         g, n = self.g, x.shape[-1]
         xp = self.xp = self.pad(x)
         y = self.ws("y", (g.o, g.oh, g.ow, n))
         y2 = y.reshape(g.o, -1)  # (O, OH, OW, N) -> (O, P), P = OH*OW*N
         if not train:
             self.col = None
-            return self._infer(xp, n, y2, y)
+            if self.pointwise:
+                return self._pointwise(x.reshape(g.c, -1), y2, y, after)
+            return self._infer(xp, n, y2, y, after)
         col = self.col = self.ws("col", (g.c, *g.kernel, g.oh, g.ow, n))  # kept for backward
         blocks_ = row_blocks(g.oh, g.ow * n, MAX_BLOCK)
         rows = g.oh // blocks_
@@ -186,7 +202,20 @@ class Im2col(Algorithm):
             y2 += self.b[:, None]
         return y
 
-    def _infer(self, xp, n, y2, y):
+    def _pointwise(self, x2, y2, y, after):
+        """Inference of a 1x1 conv, stride 1, no padding: y = W @ x (+ b), (O, C) @ (C, P), in
+        blocks of MAX_BLOCK columns, with no copy of x."""
+        o = self.g.o
+        for i in range(0, x2.shape[1], MAX_BLOCK):
+            block = y2[:, i:i + MAX_BLOCK]
+            np.matmul(self.Wm, x2[:, i:i + MAX_BLOCK], out=block)
+            if self.b is not None:
+                block += self.b[:, None]
+            if after is not None:
+                after(block, 0, o)
+        return y
+
+    def _infer(self, xp, n, y2, y, after=None):
         """im2col block by block into one cache-sized buffer, each block multiplied while it is
         hot: [W | b] @ [col; 1]: (O, K+1) @ (K+1, P/G) -> (O, P/G)."""
         g, ws = self.g, self.ws
@@ -205,6 +234,8 @@ class Im2col(Algorithm):
         for i, win in enumerate(self.row_windows(xp, n, nblocks)):
             np.copyto(taps, win)
             np.matmul(Wb, buf, out=y3[:, i])
+            if after is not None:
+                after(y3[:, i], 0, g.o)
         return y
 
     def backward(self, dy, need_dx=True):
@@ -261,7 +292,7 @@ class RowStacked(Algorithm):
         Ws.reshape(g.kernel[0], g.o, g.c, g.kernel[1])[...] = self.W.transpose(2, 0, 1, 3)
         return Ws
 
-    def forward(self, x, train):
+    def forward(self, x, train, after=None):
         g, n = self.g, x.shape[-1]
         (kh, kw), dh, o = g.kernel, g.dilation[0], g.o
         xp = self.pad(x)
@@ -276,7 +307,7 @@ class RowStacked(Algorithm):
             y2 += ys[i * o:(i + 1) * o, i * dh * r:i * dh * r + span]
         if self.b is not None:
             y2 += self.b[:, None]
-        return y
+        return self.finish(y, after)
 
     def backward(self, dy, need_dx=True):
         g, n = self.g, dy.shape[-1]
@@ -311,8 +342,8 @@ class WinogradF4(Algorithm):
         super().__init__(g, params, grads, ws)
         self.wg = winograd.Winograd(g.c, g.o, g.h, g.w, ws)
 
-    def forward(self, x, train):
-        return self.wg.forward(x, self.W, self.b)
+    def forward(self, x, train, after=None):
+        return self.finish(self.wg.forward(x, self.W, self.b), after)
 
     def backward(self, dy, need_dx=True):
         return self.wg.backward(dy, self.gW, self.gb, need_dx)

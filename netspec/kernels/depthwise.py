@@ -134,7 +134,7 @@ class Depthwise(Algorithm):
 
     # ------------------------------------------------------------------ forward
 
-    def forward(self, x, train):
+    def forward(self, x, train, after=None):
         g, n, hq, wq = self.g, x.shape[-1], self.hq, self.wq
         q = g.oh * wq * n  # wide output columns per channel
         size = len(self.phases) * hq * wq * n + self.mj * n  # phase images + slack
@@ -161,6 +161,8 @@ class Depthwise(Algorithm):
             np.copyto(yb, out.reshape(c1 - c0, g.oh, wq, n)[:, :, :g.ow])
             if self.b is not None:
                 yb += self.b[c0:c1, None, None, None]
+            if after is not None:
+                after(yb.reshape(c1 - c0, -1), c0, c1)
         return y
 
     # ------------------------------------------------------------------ backward

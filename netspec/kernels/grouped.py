@@ -32,7 +32,7 @@ class Grouped(Im2col):
         self.Wg = self.W.reshape(gr, g.o // gr, g.k)  # (G, Og, Kg), views
         self.gWg = self.gW.reshape(gr, g.o // gr, g.k)
 
-    def forward(self, x, train):
+    def forward(self, x, train, after=None):
         g, n = self.g, x.shape[-1]
         xp = self.xp = self.pad(x)
         y = self.ws("y", (g.o, g.oh, g.ow, n))
@@ -54,7 +54,7 @@ class Grouped(Im2col):
                 np.matmul(self.Wg, colg, out=y.reshape(g.groups, -1, p))
         if self.b is not None:
             y.reshape(g.o, -1)[...] += self.b[:, None]
-        return y
+        return self.finish(y, after)
 
     def _grouped_blocks(self, xp, n, y2):
         """Eval-mode grouped forward, a block of output rows at a time (as Im2col's inference):

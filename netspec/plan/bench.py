@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from netspec.nn.losses import CrossEntropy
+from netspec.plan import fuse
 from netspec.plan.compiler import ufunc_buffer
 
 
@@ -156,9 +157,10 @@ def time_layers(plan, batch_size: int, repeats: int, rng: np.random.Generator, *
     loss_ms, opt_ms = (float(v) for v in np.median(extra[:, :2], axis=0) * ms)
     total = float(fwd_med.sum() + bwd_med.sum()) + loss_ms + opt_ms
     types = {s.name: s.info.type for s in steps}
-    firsts = {second: first for first, second in plan.fused.items()}  # netspec/plan/fuse.py
-    kinds = [f"{s.info.type}+{types[plan.fused[s.name]]}" if s.name in plan.fused else
-             f"{s.info.type} (in {firsts[s.name]})" if s.name in firsts else s.info.type
+    heads = {chain[0]: chain for chain in fuse.chains(plan.fused)}  # netspec/plan/fuse.py
+    inside = {name: chain[0] for chain in heads.values() for name in chain[1:]}
+    kinds = ["+".join(types[n] for n in heads[s.name]) if s.name in heads else
+             f"{s.info.type} (in {inside[s.name]})" if s.name in inside else s.info.type
              for s in steps]
     layers = [LayerTime(s.name, kind, tuple(s.info.out_shape), float(f), float(b),
                         float((f + b) / total) if total > 0 else 0.0)

@@ -17,9 +17,10 @@ to a pool once their last reader is done and serve the next fan-out of the same 
 `_run_layers` and `run_backward` are the only loops that run layers; `plan.hook`, when set,
 is called around every layer call (netspec bench times layers through it).
 
-Fusion: a pair of adjacent layers that computes faster as one (`plan.fused`, from
-netspec/plan/fuse.py: conv + average pool, relu + max pool) runs in the first layer's step, and the
-second's step passes arrays through; both keep their names, parameters and outputs' places.
+Fusion: a chain of adjacent layers that computes faster as one (`plan.fused`, links from
+netspec/plan/fuse.py: conv + average pool, relu + max pool, conv + batchnorm (+ relu)) runs in the
+first layer's step, and the others' steps pass arrays through; all keep their names, parameters
+and outputs' places.
 
 Options (`plan.options`, netspec/plan/options.py): worker processes, BLAS threads, conv
 algorithms and fusion are decided once, here; `plan.algorithms()` names each conv's algorithm.
@@ -105,7 +106,7 @@ class Plan:
         self.buffers: dict[str, np.ndarray] = {}
         self.steps: list[Step] = []
         self.outputs: list[np.ndarray] = []  # each layer's output from the last forward
-        # (a fused pair's output for both of its layers)
+        # (a fused chain's output for all of its layers)
         self.hook: Hook | None = None
         # eval-mode chunking (see run_forward): samples whose activations fill ~EVAL_BYTES
         per_sample = sum(math.prod(info.out_shape) for info in infos) * self.dtype.itemsize
@@ -124,8 +125,8 @@ class Plan:
         buffer_at = sum(sizes) * self.dtype.itemsize  # bytes: where the next buffer goes
         offset = 0
         index: dict[str, int] = {}  # layer name -> step index
-        self.fused = fuse.fusions(infos, self.options.fuse)  # {first: second}: run as one
-        firsts = {second: first for first, second in self.fused.items()}
+        self.fused = fuse.fusions(infos, self.options.fuse)  # {layer: next}: run as one
+        ends = {chain[-1]: chain for chain in fuse.chains(self.fused)}
         for info in infos:  # parameters are drawn layer by layer from the one Generator
             values = (info.layer.init_params(info.in_shape, self.rng, defaults) if state is None
                       else {k: state[f"{info.name}.{k}"] for k in info.param_shapes})
@@ -147,11 +148,14 @@ class Plan:
                 buffer_at += buf.nbytes
                 buf[...] = value
                 ctx.buffers[key] = self.buffers[f"{info.name}.{key}"] = buf
-            if info.name in self.fused:  # built with the second layer, below
+            if info.name in self.fused:  # built with the chain's last layer, below
                 forward = backward = None
-            elif info.name in firsts:  # the first layer's step runs the pair
-                first = self.steps[index[firsts[info.name]]]
-                first.forward, first.backward = fuse.build(first.info, first.ctx, info, ctx)
+            elif info.name in ends:  # the chain's first step runs it; the others pass through
+                chain = [self.steps[index[name]] for name in ends[info.name][:-1]]
+                chain[0].forward, chain[0].backward = fuse.build(
+                    [s.info for s in chain] + [info], [s.ctx for s in chain] + [ctx])
+                for s in chain[1:]:
+                    s.forward, s.backward = fuse.passthrough()
                 forward, backward = fuse.passthrough()
             else:
                 forward, backward = info.layer.build(ctx)

@@ -1,9 +1,10 @@
-"""Plan-level fusion: two adjacent layers that run faster as one, computing the same function.
-The plan asks `fusions` which pairs fuse, and `build` gives the first layer's step the pair's
-closures; the second layer's step passes arrays through (`passthrough`). Every layer keeps its
-own step, name and parameters; `plan.outputs` holds the pair's output for both steps, and
-`netspec bench` times the pair in the first layer's row. The plan option `fuse`
-(netspec/plan/options.py) turns fusion off. Two kinds:
+"""Plan-level fusion: adjacent layers that run faster as one, computing the same function.
+The plan asks `fusions` which layers fuse, as links {layer: the next layer it runs with}, whose
+chains (`chains`) run in the chain's first step: `build` gives that step the chain's closures,
+and the other layers' steps pass arrays through (`passthrough`). Every layer keeps its own step,
+name and parameters; `plan.outputs` holds the chain's output for all of its steps, and
+`netspec bench` times a chain in its first layer's row. The plan option `fuse`
+(netspec/plan/options.py) turns fusion off. Three kinds:
 
 conv2d -> avgpool2d, when the pool tiles the conv's output (stride = kernel, no padding) and
 the conv has stride 1 and dilation 1 (LeNet's pairs). Average pooling is linear, so
@@ -19,6 +20,16 @@ relu -> maxpool2d (VGG-style nets): max and relu commute, maxpool(relu(x)) = rel
 so the relu runs on the pooled array, a quarter of the size for 2x2 pools. Exactly equal to the
 two layers, gradients included: where the window's maximum is positive both route dy to the
 same (first) winner, and where it is not both give 0.
+
+conv2d -> batchnorm (-> relu) (ResNet, GoogLeNet, MobileNet): in eval mode the batchnorm's affine
+map y * scale + shift (from its running statistics, computed at every forward) and the relu run
+on each block of the conv's output right after the block's GEMM, while it is in cache, instead
+of as passes of their own over the whole output; the conv's output buffer holds the result. The
+same elementwise operations in the same order, so the results equal the layers' bit for bit.
+A relu joins when it is the batchnorm's only reader and does not itself fuse with a max pool.
+Training runs the layers' own closures one after the other, exactly as unfused; a backward
+after an eval-mode forward (rare: the gradient checker's runs train mode) reruns the forward
+unfused first, so that each layer holds what its backward reads.
 """
 
 from __future__ import annotations
@@ -31,27 +42,60 @@ from netspec.nn.layers.conv2d import Conv2d
 
 
 def fusions(infos, enabled: bool = True) -> dict[str, str]:
-    """{first layer: second layer} for every pair that fuses: the first layer's output is read
-    by the second only, which reads nothing else (see the module docstring for the kinds)."""
+    """{layer: the next layer it runs with} for every link that fuses: the layer's output is read
+    by the next layer only, which reads nothing else (see the module docstring for the kinds).
+    Links form chains (`chains`); a layer is in at most one."""
     if not enabled:
         return {}
     readers: dict[str, list] = {}
     for info in infos:
         for name in info.inputs:
             readers.setdefault(name, []).append(info)
-    found = {}
-    for info in infos:
+
+    def only_reader(info):
         after = readers.get(info.name, [])
-        if len(after) == 1 and after[0].inputs == (info.name,) and _kind(info, after[0]):
-            found[info.name] = after[0].name
+        return after[0] if len(after) == 1 and after[0].inputs == (info.name,) else None
+
+    found: dict[str, str] = {}
+    for info in infos:
+        nxt = only_reader(info)
+        if nxt is None or info.name in found or info.name in found.values():
+            continue
+        kind = _kind(info, nxt)
+        if kind in ("conv_avgpool", "relu_maxpool"):
+            found[info.name] = nxt.name
+        elif kind == "conv_bn":
+            found[info.name] = nxt.name
+            relu = only_reader(nxt)
+            pool = relu and only_reader(relu)
+            if relu is not None and relu.type == "relu" and not (
+                    pool is not None and _kind(relu, pool) == "relu_maxpool"):
+                found[nxt.name] = relu.name
     return found
 
 
+def chains(fused: dict[str, str]) -> list[list[str]]:
+    """The chains of `fusions`' links, each [first, ..., last], in the links' order."""
+    seconds = set(fused.values())
+    out = []
+    for first in fused:
+        if first in seconds:
+            continue
+        chain = [first]
+        while chain[-1] in fused:
+            chain.append(fused[chain[-1]])
+        out.append(chain)
+    return out
+
+
 def _kind(first, second) -> str | None:
-    """'conv_avgpool', 'relu_maxpool' or None, for a layer and the one layer reading it."""
+    """'conv_avgpool', 'relu_maxpool', 'conv_bn' or None, for a layer and the one layer reading
+    it."""
     a, b = first.layer, second.layer
     if (first.type, second.type) == ("relu", "maxpool2d"):
         return "relu_maxpool"
+    if (first.type, second.type) == ("conv2d", "batchnorm"):
+        return "conv_bn"
     if (first.type, second.type) != ("conv2d", "avgpool2d"):
         return None
     pt, pb, pl, pr = a.pads()
@@ -65,12 +109,15 @@ def _kind(first, second) -> str | None:
     return "conv_avgpool"
 
 
-def build(first, first_ctx: Ctx, second, second_ctx: Ctx):
-    """The first step's (forward, backward) for a fused pair of LayerInfos, from each layer's
-    own Ctx."""
-    if _kind(first, second) == "relu_maxpool":
-        return _relu_maxpool(first.layer.build(first_ctx), second.layer.build(second_ctx))
-    return _conv_avgpool(first_ctx, first.layer, second.layer)
+def build(infos, ctxs):
+    """The first step's (forward, backward) for a chain of LayerInfos (see `chains`), from each
+    layer's own Ctx."""
+    kind = _kind(infos[0], infos[1])
+    if kind == "relu_maxpool":
+        return _relu_maxpool(infos[0].layer.build(ctxs[0]), infos[1].layer.build(ctxs[1]))
+    if kind == "conv_bn":
+        return _conv_bn([info.layer for info in infos], ctxs)
+    return _conv_avgpool(ctxs[0], infos[0].layer, infos[1].layer)
 
 
 def _relu_maxpool(relu, pool):
@@ -84,6 +131,51 @@ def _relu_maxpool(relu, pool):
 
     def backward(dy, need_dx=True):
         return pool_backward(relu_backward(dy, True), need_dx)
+
+    return forward, backward
+
+
+def _conv_bn(layers, ctxs):
+    """conv -> batchnorm (-> relu): in eval mode the batchnorm's affine and the relu as the
+    conv's epilogue on each output block (netspec/kernels/conv.py); in training the layers'
+    own closures one after the other."""
+    steps = [layer.build(ctx) for layer, ctx in zip(layers, ctxs)]
+    conv_forward = steps[0][0]
+    bn, bn_ctx, relu = layers[1], ctxs[1], len(layers) == 3
+    last = {"x": None, "y": None}  # input and output of an eval-mode forward that ran fused
+
+    def unfused(x, train):
+        for forward, _ in steps:
+            x = forward(x, train)
+        return x
+
+    def forward(x, train):
+        if train:
+            last["x"] = None
+            return unfused(x, True)
+        scale, shift = bn.eval_affine(bn_ctx)  # (C, 1) each: batchnorm's own factors
+
+        def after(block, c0, c1):  # (c1 - c0, columns) of the conv's output, in place
+            np.multiply(block, scale[c0:c1], out=block)  # as batchnorm's eval forward
+            block += shift[c0:c1]
+            if relu:
+                np.maximum(block, 0, out=block)  # as relu's
+
+        last["x"] = x
+        last["y"] = conv_forward(x, False, after)
+        return last["y"]
+
+    def backward(dy, need_dx=True):
+        redo = last["x"] is not None
+        if redo:  # each layer's forward, so that each holds its inputs (the conv's output
+            out = unfused(last["x"], False)  # buffer gets the batchnorm's input back)
+            last["x"] = None
+        for _, step_backward in steps[:0:-1]:
+            dy = step_backward(dy, True)
+        dx = steps[0][1](dy, need_dx)
+        if redo:  # the chain's output, where the plan holds it
+            np.copyto(last["y"], out)
+        return dx
 
     return forward, backward
 
@@ -137,22 +229,29 @@ def fold(gW, gW6, shifts, scale) -> None:
 
 
 def passthrough():
-    """The second layer's (forward, backward): its work is done in the first layer's step."""
+    """A later layer's (forward, backward) in a chain: its work is done in the first layer's
+    step."""
     return (lambda x, train: x), (lambda dy, need_dx=True: dy if need_dx else None)
 
 
 def describe(infos, fused: dict[str, str]) -> list[str]:
-    """One line per fused pair, for the setup log: what runs instead of the two layers."""
+    """One line per chain, for the setup log: what runs instead of the layers."""
     by_name = {info.name: info for info in infos}
     lines = []
-    for first, second in fused.items():
-        a, b = by_name[first], by_name[second]
-        if _kind(a, b) == "relu_maxpool":
-            lines.append(f"{first} + {second}: the max pool first, then the relu on the "
-                         "pooled array (the same result, smaller)")
-            continue
-        s = _strided(a.layer, b.layer)
-        (kh, kw), (sh, sw) = pair(s.kernel_size), pair(s.stride)
-        lines.append(f"{first} + {second}: one {kh}x{kw} convolution with stride "
-                     f"{sh}x{sw} (average pooling folded into the weights)")
+    for chain in chains(fused):
+        a, b = by_name[chain[0]], by_name[chain[1]]
+        names = " + ".join(chain)
+        kind = _kind(a, b)
+        if kind == "relu_maxpool":
+            lines.append(f"{names}: the max pool first, then the relu on the pooled array "
+                         "(the same result, smaller)")
+        elif kind == "conv_bn":
+            what = "batchnorm and relu" if len(chain) == 3 else "batchnorm"
+            lines.append(f"{names}: in eval mode the {what} on each block of the convolution's "
+                         "output while it is in cache (the same result)")
+        else:
+            s = _strided(a.layer, b.layer)
+            (kh, kw), (sh, sw) = pair(s.kernel_size), pair(s.stride)
+            lines.append(f"{names}: one {kh}x{kw} convolution with stride "
+                         f"{sh}x{sw} (average pooling folded into the weights)")
     return lines

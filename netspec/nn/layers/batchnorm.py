@@ -116,11 +116,9 @@ class BatchNorm(Layer):
             y2 = y.reshape(c, -1)  # (C, M), a view
             if not train:  # an affine map per channel: y = x * scale + (bias - mean * scale);
                 # xc waits for a backward (rare after eval), which computes it from x
-                np.sqrt(run_var + eps, out=inv_std)
-                np.reciprocal(inv_std, out=inv_std)
-                scale = w * inv_std
-                np.multiply(x2, scale[:, None], out=y2)
-                y2 += (b - run_mean * scale)[:, None]
+                scale, shift = self.eval_affine(ctx)
+                np.multiply(x2, scale, out=y2)
+                y2 += shift
                 return y
             scale = w * inv_std  # y = weight * xhat + bias, xhat = (xc - shift) * inv_std,
             np.multiply(xc, scale[:, None], out=y2)  # with the factors folded per channel
@@ -159,6 +157,19 @@ class BatchNorm(Layer):
             return dx
 
         return forward, backward
+
+    def eval_affine(self, ctx):
+        """The eval-mode forward as y = x * scale + shift, with the affine's steps:
+        `np.multiply(x2, scale, out=y2)` then `y2 += shift` on a (C, M) view, scale and shift
+        (C, 1) from the running statistics (inv_std goes to ctx's workspace for a backward).
+        netspec/plan/fuse.py applies it to a conv's output blocks with the same operations."""
+        w, b = ctx.params["weight"], ctx.params["bias"]
+        run_mean, run_var = ctx.buffers["running_mean"], ctx.buffers["running_var"]
+        inv_std = ctx.ws("inv_std", (len(w),))
+        np.sqrt(run_var + self.eps, out=inv_std)
+        np.reciprocal(inv_std, out=inv_std)
+        scale = w * inv_std
+        return scale[:, None], (b - run_mean * scale)[:, None]
 
     def to_onnx(self, g, x):
         """Inference form: (x - running_mean) / sqrt(running_var + eps) * weight + bias, with

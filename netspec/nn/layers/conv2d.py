@@ -140,21 +140,22 @@ class Conv2d(Layer):
     def build(self, ctx):
         """Training runs the algorithm `choose` picks from the plan's options (recorded in
         ctx.algorithm); inference runs im2col's cache-blocked path. A backward follows the
-        algorithm of the last forward."""
+        algorithm of the last forward. The forward takes an optional eval-mode epilogue,
+        forward(x, False, after) (netspec/kernels/conv.py)."""
         g = self.geometry(ctx.in_shape)
         ctx.algorithm = choose(g, ctx.conv, ctx.blas_threads)
         if ctx.algorithm in ("grouped", "depthwise"):  # the same algorithm in both modes
             cls = Grouped if ctx.algorithm == "grouped" else Depthwise
             algo = cls(g, ctx.params, ctx.grads, ctx.ws)
-            return (lambda x, training: algo.forward(x, training)), algo.backward
+            return algo.forward, algo.backward
         infer = Im2col(g, ctx.params, ctx.grads, ctx.ws)
         train = infer if ctx.algorithm == "im2col" else ALGORITHMS[ctx.algorithm](
             g, ctx.params, ctx.grads, ctx.ws)
         last = [infer]
 
-        def forward(x, training):
+        def forward(x, training, after=None):
             last[0] = train if training else infer
-            return last[0].forward(x, training)
+            return last[0].forward(x, training, after)
 
         def backward(dy, need_dx=True):
             return last[0].backward(dy, need_dx)
