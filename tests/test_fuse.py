@@ -1,8 +1,11 @@
-"""Fused layer pairs (netspec/plan/fuse.py): a conv2d followed by an average pool that tiles its
-output runs as one strided convolution, and a relu followed by a max pool runs the pool first.
-Which pairs fuse, that each fused pair equals the two layers (forward, dx and every gradient, in
-training and in eval; relu + maxpool bit for bit), and that the gradients check, with a broken
-backward of each kind as the negative control."""
+"""Fused layers (netspec/plan/fuse.py): a conv2d followed by an average pool that tiles its
+output runs as one strided convolution, a relu followed by a max pool runs the pool first, and a
+conv2d's batchnorm and relu run on its output blocks in eval mode. Which layers fuse, that each
+fused chain equals the layers (forward, dx and every gradient, in training and in eval; relu +
+maxpool and conv + batchnorm + relu bit for bit), and that the gradients check, with a broken
+backward or epilogue as the negative control."""
+
+import itertools
 
 import numpy as np
 import pytest
@@ -87,7 +90,7 @@ GRAPH = NET.replace("  - {{type: relu}}",
 def test_pairs_that_do_not_fuse_run_as_two_layers(conv, pool, net):
     spec = spec_of("[2, 10, 10]", conv, pool, net)
     plan, y, dx, _ = run(spec, True)
-    assert plan.fused == {}
+    assert plan.fused == ({"conv": "r0"} if "r0" in net else {})  # conv + relu, no pool
     _, y0, dx0, _ = run(spec, False)
     assert np.array_equal(y, y0) and np.array_equal(dx, dx0)
 
@@ -180,8 +183,7 @@ name: conv-bn
 input: {{shape: [{c}, 9, 8]}}
 layers:
   - {{type: conv2d, name: conv, {conv}}}
-  - {{type: batchnorm, name: bn}}
-{relu}  - {{type: conv2d, name: side, out_channels: 4, kernel_size: 1}}
+{bn}{relu}  - {{type: conv2d, name: side, out_channels: 4, kernel_size: 1}}
   - {{type: flatten}}
   - {{type: linear, name: fc, out_features: 4}}
 loss: {{type: cross_entropy}}
@@ -189,8 +191,9 @@ data: {{dataset: custom-dir, num_classes: 4}}
 """
 
 
-def conv_bn_spec(conv, relu=True, c=4):
-    text = CONV_BN.format(conv=conv, c=c, relu="  - {type: relu, name: act}\n" if relu else "")
+def conv_bn_spec(conv, relu=True, c=4, bn=True):
+    text = CONV_BN.format(conv=conv, c=c, relu="  - {type: relu, name: act}\n" if relu else "",
+                          bn="  - {type: batchnorm, name: bn}\n" if bn else "")
     return netspec.loads(text, "conv-bn.yaml")
 
 
@@ -214,18 +217,20 @@ def run_bn(spec, fused, train, dtype="float32"):
     "out_channels: 6, kernel_size: 3, groups: 2",  # grouped
     "out_channels: 8, kernel_size: 3, groups: 4, bias: false",  # depthwise, 2 per channel
 ])
-@pytest.mark.parametrize("relu", [True, False], ids=["relu", "no-relu"])
+@pytest.mark.parametrize("bn, relu", [(True, True), (True, False), (False, True)],
+                         ids=["bn-relu", "bn", "relu"])
 @pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
-def test_conv_batchnorm_relu_equals_the_layers_bit_for_bit(conv, relu, train):
-    spec = conv_bn_spec(conv, relu)
+def test_conv_batchnorm_relu_equals_the_layers_bit_for_bit(conv, bn, relu, train):
+    spec = conv_bn_spec(conv, relu, bn=bn)
     plan, y, dx, grads = run_bn(spec, True, train)
-    assert plan.fused == ({"conv": "bn", "bn": "act"} if relu else {"conv": "bn"})
+    chain = ["conv"] + ["bn"] * bn + ["act"] * relu
+    assert plan.fused == dict(itertools.pairwise(chain))
     ref, y0, dx0, grads0 = run_bn(spec, False, train)
     assert ref.fused == {}
     assert np.array_equal(y, y0) and np.array_equal(dx, dx0)
     assert all(np.array_equal(grads[k], g0) for k, g0 in grads0.items())
     assert plan.outputs[0] is plan.outputs[1]  # the chain's output for each of its steps
-    assert np.array_equal(plan.outputs[1], ref.outputs[2 if relu else 1])
+    assert np.array_equal(plan.outputs[1], ref.outputs[len(chain) - 1])
 
 
 def test_a_conv_batchnorm_chain_says_what_it_does():
@@ -234,6 +239,10 @@ def test_a_conv_batchnorm_chain_says_what_it_does():
     assert fuse.describe(spec.infos, plan.fused) == [
         ("conv + bn + act: in eval mode the batchnorm and relu on each block of the "
          "convolution's output while it is in cache (the same result)")]
+    spec = conv_bn_spec("out_channels: 6, kernel_size: 3", bn=False)
+    assert fuse.describe(spec.infos, netspec.compile(spec).fused) == [
+        ("conv + act: in eval mode the relu on each block of the convolution's output while it "
+         "is in cache (the same result)")]
 
 
 def test_a_broken_epilogue_is_caught(monkeypatch):

@@ -21,12 +21,13 @@ so the relu runs on the pooled array, a quarter of the size for 2x2 pools. Exact
 two layers, gradients included: where the window's maximum is positive both route dy to the
 same (first) winner, and where it is not both give 0.
 
-conv2d -> batchnorm (-> relu) (ResNet, GoogLeNet, MobileNet): in eval mode the batchnorm's affine
-map y * scale + shift (from its running statistics, computed at every forward) and the relu run
-on each block of the conv's output right after the block's GEMM, while it is in cache, instead
-of as passes of their own over the whole output; the conv's output buffer holds the result. The
-same elementwise operations in the same order, so the results equal the layers' bit for bit.
-A relu joins when it is the batchnorm's only reader and does not itself fuse with a max pool.
+conv2d -> batchnorm -> relu, or conv2d -> batchnorm, or conv2d -> relu (ResNet, GoogLeNet): in
+eval mode the batchnorm's affine map y * scale + shift (from its running statistics, computed at
+every forward) and the relu run on each block of the conv's output right after the block's GEMM,
+while it is in cache, instead of as passes of their own over the whole output; the conv's output
+buffer holds the result. The same elementwise operations in the same order, so the results equal
+the layers' bit for bit.
+A relu joins when it is its input's only reader and does not itself fuse with a max pool.
 Training runs the layers' own closures one after the other, exactly as unfused; a backward
 after an eval-mode forward (rare: the gradient checker's runs train mode) reruns the forward
 unfused first, so that each layer holds what its backward reads.
@@ -67,11 +68,19 @@ def fusions(infos, enabled: bool = True) -> dict[str, str]:
         elif kind == "conv_bn":
             found[info.name] = nxt.name
             relu = only_reader(nxt)
-            pool = relu and only_reader(relu)
-            if relu is not None and relu.type == "relu" and not (
-                    pool is not None and _kind(relu, pool) == "relu_maxpool"):
+            if _joins(relu, only_reader):
                 found[nxt.name] = relu.name
+        elif kind == "conv_relu" and _joins(nxt, only_reader):
+            found[info.name] = nxt.name
     return found
+
+
+def _joins(relu, only_reader) -> bool:
+    """Whether a relu (or None) ends a conv's chain: not when it pairs with a max pool."""
+    if relu is None or relu.type != "relu":
+        return False
+    pool = only_reader(relu)
+    return pool is None or _kind(relu, pool) != "relu_maxpool"
 
 
 def chains(fused: dict[str, str]) -> list[list[str]]:
@@ -89,13 +98,15 @@ def chains(fused: dict[str, str]) -> list[list[str]]:
 
 
 def _kind(first, second) -> str | None:
-    """'conv_avgpool', 'relu_maxpool', 'conv_bn' or None, for a layer and the one layer reading
-    it."""
+    """'conv_avgpool', 'relu_maxpool', 'conv_bn', 'conv_relu' or None, for a layer and the one
+    layer reading it."""
     a, b = first.layer, second.layer
     if (first.type, second.type) == ("relu", "maxpool2d"):
         return "relu_maxpool"
     if (first.type, second.type) == ("conv2d", "batchnorm"):
         return "conv_bn"
+    if (first.type, second.type) == ("conv2d", "relu"):
+        return "conv_relu"
     if (first.type, second.type) != ("conv2d", "avgpool2d"):
         return None
     pt, pb, pl, pr = a.pads()
@@ -115,8 +126,8 @@ def build(infos, ctxs):
     kind = _kind(infos[0], infos[1])
     if kind == "relu_maxpool":
         return _relu_maxpool(infos[0].layer.build(ctxs[0]), infos[1].layer.build(ctxs[1]))
-    if kind == "conv_bn":
-        return _conv_bn([info.layer for info in infos], ctxs)
+    if kind in ("conv_bn", "conv_relu"):
+        return _conv_epilogue([info.layer for info in infos], ctxs)
     return _conv_avgpool(ctxs[0], infos[0].layer, infos[1].layer)
 
 
@@ -135,13 +146,15 @@ def _relu_maxpool(relu, pool):
     return forward, backward
 
 
-def _conv_bn(layers, ctxs):
-    """conv -> batchnorm (-> relu): in eval mode the batchnorm's affine and the relu as the
-    conv's epilogue on each output block (netspec/kernels/conv.py); in training the layers'
-    own closures one after the other."""
+def _conv_epilogue(layers, ctxs):
+    """conv -> batchnorm -> relu, either of the two optional: in eval mode the batchnorm's
+    affine and the relu as the conv's epilogue on each output block (netspec/kernels/conv.py);
+    in training the layers' own closures one after the other."""
     steps = [layer.build(ctx) for layer, ctx in zip(layers, ctxs)]
     conv_forward = steps[0][0]
-    bn, bn_ctx, relu = layers[1], ctxs[1], len(layers) == 3
+    bn = next(((layer, ctx) for layer, ctx in zip(layers, ctxs) if layer.type == "batchnorm"),
+              None)
+    relu = layers[-1].type == "relu"
     last = {"x": None, "y": None}  # input and output of an eval-mode forward that ran fused
 
     def unfused(x, train):
@@ -153,11 +166,13 @@ def _conv_bn(layers, ctxs):
         if train:
             last["x"] = None
             return unfused(x, True)
-        scale, shift = bn.eval_affine(bn_ctx)  # (C, 1) each: batchnorm's own factors
+        if bn is not None:
+            scale, shift = bn[0].eval_affine(bn[1])  # (C, 1) each: batchnorm's own factors
 
         def after(block, c0, c1):  # (c1 - c0, columns) of the conv's output, in place
-            np.multiply(block, scale[c0:c1], out=block)  # as batchnorm's eval forward
-            block += shift[c0:c1]
+            if bn is not None:
+                np.multiply(block, scale[c0:c1], out=block)  # as batchnorm's eval forward
+                block += shift[c0:c1]
             if relu:
                 np.maximum(block, 0, out=block)  # as relu's
 
@@ -245,8 +260,8 @@ def describe(infos, fused: dict[str, str]) -> list[str]:
         if kind == "relu_maxpool":
             lines.append(f"{names}: the max pool first, then the relu on the pooled array "
                          "(the same result, smaller)")
-        elif kind == "conv_bn":
-            what = "batchnorm and relu" if len(chain) == 3 else "batchnorm"
+        elif kind in ("conv_bn", "conv_relu"):
+            what = "batchnorm and relu" if len(chain) == 3 else b.type
             lines.append(f"{names}: in eval mode the {what} on each block of the convolution's "
                          "output while it is in cache (the same result)")
         else:
