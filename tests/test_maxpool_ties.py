@@ -42,3 +42,24 @@ def test_tied_windows_route_like_torch(fields, shape, train):
     # only sum their contributions in another order (~1e-16)
     np.testing.assert_allclose(dx, xt.grad.numpy(), rtol=0, atol=1e-12)
     assert (x == 0).mean() > 0.5  # the input really is full of ties
+
+
+@pytest.mark.parametrize("fields", [
+    {"kernel_size": 3, "stride": 1, "padding": 1},  # GoogLeNet's branch pools: separable
+    {"kernel_size": 3, "stride": 2, "ceil_mode": True},  # separable
+    {"kernel_size": [3, 2], "stride": [1, 2], "dilation": [2, 1], "padding": [1, 0]},
+    {"kernel_size": 2},  # not separable (no fewer passes)
+])
+def test_eval_maxima_equal_torch_and_the_training_scan(fields):
+    """Inference takes the max separably where that is fewer passes: the same values as the
+    training scan and as torch, -inf padding and NaN included."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((3, 2, 9, 8))
+    x[0, 0, 4, 4] = np.nan
+    layer = LAYERS["maxpool2d"](**fields)
+    plan = layer_plan(layer, (2, 9, 8), "float64")
+    y_eval = plan.forward(x, train=False)
+    assert np.array_equal(y_eval, plan.forward(x, train=True), equal_nan=True)
+    info = plan.steps[0].info
+    ref = layer.torch_module(info, torch.nn)(torch.from_numpy(x)).numpy()
+    assert np.array_equal(y_eval, ref, equal_nan=True)
