@@ -263,3 +263,23 @@ def test_a_broken_epilogue_is_caught(monkeypatch):
     spec = conv_bn_spec("out_channels: 6, kernel_size: 3, padding: 1")
     y = run_bn(spec, True, False)[1]
     assert not np.array_equal(y, run_bn(spec, False, False)[1])
+
+
+def test_the_epilogue_follows_inference_winograd(monkeypatch):
+    """With eval_conv 'auto' a 64-channel 3x3 conv infers by Winograd: the chain still equals
+    the layers bit for bit (the epilogue on its whole output)."""
+    from netspec.kernels import winograd
+
+    used = []
+    real = winograd.Winograd.forward
+    monkeypatch.setattr(winograd.Winograd, "forward",
+                        lambda self, *a, **k: used.append(1) or real(self, *a, **k))
+    spec = conv_bn_spec("out_channels: 64, kernel_size: 3, padding: 1", c=64)
+    x = np.random.default_rng(0).standard_normal((16, *spec.input.shape))
+    ys = []
+    for fused in (True, False):
+        plan = netspec.compile(spec, "float32", netspec.PlanOptions(
+            fuse=fused, eval_conv="auto", blas_threads=1))
+        plan.params["bn.bias"][...] = np.linspace(-1, 1, 64)
+        ys.append(plan.forward(x, False))
+    assert len(used) == 2 and np.array_equal(ys[0], ys[1])

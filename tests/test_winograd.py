@@ -264,3 +264,36 @@ def test_without_dx_the_weight_gradient_is_still_right(h, w, monkeypatch):
     assert seen[-1] == ("backward", False)  # called once, with need_dx=False
     assert len(seen) == 2
     assert rel(grads["winograd"], grads["im2col"]) < 1e-10
+
+
+@pytest.mark.parametrize("c, k, h, n, taken", [
+    (64, 64, 14, 16, True),  # C*K = 4096, 4 tiles x 16 samples per block
+    (64, 64, 14, 3, False),  # too few tiles per block (winograd.EVAL_MIN_TILES)
+    (32, 64, 28, 16, False),  # too small a GEMM (winograd.EVAL_MIN_CK)
+])
+def test_inference_takes_winograd_where_asked_and_it_pays(c, k, h, n, taken, calls):
+    """Plan option eval_conv 'auto': the same y as im2col's inference to rounding, Winograd
+    where the rule says so; a backward after it gives im2col's gradients (it runs the
+    forward again, keeping V)."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((c, h, h, n))
+    dy = rng.standard_normal((k, h, h, n))
+    got = {}
+    for eval_conv in ("im2col", "auto"):
+        plan, step = conv(c, k, h, h, options=PlanOptions(eval_conv=eval_conv, blas_threads=1))
+        got[eval_conv] = step_once(plan, step, x, dy, train=False)
+    assert calls == ({"forward": 2, "backward": 1} if taken else {"forward": 0, "backward": 0})
+    (y0, dx0, g0), (y1, dx1, g1) = got["im2col"], got["auto"]
+    assert max(rel(y1, y0), rel(dx1, dx0), *(rel(g1[key], g0[key]) for key in g0)) < 1e-10
+
+
+def test_inference_keeps_im2col_by_default_and_with_two_threads(calls):
+    rng = np.random.default_rng(0)
+    for options in (PlanOptions(blas_threads=1), PlanOptions(eval_conv="auto", blas_threads=2)):
+        step = conv(64, 64, 14, 14, options=options)[1]
+        step.forward(rng.standard_normal((64, 14, 14, 16)), False)
+    assert calls == {"forward": 0, "backward": 0}
+    assert "eval conv auto" in netspec.compile(
+        netspec.loads(NET, "wino.yaml"), options=PlanOptions(eval_conv="auto")).options.describe()
+    with pytest.raises(ValueError, match="eval_conv must be 'im2col' or 'auto'"):
+        PlanOptions(eval_conv="winograd")

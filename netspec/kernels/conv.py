@@ -32,8 +32,10 @@ still in cache (netspec/plan/fuse.py applies a following batchnorm and relu this
 - `Grouped` (netspec/kernels/grouped.py) and `Depthwise` (netspec/kernels/depthwise.py):
   convs with groups > 1.
 
-An eval-mode forward always runs `Im2col`'s cache-blocked inference; a backward after it
-(the gradient checker's) recomputes col. `choose` holds every rule in one place.
+An eval-mode forward runs `Im2col`'s cache-blocked inference, or with the plan option
+eval_conv 'auto' Winograd where `eval_winograd` and `winograd.pays_at_inference` say it pays; a
+backward after it (the gradient checker's) recomputes what it needs. `choose` and
+`eval_winograd` hold every rule in one place.
 """
 
 from __future__ import annotations
@@ -100,6 +102,14 @@ def choose(g: Geometry, request: str = "auto", blas_threads: int = 1) -> str:
     if fits["winograd"] and blas_threads == 1:
         return "winograd"
     return "stacked" if fits["stacked"] else "im2col"
+
+
+def eval_winograd(g: Geometry, request: str = "im2col", blas_threads: int = 1) -> bool:
+    """Whether inference may take Winograd (plan option eval_conv 'auto'): where it suits the
+    geometry and each process runs one BLAS thread, as in training; per forward it then runs
+    where `winograd.pays_at_inference` for the batch (else im2col's inference)."""
+    return (request == "auto" and blas_threads == 1 and g.groups == 1
+            and winograd.suits(g.c, g.h, g.w, (*g.kernel, *g.stride, *g.dilation), g.pads))
 
 
 def _stacked_suits(g: Geometry) -> bool:
@@ -334,18 +344,24 @@ class RowStacked(Algorithm):
 
 
 class WinogradF4(Algorithm):
-    """Training by Winograd F(4x4, 3x3) (netspec/kernels/winograd.py, which keeps U and V)."""
+    """Winograd F(4x4, 3x3) (netspec/kernels/winograd.py, which keeps U and V for backward;
+    an eval-mode forward keeps no V, and a backward after it runs the forward again)."""
 
     name = "winograd"
 
     def __init__(self, g, params, grads, ws):
         super().__init__(g, params, grads, ws)
         self.wg = winograd.Winograd(g.c, g.o, g.h, g.w, ws)
+        self.x = None  # the input of an eval-mode forward
 
     def forward(self, x, train, after=None):
-        return self.finish(self.wg.forward(x, self.W, self.b), after)
+        self.x = None if train else x
+        return self.finish(self.wg.forward(x, self.W, self.b, keep=train), after)
 
     def backward(self, dy, need_dx=True):
+        if self.x is not None:
+            self.wg.forward(self.x, self.W, self.b)
+            self.x = None
         return self.wg.backward(dy, self.gW, self.gb, need_dx)
 
 

@@ -41,6 +41,20 @@ MIN_CHANNELS = 8
 MIN_SIZE = 7
 
 
+# Inference takes Winograd (plan option eval_conv 'auto') where its GEMMs are big enough to
+# outweigh the transforms: C*K at least EVAL_MIN_CK and at least EVAL_MIN_TILES tiles per block
+# (a row of tiles of a run of samples). Measured per layer at 1-64 samples, docs/performance.md.
+EVAL_MIN_CK = 4096
+EVAL_MIN_TILES = 16
+
+
+def pays_at_inference(c: int, k: int, w: int, n: int) -> bool:
+    """Whether an eval-mode forward of n samples (C -> K channels, width W) takes Winograd."""
+    tw = -(-w // 4)
+    run = min(n, max(1, CHUNK_FLOATS // (36 * max(c, k) * tw)))
+    return c * k >= EVAL_MIN_CK and tw * run >= EVAL_MIN_TILES
+
+
 def suits(c: int, h: int, w: int, geometry, pads) -> bool:
     """Whether conv2d trains a (C, H, W) input with Winograd: a 3x3 kernel, stride 1 and
     dilation 1 (geometry = (KH, KW, SH, SW, DH, DW)), padding 1 on every side, and enough
@@ -71,17 +85,21 @@ class Winograd:
         self.BT, self.AT = BT.astype(ws.dtype), AT.astype(ws.dtype)
         self.GG = np.kron(G, G).astype(ws.dtype)  # (36, 9)
 
-    def forward(self, x, weight, bias=None):
-        """y (K, H, W, N) = conv(x, weight) + bias."""
+    def forward(self, x, weight, bias=None, keep: bool = True):
+        """y (K, H, W, N) = conv(x, weight) + bias. keep=False (inference) reuses one block's V
+        instead of keeping every block's for backward."""
         c, k, (th, tw), n = self.c, self.k, self.t, x.shape[-1]
         ws = self.ws
         U = ws("w4_U", (36, k, c))  # U = G g G^T: (36, 9) @ (9, K*C), from this step's weight
         np.matmul(self.GG, weight.reshape(k * c, 9).T, out=U.reshape(36, k * c))
         xp = ws("w4_xp", (c, 4 * th + 2, 4 * tw + 2, n), zero=True)  # the border stays 0
         xp[:, 1:1 + self.h, 1:1 + self.w] = x
-        V = ws("w4_V", (th * 36 * c * tw * n,))  # every block's V, kept for backward
+        if keep:
+            V = ws("w4_V", (th * 36 * c * tw * n,))  # every block's V, kept for backward
+        else:
+            V = ws("w4_V_block", (36 * c * tw * self._run(n),))  # one block's, reused
         yb = ws("w4_yb", (k, 4 * th, 4 * tw, n))  # y[k, 4ty + a, 4tx + b] = Y[a, b, k, ty, tx]
-        for ty, (lo, hi), v in self._blocks(V, n):
+        for ty, (lo, hi), v in self._blocks(V, n, keep):
             self._forward_row(xp[:, 4 * ty:4 * ty + 6, :, lo:hi], U, v,
                               yb[:, 4 * ty:4 * ty + 4, :, lo:hi])
         y = yb
@@ -92,16 +110,22 @@ class Winograd:
             y += bias[:, None, None, None]
         return y
 
-    def _blocks(self, V, n: int):
+    def _run(self, n: int) -> int:
+        """The most samples in one block of a row of tiles (CHUNK_FLOATS)."""
+        q = -(-n // max(1, CHUNK_FLOATS // (36 * max(self.c, self.k) * self.t[1])))
+        return -(-n // q)
+
+    def _blocks(self, V, n: int, keep: bool = True):
         """(tile row, (lo, hi) samples, that block's V (36*C*tw*(hi - lo),)) for every block:
-        each row of tiles, in runs of samples if CHUNK_FLOATS asks for them."""
+        each row of tiles, in runs of samples if CHUNK_FLOATS asks for them; without keep, every
+        block's V is the start of V."""
         th, tw, c = self.t[0], self.t[1], self.c
         per_sample = 36 * c * tw
         q = -(-n // max(1, CHUNK_FLOATS // (36 * max(c, self.k) * tw)))  # runs per row
         runs = [(i * n // q, (i + 1) * n // q) for i in range(q)]  # at most two lengths
         for ty in range(th):
             for lo, hi in runs:
-                start = (ty * n + lo) * per_sample
+                start = (ty * n + lo) * per_sample if keep else 0
                 yield ty, (lo, hi), V[start:start + (hi - lo) * per_sample]
 
     def _forward_row(self, xr, U, V, yr):

@@ -132,7 +132,7 @@ class Plan:
                       else {k: state[f"{info.name}.{k}"] for k in info.param_shapes})
             ctx = Ctx(info.in_shape, ws=Workspace(self.dtype),
                       noise=self.noise.stream(info.index), conv=self.options.conv,
-                      blas_threads=self.options.blas_threads)
+                      eval_conv=self.options.eval_conv, blas_threads=self.options.blas_threads)
             for key, value in values.items():
                 n = value.size
                 p = self.flat_params[offset:offset + n].reshape(value.shape)

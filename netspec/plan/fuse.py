@@ -215,7 +215,7 @@ def _conv_avgpool(ctx: Ctx, conv: Conv2d, pool):
     scale = 1.0 / (ph * pw)
     inner = Ctx(ctx.in_shape, params={**ctx.params, "weight": W6},
                 grads={**ctx.grads, "weight": gW6}, ws=ctx.ws, noise=ctx.noise, conv=ctx.conv,
-                blas_threads=ctx.blas_threads)
+                eval_conv=ctx.eval_conv, blas_threads=ctx.blas_threads)
     conv_forward, conv_backward = _strided(conv, pool).build(inner)
     ctx.algorithm = inner.algorithm
 

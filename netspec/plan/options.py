@@ -17,7 +17,11 @@ reason for each, so that nothing later reads a module flag or asks BLAS how it r
   by the rules of `kernels.conv.choose`. Winograd among them runs where each process has one
   BLAS thread (its many small GEMMs gain nothing from more), which 'auto' workers give: one
   process per core. One process on a machine of several cores keeps the GEMM algorithms.
-- fuse: run the layer pairs of netspec/plan/fuse.py as one.
+- eval_conv: inference's conv algorithm: 'im2col' (the cache-blocked im2col) or 'auto', where
+  3x3 convs take Winograd if `kernels.conv.eval_winograd` and, per forward, the batch says it
+  pays (one BLAS thread; enough channels and tiles). Not the default: eval results (a training
+  run's test loss) then differ from im2col's by rounding.
+- fuse: run the layer chains of netspec/plan/fuse.py as one.
 - worker_timeout: seconds a worker may stay silent before the run stops and names it.
 - worker_spin: seconds a worker waiting for its peers mid-step (batchnorm's exchange) spins
   before it blocks: a peer about to arrive costs no sleep and wake-up; 0 blocks at once.
@@ -51,6 +55,7 @@ class PlanOptions:
     workers: int | str = 1  # N or 'auto'
     blas_threads: int | None = None  # per process; None: the cores shared among the workers
     conv: str = "auto"  # 'auto' or one of kernels.conv.ALGORITHMS, for every conv2d
+    eval_conv: str = "im2col"  # 'im2col' or 'auto'
     fuse: bool = True
     worker_timeout: float = WORKER_TIMEOUT
     worker_spin: float = WORKER_SPIN
@@ -65,6 +70,8 @@ class PlanOptions:
         if self.conv != "auto" and self.conv not in ALGORITHMS:
             raise ValueError(f"conv must be 'auto' or one of {', '.join(ALGORITHMS)}, "
                              f"got {self.conv!r}")
+        if self.eval_conv not in ("im2col", "auto"):
+            raise ValueError(f"eval_conv must be 'im2col' or 'auto', got {self.eval_conv!r}")
         if not self.worker_timeout > 0:
             raise ValueError(f"worker_timeout must be positive, got {self.worker_timeout!r}")
         if not self.worker_spin >= 0:
@@ -84,8 +91,9 @@ class Resolved(PlanOptions):
     def describe(self) -> str:
         """'2 worker processes (one per core) x 1 BLAS thread; conv auto; fusion on'"""
         threads = f"{self.blas_threads} BLAS thread{'s' * (self.blas_threads != 1)}"
-        return (f"{self.workers_why}, {threads} each ({self.threads_why}); conv {self.conv}; "
-                f"fusion {'on' if self.fuse else 'off'}")
+        evals = "; eval conv auto" if self.eval_conv == "auto" else ""
+        return (f"{self.workers_why}, {threads} each ({self.threads_why}); conv {self.conv}"
+                f"{evals}; fusion {'on' if self.fuse else 'off'}")
 
 
 def available_cores() -> int:
@@ -161,7 +169,7 @@ def resolve(options: PlanOptions | None, infos, batch_size: int | None = None,
         threads = max(1, cores // workers)
         threads_why = ("the cores shared among the workers" if workers > 1
                        else "one per core")
-    fields = {k: getattr(options, k) for k in ("conv", "fuse", "worker_timeout",
+    fields = {k: getattr(options, k) for k in ("conv", "eval_conv", "fuse", "worker_timeout",
                                                 "worker_spin")}
     return Resolved(workers=workers, blas_threads=threads, workers_why=workers_why,
                     threads_why=threads_why, **fields,

@@ -127,6 +127,7 @@ class Ctx:
     # ('auto' or an algorithm) and the BLAS threads of each process; a layer that chooses an
     # algorithm records its name in `algorithm`, which `netspec train` and `netspec bench` show.
     conv: str = "auto"
+    eval_conv: str = "im2col"  # 'im2col' or 'auto' (inference may take Winograd)
     blas_threads: int = 1
     algorithm: str | None = None
 

@@ -13,7 +13,8 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, PositiveInt, model_validator
 
-from netspec.kernels.conv import ALGORITHMS, Geometry, Im2col, choose
+from netspec.kernels import winograd
+from netspec.kernels.conv import ALGORITHMS, Geometry, Im2col, WinogradF4, choose, eval_winograd
 from netspec.kernels.depthwise import Depthwise
 from netspec.kernels.grouped import Grouped
 from netspec.nn.init import InitSpec
@@ -139,7 +140,8 @@ class Conv2d(Layer):
 
     def build(self, ctx):
         """Training runs the algorithm `choose` picks from the plan's options (recorded in
-        ctx.algorithm); inference runs im2col's cache-blocked path. A backward follows the
+        ctx.algorithm); inference runs im2col's cache-blocked path, or Winograd where the plan
+        option eval_conv and the batch say it pays (`eval_winograd`). A backward follows the
         algorithm of the last forward. The forward takes an optional eval-mode epilogue,
         forward(x, False, after) (netspec/kernels/conv.py)."""
         g = self.geometry(ctx.in_shape)
@@ -151,10 +153,16 @@ class Conv2d(Layer):
         infer = Im2col(g, ctx.params, ctx.grads, ctx.ws)
         train = infer if ctx.algorithm == "im2col" else ALGORITHMS[ctx.algorithm](
             g, ctx.params, ctx.grads, ctx.ws)
+        wino = None  # inference's Winograd (plan option eval_conv), where the batch pays
+        if eval_winograd(g, ctx.eval_conv, ctx.blas_threads):
+            wino = train if isinstance(train, WinogradF4) else WinogradF4(
+                g, ctx.params, ctx.grads, ctx.ws)
         last = [infer]
 
         def forward(x, training, after=None):
-            last[0] = train if training else infer
+            last[0] = train if training else (
+                wino if wino is not None and winograd.pays_at_inference(
+                    g.c, g.o, g.w, x.shape[-1]) else infer)
             return last[0].forward(x, training, after)
 
         def backward(dy, need_dx=True):
