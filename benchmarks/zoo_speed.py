@@ -6,6 +6,8 @@ Usage (from the repository root, with the venv that has torch, onnx and onnxrunt
     python benchmarks/zoo_speed.py                       # ResNet-50 and GoogLeNet, batch 1 and 16
     python benchmarks/zoo_speed.py --nets resnet50 --batches 16 --repeats 9 --threads 2
     python benchmarks/zoo_speed.py --json benchmarks/results/zoo-speed.json
+    python benchmarks/zoo_speed.py --eval-conv auto    # inference's Winograd (plan option)
+    OPENBLAS_CORETYPE=SkylakeX python benchmarks/zoo_speed.py   # NumPy's AVX-512 GEMMs
 
 What is timed:
 * nets: specs/zoo/<net>.yaml with seeded random weights (random batchnorm statistics too) is
@@ -13,15 +15,19 @@ What is timed:
   plan's eval forward (float32), onnxruntime on that same ONNX file (one intra-op pool of
   --threads threads, sequential), and the PyTorch twin of the imported spec with the same
   weights (torch_bridge, under no_grad, --threads threads) run on the same input. NumPy's BLAS
-  gets --threads threads (threadpoolctl). The three are interleaved: each repeat times one
-  forward of each, in an order that rotates, and the tables show medians.
+  gets --threads threads (threadpoolctl), and the plan is told so (PlanOptions(blas_threads=)),
+  with the plan option eval_conv from --eval-conv. The three are interleaved: each repeat
+  times one forward of each, in an order that rotates, and the tables show medians.
 * layers: every depthwise and grouped conv2d of specs/zoo/mobilenet_v2.yaml, shufflenet.yaml and
   alexnet.yaml at batch 16 (distinct configurations once), netspec's layer alone (eval forward;
-  training forward and backward) against torch's Conv2d with the same groups, interleaved.
+  training forward and backward) against torch's Conv2d with the same groups, interleaved in
+  an order that rotates, after two warm-up calls of each.
 * memory: a fresh process compiles ResNet-50 and runs one forward at batch 16; its peak
   resident set (VmHWM) before and after the forward, for netspec and for torch.
 
 Every run prints the machine's load average: the numbers are only comparable on a quiet machine.
+The JSON also holds the BLAS library's kernel (threadpoolctl's "architecture": OpenBLAS picks
+Haswell's AVX2 kernels on CPUs it does not know, unless OPENBLAS_CORETYPE says otherwise).
 """
 
 from __future__ import annotations
@@ -54,7 +60,7 @@ def random_state(plan, seed=0):
             v[...] = rng.normal(0, 0.1, v.shape)
 
 
-def imported(net):
+def imported(net, options=None):
     """(imported spec, its plan, the ONNX model bytes) of specs/zoo/<net>.yaml."""
     import netspec
     from netspec.interop.onnx_export import to_onnx
@@ -65,20 +71,23 @@ def imported(net):
     random_state(plan)
     model = to_onnx(spec, plan, {"normalize": "none"})
     back = import_model(model)
-    return back.spec, netspec.compile(back.spec, state=state_of(back)), model.SerializeToString()
+    plan = netspec.compile(back.spec, options=options, state=state_of(back))
+    return back.spec, plan, model.SerializeToString()
 
 
-def time_nets(nets, batches, repeats, threads):
+def time_nets(nets, batches, repeats, threads, eval_conv="im2col"):
     import onnxruntime as ort
     import torch
     from threadpoolctl import threadpool_limits
 
+    import netspec
     from netspec.interop.torch_bridge import to_torch
 
     torch.set_num_threads(threads)
+    plan_options = netspec.PlanOptions(blas_threads=threads, eval_conv=eval_conv)
     rows = []
     for net in nets:
-        spec, plan, model = imported(net)
+        spec, plan, model = imported(net, plan_options)
         options = ort.SessionOptions()
         options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
         session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
@@ -170,13 +179,14 @@ def time_layers(repeats, threads, batch=16):
             runs = {"ns_eval": ns_eval, "t_eval": t_eval, "ns_train": ns_train,
                     "t_train": t_train}
             with threadpool_limits(threads, user_api="blas"):
-                for f in runs.values():
+                for f in (*runs.values(), *runs.values()):
                     f()
                 times = {k: [] for k in runs}
-                for _ in range(repeats):
-                    for k, f in runs.items():
+                order = list(runs)
+                for r in range(repeats):
+                    for k in order[r % 4:] + order[:r % 4]:
                         t = time.perf_counter()
-                        f()
+                        runs[k]()
                         times[k].append(time.perf_counter() - t)
             med = {k: median_ms(v) for k, v in times.items()}
             o, c = layer.out_channels, info.in_shape[0]
@@ -243,18 +253,27 @@ def main():
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 16])
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--eval-conv", default="im2col", choices=["im2col", "auto"],
+                        help="the plan option eval_conv of the nets' plans")
     parser.add_argument("--skip", nargs="*", default=[], choices=["nets", "layers", "memory"])
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
+    from threadpoolctl import threadpool_info
+
+    blas = [f"{i['internal_api']} {i.get('version')} {i.get('architecture')}"
+            for i in threadpool_info() if i["user_api"] == "blas"]
     print(f"load average {os.getloadavg()}, {os.cpu_count()} cores, {args.threads} threads "
-          "each", flush=True)
-    result = {"load_average": os.getloadavg(), "threads": args.threads}
+          f"each; NumPy's BLAS: {', '.join(blas)}; eval_conv {args.eval_conv}", flush=True)
+    result = {"load_average": os.getloadavg(), "threads": args.threads, "numpy_blas": blas,
+              "eval_conv": args.eval_conv}
     if "nets" not in args.skip:
-        result["nets"] = time_nets(args.nets, args.batches, args.repeats, args.threads)
+        result["nets"] = time_nets(args.nets, args.batches, args.repeats, args.threads,
+                                   args.eval_conv)
     if "layers" not in args.skip:
         result["layers"] = time_layers(args.repeats, args.threads)
     if "memory" not in args.skip:
         result["memory"] = peak_memory(16, args.threads)
+    result["load_average_end"] = os.getloadavg()
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=1) + "\n")

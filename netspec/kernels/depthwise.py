@@ -26,7 +26,8 @@ zeros in the extra columns, aligned with yw's q, and
                     land in the next row's zero margin), and dx[h, v] = dP_ab[r, w] where
                     r*sh + a = h + pt, w*sw + b = v + pl: each input position lies in one phase.
 Forward and backward run block by block of channels sized to stay in cache (BLOCK_BYTES).
-Training and inference run the same code; P is kept for backward.
+Training keeps every channel's phase images P for backward; inference reuses one block's, and a
+backward after it (the gradient checker's, rare) makes them all again from the input.
 """
 
 from __future__ import annotations
@@ -37,10 +38,13 @@ from numpy.lib.stride_tricks import as_strided
 from netspec.kernels.conv import Algorithm, Geometry
 
 # Channels per block: the block's phase images, wide output and padded dy take about this many
-# bytes, so each pass after the first reads from cache. Measured (docs/performance.md): blocks
-# of 4 MiB beat 1 MiB (the L2) by 4-11%, numpy's per-call costs outweighing L2 misses, and
-# unblocked passes by 3-11%.
+# bytes, so each pass after the first reads from cache. Measured (docs/performance.md): in
+# training blocks of 4 MiB beat 1 MiB (the L2) by 4-11%, numpy's per-call costs outweighing L2
+# misses, and unblocked passes by 3-11%. Inference reuses one block's phase images (nothing is
+# kept for backward): there 2 MiB blocks beat 4 MiB by up to 9% on small images, from cold
+# caches.
 BLOCK_BYTES = 4 << 20
+EVAL_BLOCK_BYTES = 2 << 20
 
 
 def _phases(k: int, dil: int, stride: int) -> dict[int, list[tuple[int, int]]]:
@@ -97,7 +101,8 @@ class Depthwise(Algorithm):
         # rows or columns past the last output's window are read by no tap)
         written = sum((r1 - r0) * (w1 - w0) for (r0, r1, _), (w0, w1, _) in spans)
         self.covers = written == g.h * g.w
-        self.P = None  # (C, S) phase images of the last forward, kept for backward
+        self.P = None  # (C, S) phase images of the last training forward, kept for backward
+        self.x = None  # the input of the last eval-mode forward
 
     # ------------------------------------------------------------------ geometry helpers
 
@@ -109,10 +114,11 @@ class Depthwise(Algorithm):
         return lo, max(lo, hi), lo * stride + phase - pad
 
     def _images(self, x, c0, c1, P):
-        """P[c0:c1]'s phase images from x[c0:c1] (their zero borders are never written)."""
+        """P's phase images from x[c0:c1], P (c1 - c0, S) (their zero borders are never
+        written)."""
         g, hq, wq, n = self.g, self.hq, self.wq, x.shape[-1]
         sh, sw = g.stride
-        imgs = P[c0:c1, :len(self.phases) * hq * wq * n].reshape(c1 - c0, -1, hq, wq, n)
+        imgs = P[:, :len(self.phases) * hq * wq * n].reshape(c1 - c0, -1, hq, wq, n)
         for a, b, k, *_ in self.phases:
             r0, r1, h0 = self._span(a, g.pads[0], g.h, sh, hq)
             w0, w1, v0 = self._span(b, g.pads[2], g.w, sw, wq)
@@ -121,35 +127,45 @@ class Depthwise(Algorithm):
                             x[c0:c1, h0:h0 + (r1 - r0 - 1) * sh + 1:sh,
                               v0:v0 + (w1 - w0 - 1) * sw + 1:sw])
 
-    def _taps(self, A, c0, c1, n: int, base: int, ks_i, step_i, ks_j, step_j, q: int):
-        """View (c1-c0, len(ks_i), len(ks_j), q) of A[c0:c1]: tap (u, v) starts at flat offset
-        base + (u*step_i*Wq + v*step_j)*N of its channel."""
-        row = A[c0:c1, base:]
+    def _taps(self, A, n: int, base: int, ks_i, step_i, ks_j, step_j, q: int):
+        """View (channels, len(ks_i), len(ks_j), q) of A (channels, S): tap (u, v) starts at
+        flat offset base + (u*step_i*Wq + v*step_j)*N of its channel."""
+        row = A[:, base:]
         s0, s1 = row.strides
-        return as_strided(row, (c1 - c0, len(ks_i), len(ks_j), q),
+        return as_strided(row, (A.shape[0], len(ks_i), len(ks_j), q),
                           (s0, step_i * self.wq * n * s1, step_j * n * s1, s1), writeable=False)
 
-    def _block(self, per_channel: int) -> int:
-        return max(1, min(self.g.c, BLOCK_BYTES // (per_channel * self.ws.dtype.itemsize)))
+    def _block(self, per_channel: int, budget: int = 0) -> int:
+        """Channels per block: per_channel floats each within `budget` bytes."""
+        budget = budget or BLOCK_BYTES
+        return max(1, min(self.g.c, budget // (per_channel * self.ws.dtype.itemsize)))
+
+    def size(self, n: int) -> int:
+        """Floats of one channel's phase images, with the slack after them."""
+        return len(self.phases) * self.hq * self.wq * n + self.mj * n
 
     # ------------------------------------------------------------------ forward
 
     def forward(self, x, train, after=None):
         g, n, hq, wq = self.g, x.shape[-1], self.hq, self.wq
         q = g.oh * wq * n  # wide output columns per channel
-        size = len(self.phases) * hq * wq * n + self.mj * n  # phase images + slack
-        P = self.P = self.ws("phases", (g.c, size), zero=True)
+        size = self.size(n)
         y = self.ws("y", (g.o, g.oh, g.ow, n))
         Wk = self.W[:, 0]  # (C, KH, KW)
-        cb = self._block(size + q)
+        cb = self._block(size + q, BLOCK_BYTES if train else EVAL_BLOCK_BYTES)
+        if train:  # every channel's phase images, kept for backward
+            P = self.P = self.ws("phases", (g.c, size), zero=True)
+        else:  # one block's, reused; a backward after this makes them all from x
+            P, self.P, self.x = self.ws("phases_block", (cb, size), zero=True), None, x
         yw = self.ws("y_wide", (cb, q))
         tmp = self.ws("y_part", (cb, q)) if len(self.phases) > 1 else None
         for c0 in range(0, g.c, cb):
             c1 = min(g.c, c0 + cb)
-            self._images(x, c0, c1, P)
+            Pb = P[c0:c1] if train else P[:c1 - c0]
+            self._images(x, c0, c1, Pb)
             out = yw[:c1 - c0]
             for a, b, k, ki, ti0, dti, kj, tj0, dtj in self.phases:
-                taps = self._taps(P, c0, c1, n, (k * hq * wq + ti0 * wq + tj0) * n,
+                taps = self._taps(Pb, n, (k * hq * wq + ti0 * wq + tj0) * n,
                                   ki, dti, kj, dtj, q)
                 w = Wk[c0:c1, ki[:, None], kj]  # (cb, taps_i, taps_j)
                 if k == 0:
@@ -173,6 +189,9 @@ class Depthwise(Algorithm):
         q = g.oh * wq * n
         D = self.ws("dy_padded", (g.c, ((g.oh + 2 * mi) * wq + mj) * n), zero=True)
         dy_at = (mi * wq + mj) * n  # where dy's wide rows start in D
+        if self.P is None:  # the forward was in eval mode: every channel's phase images now
+            self.P = self.ws("phases", (g.c, self.size(n)), zero=True)
+            self._images(self.x, 0, g.c, self.P)
         P, Wk, gWk = self.P, self.W[:, 0], self.gW[:, 0]
         self.bias_grad(dy)
         dx = self.ws("dx", (g.c, g.h, g.w, n)) if need_dx else None
@@ -186,7 +205,7 @@ class Depthwise(Algorithm):
             np.copyto(Db[:, mi:mi + g.oh, mj:mj + g.ow], dy[c0:c1])
             dyw = D[c0:c1, dy_at:dy_at + q]  # dy, Wq columns wide (zeros beyond OW)
             for a, b, k, ki, ti0, dti, kj, tj0, dtj in self.phases:
-                taps = self._taps(P, c0, c1, n, (k * hq * wq + ti0 * wq + tj0) * n,
+                taps = self._taps(P[c0:c1], n, (k * hq * wq + ti0 * wq + tj0) * n,
                                   ki, dti, kj, dtj, q)
                 for u, i in enumerate(ki):  # dW[c, i, j] = dyw[c] . tap (i, j)[c]: a dot per
                     for v, j in enumerate(kj):  # channel (BLAS), 1.5x faster than an einsum
@@ -201,7 +220,7 @@ class Depthwise(Algorithm):
                 # last tap (largest offsets) sits at D[r + mi - ti_max, w + mj - tj_max]
                 ti1, tj1 = ti0 + dti * (len(ki) - 1), tj0 + dtj * (len(kj) - 1)
                 rows = (r1 - r0) * wq * n
-                flipped = self._taps(D, c0, c1, n, ((r0 + mi - ti1) * wq + mj - tj1) * n,
+                flipped = self._taps(D[c0:c1], n, ((r0 + mi - ti1) * wq + mj - tj1) * n,
                                      ki, dti, kj, dtj, rows)
                 w = Wk[c0:c1, ki[::-1, None], kj[::-1]]
                 part = dP[:c1 - c0, :rows]
