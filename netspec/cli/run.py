@@ -53,6 +53,7 @@ def train(
     from netspec.fsio import check_new_run_dir, check_run_dir
     from netspec.plan import fuse
     from netspec.spec.model import load
+    from netspec.train.inputs import with_classes
     from netspec.train.run import Run, score
 
     if spec_path is None and resume is None:
@@ -67,6 +68,7 @@ def train(
         out_dir = resume or run_dir or Path("runs") / f"{spec.name}-{stamp}"
         (check_run_dir if resume else check_new_run_dir)(out_dir)  # before the data loads
         splits = load_data(spec, data_dir)
+        spec = with_classes(spec, splits.dataset)  # the class names travel with the run
         run = Run(spec, splits, out_dir, workers=requested)
         if resume:
             run.resume()
@@ -127,6 +129,7 @@ def report(
                                        "confusion matrix and the worst images."),
 ):
     """Write RUN_DIR/report.html; works on finished, running and interrupted runs."""
+    from netspec.train.inputs import recorded_data_dir
     from netspec.viz.report import run_spec, write_report
 
     with report_errors():
@@ -134,7 +137,7 @@ def report(
         splits = None
         if evaluate:
             try:
-                splits = load_data(spec, data_dir)
+                splits = load_data(spec, data_dir or recorded_data_dir(run_dir))
             except NetspecError as e:
                 err.print(f"[yellow]warning:[/yellow] {escape(str(e))}; writing the report "
                           "without the test-set figures")

@@ -109,7 +109,7 @@ def _samples(x: np.ndarray, key: str, path: Path) -> np.ndarray:
     if x.ndim not in (2, 4):
         raise DataError([Problem(f"{key} is {x.dtype} with shape {x.shape}: features are "
                                  "(N, D), image values (N, C, H, W)", file=str(path))])
-    values = x.astype(np.float32)
+    values = x if x.dtype.kind == "f" else x.astype(np.float64)
     if not np.all(np.isfinite(values)):
         bad = np.argwhere(~np.isfinite(values))[0]
         raise DataError([Problem(f"{key}{list(bad)} is {values[tuple(bad)]}: every value must "

@@ -15,9 +15,9 @@ KINDS = ("idx", "cifar", "images", "npz", "csv")
 class Split:
     """One part of a dataset: samples `images` and their labels.
 
-    images: uint8 (N, H, W) or (N, C, H, W) pixels, or float32 (N, D) features (tables; the
-    name is MNIST's). labels: int64 (N,), class numbers 0..K-1. files: the file of each sample
-    (image folders), else None.
+    images: uint8 (N, H, W) or (N, C, H, W) pixels, or float (N, D) features (tables; the name
+    is MNIST's), or float (N, C, H, W) values (.npz). labels: int64 (N,), class numbers
+    0..K-1. files: the file of each sample (image folders), else None.
     """
 
     images: np.ndarray

@@ -194,15 +194,21 @@ def apply_norm(x: np.ndarray, norm: Normalization, dtype="float32", out=None) ->
     coef = norm.coefficients(channels, dtype)
     out = np.empty(x.shape, dtype) if out is None else out
     view = (slice(None),) + (None,) * (x.ndim - 2)  # (C,) broadcast along axis 1
+    if x.dtype != np.uint8 and coef is not None:  # values: (v - mean) / std in float64
+        coef = norm.coefficients(channels, np.float64)
     for lo in range(0, len(x), CHUNK_ROWS):
         part = out[lo:lo + CHUNK_ROWS]
-        part[...] = x[lo:lo + CHUNK_ROWS]
-        if coef is not None:
+        if x.dtype == np.uint8 or coef is None:
+            part[...] = x[lo:lo + CHUNK_ROWS]
+            if coef is not None:
+                a, b = coef
+                if np.any(a != 1):
+                    part *= a[view]
+                if np.any(b != 0):
+                    part -= b[view]
+        else:
             a, b = coef
-            if np.any(a != 1):
-                part *= a[view]
-            if np.any(b != 0):
-                part -= b[view]
+            part[...] = x[lo:lo + CHUNK_ROWS].astype(np.float64) * a[view] - b[view]
     return out
 
 

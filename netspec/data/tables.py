@@ -103,7 +103,7 @@ def read_header(path: Path) -> list[str]:
 
 def read_csv(path: Path, label_column: str | None = None) -> tuple[list, list, np.ndarray,
                                                                   list]:
-    """(header, label per row (text), features float32 (N, D), line of each row) of a CSV
+    """(header, label per row (text), features float64 (N, D), line of each row) of a CSV
     file; DataError naming every bad line and column."""
     header = read_header(path)
     label_col = _label_column(header, label_column, path)
@@ -139,7 +139,7 @@ def read_csv(path: Path, label_column: str | None = None) -> tuple[list, list, n
             raise ValueError("not finite")
     except ValueError:
         raise DataError(_capped(_bad_cells(path, header, li))) from None
-    return header, labels, x.astype(np.float32), lines
+    return header, labels, x, lines
 
 
 def _bad_cells(path: Path, header: list, li: int) -> list[Problem]:

@@ -17,6 +17,7 @@ from pathlib import Path
 from netspec import checkpoint
 from netspec.errors import CheckpointError, TrainingError
 from netspec.fsio import atomic_write, check_run_dir, claim_run_dir, make_dirs
+from netspec.train.inputs import data_record, write_data_record
 from netspec.train.trainer import Trainer
 
 EXCLUDED_FROM_RESUME_CHECK = ("train.epochs",)  # may change when resuming (schedule allowing)
@@ -55,6 +56,7 @@ class Run:
                                   f"--resume {self.out}, or choose another --out")
         make_dirs(self.out / "checkpoints")
         atomic_write(self.out / "spec.yaml", self.spec.to_yaml())
+        write_data_record(self.out, self.splits)  # data.json: where the data came from
 
     def resume(self) -> None:
         """Continue from checkpoints/last.npz; the spec may differ only in train.epochs."""
@@ -137,9 +139,11 @@ class Run:
         meta = {"netspec_version": _version(), "progress": progress, "history": self.history,
                 "best": self.best, "spec": self.spec.model_dump(mode="json"),
                 "spec_sha256": self.spec.digest(EXCLUDED_FROM_RESUME_CHECK),
-                # how inputs were normalised (netspec export records it in the ONNX file)
+                # how inputs were normalised (netspec export records it in the ONNX file),
+                # and the data's classes and preprocessing (predict reads them)
                 "normalize": {k: getattr(self.splits, k, None) for k in ("normalize", "mean",
-                                                                         "std")}}
+                                                                         "std")},
+                "data": data_record(self.splits)}
         checkpoint.save(path, state, optim, meta)
 
 
