@@ -1,4 +1,5 @@
-"""Per-layer forward/backward timing table of specs (netspec.plan.bench.time_layers), like `caffe time`.
+"""Per-layer forward/backward timing table of specs (netspec.plan.bench.time_layers), as
+`caffe time` gives.
 
 Usage (from the repository root):
 

@@ -15,8 +15,10 @@ from netspec.errors import (
                             TrainingError,
 )
 from netspec.plan.compiler import Plan, compile
+from netspec.plan.options import PlanOptions
 from netspec.spec.model import NetSpec, load, loads
 from netspec.version import __version__
 
 __all__ = ["CheckpointError", "DataError", "NetSpec", "NetspecError", "OutputError", "Plan",
-           "Problem", "SpecError", "TrainingError", "__version__", "compile", "load", "loads"]
+           "PlanOptions", "Problem", "SpecError", "TrainingError", "__version__", "compile",
+           "load", "loads"]

@@ -75,6 +75,7 @@ def load(path: str | Path) -> Checkpoint:
         with open(path, "rb") as f:
             if f.read(4) != b"PK\x03\x04":  # every .npz is a zip archive
                 raise corrupt("it is not a zip archive, as an .npz written by netspec is")
+        check_expansion(path)
         with np.load(path, allow_pickle=False) as archive:
             arrays = {k: archive[k] for k in archive.files}
         meta = json.loads(str(arrays.pop(META)))
@@ -91,6 +92,19 @@ def load(path: str | Path) -> Checkpoint:
     optimizer = {k[len(OPTIM):]: v for k, v in arrays.items() if k.startswith(OPTIM)}
     state = {k: v for k, v in arrays.items() if not k.startswith(OPTIM)}
     return Checkpoint(state, optimizer, meta)
+
+
+def check_expansion(path: Path) -> None:
+    """Refuse an archive whose members would expand far beyond their stored size (a
+    decompression bomb) before anything is decompressed. netspec stores members uncompressed."""
+    with zipfile.ZipFile(path) as archive:
+        for info in archive.infolist():
+            if info.file_size > MAX_EXPANSION * info.compress_size + EXPANSION_SLACK:
+                raise CheckpointError(
+                    f"{path}: member {info.filename!r} would expand to {info.file_size:,} bytes "
+                    f"from {info.compress_size:,} stored (over {MAX_EXPANSION}x): refused as a "
+                    "decompression bomb; netspec writes checkpoints uncompressed, so this file "
+                    "was not written by netspec")
 
 
 def check_fits(state: dict, shapes: dict, where: str, optional: tuple = ()) -> None:
@@ -170,6 +184,10 @@ def _changes(old, new, prefix: str) -> list[str]:
     return changes
 
 
+# A member may expand to MAX_EXPANSION times its stored size plus EXPANSION_SLACK bytes (so
+# that small compressed members, and any uncompressed ones, pass).
+MAX_EXPANSION = 20
+EXPANSION_SLACK = 1 << 20
 MAX_CHANGES = 12  # listed in one message; a whole different network is not printed entire
 
 

@@ -5,7 +5,7 @@ from typer.testing import CliRunner
 
 import netspec
 from netspec.cli import app
-from netspec.train.pool import resolve_workers
+from netspec.plan.options import resolve_workers
 
 
 def test_bench_lists_every_layer_and_the_step_rate():
@@ -52,7 +52,7 @@ def test_bench_workers_times_one_workers_share_with_its_conv_paths(tmp_path, mon
     conv2 (8 channels at 28x28) then takes the Winograd path; --workers 1 does not."""
     from netspec.kernels import winograd
 
-    monkeypatch.setattr("netspec.train.pool.available_cores", lambda: 2)
+    monkeypatch.setattr("netspec.plan.options.available_cores", lambda: 2)
     calls = []
     real = winograd.Winograd.forward
     monkeypatch.setattr(winograd.Winograd, "forward",
@@ -72,7 +72,7 @@ def test_bench_workers_times_one_workers_share_with_its_conv_paths(tmp_path, mon
 
 
 def test_bench_workers_usage_errors_exit_2(monkeypatch):
-    monkeypatch.setattr("netspec.train.pool.available_cores", lambda: 2)
+    monkeypatch.setattr("netspec.plan.options.available_cores", lambda: 2)
     path = str(next(p for p in SPECS if p.name == "lenet.yaml"))
     for bad in ("0", "two", "3"):  # not a count, or more workers than cores
         result = CliRunner().invoke(app, ["bench", path, "--repeats", "1", "--workers", bad])

@@ -29,10 +29,9 @@ def spec_of(shape="[2, 10, 10]", conv="kernel_size: 3", pool="kernel_size: 2", n
     return netspec.loads(net.format(shape=shape, conv=conv, pool=pool), "fuse.yaml")
 
 
-def run(spec, fused, monkeypatch, train=True):
+def run(spec, fused, train=True):
     """(plan, y, dx, grads) of one forward and backward in float64, fused or not."""
-    monkeypatch.setattr(fuse, "FUSE", fused)
-    plan = netspec.compile(spec, "float64")
+    plan = netspec.compile(spec, "float64", netspec.PlanOptions(fuse=fused))
     for name, p in plan.params.items():  # biases off zero, so that a wrong bias path shows
         if name.endswith("bias"):
             p[...] = np.linspace(-1, 1, p.size)
@@ -52,11 +51,11 @@ def run(spec, fused, monkeypatch, train=True):
     ("[2, 10, 10]", "kernel_size: [3, 2], padding: [1, 0]", "kernel_size: 2"),
 ])
 @pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
-def test_the_fused_pair_equals_the_two_layers(shape, conv, pool, train, monkeypatch):
+def test_the_fused_pair_equals_the_two_layers(shape, conv, pool, train):
     spec = spec_of(shape, conv, pool)
-    plan, y, dx, grads = run(spec, True, monkeypatch, train)
+    plan, y, dx, grads = run(spec, True, train)
     assert plan.fused == {"conv": "pool"}
-    ref, y0, dx0, grads0 = run(spec, False, monkeypatch, train)
+    ref, y0, dx0, grads0 = run(spec, False, train)
     assert ref.fused == {}
     assert np.abs(y - y0).max() < 1e-12 * np.abs(y0).max()
     assert np.abs(dx - dx0).max() < 1e-12 * np.abs(dx0).max()
@@ -85,11 +84,11 @@ GRAPH = NET.replace("  - {{type: relu}}",
         "  - {{type: avgpool2d", "  - {{type: relu, name: r0}}\n  - {{type: avgpool2d"),
         id="relu-between"),
 ])
-def test_pairs_that_do_not_fuse_run_as_two_layers(conv, pool, net, monkeypatch):
+def test_pairs_that_do_not_fuse_run_as_two_layers(conv, pool, net):
     spec = spec_of("[2, 10, 10]", conv, pool, net)
-    plan, y, dx, _ = run(spec, True, monkeypatch)
+    plan, y, dx, _ = run(spec, True)
     assert plan.fused == {}
-    _, y0, dx0, _ = run(spec, False, monkeypatch)
+    _, y0, dx0, _ = run(spec, False)
     assert np.array_equal(y, y0) and np.array_equal(dx, dx0)
 
 
@@ -135,23 +134,27 @@ data: {{dataset: custom-dir, num_classes: 4}}
 @pytest.mark.parametrize("pool", ["kernel_size: 2", "kernel_size: 3, stride: 2, padding: 1",
                                   "kernel_size: 2, stride: 1", "kernel_size: [2, 3]"])
 @pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
-def test_relu_then_maxpool_equals_the_two_layers_exactly(pool, train, monkeypatch):
+def test_relu_then_maxpool_equals_the_two_layers_exactly(pool, train):
     spec = netspec.loads(RELU_POOL.format(pool=pool), "relu-pool.yaml")
-    plan, y, dx, grads = run(spec, True, monkeypatch, train)
+    plan, y, dx, grads = run(spec, True, train)
     assert plan.fused == {"act": "pool"}
-    _, y0, dx0, grads0 = run(spec, False, monkeypatch, train)
+    ref, y0, dx0, grads0 = run(spec, False, train)
     assert np.array_equal(y, y0) and np.array_equal(dx, dx0)
     assert all(np.array_equal(grads[k], g0) for k, g0 in grads0.items())
-    assert np.count_nonzero(plan.outputs[2] < 0) == 0  # the relu step's output: pooled, >= 0
+    # fused, the relu ran on the pooled array: its step holds the pool's output (the same
+    # array as the pool step's); unfused it holds the full-size activation
+    pooled = {i.name: i.out_shape for i in spec.infos}["pool"]
+    assert plan.outputs[2].shape[:-1] == pooled and plan.outputs[2] is plan.outputs[3]
+    assert ref.outputs[2].shape[:-1] == (3, 9, 9) != pooled
 
 
-def test_a_relu_read_twice_does_not_fuse(monkeypatch):
+def test_a_relu_read_twice_does_not_fuse():
     text = RELU_POOL.format(pool="kernel_size: 2").replace(
         "  - {type: flatten}",
         "  - {type: maxpool2d, name: again, kernel_size: 2, inputs: [act]}\n"
         "  - {type: add, inputs: [pool, again]}\n  - {type: flatten}")
     spec = netspec.loads(text, "relu-pool.yaml")
-    assert run(spec, True, monkeypatch)[0].fused == {}
+    assert run(spec, True)[0].fused == {}
 
 
 @pytest.mark.parametrize("broken", [False, True])

@@ -49,7 +49,7 @@ def test_a_spec_over_the_cap_is_refused(tmp_path):
 
 
 def test_more_workers_than_cores_is_a_usage_error(tmp_path, monkeypatch):
-    monkeypatch.setattr("netspec.train.pool.available_cores", lambda: 2)
+    monkeypatch.setattr("netspec.plan.options.available_cores", lambda: 2)
     spec = tmp_path / "g.yaml"
     spec.write_text(NET.replace("  - {type: batchnorm, name: bn1}\n", ""))
     result = cli("train", spec, "--workers", "3", "--out", tmp_path / "r")

@@ -41,6 +41,13 @@ def test_a_unicode_name_is_told_the_rule_is_ascii(key, name):
     assert "ASCII letters" in msg and "is not ASCII" in msg
 
 
+@pytest.mark.parametrize("name", [".", "..", ".hidden"])
+def test_a_spec_name_that_is_a_dot_folder_is_refused(name):
+    """The name makes folders (runs/<name>-<time>, sweeps/<name>): '..' would be the parent."""
+    [msg] = problems(f"name={name}")
+    assert f"'{name}' is not a valid name" in msg and "not starting with '.'" in msg
+
+
 def test_channels_last_input_is_named_with_the_fix_before_the_layer_it_breaks():
     text = BASE.replace("[1, 28, 28]", "[28, 28, 1]") + "data: {dataset: /no/such/dir}\n"
     msgs = problems(text=text)

@@ -223,3 +223,26 @@ def test_a_checkpoint_path_that_is_no_file_says_what_it_is(tmp_path, monkeypatch
     monkeypatch.chdir(tmp_path)
     with pytest.raises(netspec.CheckpointError, match=f"no checkpoint at .*: it {says}"):
         checkpoint.load(where)
+
+
+def test_a_decompression_bomb_checkpoint_is_refused_before_decompressing(tmp_path, monkeypatch):
+    """An .npz member that would expand 1000-fold (40 MB of zeros stored in ~40 kB) is refused
+    from the archive's directory alone: np.load is never reached."""
+    import zipfile
+
+    bomb = tmp_path / "bomb.npz"
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as archive:
+        with archive.open("conv1.weight.npy", "w", force_zip64=True) as member:
+            chunk = bytes(1 << 20)
+            for _ in range(40):
+                member.write(chunk)
+    assert bomb.stat().st_size < 1 << 20
+    monkeypatch.setattr(np, "load", lambda *a, **k: pytest.fail("np.load was reached"))
+    with pytest.raises(netspec.CheckpointError, match="refused as a decompression bomb"):
+        checkpoint.load(bomb)
+
+
+def test_a_checkpoint_netspec_wrote_passes_the_expansion_check(tmp_path):
+    state = {"fc.weight": np.zeros((300, 1000), np.float32)}  # 1.2 MB, stored as it is
+    path = checkpoint.save(tmp_path / "ok.npz", state, {}, {"spec": {}})
+    assert checkpoint.load(path).state["fc.weight"].shape == (300, 1000)

@@ -22,14 +22,9 @@ from netspec.cli import app
 from netspec.errors import TrainingError
 from netspec.kernels.noise import Noise
 from netspec.nn.layers.batchnorm import BatchNorm
+from netspec.plan.options import MAX_AUTO_WORKERS, can_fork, resolve_workers
 from netspec.train import exchange
-from netspec.train.pool import (
-    WorkerPool,
-    can_fork,
-    resolve_workers,
-    shared_array,
-    slice_gradient,
-)
+from netspec.train.pool import WorkerPool, shared_array, slice_gradient
 from netspec.train.trainer import Trainer
 
 pytestmark = pytest.mark.skipif(not can_fork(), reason="worker processes need Linux fork")
@@ -302,17 +297,19 @@ def test_dropout_trains_alike_with_one_or_two_workers(tie_free, monkeypatch, key
 
 def test_auto_and_explicit_worker_counts():
     conv, mlp = load(), netspec.load(ROOT / "specs" / "mlp.yaml")
-    n, why = resolve_workers("auto", conv.infos)
-    assert n == min(2, len(os.sched_getaffinity(0)))
-    assert ("2 worker processes" if n == 2 else "one process") in why
-    n, why = resolve_workers("auto", mlp.infos)
+    n, why = resolve_workers("auto", conv.infos, cores=2)
+    assert n == 2 and "2 worker processes (one per core)" in why
+    assert resolve_workers("auto", conv.infos, cores=16)[0] == MAX_AUTO_WORKERS
+    assert resolve_workers("auto", conv.infos, batch_size=12, cores=4)[0] == 1  # 8 a slice
+    n, why = resolve_workers("auto", mlp.infos, cores=2)
     assert n == 1 and "used 1.0x per sample" in why
-    assert resolve_workers(3, mlp.infos)[0] == 3  # explicit: the user's choice
+    assert resolve_workers(3, mlp.infos, cores=4)[0] == 3  # explicit: the user's choice
+    with pytest.raises(ValueError, match="3 workers but netspec may use 2 cores"):
+        resolve_workers(3, mlp.infos, cores=2)  # the rule holds in the library, not the CLI
     bn = load(BATCHNORM)
-    n, why = resolve_workers("auto", bn.infos)
-    assert n == min(2, len(os.sched_getaffinity(0)))
-    assert n == 1 or "exchanging batchnorm statistics" in why
-    assert resolve_workers(2, bn.infos)[0] == 2
+    n, why = resolve_workers("auto", bn.infos, cores=2)
+    assert n == 2 and "exchanging batchnorm statistics" in why
+    assert resolve_workers(2, bn.infos, cores=2)[0] == 2
     for bad in (0, -1, "two", 1.5, True):
         with pytest.raises(ValueError, match="positive integer or 'auto'"):
             resolve_workers(bad, conv.infos)
@@ -509,5 +506,5 @@ def test_a_diverging_run_with_workers_prints_no_numpy_warnings(tmp_path):
          "--out", str(tmp_path / "run")],
         check=False, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1, proc.stdout + proc.stderr
-    assert "loss became nan" in proc.stderr and "workers: 2 worker processes" in proc.stdout
+    assert "loss became nan" in proc.stderr and "plan: 2 worker processes" in proc.stdout
     assert "Warning" not in proc.stderr, proc.stderr

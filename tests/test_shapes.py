@@ -16,7 +16,7 @@ import pytest
 
 import netspec
 from netspec.nn.layers import LAYERS, ShapeError
-from netspec.plan import fuse
+from netspec.plan.options import PlanOptions
 
 SPECS = Path(__file__).resolve().parent.parent / "specs"
 
@@ -165,10 +165,9 @@ def test_lenet_totals():
 
 @pytest.mark.parametrize("path", sorted(SPECS.glob("*.yaml")), ids=lambda p: p.name)
 @pytest.mark.parametrize("fused", [True, False], ids=["fused", "unfused"])
-def test_every_spec_runs_with_its_inferred_shapes(path, fused, monkeypatch):
-    monkeypatch.setattr(fuse, "FUSE", fused)
+def test_every_spec_runs_with_its_inferred_shapes(path, fused):
     spec = netspec.load(path)
-    plan = netspec.compile(spec)
+    plan = netspec.compile(spec, options=PlanOptions(fuse=fused))
     plan.forward(np.random.default_rng(0).standard_normal((2, *spec.input.shape)), train=True)
     # a conv fused with the average pool after it outputs the pooled array (netspec/plan/fuse.py)
     shape = {i.name: i.out_shape for i in spec.infos}

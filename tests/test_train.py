@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 import netspec
 from netspec import checkpoint
 from netspec.cli import app
-from netspec.train.pool import resolve_workers
+from netspec.plan.options import resolve_workers
 from netspec.train.run import Run
 from netspec.train.trainer import Trainer, confusion_matrix
 
@@ -131,7 +131,7 @@ def test_train_writes_a_complete_run_directory(tmp_path):
         assert all(key in r for r in records), key
     expected_workers = resolve_workers("auto", spec().infos)[0]  # the CLI's default
     assert [r["workers"] for r in records] == [expected_workers] * 3
-    assert f"workers: {resolve_workers('auto', spec().infos)[1]}" in result.output
+    assert f"plan: {resolve_workers('auto', spec().infos)[1]}" in result.output
     assert [r["lr"] for r in records] == pytest.approx([0.05, 0.05, 0.025])
     last = checkpoint.load(run_dir / "checkpoints" / "last.npz")
     assert {"conv1.weight", "conv1.bias", "fc1.weight", "fc2.bias"} <= last.state.keys()

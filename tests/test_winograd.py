@@ -1,7 +1,7 @@
-"""conv2d's Winograd F(4x4, 3x3) training path (netspec/kernels/winograd.py): when it is taken,
-that it equals the im2col path (whole tiles and cropped ones, one block of tiles or many, runs of
-samples), that its gradients check, that two workers with it train like one process, and that
-a broken transform or backward is caught."""
+"""conv2d's Winograd F(4x4, 3x3) training algorithm (netspec/kernels/winograd.py): when the plan's
+options choose it, that it equals the im2col algorithm (whole tiles and cropped ones, one block
+of tiles or many, runs of samples), that its gradients check, that two workers with it train
+like one process, and that a broken transform or backward is caught."""
 
 import numpy as np
 import pytest
@@ -12,7 +12,7 @@ from netspec.kernels import blas, winograd
 from netspec.nn.layers import LAYERS
 from netspec.plan.compiler import layer_plan
 from netspec.plan.gradcheck import check_spec
-from netspec.train.pool import can_fork
+from netspec.plan.options import PlanOptions, can_fork
 
 
 @pytest.fixture
@@ -30,17 +30,11 @@ def calls(monkeypatch):
     return counts
 
 
-@pytest.fixture
-def one_thread(monkeypatch):
-    """blas.THREADS = 1 as the worker pool sets it (BLAS itself is left as it is)."""
-    monkeypatch.setattr(blas, "THREADS", 1)
-
-
-def conv(c, k, h, w, bias=True, **more):
+def conv(c, k, h, w, bias=True, options=None, **more):
     layer = LAYERS["conv2d"].model_validate({"type": "conv2d", "out_channels": k,
                                              "kernel_size": 3, "padding": 1, "bias": bias,
                                              **more})
-    plan = layer_plan(layer, (c, h, w), "float64", seed=0)
+    plan = layer_plan(layer, (c, h, w), "float64", seed=0, options=options)
     step = plan.steps[0]
     if bias:  # not the zero init, so that a wrong bias path shows
         plan.params[f"{step.name}.bias"][...] = np.linspace(-1, 1, k)
@@ -58,25 +52,24 @@ def rel(a, b):
     return float(np.abs(a - b).max() / np.abs(b).max())
 
 
-def compare(c, k, h, w, bias, monkeypatch, n=3, train=True):
-    """Worst relative difference of y, dx and every gradient between the Winograd path
-    (blas.THREADS = 1) and the im2col path (None), over two steps, the weights changed in
-    between as an optimizer would (U must follow them)."""
+def compare(c, k, h, w, bias, n=3, train=True):
+    """Worst relative difference of y, dx and every gradient between a plan with the Winograd
+    algorithm and one with im2col, over two steps, the weights changed in between as an
+    optimizer would (U must follow them)."""
     rng = np.random.default_rng(1)
-    plans = {threads: conv(c, k, h, w, bias) for threads in (None, 1)}
+    plans = {algo: conv(c, k, h, w, bias, PlanOptions(conv=algo))
+             for algo in ("im2col", "winograd")}
+    assert [p.algorithms() for p, _ in plans.values()] == [{"conv2d": "im2col"},
+                                                           {"conv2d": "winograd"}]
     worst = 0.0
     for _ in range(2):
         x, dy = rng.standard_normal((c, h, w, n)), rng.standard_normal((k, h, w, n))
-        got = {}
-        for threads, (plan, step) in plans.items():
-            monkeypatch.setattr(blas, "THREADS", threads)
-            got[threads] = step_once(plan, step, x, dy, train)
-        (y0, dx0, g0), (y1, dx1, g1) = got[None], got[1]
+        got = {algo: step_once(plan, step, x, dy, train) for algo, (plan, step) in plans.items()}
+        (y0, dx0, g0), (y1, dx1, g1) = got["im2col"], got["winograd"]
         worst = max(worst, rel(y1, y0), rel(dx1, dx0), *(rel(g1[key], g0[key]) for key in g0))
-        delta = rng.standard_normal(plans[1][0].flat_params.shape)
+        delta = rng.standard_normal(plans["winograd"][0].flat_params.shape)
         for plan, _ in plans.values():
             plan.flat_params[...] += 0.1 * delta
-    monkeypatch.setattr(blas, "THREADS", None)
     return worst
 
 
@@ -90,8 +83,8 @@ def compare(c, k, h, w, bias, monkeypatch, n=3, train=True):
     (9, 3, 12, 17, True),
     (8, 4, 7, 9, True),
 ])
-def test_winograd_equals_im2col(c, k, h, w, bias, monkeypatch, calls):
-    assert compare(c, k, h, w, bias, monkeypatch) < 1e-10
+def test_winograd_equals_im2col(c, k, h, w, bias, calls):
+    assert compare(c, k, h, w, bias) < 1e-10
     assert calls == {"forward": 2, "backward": 2}  # the Winograd plan took the path each step
 
 
@@ -100,7 +93,7 @@ def test_runs_of_samples_equal_whole_rows(floats, monkeypatch, calls):
     """Blocks of a row of tiles split into runs of samples (winograd.CHUNK_FLOATS) give the
     same result as whole rows."""
     monkeypatch.setattr(winograd, "CHUNK_FLOATS", floats)
-    assert compare(8, 6, 9, 9, True, monkeypatch, n=5) < 1e-10
+    assert compare(8, 6, 9, 9, True, n=5) < 1e-10
     assert calls == {"forward": 2, "backward": 2}
 
 
@@ -117,7 +110,7 @@ def test_a_broken_transform_is_caught(part, monkeypatch, calls):
         M = getattr(winograd, part).copy()
         M[3, 1] *= 1.01
         monkeypatch.setattr(winograd, part, M)
-    assert compare(8, 4, 14, 14, True, monkeypatch) > 1e-3
+    assert compare(8, 4, 14, 14, True) > 1e-3
     assert calls == {"forward": 2, "backward": 2}
 
 
@@ -125,8 +118,7 @@ def test_a_broken_transform_is_caught(part, monkeypatch, calls):
     (8, 12, {}, 1, True, True),
     (8, 7, {}, 1, True, True),  # winograd.MIN_SIZE
     (8, 12, {"padding": "same"}, 1, True, True),
-    (8, 12, {}, None, True, False),  # BLAS threads not limited by netspec: 1-process training
-    (8, 12, {}, 2, True, False),
+    (8, 12, {}, 2, True, False),  # two BLAS threads: the GEMM algorithms
     (8, 12, {}, 1, False, False),  # inference keeps the cache-blocked im2col
     (8, 6, {}, 1, True, False),  # too small
     (7, 12, {}, 1, True, False),  # too few input channels (winograd.MIN_CHANNELS)
@@ -135,30 +127,45 @@ def test_a_broken_transform_is_caught(part, monkeypatch, calls):
     (8, 12, {"padding": 0}, 1, True, False),
     (8, 12, {"kernel_size": 5, "padding": 2}, 1, True, False),
 ])
-def test_when_the_path_is_taken(c, h, more, threads, train, taken, monkeypatch, calls):
-    monkeypatch.setattr(blas, "THREADS", threads)
-    _, step = conv(c, 4, h, h + 1, **more)
+def test_when_the_algorithm_is_chosen(c, h, more, threads, train, taken, calls):
+    """conv 'auto' with the given BLAS threads per process."""
+    plan, step = conv(c, 4, h, h + 1, options=PlanOptions(blas_threads=threads), **more)
+    assert (plan.algorithms()["conv2d"] == "winograd") == (taken or not train)
     rng = np.random.default_rng(0)
     y = step.forward(rng.standard_normal((c, h, h + 1, 2)), train)
     step.backward(rng.standard_normal(y.shape), True)
     assert calls == ({"forward": 1, "backward": 1} if taken else {"forward": 0, "backward": 0})
 
 
-def test_backward_after_an_eval_forward(monkeypatch, calls):
-    """With one thread, an eval-mode forward (im2col, no V kept) then backward still gives the
-    right gradients, and Winograd is not used for either."""
-    assert compare(8, 4, 14, 14, True, monkeypatch, train=False) < 1e-10
+def test_a_forced_algorithm_runs_where_it_can():
+    """conv: winograd on a layer it does not suit gives im2col; auto with one thread on a
+    tall 3-channel image (too few channels for Winograd) gives the row-stacked GEMM."""
+    assert conv(8, 4, 12, 12, options=PlanOptions(conv="winograd"), stride=2)[0].algorithms() \
+        == {"conv2d": "im2col"}
+    assert conv(3, 4, 20, 20, options=PlanOptions(blas_threads=1))[0].algorithms() \
+        == {"conv2d": "stacked"}
+    with pytest.raises(ValueError, match="conv must be 'auto' or one of"):
+        PlanOptions(conv="fft")
+
+
+def test_backward_after_an_eval_forward(calls):
+    """An eval-mode forward (im2col, no V kept) then backward still gives the right gradients,
+    and Winograd is not used for either."""
+    assert compare(8, 4, 14, 14, True, train=False) < 1e-10
     assert calls == {"forward": 0, "backward": 0}
 
 
-def test_blas_limit_records_the_thread_count():
-    assert blas.THREADS is None
+def blas_threads() -> set:
+    from threadpoolctl import threadpool_info
+
+    return {pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"}
+
+
+def test_blas_limit_sets_and_restores_the_thread_count():
+    before = blas_threads()
     with blas.limit(1):
-        assert blas.THREADS == 1
-        with blas.limit(2):
-            assert blas.THREADS == 2
-        assert blas.THREADS == 1
-    assert blas.THREADS is None
+        assert blas_threads() == {1}
+    assert blas_threads() == before
 
 
 NET = f"""
@@ -190,7 +197,7 @@ NET3 = NET.replace(
 
 
 @pytest.mark.parametrize("broken", [False, True])
-def test_gradcheck_through_the_winograd_path(broken, monkeypatch, calls, one_thread):
+def test_gradcheck_through_the_winograd_path(broken, monkeypatch, calls):
     if broken:  # negative control: conv3's dx 1% off, so everything upstream is wrong
         real = winograd.Winograd.backward
 
@@ -199,7 +206,7 @@ def test_gradcheck_through_the_winograd_path(broken, monkeypatch, calls, one_thr
             return None if dx is None else dx * 1.01
 
         monkeypatch.setattr(winograd.Winograd, "backward", wrong)
-    report = check_spec(netspec.loads(NET3, "wino.yaml"))
+    report = check_spec(netspec.loads(NET3, "wino.yaml"), options=PlanOptions(conv="winograd"))
     assert calls["forward"] > 0 and calls["backward"] > 0
     failed = {(r.layer, r.tensor) for r in report.rows if not r.passed}
     if broken:  # what lies upstream of conv3's dx is wrong; conv3's own weight is right
@@ -227,9 +234,10 @@ def test_two_workers_with_winograd_train_like_one(tiny_splits, monkeypatch):
     """One epoch of a batchnorm net whose conv2 (14x14) and conv3 (7x7) take Winograd on 2
     workers (one BLAS thread each), and im2col in one process: the same parameters to
     rounding, in float64."""
-    monkeypatch.setattr("netspec.train.pool.available_cores", lambda: 2)  # 1 BLAS thread each
+    monkeypatch.setattr("netspec.plan.options.available_cores", lambda: 2)  # 1 BLAS thread each
     seen = spy_calls(monkeypatch)
     spec = netspec.loads(NET3, "wino.yaml")
+    threads = blas_threads()
     finals = {}
     for workers in (1, 2):
         trainer, stats = train_with_workers(spec, tiny_splits, workers)
@@ -238,7 +246,7 @@ def test_two_workers_with_winograd_train_like_one(tiny_splits, monkeypatch):
     assert calls1 == 0 and calls2 > 0  # the parent's half of each batch
     np.testing.assert_allclose(two, one, rtol=1e-8, atol=1e-10)
     assert loss2 == pytest.approx(loss1, rel=1e-8)
-    assert blas.THREADS is None  # the pool's limit ended with the epoch
+    assert blas_threads() == threads  # the pool's limit ended with the epoch
 
 
 @pytest.mark.parametrize("h, w", [(14, 13), (7, 7)])
@@ -248,12 +256,11 @@ def test_without_dx_the_weight_gradient_is_still_right(h, w, monkeypatch):
     rng = np.random.default_rng(0)
     x, dy = rng.standard_normal((8, h, w, 2)), rng.standard_normal((4, h, w, 2))
     grads = {}
-    for threads in (None, 1):
-        monkeypatch.setattr(blas, "THREADS", threads)
-        plan, step = conv(8, 4, h, w)
+    for algo in ("im2col", "winograd"):
+        plan, step = conv(8, 4, h, w, options=PlanOptions(conv=algo))
         step.forward(x, True)
         assert step.backward(dy, False) is None
-        grads[threads] = plan.flat_grads.copy()
+        grads[algo] = plan.flat_grads.copy()
     assert seen[-1] == ("backward", False)  # called once, with need_dx=False
     assert len(seen) == 2
-    assert rel(grads[1], grads[None]) < 1e-10
+    assert rel(grads["winograd"], grads["im2col"]) < 1e-10

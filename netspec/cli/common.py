@@ -151,20 +151,38 @@ def workers_option(text: str) -> int | str:
     return n
 
 
-def check_workers(requested: int | str, spec) -> None:
-    """A usage error (exit 2) when `requested` workers cannot run this spec."""
-    from netspec.train.pool import available_cores, resolve_workers
+BLAS_HELP = "BLAS threads of each process (default: the cores shared among the workers)."
+CONV_HELP = ("Every conv2d's training algorithm: auto (by rule, per layer), im2col, stacked or "
+             "winograd (where a layer cannot run it: im2col).")
+FUSE_HELP = "Run fusable layer pairs (conv + average pool, relu + max pool) as one."
+
+
+def plan_options(spec, workers: str, blas_threads: int | None = None, conv: str = "auto",
+                 fuse: bool = True):
+    """The resolved PlanOptions of --workers, --blas-threads, --conv and --fuse for `spec`
+    (netspec/plan/options.py); a request that cannot run here is a usage error (exit 2)."""
+    from netspec.plan.options import PlanOptions, resolve
 
     try:
-        resolve_workers(requested, spec.infos)
+        options = PlanOptions(workers=workers_option(workers), blas_threads=blas_threads,
+                              conv=conv, fuse=fuse)
+        return resolve(options, spec.infos, spec.train.batch_size)
     except ValueError as e:
-        raise typer.BadParameter(str(e), param_hint="--workers") from None
-    cores = available_cores()
-    if requested != "auto" and requested > cores:
-        raise typer.BadParameter(
-            f"{requested} workers but netspec may use {cores} core{'s' * (cores != 1)} here: "
-            "more workers than cores only take turns, which makes the run several times "
-            f"slower; use --workers {cores} or --workers auto", param_hint="--workers")
+        hint = "--conv" if "conv" in str(e) else "--workers"
+        raise typer.BadParameter(str(e), param_hint=hint) from None
+
+
+def describe_plan(plan) -> list[str]:
+    """The lines `netspec train` and `netspec bench` print about how the plan runs."""
+    from netspec.plan import fuse
+
+    lines = [f"plan: {plan.options.describe()}"]
+    algorithms = plan.algorithms()
+    if algorithms:
+        lines.append("conv: " + ", ".join(f"{k} {v}" for k, v in algorithms.items()))
+    infos = [step.info for step in plan.steps]
+    lines += [f"fused: {line}" for line in fuse.describe(infos, plan.fused)]
+    return lines
 
 
 @contextlib.contextmanager

@@ -10,16 +10,19 @@ from rich.table import Table
 
 from netspec.cli.app import app
 from netspec.cli.common import (
+    BLAS_HELP,
+    CONV_HELP,
+    FUSE_HELP,
     STOP_SIGNALS,
-    check_workers,
     checkpoint_spec,
+    describe_plan,
     err,
     escape,
     load_data,
     out,
+    plan_options,
     report_errors,
     stop_on_signals,
-    workers_option,
 )
 from netspec.errors import NetspecError
 from netspec.viz.plots import plot_run
@@ -46,12 +49,14 @@ def train(
     workers: str = typer.Option(
         "auto", help="Processes that share each batch: a number, or 'auto' (one per core for "
                      "convolutional nets, on Linux; else 1)."),
+    blas_threads: int | None = typer.Option(None, "--blas-threads", min=1, help=BLAS_HELP),
+    conv: str = typer.Option("auto", help=CONV_HELP),
+    fuse: bool = typer.Option(True, help=FUSE_HELP),
 ):
     """Train a spec; writes spec.yaml, metrics.jsonl, checkpoints and curves.png."""
     import time
 
     from netspec.fsio import check_new_run_dir, check_run_dir
-    from netspec.plan import fuse
     from netspec.spec.model import load
     from netspec.train.inputs import with_classes
     from netspec.train.run import Run, score
@@ -60,16 +65,15 @@ def train(
         raise typer.BadParameter("give a SPEC file, or --resume RUN_DIR", param_hint="SPEC")
     if resume and run_dir and resume != run_dir:
         raise typer.BadParameter("--out and --resume name different directories")
-    requested = workers_option(workers)
     with report_errors():
         spec = load(spec_path or resume / "spec.yaml", overrides)
-        check_workers(requested, spec)
+        options = plan_options(spec, workers, blas_threads, conv, fuse)
         stamp = time.strftime("%Y%m%d-%H%M%S")
         out_dir = resume or run_dir or Path("runs") / f"{spec.name}-{stamp}"
         (check_run_dir if resume else check_new_run_dir)(out_dir)  # before the data loads
         splits = load_data(spec, data_dir)
         spec = with_classes(spec, splits.dataset)  # the class names travel with the run
-        run = Run(spec, splits, out_dir, workers=requested)
+        run = Run(spec, splits, out_dir, options=options)
         if resume:
             run.resume()
             out.print(f"resuming {out_dir} after epoch {run.trainer.epoch} "
@@ -77,9 +81,8 @@ def train(
         else:
             run.start()
         out.print(f"run directory: {out_dir}")
-        out.print(f"workers: {run.trainer.workers_why}")
-        for line in fuse.describe(spec.infos, run.trainer.plan.fused):
-            out.print(f"fused: {line}")
+        for line in describe_plan(run.trainer.plan):
+            out.print(escape(line))
         run.trainer.start_workers()  # fork before the progress bar starts its thread
 
         # The first SIGINT or SIGTERM finishes the step and saves a checkpoint; a second
@@ -205,6 +208,7 @@ def evaluate(
     overrides: list[str] = typer.Option([], "--set", metavar="KEY.PATH=VALUE"),
     data_dir: Path | None = typer.Option(None, "--data-dir", envvar="NETSPEC_DATA"),
     workers: str = typer.Option("auto", help="Processes that share the batches, as for train."),
+    blas_threads: int | None = typer.Option(None, "--blas-threads", min=1, help=BLAS_HELP),
     force: bool = typer.Option(False, "--force", help="Evaluate even though SPEC (or --set) "
                                "differs from the checkpoint's spec in what evaluation computes."),
     report_dir: Path | None = typer.Option(
@@ -217,15 +221,13 @@ def evaluate(
     from netspec.errors import DataError
     from netspec.train.trainer import Trainer, confusion_matrix
 
-    requested = workers_option(workers)
     with report_errors():
         ckpt = checkpoint.load(checkpoint_path)
         spec = checkpoint_spec(spec_path, ckpt, checkpoint_path, overrides, force, "evaluate")
         splits = load_data(spec, data_dir)
         if split not in splits:
             raise DataError(f"no '{split}' split (available: {', '.join(splits)})")
-        check_workers(requested, spec)
-        trainer = Trainer(spec, splits, workers=requested)
+        trainer = Trainer(spec, splits, options=plan_options(spec, workers, blas_threads))
         trainer.plan.load_state_dict(ckpt.state, str(checkpoint_path))
         x, y = splits[split]
         trainer.start_workers()

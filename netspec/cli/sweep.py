@@ -104,7 +104,7 @@ def _relative(path: Path) -> str:
 
 
 def _cores() -> int:
-    from netspec.train.pool import available_cores
+    from netspec.plan.options import available_cores
 
     return available_cores()
 

@@ -1,38 +1,24 @@
-"""The BLAS thread count netspec itself set, kept where hot code can read it for free.
+"""BLAS thread limits for the worker processes and the trainer (threadpoolctl).
 
-Asking threadpoolctl how many threads BLAS runs (threadpool_info) costs milliseconds, far too
-much per layer call. So the worker pool limits the BLAS threads through `limit` (a context)
-or `limit_process` (for a forked worker's lifetime), which also record the count in THREADS.
-conv2d reads it to pick its Winograd training path, which only pays with one BLAS thread
-(netspec/nn/layers/conv2d.py). THREADS is None when netspec set no limit this way: BLAS runs its
-default, one thread per core, or a limit set directly with threadpoolctl, as sweep trials do
-(netspec/sweep/trial.py), which therefore keep the GEMM conv paths.
+The number of threads is a plan option (netspec/plan/options.py), decided when the plan is
+built; these apply it: `limit` for a block of code, `limit_process` for a forked worker's
+lifetime. Nothing reads the thread count back at run time.
 """
 
 from contextlib import contextmanager
 
-THREADS: int | None = None
-
 
 @contextmanager
 def limit(threads: int):
-    """Within the context, BLAS runs `threads` threads and THREADS says so."""
-    global THREADS
+    """Within the context, BLAS runs `threads` threads."""
     from threadpoolctl import threadpool_limits
 
-    before = THREADS
     with threadpool_limits(threads, user_api="blas"):
-        THREADS = threads
-        try:
-            yield
-        finally:
-            THREADS = before
+        yield
 
 
 def limit_process(threads: int) -> None:
     """BLAS runs `threads` threads from now on in this process (a forked worker)."""
-    global THREADS
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(threads, user_api="blas")
-    THREADS = threads

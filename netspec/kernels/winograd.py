@@ -1,7 +1,5 @@
-"""Winograd F(4x4, 3x3): conv2d's training path for 3x3 convs (stride 1, padding 1) in the
-worker processes, where BLAS runs one thread. conv2d takes it when `suits` says so, through
-`training_path`; it lives here to keep netspec/nn/layers/conv2d.py focused (and outside
-netspec/nn/layers/, whose modules all register layers).
+"""Winograd F(4x4, 3x3): a conv2d training algorithm for 3x3 convs (stride 1, padding 1),
+wrapped by netspec/kernels/conv.py's `WinogradF4`; `suits` is its geometric rule.
 
 Layout (C, H, W, N) as everywhere in netspec; th = ceil(H/4), tw = ceil(W/4). Each 6x6 tile d
 (stride 4, of the input padded by 1 and up to a whole number of tiles) gives 4x4 outputs:
@@ -19,17 +17,12 @@ axis): a few BLAS calls instead of ~20 elementwise passes. Everything runs one b
 a row of tiles (and, for big batches, a run of its samples: CHUNK_FLOATS), so that a block's
 arrays stay in L2 between the calls; T = tw*m for a block of m samples.
 
-Measured on one BLAS thread against the im2col paths and against the F(2x2, 3x3) this replaced
-(benchmarks/winograd4_probe.py, benchmarks/README.md): the F(2x2) path was elementwise passes over
-memory (~70% of its time at 28x28), and this row-blocked F(4x4) takes 0.70 of its time at 28x28
-and 0.89-0.93 at 14x14 (64 samples), and 0.65-0.72 of im2col's at 7x7. float32 errors relative
-to im2col: 2e-6 to 6e-6.
+It pays where each process runs one BLAS thread (its GEMMs are small); float32 results differ
+from im2col's by rounding only (relative 1e-6 to 1e-5). Measurements: docs/performance.md.
 """
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
-
-from netspec.kernels import blas
 
 BT = np.array([[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
                [0, -2, -1, 2, 1, 0], [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]], float)
@@ -38,12 +31,12 @@ G = np.array([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6],
 AT = np.array([[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0],
                [0, 1, -1, 8, -8, 1]], float)
 # A block's transform arrays, (36, max(C, K), tw*m) for m samples of one row of tiles, hold at
-# most about this many floats (1.2 MB in float32): a row splits into runs of samples only for
-# large batches (budgets of 150k floats to unlimited measured alike at 64 samples, 75k slower).
+# most about this many floats (1.2 MB in float32, about the L2 cache): a row splits into runs
+# of samples only for large batches.
 CHUNK_FLOATS = 300_000
 
-# Smallest input channels and image side that take the path (1-channel convs were ~5x slower
-# with F(2x2); below 7 pixels most of a 6x6 tile is padding).
+# Smallest input channels and image side that take the algorithm (few channels leave the
+# transforms most of the work; below 7 pixels most of a 6x6 tile is padding).
 MIN_CHANNELS = 8
 MIN_SIZE = 7
 
@@ -54,27 +47,6 @@ def suits(c: int, h: int, w: int, geometry, pads) -> bool:
     channels and pixels to pay."""
     return (tuple(geometry) == (3, 3, 1, 1, 1, 1) and tuple(pads) == (1, 1, 1, 1)
             and c >= MIN_CHANNELS and min(h, w) >= MIN_SIZE)
-
-
-def training_path(ctx, k: int, h: int, w: int, train_forward, eval_forward, train_backward):
-    """conv2d's (forward, backward) with Winograd taken in training while BLAS runs one thread
-    (blas.THREADS, set by the worker pool); the given closures otherwise. Backward follows
-    what the last forward did (an eval-mode forward, then backward: the GEMM path's)."""
-    wg = Winograd(ctx.in_shape[0], k, h, w, ctx.ws)
-    b, gb, took = ctx.params.get("bias"), ctx.grads.get("bias"), [False]
-
-    def forward(x, train):
-        took[0] = train and blas.THREADS == 1
-        if took[0]:
-            return wg.forward(x, ctx.params["weight"], b)
-        return (train_forward if train else eval_forward)(x, train)
-
-    def backward(dy, need_dx=True):
-        if took[0]:
-            return wg.backward(dy, ctx.grads["weight"], gb, need_dx)
-        return train_backward(dy, need_dx)
-
-    return forward, backward
 
 
 def tiles(a, size: int, t, writeable: bool = False):

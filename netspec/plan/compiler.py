@@ -20,6 +20,9 @@ is called around every layer call (netspec bench times layers through it).
 Fusion: a pair of adjacent layers that computes faster as one (`plan.fused`, from
 netspec/plan/fuse.py: conv + average pool, relu + max pool) runs in the first layer's step, and the
 second's step passes arrays through; both keep their names, parameters and outputs' places.
+
+Options (`plan.options`, netspec/plan/options.py): worker processes, BLAS threads, conv
+algorithms and fusion are decided once, here; `plan.algorithms()` names each conv's algorithm.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from netspec.errors import SpecError
 from netspec.kernels.noise import Noise
 from netspec.nn.layers import Ctx, Layer, Workspace
 from netspec.plan import fuse
+from netspec.plan.options import PlanOptions, resolve
 from netspec.plan.shapes import INPUT, LayerInfo, infer
 
 # Eval-mode forward passes run in chunks whose layer outputs total about this many bytes
@@ -80,12 +84,13 @@ class Plan:
     """An executable network. Build it with `compile(spec)` or `Plan(infos, ...)`."""
 
     def __init__(self, infos: list[LayerInfo], dtype="float32", rng=None, defaults=None,
-                 seed: int = 0):
+                 seed: int = 0, options: PlanOptions | None = None):
         """rng draws the initial parameters; seed keys the dropout masks (kernels/noise.py)."""
         self.dtype = np.dtype(dtype)
         if self.dtype not in (np.float32, np.float64):
             raise ValueError(f"dtype must be float32 or float64, got {self.dtype}")
         self.rng = rng if rng is not None else np.random.default_rng(seed)
+        self.options = resolve(options, infos)
         self.noise = Noise(seed)  # its step and offset are set by the trainer
         self.in_shape = next(tuple(shape) for info in infos  # what the "input" readers get
                              for n, shape in zip(info.inputs, info.in_shapes) if n == INPUT)
@@ -110,12 +115,13 @@ class Plan:
         self.flat_grads = np.zeros(sum(sizes), self.dtype)
         offset = 0
         index: dict[str, int] = {}  # layer name -> step index
-        self.fused = fuse.fusions(infos)  # {first: second layer}: pairs that run as one
+        self.fused = fuse.fusions(infos, self.options.fuse)  # {first: second}: run as one
         firsts = {second: first for first, second in self.fused.items()}
         for info in infos:  # parameters are drawn layer by layer from the one Generator
             values = info.layer.init_params(info.in_shape, self.rng, defaults)
             ctx = Ctx(info.in_shape, ws=Workspace(self.dtype),
-                      noise=self.noise.stream(info.index))
+                      noise=self.noise.stream(info.index), conv=self.options.conv,
+                      blas_threads=self.options.blas_threads)
             for key, value in values.items():
                 n = value.size
                 p = self.flat_params[offset:offset + n].reshape(value.shape)
@@ -145,6 +151,11 @@ class Plan:
             for s in step.sources:
                 self.readers[s] += 1
         self._pool: dict[tuple, list[np.ndarray]] = {}  # free gradient-sum buffers, by shape
+
+    def algorithms(self) -> dict[str, str]:
+        """{layer name: the algorithm it trains with}, for the layers that choose one (conv2d;
+        a fused conv + average pool under the conv's name)."""
+        return {s.name: s.ctx.algorithm for s in self.steps if s.ctx.algorithm}
 
     # ------------------------------------------------ public API, PyTorch layout
 
@@ -329,14 +340,16 @@ def ufunc_buffer(size: int = UFUNC_BUFSIZE):
         np.setbufsize(old)
 
 
-def compile(spec, dtype="float32") -> Plan:
-    """Build a Plan for a validated NetSpec, initialised from the spec's seed.
+def compile(spec, dtype="float32", options: PlanOptions | None = None) -> Plan:
+    """Build a Plan for a validated NetSpec, initialised from the spec's seed, with `options`
+    (default PlanOptions(): one process) resolved for this machine and the spec's batch size.
 
     A network whose parameters do not fit in memory is a SpecError that says how big it is.
     """
+    options = resolve(options, spec.infos, spec.train.batch_size)
     try:
         return Plan(spec.infos, dtype, np.random.default_rng(spec.seed), spec.defaults.init,
-                    spec.seed)
+                    spec.seed, options)
     except (MemoryError, OSError) as e:
         if isinstance(e, OSError) and e.errno != errno.ENOMEM:
             raise
@@ -351,7 +364,7 @@ def compile(spec, dtype="float32") -> Plan:
 
 
 def layer_plan(layer: Layer, in_shape, dtype="float64", seed: int = 0,
-               name: str | None = None) -> Plan:
+               name: str | None = None, options: PlanOptions | None = None) -> Plan:
     """A one-layer Plan (used to check a layer in isolation); its step is called `name`.
 
     The layer reads the plan's input (a multi-input layer names it in its own `inputs`, e.g.
@@ -361,4 +374,4 @@ def layer_plan(layer: Layer, in_shape, dtype="float64", seed: int = 0,
         layer = layer.model_copy(update={"inputs": None})
     (info,) = infer(tuple(in_shape), [layer])
     info = replace(info, name=name or layer.name or layer.type)
-    return Plan([info], dtype, np.random.default_rng(seed), seed=seed)
+    return Plan([info], dtype, np.random.default_rng(seed), seed=seed, options=options)

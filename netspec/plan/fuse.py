@@ -2,8 +2,8 @@
 The plan asks `fusions` which pairs fuse, and `build` gives the first layer's step the pair's
 closures; the second layer's step passes arrays through (`passthrough`). Every layer keeps its
 own step, name and parameters; `plan.outputs` holds the pair's output for both steps, and
-`netspec bench` times the pair in the first layer's row. Set FUSE = False to build every layer
-on its own. Two kinds:
+`netspec bench` times the pair in the first layer's row. The plan option `fuse`
+(netspec/plan/options.py) turns fusion off. Two kinds:
 
 conv2d -> avgpool2d, when the pool tiles the conv's output (stride = kernel, no padding) and
 the conv has stride 1 and dilation 1 (LeNet's pairs). Average pooling is linear, so
@@ -12,9 +12,8 @@ the conv has stride 1 and dilation 1 (LeNet's pairs). Average pooling is linear,
     dW[o, c, i, j] = 1/(PH*PW) * sum_{p<PH, q<PW} dW6[o, c, i + p, j + q]
     db, dx: the strided conv's own (the bias passes through the mean unchanged)
   The rows the pool drops in floor mode are exactly those the strided conv never computes. For
-  LeNet (5x5 conv, 2x2 pool) each pair does 36/100 of the multiply-adds on a col 36/100 the size:
-  a worker's training step takes 0.50 of the time (benchmarks/fuse_probe.py). Equal to the two
-  layers up to rounding.
+  LeNet (5x5 conv, 2x2 pool) each pair does 36/100 of the multiply-adds on a col 36/100 the size.
+  Equal to the two layers up to rounding.
 
 relu -> maxpool2d (VGG-style nets): max and relu commute, maxpool(relu(x)) = relu(maxpool(x)),
 so the relu runs on the pooled array, a quarter of the size for 2x2 pools. Exactly equal to the
@@ -30,13 +29,11 @@ from netspec.nn.layers import Ctx
 from netspec.nn.layers.base import pair
 from netspec.nn.layers.conv2d import Conv2d
 
-FUSE = True
 
-
-def fusions(infos) -> dict[str, str]:
+def fusions(infos, enabled: bool = True) -> dict[str, str]:
     """{first layer: second layer} for every pair that fuses: the first layer's output is read
     by the second only, which reads nothing else (see the module docstring for the kinds)."""
-    if not FUSE:
+    if not enabled:
         return {}
     readers: dict[str, list] = {}
     for info in infos:
@@ -109,8 +106,10 @@ def _conv_avgpool(ctx: Ctx, conv: Conv2d, pool):
     shifts = [(p, q) for p in range(ph) for q in range(pw)]
     scale = 1.0 / (ph * pw)
     inner = Ctx(ctx.in_shape, params={**ctx.params, "weight": W6},
-                grads={**ctx.grads, "weight": gW6}, ws=ctx.ws, noise=ctx.noise)
+                grads={**ctx.grads, "weight": gW6}, ws=ctx.ws, noise=ctx.noise, conv=ctx.conv,
+                blas_threads=ctx.blas_threads)
     conv_forward, conv_backward = _strided(conv, pool).build(inner)
+    ctx.algorithm = inner.algorithm
 
     def forward(x, train):
         W6.fill(0)  # W6 = mean over the pool's shifts of W, placed at each shift

@@ -64,12 +64,13 @@ class Report:
         return [f"{r.scope} {r.layer}.{r.tensor}: {r.problem}" for r in self.rows if r.problem]
 
 
-def check_spec(spec, settings=None, isolated: bool = True) -> Report:
-    """Check a NetSpec through its own loss on a small random batch, then layer by layer."""
+def check_spec(spec, settings=None, isolated: bool = True, options=None) -> Report:
+    """Check a NetSpec through its own loss on a small random batch, then layer by layer.
+    options: the PlanOptions to check with (e.g. a conv algorithm); default one process."""
     cfg = settings or spec.gradcheck
     report = Report(spec.name, cfg.eps, cfg.atol, cfg.rtol)
     rng = np.random.default_rng(cfg.seed)
-    plan = compile(spec, dtype="float64")
+    plan = compile(spec, "float64", options)
     x = rng.standard_normal((cfg.batch_size, *plan.in_shape))
     classes = plan.out_shape[0]
     labels = rng.integers(0, classes, cfg.batch_size)
@@ -86,7 +87,8 @@ def check_spec(spec, settings=None, isolated: bool = True) -> Report:
             if info.layer.multi_input:
                 report.rows += check_multi_input(info, cfg, rng, lines[info.name])
                 continue
-            single = layer_plan(info.layer, info.in_shape, "float64", cfg.seed, info.name)
+            single = layer_plan(info.layer, info.in_shape, "float64", cfg.seed, info.name,
+                                options=options)
             report.rows += check_layer_plan(single, cfg, rng, info.type, lines[info.name])
     return report
 

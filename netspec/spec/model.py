@@ -111,7 +111,9 @@ AnyLayer = _layer_union()
 class NetSpec(Strict):
     """A whole network: input, layers, loss, data and training recipe."""
 
-    name: str = Field("net", pattern=r"^[A-Za-z0-9_.-]+$")
+    name: str = Field("net", pattern=r"^[A-Za-z0-9_-][A-Za-z0-9_.-]*$", description=(
+        "Names the run and sweep folders (runs/<name>-<time>): letters, digits, _ . -, not "
+        "starting with a dot."))
     seed: Seed = Field(0, description="Seeds init, the shuffles and the dropout masks.")
     input: InputSpec
     defaults: Defaults = Defaults()

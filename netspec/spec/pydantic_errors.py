@@ -183,7 +183,8 @@ def _value_problem(path: tuple, e: dict, src: Source) -> tuple[tuple, str]:
         msg = f"should be a list such as {example}, got {value!r}"
     elif kind == "string_pattern_mismatch":
         what = ("ASCII letters (A-Z, a-z), digits and '_', not starting with a digit"
-                if "layers" in path else "ASCII letters (A-Z, a-z), digits, '_', '.' and '-'")
+                if "layers" in path else "ASCII letters (A-Z, a-z), digits, '_', '.' and '-', "
+                "not starting with '.' (the name makes folders: runs/<name>-<time>)")
         odd = sorted({c for c in str(value) if not c.isascii()})
         shown = f" ({', '.join(repr(c) for c in odd)} {'is' if len(odd) == 1 else 'are'} not " \
                 "ASCII)" if odd else ""

@@ -190,7 +190,7 @@ def local_client(workers: int | None = None):
     """
     from distributed import Client, LocalCluster
 
-    from netspec.train.pool import available_cores
+    from netspec.plan.options import available_cores
 
     main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None

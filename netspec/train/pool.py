@@ -39,9 +39,7 @@ from __future__ import annotations
 
 import math
 import multiprocessing
-import os
 import signal
-import sys
 import weakref
 
 import numpy as np
@@ -49,69 +47,8 @@ import numpy as np
 from netspec.errors import TrainingError
 from netspec.kernels import blas
 from netspec.plan.compiler import shared_array
+from netspec.plan.options import coupled_layers
 from netspec.train.exchange import BatchExchange
-
-MAX_AUTO_WORKERS = 2  # what `workers: auto` may pick; measured on 2 cores only
-# 'auto' splits batches only for networks that use each weight at least this many times per
-# sample (convolutions: LeNet ~6.8). Each worker reads and writes every weight and gradient once
-# per step whatever its share of the batch, so fully connected nets (1 use per sample) gain
-# nothing: measured on 2 cores, two workers train the MLPs in specs/ 1.2-1.7x slower at batch
-# sizes 32-512, and LeNet and tiny-zoo ~1.3x faster.
-MIN_AUTO_WEIGHT_REUSE = 3.0
-
-
-def available_cores() -> int:
-    """CPU cores this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
-def worker_blas_threads(workers: int) -> int:
-    """BLAS threads each of `workers` processes gets: an equal share of the cores, at least 1."""
-    return max(1, available_cores() // workers)
-
-
-def can_fork() -> bool:
-    return sys.platform.startswith("linux") and "fork" in multiprocessing.get_all_start_methods()
-
-
-def coupled_layers(infos) -> list:
-    """The layers whose samples interact within a batch (they exchange sums across workers)."""
-    return [info for info in infos if info.layer.couples_batch]
-
-
-def weight_reuse(infos) -> float:
-    """Multiply-accumulates per parameter per sample: ~1 for linear layers, more for convs."""
-    params = sum(math.prod(s) for info in infos for s in info.param_shapes.values())
-    return sum(info.macs for info in infos) / max(params, 1)
-
-
-def resolve_workers(requested: int | str, infos) -> tuple[int, str]:
-    """(number of worker processes, why) for a request of N or 'auto'.
-
-    'auto' takes one worker per core, up to MAX_AUTO_WORKERS, when the network reuses its
-    weights enough (MIN_AUTO_WEIGHT_REUSE) and the platform can fork; otherwise 1.
-    An explicit N > 1 that cannot run is a ValueError that says why and what to do instead.
-    """
-    if requested == "auto":
-        if not can_fork():
-            return 1, "one process: worker processes need Linux (the 'fork' start method)"
-        reuse = weight_reuse(infos)
-        if reuse < MIN_AUTO_WEIGHT_REUSE:
-            return 1, (f"one process: each weight is used {reuse:.1f}x per sample, too few for "
-                       "worker processes to pay off")
-        n = min(available_cores(), MAX_AUTO_WORKERS)
-        why = f"{n} worker processes (one per core)" if n > 1 else "one process (one core)"
-        if n > 1 and coupled_layers(infos):
-            why += ", exchanging batchnorm statistics"
-        return n, why
-    if isinstance(requested, bool) or not isinstance(requested, int) or requested < 1:
-        raise ValueError(f"workers must be a positive integer or 'auto', got {requested!r}")
-    if requested > 1 and not can_fork():
-        raise ValueError("worker processes need Linux (the 'fork' start method); use 1 worker")
-    return requested, ("one process" if requested == 1 else f"{requested} worker processes")
 
 
 def slice_gradient(plan, loss, x, y, idx, rows, scale: float = 1.0) -> tuple[float, int]:
@@ -162,7 +99,7 @@ class WorkerPool:
         self.preds = shared_array((max(len(b) for _, b in self.eval_sets.values()),), np.int64)
         self.workers = workers
         self.steps = 0  # gradient steps so far (batch exchanges number their gathers by it)
-        self.blas_threads = worker_blas_threads(workers)
+        self.blas_threads = plan.options.blas_threads
         size = plan.flat_params.size
         self.grads = shared_array((workers - 1, size), plan.dtype)  # child k's gradients: row k-1
         self.idx = shared_array((batch_size,), np.int64)  # this step's batch indices
@@ -190,8 +127,7 @@ class WorkerPool:
         return [p.pid for p in self.procs]
 
     def blas_limit(self):
-        """Context: the calling process's BLAS at its share of the threads (blas.THREADS
-        says so: conv2d picks its Winograd training path with one thread)."""
+        """Context: the calling process's BLAS at its share of the threads."""
         return blas.limit(self.blas_threads)
 
     def gradient(self, idx: np.ndarray) -> tuple[float, int, str | None]:

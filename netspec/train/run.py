@@ -17,6 +17,7 @@ from pathlib import Path
 from netspec import checkpoint
 from netspec.errors import CheckpointError, TrainingError
 from netspec.fsio import atomic_write, check_run_dir, claim_run_dir, make_dirs
+from netspec.plan.options import PlanOptions
 from netspec.train.inputs import data_record, write_data_record
 from netspec.train.trainer import Trainer
 
@@ -33,11 +34,13 @@ class Run:
     trainer: Trainer = None
     history: list = field(default_factory=list)
     best: float = -1.0
-    workers: int | str = 1  # for the Trainer made here: 1, N or 'auto'
+    workers: int | str | None = None  # for the Trainer made here: 1, N or 'auto'
+    options: PlanOptions | None = None  # for the Trainer made here (workers: as above)
 
     def __post_init__(self):
         self.out = Path(self.out)
-        self.trainer = self.trainer or Trainer(self.spec, self.splits, workers=self.workers)
+        self.trainer = self.trainer or Trainer(self.spec, self.splits, workers=self.workers,
+                                               options=self.options)
 
     @property
     def last_path(self) -> Path:

@@ -23,8 +23,10 @@ import numpy as np
 from netspec import checkpoint
 from netspec.data.checks import check_batches, check_labels
 from netspec.errors import CheckpointError, TrainingError
+from netspec.kernels import blas
 from netspec.plan.compiler import compile
-from netspec.train.pool import WorkerPool, eval_slice, resolve_workers, slice_gradient
+from netspec.plan.options import PlanOptions, with_workers
+from netspec.train.pool import WorkerPool, eval_slice, slice_gradient
 
 
 @dataclass
@@ -60,12 +62,21 @@ class _Progress:
 class Trainer:
     """Trains a compiled plan with the spec's optimizer, schedule, batch size and seed."""
 
-    def __init__(self, spec, splits: dict, dtype="float32", plan=None, workers: int | str = 1):
-        """workers: processes sharing each batch (1, N, or 'auto'; see netspec.train.pool)."""
+    def __init__(self, spec, splits: dict, dtype="float32", plan=None,
+                 workers: int | str | None = None, options: PlanOptions | None = None):
+        """options: the PlanOptions of the plan made here (netspec/plan/options.py); workers:
+        shorthand for options.workers (1, N or 'auto'). A given plan brings its own."""
         self.spec = spec
-        self.workers, self.workers_why = resolve_workers(workers, spec.infos)
+        if plan is None:
+            if workers is not None:
+                options = with_workers(options, workers)
+            plan = compile(spec, dtype, options)
+        elif workers is not None or options is not None:
+            raise ValueError("a given plan brings its own options; build it with "
+                             "compile(spec, dtype, options) instead")
+        self.plan = plan
+        self.workers, self.workers_why = plan.options.workers, plan.options.workers_why
         self.pool = None  # the WorkerPool, started by the first epoch when workers > 1
-        self.plan = plan or compile(spec, dtype)
         self.optimizer = spec.train.optimizer.build(self.plan.params)
         self.rng = self.plan.rng  # the one Generator: init (already drawn), then the shuffles
         self.splits = splits
@@ -81,6 +92,12 @@ class Trainer:
             others = {k: v for k, v in self.splits.items() if k != "train"}
             self.pool = WorkerPool(self.plan, self.spec.loss, self.x, self.y, self.workers,
                                    self.spec.train.batch_size, eval_sets=others)
+
+    def blas_limit(self):
+        """Context: BLAS at the plan's threads per process, when the plan's options say so
+        (worker processes, or threads asked for); else BLAS as it is."""
+        o = self.plan.options
+        return blas.limit(o.blas_threads) if o.limit_blas else nullcontext()
 
     def close(self) -> None:
         """Stop the worker processes, if any (training again restarts them)."""
@@ -122,7 +139,7 @@ class Trainer:
         self.start_workers()
         start = time.perf_counter()
         with (np.errstate(over="ignore", invalid="ignore", divide="ignore"),  # reported below
-              self.pool.blas_limit() if self.pool else nullcontext()):
+              self.blas_limit()):
             stopped = self._run_steps(order, x_rows, steps, on_step, should_stop)
         p.seconds += time.perf_counter() - start
         stats = EpochStats(p.loss_sum / max(p.seen, 1), p.correct / max(p.seen, 1),

@@ -123,6 +123,12 @@ class Ctx:
     # Set while worker processes share each batch (netspec/train/exchange.py's BatchExchange): a
     # batch-coupled layer (batchnorm) gathers its per-channel partial sums from every worker.
     exchange: object = None
+    # The plan's options that algorithms choose by (netspec/plan/options.py): the conv request
+    # ('auto' or an algorithm) and the BLAS threads of each process; a layer that chooses an
+    # algorithm records its name in `algorithm`, which `netspec train` and `netspec bench` show.
+    conv: str = "auto"
+    blas_threads: int = 1
+    algorithm: str | None = None
 
     @property
     def dtype(self):
