@@ -61,8 +61,13 @@ def export_onnx(
         splits = None
         if check or (norm is None and spec.data.normalize == "standardize"):
             splits = load_data(spec, data_dir)  # the real test set, and the training mean/std
-            norm = norm or {"normalize": splits.normalize, "mean": splits.mean, "std": splits.std}
-        model = to_onnx(spec, plan, norm, source=str(checkpoint_path or ""))
+            norm = norm or splits.record()
+        data = ckpt.meta.get("data") if ckpt is not None else None
+        if data is None and splits is not None and splits.dataset is not None:
+            from netspec.train.inputs import data_record
+
+            data = data_record(splits)
+        model = to_onnx(spec, plan, norm, source=str(checkpoint_path or ""), data=data)
         if check:
             from netspec.interop.onnx_check import verify
 

@@ -236,6 +236,8 @@ def evaluate(
         finally:
             trainer.close()
     k = spec.infos[-1].out_shape[0]
+    names = spec.data.classes or (ckpt.meta.get("data") or {}).get("classes") or \
+        getattr(splits.dataset, "class_names", None)
     matrix = confusion_matrix(y, result.predictions, k)
     table = Table(title=f"{checkpoint_path} on {split} ({len(y):,} images): rows are true "
                         "classes, columns predictions", title_justify="left")
@@ -245,8 +247,9 @@ def evaluate(
     table.add_column("acc", justify="right")
     for i in range(k):
         total = matrix[i].sum()
-        table.add_row(str(i), *[f"[bold]{v}[/bold]" if i == j else (str(v) if v else ".")
-                                for j, v in enumerate(matrix[i])],
+        label = escape(f"{i} {names[i]}" if names else str(i))
+        table.add_row(label, *[f"[bold]{v}[/bold]" if i == j else (str(v) if v else ".")
+                               for j, v in enumerate(matrix[i])],
                       f"{100 * matrix[i, i] / total:.2f}%" if total else "-")
     out.print(table)
     out.print(f"{split} loss {result.loss:.4f}  accuracy {100 * result.accuracy:.2f}%  "
@@ -256,5 +259,5 @@ def evaluate(
 
         with report_errors(), out.status("writing eval-report.html ..."):
             path = write_eval_report(report_dir, spec, ckpt.state, str(checkpoint_path), split,
-                                     x, y)
+                                     x, y, names)
         out.print(f"report: {path}")

@@ -144,8 +144,9 @@ class Run:
                 "spec_sha256": self.spec.digest(EXCLUDED_FROM_RESUME_CHECK),
                 # how inputs were normalised (netspec export records it in the ONNX file),
                 # and the data's classes and preprocessing (predict reads them)
-                "normalize": {k: getattr(self.splits, k, None) for k in ("normalize", "mean",
-                                                                         "std")},
+                "normalize": (self.splits.record() if hasattr(self.splits, "record") else
+                              {k: getattr(self.splits, k, None) for k in ("normalize", "mean",
+                                                                          "std")}),
                 "data": data_record(self.splits)}
         checkpoint.save(path, state, optim, meta)
 
