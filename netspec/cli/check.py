@@ -30,6 +30,7 @@ def validate(specs: list[Path] = SpecArg,
              quiet: bool = typer.Option(False, "--quiet", "-q", help="Only report errors.")):
     """Check spec files and print each network's shapes, parameters and cost."""
     from netspec.spec.model import load
+    from netspec.train.inputs import describe_data
 
     failed = 0
     for path in specs:
@@ -40,8 +41,17 @@ def validate(specs: list[Path] = SpecArg,
             for problem in e.problems:
                 err.print(f"[red]error:[/red] {escape(str(problem))}")
             continue
+        try:
+            about = describe_data(spec)
+        except NetspecError as e:
+            failed += 1
+            for problem in e.problems:
+                err.print(f"[red]error:[/red] {escape(str(problem))}")
+            continue
         if not quiet:
             out.print(_shape_table(spec))
+            for line in about:
+                out.print(escape(f"data: {line}"))
         infos = spec.infos
         params = sum(i.params for i in infos)
         macs = sum(i.macs for i in infos)

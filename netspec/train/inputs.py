@@ -113,3 +113,87 @@ def with_stored_classes(spec, classes: list):
     """`spec` with data.classes set (a checkpoint's classes, for a spec that names none)."""
     data = spec.data.model_copy(update={"classes": list(classes)})
     return spec.model_copy(update={"data": data})
+
+
+def describe_data(spec) -> list[str]:
+    """What `netspec validate` says about the spec's data, read without decoding or training:
+    where it is, its kind, classes (with a table's label mapping) and how the test split is
+    made. A path that does not exist is a SpecError at data.dataset (or data.test)."""
+    from netspec.data.known import NAMES
+    from netspec.data.locate import find_data_dir
+
+    d = spec.data
+    if d.known:
+        info = NAMES[d.dataset]
+        where = find_data_dir(d.dataset) if d.dataset in ("mnist", "fashion-mnist") else None
+        return [f"{d.dataset}: a known dataset, {'x'.join(map(str, info.image_shape))}, "
+                f"{d.class_count} classes; "
+                + (f"found in {where}" if where else "found or downloaded when training starts")]
+    for key in ("dataset", "test"):
+        value = getattr(d, key)
+        if value is not None and not Path(value).exists():
+            raise SpecError([spec.source.problem(("data", key), _missing(value, spec))])
+    path = Path(d.dataset)
+    options = d.options(spec.input.shape)
+    if path.suffix.lower() in (".csv", ".txt") or (path / "train.csv").is_file():
+        return _describe_table(spec, path, options)
+    if path.is_dir() and not _other_dir_kind(path):
+        return _describe_folder(path, options)
+    return [f"{path}: read when training starts"]
+
+
+def _missing(value: str, spec) -> str:
+    import os
+
+    src = spec.source.file
+    rel = ""
+    if src and not os.path.isabs(src) and os.path.exists(os.path.basename(value)):
+        rel = f"; ./{os.path.basename(value)} exists in the working directory"
+    return (f"no such file or directory: {value} (a relative path in a spec file is resolved "
+            f"against the spec's folder{rel})")
+
+
+def _other_dir_kind(path: Path) -> bool:
+    from netspec.data.cifar import layout_of
+    from netspec.data.known import FILES
+    from netspec.data.locate import missing_files
+
+    return not missing_files(path, FILES) or layout_of(path) is not None
+
+
+def _describe_folder(path: Path, options) -> list[str]:
+    from netspec.data.folder import scan
+
+    found = scan(path, options)
+    counts = {}
+    for f in found["splits"]["train"] + found["splits"]["test"]:
+        counts[f.label] = counts.get(f.label, 0) + 1
+    names = found["classes"]
+    shown = ", ".join(f"{n} ({counts.get(i, 0)})" for i, n in enumerate(names[:20]))
+    more = f", ... ({len(names) - 20} more)" if len(names) > 20 else ""
+    split = ("the train/ and test/ folders" if found["held_out"] is None else
+             f"{found['held_out']['count']} images held out (test_fraction "
+             f"{options.test_fraction:g}, stratified, split_seed {options.split_seed})")
+    lines = [f"{path}: an image folder, {len(names)} classes: {shown}{more}",
+             (f"train {len(found['splits']['train']):,} images, test "
+             f"{len(found['splits']['test']):,}: {split}; color {options.color}, resize "
+             f"{options.resize}")]
+    lines += found["notes"]
+    if found["problems"]:
+        lines.append(f"{len(found['problems'])} entries cannot be read (listed when training "
+                     "starts)")
+    return lines
+
+
+def _describe_table(spec, path: Path, options) -> list[str]:
+    from netspec.data.tables import load_table
+
+    ds = load_table(path, options)
+    mapping = ", ".join(f"{n}={i}" for i, n in enumerate(ds.class_names))
+    split = ("its test table" if ds.held_out is None else
+             f"{ds.held_out['count']} rows held out (test_fraction {options.test_fraction:g}, "
+             f"stratified, split_seed {options.split_seed})")
+    return [(f"{path}: a table, {len(ds.train) + len(ds.test):,} rows, {len(ds.columns)} "
+            f"feature columns ({', '.join(ds.columns)})"),
+            f"labels: column '{ds.label_column}', classes {mapping}",
+            f"train {len(ds.train):,} rows, test {len(ds.test):,}: {split}"]
