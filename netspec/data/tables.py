@@ -131,18 +131,53 @@ def read_csv(path: Path, label_column: str | None = None) -> tuple[list, list, n
     if problems:
         raise DataError(_capped(problems))
     cols = [i for i in range(len(header)) if i != li]
-    try:
-        x = np.loadtxt(path, delimiter=",", skiprows=1, usecols=cols, dtype=np.float64,
-                       ndmin=2, comments=None, quotechar='"', encoding="utf-8-sig")
-        bad = ~np.isfinite(x)
-        if len(x) != len(labels) or bad.any():
-            raise ValueError("not finite")
-    except ValueError:
-        raise DataError(_capped(_bad_cells(path, header, li))) from None
+    x = numbers(path, header, cols)
+    if len(x) != len(labels):
+        raise DataError([Problem("the rows could not be read consistently (a quoted line "
+                                 "break?)", file=str(path))])
     return header, labels, x, lines
 
 
-def _bad_cells(path: Path, header: list, li: int) -> list[Problem]:
+def numbers(path: Path, header: list, cols: list[int]) -> np.ndarray:
+    """float64 (N, len(cols)): columns `cols` of every data row; DataError naming each cell
+    that is not a finite number."""
+    try:
+        x = np.loadtxt(path, delimiter=",", skiprows=1, usecols=cols, dtype=np.float64,
+                       ndmin=2, comments=None, quotechar='"', encoding="utf-8-sig")
+        if not np.isfinite(x).all():
+            raise ValueError("not finite")
+    except ValueError:
+        raise DataError(_capped(_bad_cells(path, header, set(cols)))) from None
+    return x
+
+
+def read_features(path: Path, columns: list[str]) -> tuple[np.ndarray, list[int]]:
+    """(float64 (N, len(columns)) of the named columns in that order, line of each row): the
+    rows of a table to predict on; other columns (a label) are ignored."""
+    header = read_header(path)
+    missing = [c for c in columns if c not in header]
+    if missing:
+        raise DataError([Problem(f"no column {', '.join(map(repr, missing))}; the network was "
+                                 f"trained on the columns {', '.join(columns)}",
+                                 file=str(path), line=1)])
+    lines = []
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.reader(f)
+        next(reader)
+        for row in reader:
+            if row and not (len(row) == 1 and not row[0].strip()):
+                if len(row) != len(header):
+                    raise DataError([Problem(f"{len(row)} values, but the header names "
+                                             f"{len(header)} columns", file=str(path),
+                                             line=reader.line_num)])
+                lines.append(reader.line_num)
+    if not lines:
+        raise DataError([Problem("no rows after the header", file=str(path))])
+    x = numbers(path, header, [header.index(c) for c in columns])
+    return x, lines
+
+
+def _bad_cells(path: Path, header: list, cols: set) -> list[Problem]:
     """Every feature cell that is not a finite number, located (the slow pass)."""
     problems = []
     with open(path, newline="", encoding="utf-8-sig") as f:
@@ -152,7 +187,7 @@ def _bad_cells(path: Path, header: list, li: int) -> list[Problem]:
             if not row or (len(row) == 1 and not row[0].strip()):
                 continue
             for i, cell in enumerate(row):
-                if i == li:
+                if i not in cols:
                     continue
                 text = cell.strip()
                 try:

@@ -197,3 +197,15 @@ def _describe_table(spec, path: Path, options) -> list[str]:
             f"feature columns ({', '.join(ds.columns)})"),
             f"labels: column '{ds.label_column}', classes {mapping}",
             f"train {len(ds.train):,} rows, test {len(ds.test):,}: {split}"]
+
+
+def stored_spec_object(ckpt, source):
+    """The NetSpec a checkpoint was trained with; CheckpointError when it has none."""
+    import yaml
+
+    from netspec.errors import CheckpointError
+    from netspec.spec.model import loads
+
+    if not ckpt.spec_data:
+        raise CheckpointError(f"{source} holds no spec; it was not written by `netspec train`")
+    return loads(yaml.safe_dump(ckpt.spec_data), f"{source}:spec")

@@ -115,18 +115,7 @@ class Run:
             if stats.stopped:
                 self.save(self.last_path)
                 return False
-            lr = t.lr(epoch, t.steps_per_epoch - 1)  # the epoch's last (per-step schedules)
-            record = {"epoch": epoch + 1, "lr": lr, "train_loss": stats.loss,
-                      "train_acc": stats.accuracy, "train_seconds": stats.seconds,
-                      "images_per_second": stats.images / max(stats.seconds, 1e-9),
-                      "workers": t.workers}
-            eval_seconds = 0.0
-            for split in ("val", "test"):
-                if split in self.splits:
-                    ev = t.evaluate(*self.splits[split], split=split)
-                    record[f"{split}_loss"], record[f"{split}_acc"] = ev.loss, ev.accuracy
-                    eval_seconds += ev.seconds
-            record["eval_seconds"] = eval_seconds
+            record = t.epoch_record(epoch, stats)  # with the val and test evaluations
             self.history.append(record)
             if score(record) > self.best:
                 self.best = score(record)

@@ -177,6 +177,23 @@ class Trainer:
                 on_step(p.step, steps, p.loss_sum / p.seen, p.correct / p.seen)
         return False
 
+    def epoch_record(self, epoch: int, stats: EpochStats) -> dict:
+        """The metrics.jsonl record of a finished epoch (0-based `epoch`): its learning rate
+        and training figures, and the loss and accuracy of each "val" and "test" split."""
+        lr = self.lr(epoch, self.steps_per_epoch - 1)  # the epoch's last (per-step schedules)
+        record = {"epoch": epoch + 1, "lr": lr, "train_loss": stats.loss,
+                  "train_acc": stats.accuracy, "train_seconds": stats.seconds,
+                  "images_per_second": stats.images / max(stats.seconds, 1e-9),
+                  "workers": self.workers}
+        eval_seconds = 0.0
+        for split in ("val", "test"):
+            if split in self.splits:
+                ev = self.evaluate(*self.splits[split], split=split)
+                record[f"{split}_loss"], record[f"{split}_acc"] = ev.loss, ev.accuracy
+                eval_seconds += ev.seconds
+        record["eval_seconds"] = eval_seconds
+        return record
+
     def _diverged(self, loss, step, layer):
         where = (f"the first non-finite output is at layer '{layer}'" if layer
                  else "every layer output is finite, so the loss itself overflowed")
