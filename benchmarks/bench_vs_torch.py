@@ -8,8 +8,8 @@ Usage (from the repository root, with the venv that has torch and threadpoolctl)
     python benchmarks/bench_vs_torch.py --epochs-fraction 0.25 --json out.json
 
 The data directory holds MNIST's four IDX files (.gz or not); it defaults to $NETSPEC_DATA.
-What is timed, for each spec (lenet, lenet-max, mlp, vgg-bn (benchmarks/specs/, the batchnorm
-VGG-style net of issue 11) and record by default; a name or a YAML path):
+What is timed, for each spec (lenet, lenet-max, mlp, vgg-bn (benchmarks/specs/, a batchnorm
+VGG-style net) and record by default; a name or a YAML path):
 
 * train: one training epoch over the 60k training images in shuffled batches of the spec's
   batch size, with the spec's SGD settings. netspec runs `Trainer.train_epoch` (the code path of

@@ -110,10 +110,25 @@ def test_never_overwrites_a_file_netspec_did_not_write(onnx, tmp_path):
 
 
 def test_replaces_its_own_file(onnx, tmp_path):
-    out = tmp_path / "mlp.onnx"
-    for _ in range(2):
-        result = netspec("export", ROOT / "specs" / "mlp.yaml", "-o", out, *ON_TINY)
+    """A second export to the same path replaces netspec's own file with the new network."""
+    import numpy as np
+    from onnx import numpy_helper
+
+    import netspec as api
+
+    out, spec = tmp_path / "mlp.onnx", ROOT / "specs" / "mlp.yaml"
+    weights = {}
+    for seed in (0, 1):
+        result = netspec("export", spec, "-o", out, *ON_TINY, "--set", f"seed={seed}")
         assert result.exit_code == 0, result.output
+        assert "wrote" in result.output
+        model = onnx.load(str(out))
+        assert model.producer_name == "netspec"
+        weights[seed] = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+        plan = api.compile(api.load(spec, [f"seed={seed}"]))  # the initial weights of that seed
+        assert np.array_equal(weights[seed]["fc1.weight"], plan.params["fc1.weight"])
+    assert not np.array_equal(weights[0]["fc1.weight"], weights[1]["fc1.weight"])
+    assert [p.name for p in tmp_path.iterdir()] == ["mlp.onnx"]  # no temp file left behind
 
 
 @pytest.mark.parametrize("args", [["-o", "m.onnx"], ["specs/mlp.yaml"],

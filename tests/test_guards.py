@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from conftest import ROOT, TINY
 from typer.testing import CliRunner
@@ -73,9 +74,25 @@ def test_flat_batchnorm_with_batch_one_is_refused(tiny_splits):
 def test_spatial_batchnorm_sees_many_values_per_channel_even_in_a_batch_of_one(tiny_splits):
     # (2, 8, 8) input: 64 values per channel per sample, so batches of 1 are well defined,
     # as in PyTorch, and so is a last batch of 1 (512 = 511 + 1)
+    one = tiny_splits["train"][0][:1]
     for batch in ("1", "511"):
         spec = netspec.loads(NET, "g.yaml", [f"train.batch_size={batch}"])
-        Trainer(spec, tiny_splits).close()
+        trainer = Trainer(spec, tiny_splits)
+        try:
+            start = {k: p.copy() for k, p in trainer.plan.params.items()}
+            # one sample: each channel is normalised over its 8x8 positions
+            trainer.plan.forward(one, train=True)
+            bn = trainer.plan.outputs[[s.name for s in trainer.plan.steps].index("bn1")]
+            assert bn.shape == (2, 8, 8, 1)
+            np.testing.assert_allclose(bn.mean(axis=(1, 2, 3)), 0, atol=1e-5)
+            np.testing.assert_allclose(bn.var(axis=(1, 2, 3)), 1, rtol=1e-3)
+            stats = trainer.train_epoch()  # every batch, the last one of 511 and 1 included
+        finally:
+            trainer.close()
+        assert stats.images == 512 and not stats.stopped
+        assert np.isfinite(stats.loss)
+        assert all(np.isfinite(p).all() for p in trainer.plan.params.values())
+        assert not np.array_equal(trainer.plan.params["bn1.weight"], start["bn1.weight"])
 
 
 def test_flat_batchnorm_with_a_last_batch_of_one_is_refused(tiny_splits):

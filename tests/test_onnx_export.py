@@ -299,23 +299,23 @@ def test_accuracy_equals_netspec_eval_after_training(tiny_splits):
     assert float(np.mean(logits.argmax(1) == y)) == mine.accuracy
 
 
-# ---------------------------------------------------------------- the README's snippet
+# ---------------------------------------------------------------- the docs' snippet
 
 
-def readme_snippet() -> str:
-    text = (ROOT / "README.md").read_text()
+def docs_snippet() -> str:
+    text = (ROOT / "docs" / "onnx.md").read_text()
     m = re.search(r"<!-- onnxruntime snippet[^>]*-->\s*```python\n(.*?)```", text, re.DOTALL)
-    assert m, "README.md lost its onnxruntime snippet"
+    assert m, "docs/onnx.md lost its onnxruntime snippet"
     return m.group(1)
 
 
-def test_readme_onnxruntime_snippet_runs(tmp_path, tiny_splits):
+def test_docs_onnxruntime_snippet_runs(tmp_path, tiny_splits):
     spec = netspec.load(ROOT / "specs" / "lenet.yaml")
     plan = randomized(spec)
     norm = {"normalize": "standardize", "mean": tiny_splits.mean, "std": tiny_splits.std}
     (tmp_path / "lenet.onnx").write_bytes(to_onnx(spec, plan, norm).SerializeToString())
     script = tmp_path / "snippet.py"
-    script.write_text(readme_snippet())
+    script.write_text(docs_snippet())
     env = {**os.environ, "NETSPEC_DATA": str(TINY)}
     done = subprocess.run([sys.executable, str(script)], check=False, cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=120)

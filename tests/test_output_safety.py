@@ -231,11 +231,11 @@ def test_a_decompression_bomb_checkpoint_is_refused_before_decompressing(tmp_pat
     import zipfile
 
     bomb = tmp_path / "bomb.npz"
-    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as archive:
-        with archive.open("conv1.weight.npy", "w", force_zip64=True) as member:
-            chunk = bytes(1 << 20)
-            for _ in range(40):
-                member.write(chunk)
+    with (zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as archive,
+          archive.open("conv1.weight.npy", "w", force_zip64=True) as member):
+        chunk = bytes(1 << 20)
+        for _ in range(40):
+            member.write(chunk)
     assert bomb.stat().st_size < 1 << 20
     monkeypatch.setattr(np, "load", lambda *a, **k: pytest.fail("np.load was reached"))
     with pytest.raises(netspec.CheckpointError, match="refused as a decompression bomb"):

@@ -47,16 +47,15 @@ from netspec.plan.shapes import INPUT, LayerInfo, infer
 # Eval-mode forward passes run in chunks whose layer outputs total about this many bytes
 # (LeNet: ~41 kB per sample -> chunks of ~125; the MLP: 3 kB -> batches of 1000 run whole),
 # but of at least MIN_EVAL_CHUNK samples: below that each layer call is too short to pay for
-# its own overhead (record.yaml, 570 kB per sample, ran chunks of 9 at 1.12-1.22x the time of
-# chunks of 50-100 on one BLAS thread: benchmarks/eval_chunk.py, benchmarks/README.md).
+# its own overhead (docs/performance.md).
 EVAL_BYTES = 5 << 20
 MIN_EVAL_CHUNK = 64
 # NumPy's ufunc buffer size (elements) while a plan runs. The layers' elementwise ops work on
 # strided views (pooling taps, col2im slices) whose contiguous rows are a few hundred elements
 # long. With NumPy's default 8192 the buffered iterator copies such operands through buffers to
-# get longer inner loops, which is up to 3x slower than working on the rows in place (numpy 2.4:
-# col2im of LeNet's conv2 0.58 -> 0.28 ms; a whole LeNet step ~7% faster). A smaller buffer
-# makes NumPy take the rows directly; much smaller ones slow down the ops that cast (bool masks).
+# get longer inner loops, which is slower than working on the rows in place; a smaller buffer
+# makes NumPy take the rows directly, and much smaller ones slow down the ops that cast (bool
+# masks). Measurements: docs/performance.md.
 UFUNC_BUFSIZE = 1024
 
 
@@ -203,8 +202,8 @@ class Plan:
         """Internal layout in and out; the result is owned by the plan or its last layer.
 
         In eval mode a large batch runs in chunks of about `eval_chunk` samples, so that each
-        layer's arrays (im2col buffers above all) stay in cache: at batch 1000 that is ~3x
-        faster per image than one pass, and the results are the same. Training batches always
+        layer's arrays (im2col buffers above all) stay in cache (docs/performance.md); the
+        results are the same as one pass. Training batches always
         run whole, since backward needs every sample's activations. After a chunked pass
         `self.outputs` holds the last chunk's layer outputs.
         """

@@ -12,7 +12,7 @@ plan, the torch bridge, ONNX export and drawings read:
     info.in_shape (16, 28, 28)       (for a multi-input layer: one shape per input)
 
 An impossible network raises `GraphError`, whose problems name the layer by index and the key
-inside it; spec.py turns them into file:line:col messages.
+inside it; spec/model.py turns them into file:line:col messages.
 """
 
 from __future__ import annotations

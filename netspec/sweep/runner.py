@@ -1,6 +1,6 @@
 """Sweeps: one spec trained over a grid of overrides times seeds, the trials run by Dask.
 
-    result = netspec.sweep.runner.run("specs/lenet.yaml", {"train.optimizer.lr": [0.01, 0.05]},
+    result = netspec.sweep.run("specs/lenet.yaml", {"train.optimizer.lr": [0.01, 0.05]},
                                seeds=[0, 1], out="sweeps/lenet-lr")
 
 Every trial is an ordinary training run (netspec.train.run.Run, one process, one BLAS thread) in its
@@ -8,9 +8,8 @@ own run directory `<out>/<key>`, where key is a short hash of the trial's overri
 Every trial's resolved spec is validated before anything is submitted. A rerun skips finished
 trials and resumes interrupted ones from their checkpoints. Without a `client`, an embedded
 LocalCluster on 127.0.0.1 runs one single-threaded worker process per core. The grid and
-the trials' specs are in sweep_grid.py, a trial's run on a worker in sweep_trial.py, the
-summary files and the plot in sweep_report.py. Nothing here prints; progress goes to the
-`on_update` callback.
+the trials' specs are in grid.py, a trial's run on a worker in trial.py, the summary files and
+the plot in results.py. Nothing here prints; progress goes to the `on_update` callback.
 """
 
 from __future__ import annotations
@@ -42,7 +41,7 @@ class SweepError(NetspecError):
 
 @dataclass
 class SweepResult:
-    """What a sweep did: one row per trial (see sweep_report), in trial order."""
+    """What a sweep did: one row per trial (see results.py), in trial order."""
 
     out: Path
     metric: str

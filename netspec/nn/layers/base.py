@@ -155,7 +155,7 @@ class Layer(BaseModel):
     examples: ClassVar[list[tuple[dict, Shape]]] = []
     # True when one sample's output depends on the other samples of its batch (batchnorm's
     # batch statistics): split across worker processes, such a layer combines the workers'
-    # partial sums through ctx.exchange (parallel.py), and a batch of one sample is refused.
+    # partial sums through ctx.exchange (netspec/train/), and a batch of one sample is refused.
     couples_batch: ClassVar[bool] = False
     # True for layers that read two or more inputs (add, concat); see the module docstring.
     multi_input: ClassVar[bool] = False

@@ -10,7 +10,7 @@ Train mode (batch statistics):
   (computed as y = (weight / sqrt(var + eps)) * (x - mean) + bias; x - mean is kept for backward)
     running_mean = (1 - momentum) * running_mean + momentum * mean
     running_var  = (1 - momentum) * running_var  + momentum * var * M / (M - 1)   (unbiased)
-  Split across worker processes (parallel.py), each worker gathers every worker's count, mean
+  Split across worker processes (netspec/train/), each worker gathers every worker's count, mean
   and variance (forward) and dbias, dweight (backward) through ctx.exchange, so the batch is
   normalised with whole-batch statistics exactly as in one process, up to rounding. Each
   keeps x - mean_k about its own slice's mean and folds shift = mean - mean_k into the
@@ -168,9 +168,9 @@ class BatchNorm(Layer):
 
 
 def row_dots(a, b):
-    """(C,): sum_m a[c, m] * b[c, m] for (C, M) arrays, as C dot products in BLAS: ~3x faster
-    than np.einsum or a NumPy sum at these sizes (as is a @ ones for the row sums; 1 thread,
-    (16, 50176) float32: 0.05 ms against 0.13-0.17)."""
+    """(C,): sum_m a[c, m] * b[c, m] for (C, M) arrays, as C dot products in BLAS, which beats
+    np.einsum or a NumPy sum at these sizes (as `a @ ones` does for the row sums; numbers in
+    docs/performance.md)."""
     return np.matmul(a[:, None, :], b[:, :, None]).reshape(len(a))
 
 

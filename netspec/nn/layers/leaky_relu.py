@@ -33,7 +33,7 @@ class LeakyReLU(Layer):
             y = ctx.ws("y", x.shape)
             np.multiply(x, slope, out=y)
             # max(x, slope*x) picks x for x > 0 and slope*x for x < 0 when slope <= 1; min when
-            # slope > 1. (Cheaper than a masked copy: `where=` ufuncs are ~10x slower.)
+            # slope > 1. (Cheaper than a masked copy: `where=` ufuncs are much slower.)
             (np.maximum if slope <= 1 else np.minimum)(x, y, out=y)
             neg = ctx.ws("neg", x.shape, dtype=bool)
             np.less_equal(x, 0, out=neg)  # the pieces: x <= 0 takes the slope
