@@ -81,6 +81,10 @@ def train(
         else:
             run.start()
         out.print(f"run directory: {out_dir}")
+        if spec.data.augment is not None:
+            from netspec.data.augment import describe
+
+            out.print(f"augment: {describe(spec.data.augment)} (training batches)")
         for line in describe_plan(run.trainer.plan):
             out.print(escape(line))
         run.trainer.start_workers()  # fork before the progress bar starts its thread

@@ -31,11 +31,26 @@ def load_splits(spec, data_dir=None, progress=None, download_missing: bool = Tru
                       progress=progress, options=options,
                       check_shape=lambda shape: check_shape(spec, shape, _kind(spec)))
     check_dataset(spec, ds)
-    if ds.is_table and spec.data.augment is not None:
+    _check_augment(spec, ds)
+    return prepare(ds, spec.data.normalize, spec.data.validation)
+
+
+def _check_augment(spec, ds) -> None:
+    """SpecError at data.augment when it cannot apply to this data."""
+    a = spec.data.augment
+    if a is None:
+        return
+    if ds.is_table:
         raise SpecError([spec.source.problem(("data", "augment"), (
             "augmentation moves pixels, and this dataset is a table of features; remove "
             "data.augment"))])
-    return prepare(ds, spec.data.normalize, spec.data.validation)
+    channels = ds.input_shape[0]
+    for name in ("crop", "translate", "rotate"):
+        op = getattr(a, name)
+        if op is not None and isinstance(op.fill, tuple) and channels != 3:
+            raise SpecError([spec.source.problem(("data", "augment", name, "fill"), (
+                f"[R, G, B] fills an RGB image, and these images have {channels} channel"
+                f"{'s' * (channels != 1)}; give one gray level (0..255)"))])
 
 
 def _kind(spec) -> str:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from netspec import checkpoint
+from netspec.data.augment import Augmenter
 from netspec.data.checks import check_batches, check_labels
 from netspec.errors import CheckpointError, TrainingError
 from netspec.kernels import blas
@@ -81,10 +82,20 @@ class Trainer:
         self.rng = self.plan.rng  # the one Generator: init (already drawn), then the shuffles
         self.splits = splits
         self.x, self.y = splits["train"]
+        self.plan.augment = self._augmenter(spec, splits)  # slice_gradient applies it
         self.x = self.x.reshape(len(self.x), -1)  # (N, D): one contiguous row per sample
         self.progress = _Progress()
         check_labels(spec, splits)
         check_batches(spec, spec.train.batch_size, len(self.x))
+
+    def _augmenter(self, spec, splits):
+        """The Augmenter of spec.data.augment for these training rows, or None."""
+        if spec.data.augment is None:
+            return None
+        x = splits["train"][0]
+        shape = tuple(x.shape[1:]) if x.ndim == 4 else tuple(spec.input.shape)
+        steps = math.ceil(len(x) / spec.train.batch_size)
+        return Augmenter(spec.data.augment, shape, spec.seed, steps, getattr(splits, "norm", None))
 
     def start_workers(self) -> None:
         """Fork the worker processes now (else the first epoch does); no-op for 1 worker."""
