@@ -100,8 +100,8 @@ def load_data(spec, data_dir):
         splits = load_splits(spec, data_dir, progress=progress)
     ds = splits.dataset
     counts = ", ".join(f"{k} {len(v[1]):,}" for k, v in splits.items())
-    out.print(escape(f"data: {ds.name} from {ds.path} ({counts}; normalize "
-                     f"{spec.data.normalize})"))
+    source = ds.name if str(ds.path) == ds.name else f"{ds.name} from {ds.path}"
+    out.print(escape(f"data: {source} ({counts}; normalize {spec.data.normalize})"))
     if ds.held_out:
         h = ds.held_out
         out.print(f"data: the test split is {h['count']:,} samples held out of the data "
