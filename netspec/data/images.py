@@ -200,7 +200,10 @@ def open_checked(path: Path, max_pixels: int):
     except PermissionError:
         raise BadFile("permission denied: make the file readable") from None
     except OSError as e:
-        raise BadFile(f"cannot read: {e.strerror or e}") from None
+        text = str(e.strerror or e)
+        if "runcated" in text:
+            raise BadFile(f"truncated: {text} (the file was cut short)") from None
+        raise BadFile(f"cannot read: {text}") from None
     except Exception as e:  # noqa: BLE001 - Pillow's plugins raise many types for bad headers
         raise BadFile(f"damaged header ({type(e).__name__}: {e})") from None
 
