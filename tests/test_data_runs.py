@@ -1,0 +1,168 @@
+"""Data and runs together: relative data paths resolve against the spec's folder, --data-dir
+takes a directory of other IDX files, a run remembers where its data came from, input.shape is
+checked against the data (located), and the class names travel with the run."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from conftest import ROOT, TINY, tiny_conv_spec
+from PIL import Image
+from typer.testing import CliRunner
+
+import netspec
+from netspec import checkpoint
+from netspec.cli import app
+from netspec.errors import SpecError
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("NETSPEC_DATA", raising=False)
+
+
+def cli(*args):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def test_a_relative_dataset_is_resolved_against_the_spec_folder(tmp_path, monkeypatch):
+    (tmp_path / "project" / "specs").mkdir(parents=True)
+    shutil.copytree(TINY, tmp_path / "project" / "data")
+    spec = tmp_path / "project" / "specs" / "net.yaml"
+    spec.write_text(tiny_conv_spec().replace(f"dataset: {TINY}", "dataset: ../data"))
+    monkeypatch.chdir(tmp_path)  # anywhere else
+    loaded = netspec.load(spec)
+    assert loaded.data.dataset == str(tmp_path / "project" / "data")
+    assert cli("validate", spec).exit_code == 0
+    monkeypatch.chdir(tmp_path / "project")  # --set is relative to the working directory
+    assert netspec.load(spec, ["data.dataset=data"]).data.dataset == str(tmp_path / "project"
+                                                                         / "data")
+    assert netspec.loads("input: {shape: [4]}\nlayers: [{type: linear, out_features: 2}]\n"
+                         "data: {dataset: rel}").data.dataset == "rel"  # text: left as it is
+
+
+def test_validate_says_a_missing_dataset_path_where_it_is_written(tmp_path):
+    spec = tmp_path / "net.yaml"
+    spec.write_text(tiny_conv_spec().replace(f"dataset: {TINY}", "dataset: nowhere"))
+    result = cli("validate", spec)
+    assert result.exit_code == 1
+    assert f"{spec}:13:8:" in result.output and "data.dataset: no such file or directory: " \
+        f"{tmp_path / 'nowhere'}" in result.output
+    assert "resolved against the spec's folder" in result.output
+
+
+def test_data_dir_takes_a_directory_of_other_idx_files(tmp_path):
+    spec = tmp_path / "net.yaml"
+    spec.write_text(tiny_conv_spec(epochs=1).replace(f"dataset: {TINY}", "dataset: mnist"))
+    result = cli("train", spec, "--data-dir", TINY, "--out", tmp_path / "run", "--workers", "1",
+                 "--no-progress")
+    assert result.exit_code == 0, result.output
+    assert "does not hold the published mnist files" in result.output
+    broken = tmp_path / "mixed"  # one file of the real set wrong would be corruption: refused
+    shutil.copytree(TINY, broken)
+    (broken / "t10k-labels-idx1-ubyte.gz").write_bytes(b"\x1f\x8b" + b"\0" * 20)
+    bad = cli("train", spec, "--data-dir", broken, "--out", tmp_path / "run2", "--workers", "1")
+    assert bad.exit_code == 1 and "Traceback" not in bad.output
+
+
+def test_report_finds_the_runs_data_without_data_dir(tmp_path):
+    spec = tmp_path / "net.yaml"
+    spec.write_text(tiny_conv_spec(epochs=1).replace(f"dataset: {TINY}", "dataset: mnist"))
+    out = tmp_path / "run"
+    assert cli("train", spec, "--data-dir", TINY, "--out", out, "--workers", "1",
+               "--no-progress").exit_code == 0
+    record = json.loads((out / "data.json").read_text())
+    assert record["path"] == str(TINY) and record["kind"] == "idx"
+    (out / "report.html").unlink()
+    result = cli("report", out)
+    assert result.exit_code == 0, result.output
+    html = (out / "report.html").read_text()
+    assert "No test data was given" not in html and "id=confusion" in html
+
+
+def rgb_folder(root, side=12):
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for c in ("cat", "dog"):
+            (root / split / c).mkdir(parents=True)
+            for i in range(8):
+                Image.fromarray(rng.integers(0, 256, (side, side, 3), dtype=np.uint8)).save(
+                    root / split / c / f"{i}.png")
+    return root
+
+
+SPEC = """name: pets
+input: {shape: [3, 12, 12]}
+layers:
+  - {type: conv2d, out_channels: 4, kernel_size: 3}
+  - {type: relu}
+  - {type: flatten}
+  - {type: linear, out_features: 2}
+data: {dataset: DATA}
+train: {epochs: 1, batch_size: 8}
+"""
+
+
+def test_input_shape_is_checked_against_the_images_before_decoding(tmp_path, monkeypatch):
+    from netspec.train.inputs import load_splits
+
+    data = rgb_folder(tmp_path / "pets")
+    spec_path = tmp_path / "pets.yaml"
+    spec_path.write_text(SPEC.replace("DATA", str(data)))
+    from netspec.data import cache
+
+    def no_decoding(*args, **kw):
+        raise AssertionError("decoded before the shape check")
+
+    monkeypatch.setattr(cache, "decode_into_cache", no_decoding)
+    with pytest.raises(SpecError) as e:
+        load_splits(netspec.load(spec_path, ["input.shape=[1, 12, 12]"]))
+    [problem] = e.value.problems
+    assert problem.path == "input.shape" and problem.file == "--set input.shape=[1, 12, 12]"
+    assert "3x12x12 (C x H x W: RGB, 12x12 pixels)" in problem.message
+    assert "set input.shape to [3, 12, 12], or set data.image.color: grayscale" in \
+        problem.message
+    with pytest.raises(SpecError, match=r"data\.image\.resize: bilinear"):
+        load_splits(netspec.load(spec_path, ["input.shape=[3, 16, 16]"]))
+
+
+def test_class_names_travel_with_the_run(tmp_path):
+    data = rgb_folder(tmp_path / "pets")
+    spec_path = tmp_path / "pets.yaml"
+    spec_path.write_text(SPEC.replace("DATA", str(data)))
+    out = tmp_path / "run"
+    result = cli("train", spec_path, "--out", out, "--workers", "1", "--no-progress")
+    assert result.exit_code == 0, result.output
+    assert netspec.load(out / "spec.yaml").data.classes == ["cat", "dog"]
+    ckpt = checkpoint.load(out / "checkpoints" / "last.npz")
+    assert ckpt.meta["data"]["classes"] == ["cat", "dog"]
+    norm = ckpt.meta["normalize"]
+    assert len(norm["mean"]) == 3 and len(norm["std"]) == 3 and norm["unit"] == 255.0
+    assert "cat" in (out / "report.html").read_text()
+    resumed = cli("train", "--resume", out, "--set", "train.epochs=2", "--workers", "1",
+                  "--no-progress")  # the stored classes and digest still match
+    assert resumed.exit_code == 0, resumed.output
+    pytest.importorskip("onnx")
+    onnx_path = tmp_path / "pets.onnx"
+    assert cli("export", "-c", out / "checkpoints" / "last.npz", "-o", onnx_path).exit_code == 0
+    import onnx
+
+    meta = {p.key: p.value for p in onnx.load(str(onnx_path)).metadata_props}
+    assert json.loads(meta["netspec.classes"]) == ["cat", "dog"]
+    assert json.loads(meta["netspec.mean"]) == pytest.approx(norm["mean"])
+    assert "per channel" in meta["netspec.preprocess"]
+    assert json.loads(meta["netspec.image"])["shape"] == [3, 12, 12]
+
+
+def test_a_checkpoint_from_before_the_data_keys_still_resumes_and_evaluates():
+    """Keys added to data: are left out of the digest at their defaults."""
+    old = ROOT / "tests" / "fixtures" / "pre-graph-run"
+    spec = netspec.load(old / "spec.yaml")
+    ckpt = checkpoint.load(old / "checkpoints" / "last.npz")
+    from netspec.train.run import EXCLUDED_FROM_RESUME_CHECK
+
+    assert spec.digest(EXCLUDED_FROM_RESUME_CHECK) == ckpt.meta["spec_sha256"]
+    changed = netspec.load(old / "spec.yaml", ["data.augment={horizontal_flip: 0.5}"])
+    assert changed.digest(EXCLUDED_FROM_RESUME_CHECK) != ckpt.meta["spec_sha256"]
