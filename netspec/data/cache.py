@@ -105,11 +105,13 @@ def _headers_task(args):
 
 
 def decode_into_cache(key: str, files, settings: dict, shape: tuple, skip: set,
-                      workers: int, progress=None, name: str = "") -> tuple[Entry, list]:
-    """Decode every file not in `skip` (indices) into a new cache entry of `shape` (C, H, W).
+                      workers: int, progress=None, name: str = "") -> tuple:
+    """Decode every file not in `skip` (indices) into a new cache entry of `shape` (C, H, W),
+    in a temporary folder.
 
-    Returns (entry, bad): bad lists (index, reason) of the files that failed to decode. The
-    entry is stored only when `bad` is empty or the caller keeps it (`store`).
+    Returns (pending, bad): bad lists (index, reason) of the files that failed to decode;
+    `pending.store(key, bad_files)` keeps the entry (the rows that decoded), `pending.discard()`
+    drops it.
     """
     root = cache_root()
     start = time.perf_counter()

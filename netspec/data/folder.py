@@ -8,8 +8,8 @@ Everything is checked before a single step trains: the folders (classes, empty c
 loops, unreadable entries), then every file's header (format against extension, size, pixel
 count), then every file's pixels as they are decoded into the cache (netspec/data/cache.py).
 All bad files are raised as one DataError listing each with its reason, or, with
-`skip_bad`, left out and listed in `Dataset.skipped`. `check_shape((C, H, W))` is called once
-the sample shape is known and before any pixel is decoded.
+`skip_bad`, left out and listed in `Dataset.skipped`. `check_shape((C, H, W), "images")` is
+called once the sample shape is known and before any pixel is decoded.
 """
 
 from __future__ import annotations
@@ -133,13 +133,13 @@ def load_folder(root: Path, options: LoadOptions, progress=None, check_shape=Non
     key = cache.cache_key(ordered, settings, options.input_shape[1:])
     bad: dict[int, str] = {}  # file index -> reason
     problems = list(found["problems"])
-    entry = cache.cached(key) if not problems else None
+    entry = cache.cached(key)
     if entry is None:
         workers = cache.workers_for(options.workers, len(ordered))
         heads = cache.read_headers(ordered, options.max_pixels, workers, progress, root.name)
         shape = _shape(heads, options, bad)
         if check_shape is not None:
-            check_shape(shape)
+            check_shape(shape, "images")
         pending, failed = cache.decode_into_cache(key, ordered, settings, shape, set(bad),
                                                   workers, progress, root.name)
         bad.update(dict(failed))
@@ -148,12 +148,13 @@ def load_folder(root: Path, options: LoadOptions, progress=None, check_shape=Non
             pending.discard()
             raise _bad_files(root, listed)
         entry = pending.store(key, listed)
-    else:
-        listed = entry.bad
-        if listed and not options.skip_bad:  # stored by a run that skipped them
+    else:  # the files that were bad when it was stored, and any the folders show now
+        said = {path for path, _ in entry.bad}
+        listed = list(entry.bad) + [(p, r) for p, r in problems if p not in said]
+        if listed and not options.skip_bad:
             raise _bad_files(root, listed)
         if check_shape is not None:
-            check_shape(tuple(entry.pixels.shape[1:]))
+            check_shape(tuple(entry.pixels.shape[1:]), "images")
     labels = np.array([f.label for f in ordered], np.int64)[entry.kept]
     files = tuple(str(ordered[i].path) for i in entry.kept)
     k = int(np.searchsorted(entry.kept, n_train))  # rows below k are training files

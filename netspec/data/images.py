@@ -19,6 +19,7 @@ file of a dataset is listed at once.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import stat
 import warnings
@@ -99,8 +100,6 @@ def walk_images(folder: Path, problems: list, seen: set | None = None) -> tuple[
 
 
 def _os_reason(e: OSError, path: Path) -> str:
-    import errno
-
     if e.errno == errno.ELOOP:
         return f"a symlink loop ({os.readlink(path) if os.path.islink(path) else 'links'} " \
                "leads back to itself)"

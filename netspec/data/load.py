@@ -38,8 +38,8 @@ def load_dataset(dataset="mnist", data_dir=None, download_missing: bool = True,
     verified against its checksums even when read from disk. A `data_dir` that holds IDX files
     other than the published ones is read as a directory of IDX files (Dataset.notes says so).
 
-    `options` (LoadOptions) carries the spec's data settings; `check_shape(sample shape)` is
-    called as soon as the shape of a sample is known (for images: before any is decoded).
+    `options` (LoadOptions) carries the spec's data settings; `check_shape(sample shape, kind)`
+    is called as soon as the shape of a sample is known (for images: before any is decoded).
     `progress(name, done, total)` reports downloads and decoding. Raises DataError saying what
     is missing or wrong, where netspec looked, and how to fix it.
     """
@@ -52,7 +52,7 @@ def load_dataset(dataset="mnist", data_dir=None, download_missing: bool = True,
         ds = _load_path(candidate_dirs(dataset)[0], str(dataset), options, progress,
                         check_shape)
     if check_shape is not None and ds.kind != "images":
-        check_shape(ds.input_shape)
+        check_shape(ds.input_shape, ds.kind)
     return ds
 
 

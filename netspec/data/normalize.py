@@ -15,7 +15,9 @@ uint8 images, `normalize_images`) treats new samples the same way. Checkpoints s
 
 from __future__ import annotations
 
+import hashlib
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -302,9 +304,6 @@ def _normalized(x, dtype, key, norm, ds, limit) -> np.ndarray:
     base = getattr(ds.train.images, "filename", None)
     if base is None or x.size * dtype.itemsize <= limit:
         return apply_norm(x, norm, dtype)
-    import hashlib
-    import os
-
     tag = hashlib.sha256(repr((key, x.shape, norm, str(dtype), ds.split_seed)).encode()
                          ).hexdigest()[:16]
     path = Path(base).parent / f"{key}-{tag}.npy"

@@ -29,7 +29,7 @@ def load_splits(spec, data_dir=None, progress=None, download_missing: bool = Tru
         options = replace(options, workers=workers)
     ds = load_dataset(spec.data.dataset, data_dir=data_dir, download_missing=download_missing,
                       progress=progress, options=options,
-                      check_shape=lambda shape: check_shape(spec, shape, _kind(spec)))
+                      check_shape=lambda shape, kind: check_shape(spec, shape, kind))
     check_dataset(spec, ds)
     _check_augment(spec, ds)
     return prepare(ds, spec.data.normalize, spec.data.validation)
@@ -51,11 +51,6 @@ def _check_augment(spec, ds) -> None:
             raise SpecError([spec.source.problem(("data", "augment", name, "fill"), (
                 f"[R, G, B] fills an RGB image, and these images have {channels} channel"
                 f"{'s' * (channels != 1)}; give one gray level (0..255)"))])
-
-
-def _kind(spec) -> str:
-    path = Path(spec.data.dataset)
-    return "images" if not spec.data.known and path.is_dir() else ""
 
 
 def with_classes(spec, ds):
