@@ -92,10 +92,12 @@ class Model:
 
     def splits(self, data_dir=None, progress=None):
         """The spec's data, loaded, checked and prepared (kept for later calls)."""
-        from netspec.train.inputs import load_splits, with_classes
+        from netspec.train.inputs import load_splits, stored_norm, with_classes
 
         if self._splits is None or data_dir is not None:
-            self._splits = load_splits(self.spec, data_dir or self.data_dir, progress)
+            norm = stored_norm(self._meta, self.spec) if self._meta else None
+            self._splits = load_splits(self.spec, data_dir or self.data_dir, progress,
+                                       norm=norm)
             self.spec = with_classes(self.spec, self._splits.dataset)
         return self._splits
 
@@ -110,6 +112,8 @@ class Model:
         from netspec.train.run import Run
         from netspec.train.trainer import Trainer
 
+        if self._meta:  # retraining: the data's own statistics, not the loaded model's
+            self._meta, self._splits = {}, None
         splits = self.splits(data_dir, progress)
         self.close()
         options = PlanOptions(workers=self.workers)

@@ -166,3 +166,35 @@ def test_a_checkpoint_from_before_the_data_keys_still_resumes_and_evaluates():
     assert spec.digest(EXCLUDED_FROM_RESUME_CHECK) == ckpt.meta["spec_sha256"]
     changed = netspec.load(old / "spec.yaml", ["data.augment={horizontal_flip: 0.5}"])
     assert changed.digest(EXCLUDED_FROM_RESUME_CHECK) != ckpt.meta["spec_sha256"]
+
+
+def test_eval_uses_the_checkpoints_normalisation_not_the_datas(tmp_path):
+    """Evaluated on a copy of the data whose training images differ (so their mean and std
+    do), a checkpoint scores what it scored in training: the stored statistics are used."""
+    import gzip
+
+    from netspec.data.known import FILES
+
+    other = tmp_path / "other"
+    shutil.copytree(TINY, other)
+    train = other / f"{FILES[0]}.gz"
+    raw = bytearray(gzip.decompress(train.read_bytes()))
+    body = np.frombuffer(bytes(raw[16:]), np.uint8) // 2  # darker training images
+    train.write_bytes(gzip.compress(bytes(raw[:16]) + body.tobytes(), mtime=0))
+    spec = tmp_path / "net.yaml"
+    spec.write_text(tiny_conv_spec(epochs=1))
+    out = tmp_path / "run"
+    assert cli("train", spec, "--out", out, "--workers", "1", "--no-progress").exit_code == 0
+    trained = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])["test_acc"]
+    result = cli("eval", "-c", out / "checkpoints" / "last.npz", "--set",
+                 f"data.dataset={other}", "--workers", "1")
+    assert result.exit_code == 0, result.output
+    assert f"accuracy {100 * trained:.2f}%" in result.output
+    from netspec.train.inputs import load_splits
+    from netspec.train.trainer import Trainer
+
+    trained_spec = netspec.load(out / "spec.yaml", [f"data.dataset={other}"])
+    own = load_splits(trained_spec)  # negative control: the other data's own statistics
+    trainer = Trainer(trained_spec, own, workers=1)
+    trainer.plan.load_state_dict(checkpoint.load(out / "checkpoints" / "last.npz").state)
+    assert trainer.evaluate(*own["test"]).accuracy != trained

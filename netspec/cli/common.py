@@ -92,12 +92,13 @@ def fmt_si(n: float) -> str:
     return f"{n:.0f}"
 
 
-def load_data(spec, data_dir):
-    """Find (or download), check, decode and normalise the spec's data, showing progress."""
+def load_data(spec, data_dir, norm=None):
+    """Find (or download), check, decode and normalise the spec's data, showing progress
+    (with `norm`, a checkpoint's normalisation, instead of the data's statistics)."""
     from netspec.train.inputs import load_splits
 
     with data_progress() as progress:
-        splits = load_splits(spec, data_dir, progress=progress)
+        splits = load_splits(spec, data_dir, progress=progress, norm=norm)
     ds = splits.dataset
     counts = ", ".join(f"{k} {len(v[1]):,}" for k, v in splits.items())
     source = ds.name if str(ds.path) == ds.name else f"{ds.name} from {ds.path}"

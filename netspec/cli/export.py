@@ -60,7 +60,10 @@ def export_onnx(
             norm = None
         splits = None
         if check or (norm is None and spec.data.normalize == "standardize"):
-            splits = load_data(spec, data_dir)  # the real test set, and the training mean/std
+            from netspec.train.inputs import stored_norm
+
+            # the real test set, normalised with the checkpoint's statistics (else the data's)
+            splits = load_data(spec, data_dir, stored_norm(ckpt.meta, spec) if ckpt else None)
             norm = norm or splits.record()
         data = ckpt.meta.get("data") if ckpt is not None else None
         if data is None and splits is not None and splits.dataset is not None:

@@ -136,7 +136,7 @@ def report(
                                        "confusion matrix and the worst images."),
 ):
     """Write RUN_DIR/report.html; works on finished, running and interrupted runs."""
-    from netspec.train.inputs import recorded_data_dir
+    from netspec.train.inputs import recorded_data_dir, run_norm
     from netspec.viz.report import run_spec, write_report
 
     with report_errors():
@@ -144,7 +144,8 @@ def report(
         splits = None
         if evaluate:
             try:
-                splits = load_data(spec, data_dir or recorded_data_dir(run_dir))
+                splits = load_data(spec, data_dir or recorded_data_dir(run_dir),
+                                   run_norm(run_dir, spec))
             except NetspecError as e:
                 err.print(f"[yellow]warning:[/yellow] {escape(str(e))}; writing the report "
                           "without the test-set figures")
@@ -223,12 +224,13 @@ def evaluate(
 
     from netspec import checkpoint
     from netspec.errors import DataError
+    from netspec.train.inputs import stored_norm
     from netspec.train.trainer import Trainer, confusion_matrix
 
     with report_errors():
         ckpt = checkpoint.load(checkpoint_path)
         spec = checkpoint_spec(spec_path, ckpt, checkpoint_path, overrides, force, "evaluate")
-        splits = load_data(spec, data_dir)
+        splits = load_data(spec, data_dir, stored_norm(ckpt.meta, spec))
         if split not in splits:
             raise DataError(f"no '{split}' split (available: {', '.join(splits)})")
         trainer = Trainer(spec, splits, options=plan_options(spec, workers, blas_threads))

@@ -249,7 +249,8 @@ def _validation_count(validation, n: int) -> int:
 
 
 def prepare(ds: Dataset, normalize: str = "standardize", validation: float = 0,
-            dtype="float32", in_memory_limit: int | None = None) -> Prepared:
+            dtype="float32", in_memory_limit: int | None = None,
+            norm: Normalization | None = None) -> Prepared:
     """Float arrays for training: {"train": (x, y), ["val": (x, y),] "test": (x, y)}.
 
     x is `dtype` (N, C, H, W) for images ((N, 1, H, W) for MNIST) or (N, D) for tables, y int64
@@ -259,7 +260,8 @@ def prepare(ds: Dataset, normalize: str = "standardize", validation: float = 0,
     (image folders, CSV tables). `normalize` is "standardize" (per channel or feature, with the
     statistics of the training split after the validation split is taken out), "scale" (uint8
     pixels / 255) or "none". Arrays of a memory-mapped dataset larger than `in_memory_limit`
-    bytes are written to memory-mapped files beside it.
+    bytes are written to memory-mapped files beside it. `norm` (a checkpoint's Normalization)
+    is used instead of statistics of this data: a trained network sees what it was trained on.
     """
     _check_normalize(normalize)
     x_train, y_train = ds.train.images, ds.train.labels
@@ -280,7 +282,13 @@ def prepare(ds: Dataset, normalize: str = "standardize", validation: float = 0,
             f"{x_train.dtype} values; use standardize (per "
             f"{'feature' if ds.is_table else 'channel'}) or none", path="normalize")])
     unit = 255.0 if pixels else 1.0
-    if normalize == "standardize":
+    if norm is not None:  # a trained network's own statistics (eval, report, predict)
+        if norm.mode != normalize or (normalize == "standardize" and len(norm.mean) not in (
+                1, parts["train"][0].shape[1] if parts["train"][0].ndim > 1 else 1)):
+            raise DataError(f"the stored normalisation ({norm.mode}, {len(norm.mean)} "
+                            f"channel(s)) does not fit {ds.name}")
+        mean, std = norm.mean, norm.std
+    elif normalize == "standardize":
         mean, std = channel_stats(parts["train"][0])
     elif normalize == "scale":
         mean, std = (0.0,), (1.0,)

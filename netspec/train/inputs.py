@@ -19,9 +19,10 @@ from netspec.errors import SpecError
 
 
 def load_splits(spec, data_dir=None, progress=None, download_missing: bool = True,
-                workers: int = 0) -> Prepared:
+                workers: int = 0, norm=None) -> Prepared:
     """The spec's dataset, checked against the network and prepared (normalised, with its
-    validation split). Raises DataError or SpecError."""
+    validation split). `norm`: a trained network's normalisation (stored_norm) to use instead
+    of the training split's statistics. Raises DataError or SpecError."""
     options = spec.data.options(spec.input.shape)
     if workers:
         from dataclasses import replace
@@ -32,7 +33,19 @@ def load_splits(spec, data_dir=None, progress=None, download_missing: bool = Tru
                       check_shape=lambda shape, kind: check_shape(spec, shape, kind))
     check_dataset(spec, ds)
     _check_augment(spec, ds)
-    return prepare(ds, spec.data.normalize, spec.data.validation)
+    return prepare(ds, spec.data.normalize, spec.data.validation, norm=norm)
+
+
+def stored_norm(meta: dict, spec):
+    """The Normalization a checkpoint's meta records for `spec`'s normalize mode, or None
+    (an older checkpoint, or a spec that normalises otherwise)."""
+    from netspec.data.normalize import Normalization
+
+    record = (meta.get("data") or {}).get("normalization") or meta.get("normalize")
+    if not record or record.get("normalize") != spec.data.normalize or (
+            spec.data.normalize == "standardize" and record.get("mean") is None):
+        return None
+    return Normalization.from_record(record)
 
 
 def _check_augment(spec, ds) -> None:
@@ -219,3 +232,18 @@ def stored_spec_object(ckpt, source):
     if not ckpt.spec_data:
         raise CheckpointError(f"{source} holds no spec; it was not written by `netspec train`")
     return loads(yaml.safe_dump(ckpt.spec_data), f"{source}:spec")
+
+
+def run_norm(run_dir: Path, spec):
+    """stored_norm of a run's best (else last) checkpoint, or None."""
+    from netspec import checkpoint
+    from netspec.errors import CheckpointError
+
+    for name in ("best.npz", "last.npz"):
+        path = Path(run_dir) / "checkpoints" / name
+        if path.is_file():
+            try:
+                return stored_norm(checkpoint.load(path).meta, spec)
+            except CheckpointError:
+                continue
+    return None
