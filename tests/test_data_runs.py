@@ -198,3 +198,49 @@ def test_eval_uses_the_checkpoints_normalisation_not_the_datas(tmp_path):
     trainer = Trainer(trained_spec, own, workers=1)
     trainer.plan.load_state_dict(checkpoint.load(out / "checkpoints" / "last.npz").state)
     assert trainer.evaluate(*own["test"]).accuracy != trained
+
+
+def _bad_images(root):
+    rgb_folder(root)
+    (root / "train" / "cat" / "3.png").write_text("not a picture")
+    return root, "3.png: not an image"
+
+
+def _bad_csv(root):
+    root.mkdir()
+    (root / "t.csv").write_text("a,b,label\n1,2,x\n3,,y\n")
+    return root / "t.csv", "t.csv:3: column 'b': the value is missing"
+
+
+def _object_npz(root):
+    root.mkdir()
+    objects = np.empty(2, dtype=object)
+    objects[:] = [[1], [2, 3]]
+    np.savez(root / "d.npz", x_train=objects, y_train=np.array([0, 1]))
+    return root / "d.npz", "never unpickles"
+
+
+def _cifar_wrong_size(root):
+    root.mkdir()
+    for name in ("data_batch_1.bin", "test_batch.bin"):
+        (root / name).write_bytes(b"\0" * (3073 * 2 + 7))
+    return root, "7 bytes more"
+
+
+def _empty_class(root):
+    rgb_folder(root)
+    (root / "train" / "bird").mkdir()
+    return root, "'bird' holds no images"
+
+
+@pytest.mark.parametrize("make", [_bad_images, _bad_csv, _object_npz, _cifar_wrong_size,
+                                  _empty_class], ids=lambda f: f.__name__.strip("_"))
+def test_bad_data_is_a_clear_error_exit_1_and_nothing_is_written(tmp_path, make):
+    data, said = make(tmp_path / "data")
+    spec = tmp_path / "pets.yaml"
+    spec.write_text(SPEC.replace("DATA", str(data)))
+    out = tmp_path / "run"
+    result = cli("train", spec, "--out", out, "--workers", "1", "--no-progress")
+    assert result.exit_code == 1, result.output
+    assert said in result.output and "Traceback" not in result.output
+    assert not out.exists()
