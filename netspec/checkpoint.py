@@ -91,7 +91,26 @@ def load(path: str | Path) -> Checkpoint:
                       f"{type(e).__name__}: {e}") from None
     optimizer = {k[len(OPTIM):]: v for k, v in arrays.items() if k.startswith(OPTIM)}
     state = {k: v for k, v in arrays.items() if not k.startswith(OPTIM)}
+    check_finite(state, str(path))
     return Checkpoint(state, optimizer, meta)
+
+
+def check_finite(state: dict, source: str) -> None:
+    """CheckpointError naming the first parameter or buffer that holds NaN or infinity: such
+    weights make every output NaN, so evaluating, exporting or resuming them is no use."""
+    for name, value in state.items():
+        value = np.asarray(value)
+        if value.dtype.kind != "f" or np.isfinite(value).all():
+            continue
+        bad = ~np.isfinite(value)
+        first = tuple(int(i) for i in np.unravel_index(int(np.argmax(bad)), value.shape))
+        what = " and ".join(w for w, n in (("NaN", np.isnan(value).sum()),
+                                           ("infinity", np.isinf(value).sum())) if n)
+        raise CheckpointError(
+            f"{source}: {name} holds {what} ({int(bad.sum())} of {value.size} entries, the "
+            f"first at index {first}); weights that are not finite numbers give NaN for every "
+            "input. Use an earlier checkpoint (checkpoints/best.npz keeps the best epoch), or "
+            "train again")
 
 
 def check_expansion(path: Path) -> None:

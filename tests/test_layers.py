@@ -86,7 +86,7 @@ def test_example_round_trips_through_netspec(tag, i, fields, in_shape):
     spec = NetSpec.model_validate(data)
     assert spec.layers[0] == make(tag, fields)
     again = netspec.loads(spec.to_yaml(), "resolved.yaml")  # dump -> YAML -> validate + infer
-    assert again.layers == spec.layers
+    assert again.resolved() == spec.resolved()  # names and inits written out, the same layer
     assert again.infos[0].out_shape == inferred(make(tag, fields), in_shape).out_shape
 
 

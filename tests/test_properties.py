@@ -18,7 +18,7 @@ import yaml
 from conftest import TINY
 
 hypothesis = pytest.importorskip("hypothesis")
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
@@ -81,7 +81,7 @@ def _outcome(text, overrides=()):
         return "error"
     hypothesis.event("valid spec")
     again = netspec.loads(spec.to_yaml(), "resolved.yaml")
-    assert again.model_dump() == spec.model_dump()
+    assert again.resolved() == spec.resolved()  # every default written out, the same spec
     assert len(again.infos) == len(spec.layers)
     return "ok"
 
@@ -300,14 +300,17 @@ def test_set_overrides_are_applied_or_refused(overrides):
 
 # ------------------------------------------------------------------ the command line
 
-COMMANDS = ["validate", "gradcheck", "schema", "train", "eval", "bench"]
+COMMANDS = ["validate", "gradcheck", "schema", "train", "eval", "bench", "draw", "export",
+            "report"]
+# Paths that rich would read as markup, with spaces and Unicode: printed literally, or refused.
+ODD_PATHS = ["sp [x] ü.yaml", "[red]r[/]", "ü [/]x", "a b[/]", "x\\[b]", "[bold]ö.json"]
 OPTIONS = ["--set", "--out", "-o", "--workers", "--quiet", "--checkpoint", "--split",
            "--dtype", "--batch-size", "--repeats", "--resume", "--data-dir", "--no-progress",
            "--no-layers", "-q", "-c", "-b"]
 ARGS = ["spec.yaml", "bad.yaml", "missing.yaml", "dir", "run", "afile", "afile/x",
         "/proc/netspec-x", "0", "1", "2", "99", "auto", "-1", "float64", "float16", "test",
         "val", "train.epochs=1", "train.epochs=0", "layers[0].out_channels=1e12",
-        "train.batch_size=1000", "data.validation=1.0", "x" * 300, "", "--", "-"]
+        "train.batch_size=1000", "data.validation=1.0", "x" * 300, "", "--", "-", *ODD_PATHS]
 
 
 @pytest.fixture
@@ -323,30 +326,38 @@ VALUES = {"--set": ["train.epochs=0", "layers[0].out_channels=1e12", "train.batc
                     "layers[1].repeat=3", "blocks.basic.params.ch=3", "layers[1].with.ch=x",
                     "layers[2].inputs=[stem, stem]"],
           "--out": ["run", "dir", "afile", "afile/x", "/proc/netspec-x", "x" * 300, ".",
-                    "newrun"],
-          "-o": ["s.json", "afile/x", "dir", "/proc/netspec-x", "x" * 300, "/dev/null"],
+                    "newrun", "run [1] ü", "[red]r[/]x", "new dir/"],
+          "-o": ["s.json", "afile/x", "dir", "/proc/netspec-x", "x" * 300, "/dev/null",
+                 "[red]s[/] ü.json", "o [1]/x.svg", "m[/]x.onnx", "out dir/", "a b.png",
+                 "[red]o[/]x ü.svg", "[b]m.onnx"],
           "--workers": ["1", "2", "99", "0", "auto", "x"],
-          "--checkpoint": ["afile", "missing.npz", "dir", "spec.yaml"],
+          "--checkpoint": ["afile", "missing.npz", "dir", "spec.yaml", "c [1] ü.npz"],
           "-c": ["afile", "run/checkpoints/last.npz", "corrupt.npz"],
           "--split": ["test", "val", "x"], "--dtype": ["float64", "float16"],
           "--batch-size": ["1", "0", "100000"], "-b": ["4"], "--repeats": ["1", "0"],
           "--resume": ["run", "dir", "afile", "missing"],
-          "--data-dir": ["dir", "afile", "missing", "/proc"], "--layers": [], "--no-layers": [],
-          "--quiet": [], "-q": []}
+          "--data-dir": ["dir", "afile", "missing", "/proc", "[red]d[/] ü"], "--layers": [],
+          "--no-layers": [], "--quiet": [], "-q": [], "--no-eval": [], "--collapse": []}
 FOR = {"validate": ["--quiet", "-q"], "schema": ["-o"], "gradcheck": ["--no-layers", "--layers"],
        "train": ["--set", "--out", "--workers", "--resume", "--data-dir"],
        "eval": ["--checkpoint", "-c", "--split", "--set", "--workers", "--data-dir"],
-       "bench": ["-b", "--repeats", "--dtype", "--set"]}
+       "bench": ["-b", "--repeats", "--dtype", "--set"], "draw": ["-o", "--set", "--collapse"],
+       "export": ["-o", "--checkpoint", "--set", "--data-dir"],
+       "report": ["--no-eval", "--data-dir"]}
 
 
 def command_lines(command):
     options = st.sampled_from(FOR[command]).flatmap(
         lambda option: st.sampled_from(VALUES[option]).map(lambda value: [option, value])
         if VALUES[option] else st.just([option]))
-    files = st.one_of(st.sampled_from([["spec.yaml"], ["graph.yaml"]]), st.lists(st.sampled_from(
-        ["spec.yaml", "graph.yaml", "bad.yaml", "missing.yaml", "afile", "dir"]), max_size=2))
+    files = st.one_of(st.sampled_from([["spec.yaml"], ["graph.yaml"], ["sp [x] ü.yaml"]]),
+                      st.lists(st.sampled_from(["spec.yaml", "graph.yaml", "bad.yaml",
+                                                "missing.yaml", "afile", "dir",
+                                                *ODD_PATHS]), max_size=2))
     if command == "schema":
         files = st.just([])
+    if command == "report":
+        files = st.sampled_from([["run"], ["dir"], ["[red]r[/]x"], ["afile"], ["b [1] ü"]])
     stray = st.lists(st.one_of(st.sampled_from(OPTIONS), st.sampled_from(ARGS),
                                st.text(max_size=6)), max_size=1)
     return st.tuples(files, st.lists(options, max_size=3), st.one_of(st.just([]), stray)).map(
@@ -354,7 +365,11 @@ def command_lines(command):
 
 
 @given(st.sampled_from(COMMANDS).flatmap(command_lines))
-@settings(max_examples=120)
+@settings(max_examples=180)
+@example(["validate", "sp [x] ü.yaml"])
+@example(["draw", "spec.yaml", "-o", "[red]o[/]x ü.svg"])
+@example(["schema", "-o", "[bold]ö.json"])
+@example(["train", "spec.yaml", "--out", "[red]r[/]x", "--workers", "1"])
 def test_cli_argument_lists_exit_0_1_or_2_without_traceback(workdir, argv):
     command = argv[0]
     old = os.getcwd()
@@ -369,10 +384,14 @@ def test_cli_argument_lists_exit_0_1_or_2_without_traceback(workdir, argv):
                 f.write("input: {shape: [1, 8, 8]}\nlayers: [{type: linear}]\n")
             with open("afile", "w") as f:
                 f.write("x")
+            with open("sp [x] ü.yaml", "w") as f:
+                f.write(VALID)
+            with open("b [1] ü", "w") as f:  # a bad spec under an odd name
+                f.write("input: {shape: [1, 8, 8]}\nlayers: [{type: linear}]\n")
             os.makedirs("dir", exist_ok=True)
             with open("corrupt.npz", "wb") as f:
                 f.write(b"\x93NUMPY garbage" * 10)
-        if command == "train":
+        if command in ("train", "sweep"):
             argv = [*argv, "--no-progress"]
         result = CliRunner().invoke(app, argv)
     finally:
@@ -390,3 +409,8 @@ def test_cli_argument_lists_exit_0_1_or_2_without_traceback(workdir, argv):
         assert specs
         for name in specs:
             netspec.load(os.path.join(workdir, name))
+            assert f"ok {name}:" in result.output, shown  # the name as given, brackets and all
+    if result.exit_code == 0 and command in ("draw", "schema", "export") and "-o" in argv:
+        target = argv[argv.index("-o") + 1]
+        assert f"wrote {target}" in result.output, shown
+        assert os.path.isfile(os.path.join(workdir, target)), shown

@@ -12,6 +12,7 @@ from netspec.cli.common import (
     BLAS_HELP,
     CONV_HELP,
     FUSE_HELP,
+    SetOption,
     describe_plan,
     escape,
     fmt_shape,
@@ -28,7 +29,7 @@ def bench(
                                           help="Default: the spec's train.batch_size."),
     repeats: int = typer.Option(20, min=1, help="Timed steps; the table shows medians."),
     dtype: str = typer.Option("float32", help="float32 or float64."),
-    overrides: list[str] = typer.Option([], "--set", metavar="KEY.PATH=VALUE"),
+    overrides: list[str] = SetOption,
     workers: str = typer.Option(
         "1", metavar="N|auto",
         help="Time what one of `netspec train --workers N|auto`'s processes runs: its share "
@@ -64,7 +65,7 @@ def bench(
     for line in describe_plan(plan):
         out.print(escape(line))
     what = f"batch {batch}" if n == 1 else f"one worker's share ({share}) of a batch of {batch}"
-    table = Table(title=f"{spec.name}: {what}, {dtype}, median of {repeats} steps (ms)",
+    table = Table(title=f"{escape(spec.name)}: {what}, {dtype}, median of {repeats} steps (ms)",
                   title_justify="left")
     algorithms = plan.algorithms()
     for col in ("#", "name", "type", "output shape", "forward", "backward", "share"):

@@ -5,6 +5,7 @@ signals, loading data, the spec of a checkpoint)."""
 from __future__ import annotations
 
 import contextlib
+from pathlib import Path
 
 import rich.markup
 import typer
@@ -33,6 +34,27 @@ err = _Console(stderr=True, highlight=False, soft_wrap=True)
 
 SpecArg = typer.Argument(..., exists=True, dir_okay=False, readable=True,
                          help="Spec file(s) (YAML).")
+
+
+def _set_items(items: list[str]) -> list[str]:
+    """--set items must read KEY.PATH=VALUE: one without '=' is a usage error (exit 2)."""
+    for item in items or []:
+        key = item.partition("=")[0].strip()
+        if "=" not in item or not key:
+            raise typer.BadParameter(f"expected key.path=value, e.g. --set train.epochs=1; got "
+                                     f"{item!r}", param_hint="--set")
+    return items
+
+
+def _set_option(help: str):
+    return typer.Option([], "--set", metavar="KEY.PATH=VALUE", help=help, callback=_set_items)
+
+
+# The --set option: every command that takes a spec takes it.
+SetOption = _set_option("Override a spec value (repeatable), e.g. --set train.epochs=1")
+SetEachOption = _set_option("Override a value in every spec given (repeatable), e.g. "
+                            "--set train.epochs=1")
+SetTrialsOption = _set_option("Override a spec value in every trial (repeatable).")
 
 
 @contextlib.contextmanager
@@ -77,6 +99,21 @@ def escape(text: str) -> str:
     return rich.markup.escape(text)
 
 
+def output_file(text: str, option: str, existing_dir: bool = True) -> Path:
+    """An output FILE option as a Path: a usage error (exit 2) when it names a directory by a
+    trailing slash (`-o out/`, even where out/ does not exist yet), or (with `existing_dir`)
+    by being one."""
+    import os
+
+    path = Path(text)
+    slash = text.endswith(("/", os.sep))
+    if slash or (existing_dir and os.path.isdir(path)):
+        what = "names a directory (it ends in a slash)" if slash else "is a directory"
+        raise typer.BadParameter(f"{text!r} {what}; {option} takes a file name, e.g. "
+                                 f"{path / 'name.ext'}", param_hint=option)
+    return path
+
+
 def fmt_shape(shape) -> str:
     return str(tuple(shape))
 
@@ -92,17 +129,19 @@ def fmt_si(n: float) -> str:
     return f"{n:.0f}"
 
 
-def load_data(spec, data_dir, norm=None):
-    """Find (or download), check, decode and normalise the spec's data, showing progress
-    (with `norm`, a checkpoint's normalisation, instead of the data's statistics)."""
+def load_data(spec, data_dir, norm=None, download: bool = True):
+    """Find (or download, unless not `download`), check, decode and normalise the spec's data,
+    showing progress (with `norm`, a checkpoint's normalisation, instead of the data's
+    statistics)."""
     from netspec.train.inputs import load_splits
 
     with data_progress() as progress:
-        splits = load_splits(spec, data_dir, progress=progress, norm=norm)
+        splits = load_splits(spec, data_dir, progress=progress, norm=norm,
+                             download_missing=download)
     ds = splits.dataset
     counts = ", ".join(f"{k} {len(v[1]):,}" for k, v in splits.items())
-    source = ds.name if str(ds.path) == ds.name else f"{ds.name} from {ds.path}"
-    out.print(escape(f"data: {source} ({counts}; normalize {spec.data.normalize})"))
+    out.print(escape(f"data: {ds.name} from {ds.path} ({counts}; normalize "
+                     f"{spec.data.normalize})"))
     if ds.held_out:
         h = ds.held_out
         out.print(f"data: the test split is {h['count']:,} samples held out of the data "
@@ -215,8 +254,8 @@ def checkpoint_spec(spec_path, ckpt, checkpoint_path, overrides, force: bool, ve
 
     from netspec.checkpoint import evaluation_changes
     from netspec.errors import CheckpointError, DataError
-    from netspec.spec.model import load, loads
-    from netspec.train.inputs import stored_spec, with_stored_classes
+    from netspec.spec.model import load, loads, resolved_data
+    from netspec.train.inputs import with_stored_classes
 
     if spec_path is None:
         if not ckpt.spec_data:
@@ -224,10 +263,10 @@ def checkpoint_spec(spec_path, ckpt, checkpoint_path, overrides, force: bool, ve
         spec = loads(yaml.safe_dump(ckpt.spec_data), f"{checkpoint_path}:spec", overrides)
     else:
         spec = load(spec_path, overrides)
-    stored = stored_spec(ckpt, checkpoint_path)
-    if spec.data.classes is None and stored.get("data", {}).get("classes"):
-        spec = with_stored_classes(spec, stored["data"]["classes"])
-    changes = evaluation_changes(stored, spec.model_dump(mode="json"))
+    stored = resolved_data(ckpt.spec_data) if ckpt.spec_data else {}
+    if spec.data.classes is None and (stored.get("data") or {}).get("classes"):
+        spec = with_stored_classes(spec, stored["data"]["classes"])  # the data's, as trained
+    changes = evaluation_changes(stored, spec.resolved())  # both with every default out
     if changes and not force:
         given = f"{spec_path} (with --set)" if spec_path and overrides else (spec_path or "--set")
         raise CheckpointError(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import shlex
 from pathlib import Path
 
 import typer
@@ -14,6 +15,7 @@ from netspec.cli.common import (
     CONV_HELP,
     FUSE_HELP,
     STOP_SIGNALS,
+    SetOption,
     checkpoint_spec,
     describe_plan,
     err,
@@ -36,9 +38,7 @@ def train(
     spec_path: Path | None = typer.Argument(
         None, exists=True, dir_okay=False, metavar="SPEC",
         help="Spec file; optional with --resume (the run's spec.yaml is used)."),
-    overrides: list[str] = typer.Option([], "--set", metavar="KEY.PATH=VALUE",
-                                        help="Override a spec value (repeatable), e.g. "
-                                             "--set train.epochs=1"),
+    overrides: list[str] = SetOption,
     data_dir: Path | None = typer.Option(None, "--data-dir", envvar="NETSPEC_DATA",
                                             help="Directory holding the dataset files."),
     run_dir: Path | None = typer.Option(None, "--out", help="Run directory "
@@ -56,7 +56,7 @@ def train(
     """Train a spec; writes spec.yaml, metrics.jsonl, checkpoints and curves.png."""
     import time
 
-    from netspec.fsio import check_new_run_dir, check_run_dir
+    from netspec import fsio
     from netspec.spec.model import load
     from netspec.train.inputs import with_classes
     from netspec.train.run import Run, score
@@ -68,48 +68,72 @@ def train(
     with report_errors():
         spec = load(spec_path or resume / "spec.yaml", overrides)
         options = plan_options(spec, workers, blas_threads, conv, fuse)
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        out_dir = resume or run_dir or Path("runs") / f"{spec.name}-{stamp}"
-        (check_run_dir if resume else check_new_run_dir)(out_dir)  # before the data loads
-        splits = load_data(spec, data_dir)
-        spec = with_classes(spec, splits.dataset)  # the class names travel with the run
-        run = Run(spec, splits, out_dir, options=options)
-        if resume:
-            run.resume()
-            out.print(f"resuming {out_dir} after epoch {run.trainer.epoch} "
-                      f"(step {run.trainer.progress.step} of the next)")
-        else:
-            run.start()
-        out.print(f"run directory: {out_dir}")
-        if spec.data.augment is not None:
-            from netspec.data.augment import describe
-
-            out.print(f"augment: {describe(spec.data.augment)} (training batches)")
-        for line in describe_plan(run.trainer.plan):
-            out.print(escape(line))
-        run.trainer.start_workers()  # fork before the progress bar starts its thread
-
-        # The first SIGINT or SIGTERM finishes the step and saves a checkpoint; a second
-        # one stops at once. Worker processes ignore both: the parent stops them.
+        created = None
+        if resume or run_dir:
+            out_dir = resume or run_dir
+            (fsio.check_run_dir if resume else fsio.check_new_run_dir)(out_dir)
+            fsio.check_unlocked(out_dir)  # before the data loads
+        else:  # a new directory of its own, even for two runs started in the same second
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            out_dir = created = fsio.unique_dir("runs", f"{spec.name}-{stamp}")
+        run = None
         try:
-            with stop_on_signals() as stop:
-                finished = _fit_with_progress(run, progress, lambda: stop["by"] is not None)
+            splits = load_data(spec, data_dir)
+            spec = with_classes(spec, splits.dataset)  # the class names travel with the run
+            run = Run(spec, splits, out_dir, options=options)
+            if resume:
+                run.resume()
+            else:
+                run.start()
         except BaseException:
-            with contextlib.suppress(Exception):  # the first error is the one to report
-                plot_run(run)
+            if run is not None:
+                run.close()
+            if created is not None:
+                fsio.remove_if_empty(created)
             raise
+        try:
+            _train(run, resume, progress, score)
         finally:
-            run.trainer.close()
-        plot_run(run)
-        _write_report(lambda: write_report(run.out, run.splits))
-        if not finished:
-            code, _, word = STOP_SIGNALS[stop["by"]]
-            err.print(f"[yellow]{word}[/yellow] ({stop['by']}): checkpoint saved to "
-                      f"{run.last_path}; continue with: netspec train --resume {out_dir}")
-            raise typer.Exit(code)
-        best = max(run.history, key=score)
-        out.print(f"[green]done[/green]: {out_dir} (best epoch {best['epoch']}: "
-                  f"test acc {100 * best.get('test_acc', float('nan')):.2f}%)")
+            run.close()
+
+
+def _train(run, resume, progress, score) -> None:
+    """Train a started (or resumed) run with the progress bar; exit 130/143 when stopped."""
+    out_dir = run.out
+    if resume:
+        out.print(f"resuming {escape(str(out_dir))} after epoch {run.trainer.epoch} "
+                  f"(step {run.trainer.progress.step} of the next)")
+    out.print(f"run directory: {escape(str(out_dir))}")
+    if run.spec.data.augment is not None:
+        from netspec.data.augment import describe
+
+        out.print(f"augment: {describe(run.spec.data.augment)} (training batches)")
+    for line in describe_plan(run.trainer.plan):
+        out.print(escape(line))
+    run.trainer.start_workers()  # fork before the progress bar starts its thread
+
+    # The first SIGINT or SIGTERM finishes the step and saves a checkpoint; a second
+    # one stops at once. Worker processes ignore both: the parent stops them.
+    try:
+        with stop_on_signals() as stop:
+            finished = _fit_with_progress(run, progress, lambda: stop["by"] is not None)
+    except BaseException:
+        with contextlib.suppress(Exception):  # the first error is the one to report
+            plot_run(run)
+        raise
+    finally:
+        run.trainer.close()
+    plot_run(run)
+    _write_report(lambda: write_report(run.out, run.splits))
+    if not finished:
+        code, _, word = STOP_SIGNALS[stop["by"]]
+        err.print(f"[yellow]{word}[/yellow] ({stop['by']}): checkpoint saved to "
+                  f"{escape(str(run.last_path))}; continue with: netspec train --resume "
+                  f"{escape(shlex.quote(str(out_dir)))}")
+        raise typer.Exit(code)
+    best = max(run.history, key=score) if run.history else {"epoch": 0}
+    out.print(f"[green]done[/green]: {escape(str(out_dir))} (best epoch {best['epoch']}: "
+              f"test acc {100 * best.get('test_acc', float('nan')):.2f}%)")
 
 
 def _write_report(write) -> None:
@@ -120,7 +144,7 @@ def _write_report(write) -> None:
     except NetspecError as e:
         err.print(f"[yellow]warning:[/yellow] no report: {escape(str(e))}")
     else:
-        out.print(f"report: {path}")
+        out.print(f"report: {escape(str(path))}")
 
 
 # ------------------------------------------------------------------ report
@@ -151,7 +175,7 @@ def report(
                           "without the test-set figures")
         with out.status("writing report.html ..."):
             path = write_report(run_dir, splits)
-    out.print(f"wrote {path}")
+    out.print(f"wrote {escape(str(path))}")
 
 
 def _fit_with_progress(run, show: bool, should_stop) -> bool:
@@ -196,7 +220,8 @@ def _fit_with_progress(run, show: bool, should_stop) -> bool:
                      f"img/s) + eval {record['eval_seconds']:.1f} s")
             bar.console.print(line)
 
-        return run.fit(on_step=on_step, on_epoch=on_epoch, should_stop=should_stop)
+        return run.fit(on_step=on_step, on_epoch=on_epoch, should_stop=should_stop,
+                       unlock=False)  # the caller writes the report, then closes the run
 
 
 # ------------------------------------------------------------------ eval
@@ -210,7 +235,7 @@ def evaluate(
     checkpoint_path: Path = typer.Option(..., "--checkpoint", "-c", exists=True, dir_okay=False,
                                          help="A checkpoints/*.npz file."),
     split: str = typer.Option("test", help="Which split to evaluate: test, train or val."),
-    overrides: list[str] = typer.Option([], "--set", metavar="KEY.PATH=VALUE"),
+    overrides: list[str] = SetOption,
     data_dir: Path | None = typer.Option(None, "--data-dir", envvar="NETSPEC_DATA"),
     workers: str = typer.Option("auto", help="Processes that share the batches, as for train."),
     blas_threads: int | None = typer.Option(None, "--blas-threads", min=1, help=BLAS_HELP),
@@ -245,8 +270,9 @@ def evaluate(
     names = spec.data.classes or (ckpt.meta.get("data") or {}).get("classes") or \
         getattr(splits.dataset, "class_names", None)
     matrix = confusion_matrix(y, result.predictions, k)
-    table = Table(title=f"{checkpoint_path} on {split} ({len(y):,} images): rows are true "
-                        "classes, columns predictions", title_justify="left")
+    table = Table(title=f"{escape(str(checkpoint_path))} on {escape(split)} ({len(y):,} "
+                        "images): rows are true classes, columns predictions",
+                  title_justify="left")
     table.add_column("class", justify="right")
     for j in range(k):
         table.add_column(str(j), justify="right")
@@ -258,7 +284,7 @@ def evaluate(
                                for j, v in enumerate(matrix[i])],
                       f"{100 * matrix[i, i] / total:.2f}%" if total else "-")
     out.print(table)
-    out.print(f"{split} loss {result.loss:.4f}  accuracy {100 * result.accuracy:.2f}%  "
+    out.print(f"{escape(split)} loss {result.loss:.4f}  accuracy {100 * result.accuracy:.2f}%  "
               f"({result.seconds:.2f} s, {len(y) / result.seconds:,.0f} img/s)")
     if report_dir is not None:
         from netspec.viz.report import write_eval_report
@@ -266,4 +292,4 @@ def evaluate(
         with report_errors(), out.status("writing eval-report.html ..."):
             path = write_eval_report(report_dir, spec, ckpt.state, str(checkpoint_path), split,
                                      x, y, names)
-        out.print(f"report: {path}")
+        out.print(f"report: {escape(str(path))}")

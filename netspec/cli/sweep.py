@@ -11,6 +11,7 @@ from rich.table import Table
 from netspec.cli.app import app
 from netspec.cli.common import (
     STOP_SIGNALS,
+    SetTrialsOption,
     err,
     escape,
     out,
@@ -38,17 +39,22 @@ def sweep(
         help="Run on this Dask cluster (e.g. tcp://host:8786) instead of an embedded one."),
     sweep_dir: Path | None = typer.Option(None, "--out", help="Sweep directory "
                                              "(default: sweeps/<name>); rerun to continue."),
-    overrides: list[str] = typer.Option([], "--set", metavar="KEY.PATH=VALUE",
-                                        help="Override a spec value in every trial."),
+    overrides: list[str] = SetTrialsOption,
     data_dir: Path | None = typer.Option(None, "--data-dir", help="Dataset directory, as the "
                                             "workers see it (default: each worker's "
                                             "NETSPEC_DATA or cache)."),
     progress: bool = typer.Option(True, help="Show the live table of trials."),
 ):
     """Train a spec over a grid of values times seeds, on Dask (this machine or a cluster)."""
+    from netspec.errors import SpecError
     from netspec.sweep import runner as sweeps
 
     seed_list = _seeds_option(seeds)
+    try:
+        grid = sweeps.parse_params(params)
+    except SpecError as e:  # the option's syntax: a usage error
+        raise typer.BadParameter("; ".join(p.message for p in e.problems),
+                                 param_hint=e.problems[0].file) from None
     if scheduler and workers:
         raise typer.BadParameter("--workers sizes the embedded cluster; a cluster's size is "
                                  "set by its `dask worker` processes", param_hint="--workers")
@@ -57,18 +63,24 @@ def sweep(
                                  "trials on more workers than cores only take turns",
                                  param_hint="--workers")
     with report_errors(), stop_on_signals() as stop:
-        grid = sweeps.parse_params(params)
+        again = _command(spec_path, params, seeds, metric, workers, scheduler, sweep_dir,
+                         overrides, data_dir)
         client = None
         if scheduler:
             client = sweeps.connect(scheduler)
         where = scheduler or f"an embedded cluster of {workers or _cores()} worker processes"
-        live = _SweepTable(progress, f"on {where}")
+        live = _SweepTable(progress, f"on {escape(where)}", metric)
         try:
             with live:
                 result = sweeps.run(spec_path, grid, seed_list, client, out=sweep_dir,
                                     overrides=overrides, metric=metric, data_dir=data_dir,
                                     workers=workers, on_update=live.update,
                                     should_stop=lambda: stop["by"] is not None)
+        except KeyboardInterrupt:  # a second Ctrl-C (or SIGTERM): summary.csv is written
+            err.print("[yellow]stopped at once[/yellow]: the trials that were running are "
+                      "marked interrupted in summary.csv and keep their last checkpoint; "
+                      f"continue with: {escape(again)}")
+            raise
         finally:
             if client is not None:
                 client.close()
@@ -76,10 +88,29 @@ def sweep(
     if result.interrupted:
         code, _, word = STOP_SIGNALS[stop["by"] or "SIGINT"]
         err.print(f"[yellow]{word}[/yellow]: running trials saved checkpoints; rerun the "
-                  f"same command (--out {_relative(result.out)}) to continue")
+                  f"same command to continue: {escape(again)}")
         raise typer.Exit(code)
     if any(r["status"] == "failed" for r in result.rows):
         raise typer.Exit(1)
+
+
+def _command(spec_path, params, seeds, metric, workers, scheduler, sweep_dir, overrides,
+             data_dir) -> str:
+    """The command line that continues this sweep: the same options, and --out its directory
+    (a rerun skips finished trials and resumes interrupted ones)."""
+    import shlex
+
+    from netspec.spec.model import load
+
+    out_dir = sweep_dir or Path("sweeps") / load(spec_path, overrides).name
+    words = ["netspec", "sweep", str(spec_path)]
+    words += [w for p in params for w in ("-p", p)] + [w for o in overrides for w in ("--set", o)]
+    for option, value in (("--seeds", seeds), ("--metric", metric), ("--workers", workers),
+                          ("--scheduler", scheduler), ("--data-dir", data_dir),
+                          ("--out", _relative(out_dir))):
+        if value is not None:
+            words += [option, str(value)]
+    return shlex.join(words)
 
 
 def _seeds_option(text: str | None) -> list[int] | None:
@@ -114,10 +145,11 @@ class _SweepTable:
 
     SHOWN = 20  # rows; running and failed trials first
 
-    def __init__(self, show: bool, where: str):
+    def __init__(self, show: bool, where: str, metric: str | None = None):
         from rich.live import Live
 
         self.rows, self.where = {}, where
+        self.percent = metric is None or metric.endswith("_acc")  # the default is an accuracy
         self.live = Live(console=out, transient=True, refresh_per_second=4,
                          get_renderable=self.render) if show else None
 
@@ -140,12 +172,17 @@ class _SweepTable:
         table = Table(title=f"trials {self.where}: " + ", ".join(
             f"{n} {s}" for s, n in counts.items()),
                       title_justify="left")
-        for col in ("trial", *paths, "seed", "state", "epochs", "best", "worker"):
-            table.add_column(col)
         order = {"running": 0, "failed": 1, "queued": 2}
-        for r in sorted(rows, key=lambda r: order.get(r["status"], 3))[:self.SHOWN]:
+        for col in ("trial", *paths, "seed", "state", "epochs"):
+            table.add_column(escape(col))
+        table.add_column("best (%)" if self.percent else "best", justify="right")
+        shown = sorted(rows, key=lambda r: order.get(r["status"], 3))[:self.SHOWN]
+        width = max((len(r["worker"]) for r in shown), default=6)
+        table.add_column("worker", no_wrap=True, min_width=width)  # an address, never cut
+        for r in shown:
             table.add_row(r["trial"], *[_value(r["overrides"][p]) for p in paths], str(r["seed"]),
-                          r["status"], str(r["epochs"]), _score(r["best"], False), r["worker"])
+                          r["status"], str(r["epochs"]), _score(r["best"], self.percent),
+                          escape(r["worker"]))
         return table
 
 
@@ -166,14 +203,14 @@ def _print_sweep(result) -> None:
 
     for r in result.rows:
         if r["status"] == "failed":
-            where = " ".join(f"{k}={_value(v)}" for k, v in r["overrides"].items())
+            where = " ".join(f"{escape(k)}={_value(v)}" for k, v in r["overrides"].items())
             err.print(f"[red]failed[/red] trial {r['trial']} ({where} seed {r['seed']}): "
                       f"{escape(r['message'])}")
     m, percent = result.metric, result.metric.endswith("_acc")
     table = Table(title=f"{m}{' (%)' if percent else ''}: mean ± std over seeds, best first",
                   title_justify="left")
     for col in result.grid:
-        table.add_column(col, min_width=len(col))
+        table.add_column(escape(col), min_width=len(col))
     for col in ("seeds", f"final {m}", f"best {m}", "s/trial"):
         table.add_column(col, justify="right")
     for g in groups(result.rows, result.higher_is_better):
@@ -186,4 +223,4 @@ def _print_sweep(result) -> None:
         seconds = "-" if g["seconds"] is None else f"{g['seconds']:.1f}"
         table.add_row(*[_value(g["overrides"][p]) for p in result.grid], done, *cells, seconds)
     out.print(table)
-    out.print(f"wrote {', '.join(_relative(p) for p in result.files)}")
+    out.print(f"wrote {escape(', '.join(_relative(p) for p in result.files))}")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from netspec.data.idx import CHUNK, IdxCheck, check_idx_file
 from netspec.data.known import ENV_VAR, KNOWN, DatasetInfo, dataset_info
-from netspec.data.locate import file_in
+from netspec.data.locate import file_in, other_dataset
 from netspec.errors import DataError, Problem, did_you_mean
 
 # progress(file name, bytes done, bytes total or None when the server does not say)
@@ -36,7 +36,9 @@ def download(dataset, dest, mirrors=None, progress: Progress | None = None,
     Each file is tried on every mirror in order (`mirrors` overrides the dataset's list) until
     one serves content whose decompressed SHA-256 matches. It is streamed into a temporary
     file in `dest` and moved into place with os.replace, so `dest` never holds a partial or
-    unverified file. Files already in `dest` that verify are kept. A mirror that cannot be
+    unverified file. Files already in `dest` that verify are kept. When `dest` holds another
+    known dataset's files (MNIST's, for Fashion-MNIST), they are left alone and the download
+    goes into `dest`/NAME instead (where `find_data_dir` looks first). A mirror that cannot be
     reached is skipped for the later files. `progress(file, bytes_done, bytes_total)` is
     called as bytes arrive (bytes_total is None when the server does not send a length).
     Returns `dest`; raises DataError listing each failed file and each mirror's reason.
@@ -47,6 +49,8 @@ def download(dataset, dest, mirrors=None, progress: Progress | None = None,
                         f"{did_you_mean(dataset, KNOWN)}; known: {', '.join(KNOWN)}")
     mirrors = tuple(info.mirrors if mirrors is None else mirrors)
     dest = Path(dest).expanduser()
+    if dest.is_dir() and other_dataset(dest, info) is not None:  # never replace those files
+        dest = dest / info.name
     if not mirrors:
         raise DataError(f"no mirrors to download '{info.name}' from")
     created = _absent_dirs(dest)  # removed again (if empty) when nothing could be fetched

@@ -19,7 +19,14 @@ from netspec.data.download import Progress, download
 from netspec.data.folder import is_image_folder, load_folder
 from netspec.data.idx import read_idx_digest
 from netspec.data.known import ARCHIVES, ENV_VAR, FILES, KNOWN, NAMES, DatasetInfo, dataset_info
-from netspec.data.locate import cache_dir, candidate_dirs, file_in, find_data_dir, missing_files
+from netspec.data.locate import (
+    cache_dir,
+    candidate_dirs,
+    describe,
+    file_in,
+    find_data_dir,
+    missing_files,
+)
 from netspec.data.options import LoadOptions
 from netspec.data.tables import load_table
 from netspec.errors import DataError, Problem, did_you_mean
@@ -134,14 +141,7 @@ def _not_found(info: DatasetInfo, data_dir, download_missing: bool,
     if not os.environ.get(ENV_VAR):
         problems.append(Problem(f"${ENV_VAR}: not set"))
     for directory in candidate_dirs(info, data_dir):
-        if not directory.exists():
-            status = "does not exist"
-        elif not directory.is_dir():
-            status = "is not a directory"
-        else:
-            missing = missing_files(directory, info.files)
-            status = "missing " + ", ".join(missing)
-        problems.append(Problem(status, file=str(directory)))
+        problems.append(Problem(describe(directory, info), file=str(directory)))
     if download_error is not None:
         problems += download_error.problems[:-1]  # without its "fix:" line, given below
     elif not download_missing:
@@ -169,7 +169,7 @@ def _load_dir(directory: Path, name: str, info: DatasetInfo | None) -> Dataset:
             continue
         expected = info.sha256.get(n) if info is not None else None
         if expected is not None and digest != expected:
-            problems.append(Problem(_checksum_message(n, info.name, digest, expected),
+            problems.append(Problem(_checksum_message(n, info.name, digest, expected, path),
                                     file=str(path)))
     if problems:
         raise DataError(problems)
@@ -222,13 +222,22 @@ def _load_dir(directory: Path, name: str, info: DatasetInfo | None) -> Dataset:
     )
 
 
-CHECKSUM = "checksum mismatch"
+CHECKSUM = "checksum mismatch"  # how a checksum problem's message starts
 
 
-def _checksum_message(name: str, dataset: str, actual: str, expected: str) -> str:
+def _checksum_message(name: str, dataset: str, actual: str, expected: str, path: Path) -> str:
+    """Never advise deleting a file netspec did not download: it may be another dataset's."""
     other = [k for k, v in KNOWN.items() if v.name != dataset and v.sha256.get(name) == actual]
-    hint = f" (it is {other[0]}'s {name})" if other else ""
-    return (f"{CHECKSUM} for {dataset}: SHA-256 of the decompressed content is {actual}, "
-            f"expected {expected}{hint}. The file is corrupt or from another dataset: delete "
-            "it and run again to download it, or replace it with a good copy")
+    head = (f"checksum mismatch for {dataset}: SHA-256 of the decompressed content is {actual}, "
+            f"expected {expected}")
+    if other:
+        return (f"{head}: it is {other[0]}'s {name}, not {dataset}'s. Put {dataset}'s files in "
+                f"a directory of their own and give that (--data-dir), or train on "
+                f"{other[0]} (data.dataset: {other[0]})")
+    if path.parent == cache_dir(dataset):  # netspec downloaded it: damaged in its own cache
+        return (f"{head}. netspec downloaded it into its cache and it is damaged since: "
+                "remove it and run again to download it")
+    return (f"{head}: it is not {dataset}'s file. If the directory holds a dataset of your own "
+            f"in IDX files, give it as data.dataset: {path.parent} (read as it is, without "
+            f"checksums); if it should be {dataset}'s, replace it with a good copy")
 

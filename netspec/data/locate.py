@@ -1,4 +1,7 @@
-"""Finding a dataset on disk: --data-dir, $NETSPEC_DATA, the user cache, OS package directories."""
+"""Finding a dataset on disk: --data-dir, $NETSPEC_DATA, the user cache, OS package directories.
+
+A directory that holds another known dataset's files (MNIST's, for a Fashion-MNIST spec) is not
+the dataset looked for: it is skipped for the next place, and named for what it holds."""
 
 from __future__ import annotations
 
@@ -6,6 +9,8 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
+from netspec.data import known
+from netspec.data.idx import check_idx_file
 from netspec.data.known import ENV_VAR, FILES, dataset_info
 
 
@@ -58,7 +63,41 @@ def find_data_dir(dataset, data_dir=None) -> Path | None:
     info = dataset_info(dataset)
     files = info.files if info is not None else FILES
     for directory in candidate_dirs(dataset, data_dir):
-        if directory.is_dir() and not missing_files(directory, files):
+        if directory.is_dir() and not missing_files(directory, files) and (
+                info is None or other_dataset(directory, info) is None):
             return directory
     return None
+
+
+def other_dataset(directory: Path, info) -> str | None:
+    """The name of another known dataset whose files `directory` holds instead of `info`'s,
+    judged by the checksum of its test labels (a small file), else None."""
+    name = info.files[3]
+    path = file_in(directory, name)
+    if path is None or info.sha256.get(name) is None:
+        return None
+    try:
+        digest = check_idx_file(path, info.max_content_bytes)
+    except (OSError, ValueError):
+        return None
+    if digest == info.sha256.get(name):
+        return None
+    return next((o.name for o in known.KNOWN.values()
+                 if o.name != info.name and o.sha256.get(name) == digest), None)
+
+
+def describe(directory: Path, info) -> str:
+    """What `directory` holds, for the message of a dataset not found there."""
+    if not directory.exists():
+        return "does not exist"
+    if not directory.is_dir():
+        return "is not a directory"
+    missing = missing_files(directory, info.files)
+    if missing:
+        return "missing " + ", ".join(missing)
+    other = other_dataset(directory, info)
+    if other is not None:
+        return (f"holds {other}'s files, not {info.name}'s (to train on them, set "
+                f"data.dataset: {other})")
+    return "holds all the files"
 

@@ -143,8 +143,9 @@ def to_onnx(spec, plan, normalization: dict | None = None, source: str = "",
 
     `normalization` ({"normalize", "mean", "std"[, "unit"]}) is recorded as metadata, and so
     are the class names and input preprocessing of `data` (a checkpoint's meta["data"]);
-    `source` says where the weights came from (a checkpoint path). Raises ExportError for a
-    layer that cannot map.
+    `source` says where the weights came from (a checkpoint path). {"normalize": "standardize",
+    "initial": True} records the mode without a mean and std (initial weights exported without
+    data). Raises ExportError for a layer that cannot map.
     """
     onnx = import_onnx()
     helper, tp = onnx.helper, onnx.TensorProto
@@ -176,6 +177,13 @@ def metadata_of(normalization: dict | None, spec) -> dict[str, str]:
     mean, std = norm.get("mean"), norm.get("std")
     if mode == "scale":
         mean, std = 0.0, 1.0
+    if (mean is None or std is None) and norm.get("initial"):
+        return {"netspec.normalize": mode,
+                "netspec.preprocess": f"input = (pixels / 255 - mean) / std as float32, shape "
+                                      f"(N, {shape}), with the training set's mean and std: "
+                                      "not recorded, since these are initial weights exported "
+                                      "without the data (export a trained checkpoint, or give "
+                                      "--data-dir, to record them)"}
     if mean is None or std is None:
         raise ExportError(f"normalize '{mode}' needs the training set's mean and std; give a "
                           "checkpoint from `netspec train`, or the data (--data-dir)")
@@ -222,9 +230,11 @@ def written_by_netspec(path: Path) -> bool:
     onnx = import_onnx()
     from google.protobuf.message import DecodeError  # onnx's own dependency
 
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except (DecodeError, OSError, ValueError):  # not a model, or unreadable: not ours
+    model = onnx.ModelProto()
+    try:  # the bytes as a model, whatever the name (onnx.load reads `x.json` as JSON text)
+        with open(path, "rb") as f:
+            model.ParseFromString(f.read())
+    except (DecodeError, OSError, ValueError, RuntimeError):  # not a model, or unreadable
         return False
     return model.producer_name == PRODUCER
 

@@ -5,10 +5,21 @@ entry passes when |analytic - numeric| <= atol + rtol * |numeric| with atol = 1e
 rtol = 1e-3 (torch.autograd.gradcheck's defaults). Each tensor is checked in full when it has
 at most `max_entries` elements, otherwise on a seeded random sample of that many.
 
+Generic values: the whole-network check runs at parameter values drawn for it, not at the
+init. Every tensor the init fills with one value (zero biases, batchnorm's ones and zeros,
+`init: zeros`) is redrawn around that value, at least 0.1 away from it, seeded by
+gradcheck.seed. At the init a zero bias after a relu makes a layer's output exactly 0 wherever
+the relu's output is all 0, which puts a kink under every +-eps step of that bias (issue 23);
+at generic values no entry sits at a kink except by a chance of about eps in a million. The
+gradients are the same functions either way, so nothing is lost: the layer-by-layer check still
+runs at the init.
+
 Kinks: relu and maxpool record which linear piece each forward used (`Ctx.region`). An entry
 whose +eps or -eps step changes any of those is skipped (the function is not differentiable
-there) and counted in the report; a tensor with no entry left to check fails. Dropout masks stay
-fixed because every forward runs at the same noise step (netspec/kernels/noise.py).
+there) and counted in the report; a tensor with no entry left to check fails, with advice
+(another gradcheck.seed draws other inputs and values; a smaller gradcheck.eps steps over
+fewer kinks). Dropout masks stay fixed because every forward runs at the same noise step
+(netspec/kernels/noise.py).
 """
 
 from __future__ import annotations
@@ -72,6 +83,7 @@ def check_spec(spec, settings=None, isolated: bool = True, options=None) -> Repo
     rng = np.random.default_rng(cfg.seed)
     plan = compile(spec, "float64", options)
     x = rng.standard_normal((cfg.batch_size, *plan.in_shape))
+    generic_values(plan, np.random.default_rng([cfg.seed, 1]), cfg.eps)
     classes = plan.out_shape[0]
     labels = rng.integers(0, classes, cfg.batch_size)
     lines = {i.name: spec.source.locate(("layers", i.index))[0] for i in spec.infos}
@@ -91,6 +103,21 @@ def check_spec(spec, settings=None, isolated: bool = True, options=None) -> Repo
                                 options=options)
             report.rows += check_layer_plan(single, cfg, rng, info.type, lines[info.name])
     return report
+
+
+def generic_values(plan: Plan, rng, eps: float = 1e-6) -> list[str]:
+    """Redraw, in place, every parameter tensor whose entries are all (nearly) one value c:
+    each entry becomes c +- u * max(1, |c|) with u uniform in [0.1, 0.5] and a random sign.
+    Returns the names of the tensors redrawn. Tensors drawn at random by their init are kept."""
+    redrawn = []
+    for key, value in plan.params.items():
+        if value.size == 0 or np.ptp(value) > 100 * eps:
+            continue
+        c = float(np.mean(value))
+        u = rng.uniform(0.1, 0.5, value.shape) * rng.choice((-1.0, 1.0), value.shape)
+        value[...] = c + u * max(1.0, abs(c))
+        redrawn.append(key)
+    return redrawn
 
 
 def check_multi_input(info, cfg, rng, line=None) -> list[Row]:
@@ -214,9 +241,10 @@ def check_plan(plan: Plan, objective, x, cfg, rng, scope="network", lines=None,
         if row.checked == 0:  # nothing compared is no evidence of a correct gradient
             row.passed = False
             row.problem = (
-                f"all {row.skipped} sampled entries sit at kinks (a relu or maxpool changes "
-                "piece within +-eps), so none was checked; change gradcheck.seed or "
-                "gradcheck.batch_size to draw other inputs (or raise gradcheck.max_entries)")
+                f"all {row.skipped} sampled entries sit at kinks (a relu, leaky relu or maxpool "
+                f"changes piece within +-eps = {cfg.eps:g}), so none was checked; set a "
+                f"smaller gradcheck.eps (e.g. --set gradcheck.eps={min(cfg.eps / 100, 1e-6):g})"
+                ", or another gradcheck.seed, which draws other inputs and parameter values")
         rows.append(row)
     return rows
 

@@ -204,9 +204,23 @@ ADDED_KEYS = ("test", "classes", "labels", "label_column", "test_fraction", "spl
               "image", "bad_files", "augment")
 
 
+# Keys whose null means "not given" (no separate test set, classes from the data, the default
+# label column, no augmentation or no such operation): the resolved spec leaves them out.
+OPTIONAL_KEYS = ("test", "classes", "label_column", "augment")
+
+
+def written_out(data: dict) -> dict:
+    """The dumped `data:` section as NetSpec.resolved writes it: the OPTIONAL_KEYS and
+    augmentation operations that are not given are left out rather than written as null."""
+    out = {k: v for k, v in data.items() if not (k in OPTIONAL_KEYS and v is None)}
+    if isinstance(out.get("augment"), dict):
+        out["augment"] = {k: v for k, v in out["augment"].items() if v is not None}
+    return out
+
+
 def digest_view(data: dict) -> dict:
     """The dumped `data:` section without the ADDED_KEYS that hold their defaults."""
-    defaults = DataSpec().model_dump(mode="json")
+    defaults = written_out(DataSpec().model_dump(mode="json"))
     return {k: v for k, v in data.items() if not (k in ADDED_KEYS and v == defaults.get(k))}
 
 

@@ -8,6 +8,7 @@ SpecError listing `FILE:LINE:COL: key.path: message` entries.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import math
@@ -34,18 +35,20 @@ from netspec.data.known import NAMES
 from netspec.errors import Problem, SpecError
 from netspec.nn.init import InitSpec
 from netspec.nn.layers import LAYERS
+from netspec.nn.layers.base import DEFAULT_INIT
 from netspec.nn.losses import CrossEntropy, Loss
 from netspec.nn.optim import SGD, OptimizerSpec
 from netspec.nn.schedules import Constant, Schedule
 from netspec.plan.shapes import GraphError, channels_last_hint, fmt, infer, layer_names
 from netspec.spec.blocks import expand
-from netspec.spec.data import DataSpec, digest_view, resolve_paths
+from netspec.spec.data import DataSpec, digest_view, resolve_paths, written_out
 from netspec.spec.expanded import Expanded
 from netspec.spec.overrides import apply_override
 from netspec.spec.pydantic_errors import in_order, validation_problems
 from netspec.spec.yamlio import Source, load_yaml
 
 MAX_SPEC_BYTES = 1 << 20  # a spec is a few kB; a larger file is a mistake (or /dev/zero)
+MAX_SPEC_NAME = 100  # characters: the name goes into file names (runs/<name>-<time>/)
 # name -> (sample shape, classes), from the one table of known datasets (netspec/data/known.py)
 KNOWN_DATASETS = {k: (v.image_shape, v.num_classes) for k, v in NAMES.items()}
 
@@ -111,9 +114,10 @@ AnyLayer = _layer_union()
 class NetSpec(Strict):
     """A whole network: input, layers, loss, data and training recipe."""
 
-    name: str = Field("net", pattern=r"^[A-Za-z0-9_-][A-Za-z0-9_.-]*$", description=(
-        "Names the run and sweep folders (runs/<name>-<time>): letters, digits, _ . -, not "
-        "starting with a dot."))
+    name: str = Field("net", pattern=r"^[A-Za-z0-9_-][A-Za-z0-9_.-]*$", max_length=MAX_SPEC_NAME,
+                      description=("Names the run and sweep folders (runs/<name>-<time>): "
+                                   "letters, digits, _ . -, not starting with a dot; at most "
+                                   f"{MAX_SPEC_NAME} characters."))
     seed: Seed = Field(0, description="Seeds init, the shuffles and the dropout masks.")
     input: InputSpec
     defaults: Defaults = Defaults()
@@ -140,14 +144,36 @@ class NetSpec(Strict):
     def layer_names(self) -> list[str]:
         return layer_names(self.layers)
 
-    def to_yaml(self) -> str:
-        """The fully resolved spec (all defaults written out) as YAML."""
+    def resolved(self) -> dict:
+        """The spec with every default written out, as plain data: besides pydantic's field
+        defaults, each layer's name (`<type><index>` when it has none), each layer's init
+        schemes (its own, else defaults.init, else the built-ins) and defaults.init itself.
+        It describes the same network (the same names, the same init draws), and resolving it
+        again changes nothing. data.num_classes stays null for a known dataset (its own)."""
         data = self.model_dump(mode="json")
-        return yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=100)
+        defaults = data["defaults"]["init"]
+        for key in ("weight", "bias"):
+            if defaults.get(key) is None:
+                defaults[key] = getattr(DEFAULT_INIT, key).model_dump(mode="json")
+        for layer, info, model in zip(data["layers"], self.infos, self.layers):
+            if layer.get("name") is None:
+                layer["name"] = info.name
+            if "init" in layer:
+                own = layer["init"] or {}
+                layer["init"] = {key: copy.deepcopy(own.get(key) or defaults[key])
+                                 for key in ("weight", "bias")}
+            layer.update(model.written_out())
+        data["data"] = written_out(data["data"])  # optional data keys not given: left out
+        return data
+
+    def to_yaml(self) -> str:
+        """The fully resolved spec (see `resolved`) as YAML."""
+        return yaml.safe_dump(self.resolved(), sort_keys=False, default_flow_style=None,
+                              width=100)
 
     def digest(self, exclude: tuple[str, ...] = ()) -> str:
         """SHA-256 of the resolved spec, minus dotted keys in `exclude` (e.g. 'train.epochs')."""
-        data = self.model_dump(mode="json")
+        data = self.resolved()
         data["data"] = digest_view(data["data"])  # keys added later count only when set
         for dotted in exclude:
             *parents, last = dotted.split(".")
@@ -188,6 +214,17 @@ def load(path: str | Path, overrides: typing.Iterable[str] = ()) -> NetSpec:
                                  "decoded; save the spec as UTF-8 text", "", str(path), line,
                                  col)]) from None
     return loads(text, str(path), overrides, base_dir=path.parent)
+
+
+def resolved_data(data: dict) -> dict:
+    """The resolved form (NetSpec.resolved) of a spec stored as data, e.g. by a checkpoint made
+    before specs were stored resolved; the data as it is when it no longer loads."""
+    from netspec.errors import NetspecError
+
+    try:
+        return loads(yaml.safe_dump(data), "stored spec").resolved()
+    except NetspecError:
+        return dict(data)
 
 
 def _read_capped(path: Path, limit: int) -> bytes:

@@ -181,6 +181,10 @@ def _value_problem(path: tuple, e: dict, src: Source) -> tuple[tuple, str]:
     elif kind in ("tuple_type", "list_type"):
         example = _LIST_EXAMPLES.get(path[-1] if path else "", "[1, 2]")
         msg = f"should be a list such as {example}, got {value!r}"
+    elif kind == "string_too_long":
+        limit = e.get("ctx", {}).get("max_length")
+        msg = (f"{_shortened(value)} is {len(value):,} characters long; a name has at most "
+               f"{limit}: choose a shorter one")
     elif kind == "string_pattern_mismatch":
         what = ("ASCII letters (A-Z, a-z), digits and '_', not starting with a digit"
                 if "layers" in path else "ASCII letters (A-Z, a-z), digits, '_', '.' and '-', "
@@ -188,7 +192,7 @@ def _value_problem(path: tuple, e: dict, src: Source) -> tuple[tuple, str]:
         odd = sorted({c for c in str(value) if not c.isascii()})
         shown = f" ({', '.join(repr(c) for c in odd)} {'is' if len(odd) == 1 else 'are'} not " \
                 "ASCII)" if odd else ""
-        msg = f"{value!r} is not a valid name{shown}: use only {what}"
+        msg = f"{_shortened(value)} is not a valid name{shown}: use only {what}"
     elif kind == "too_short" and path == ("layers",):
         msg = ("needs at least one layer, e.g. layers: [{type: flatten}, "
                "{type: linear, out_features: 10}]")
@@ -197,6 +201,13 @@ def _value_problem(path: tuple, e: dict, src: Source) -> tuple[tuple, str]:
     elif isinstance(value, (str, int, float, list)) and "got" not in msg:
         msg += f", got {value!r}"
     return path, msg
+
+
+def _shortened(value, width: int = 40) -> str:
+    """repr of a value, cut in the middle when long (a name of 100,000 characters is not
+    quoted whole)."""
+    text = repr(value)
+    return text if len(text) <= width else f"{text[:width // 2]}...{text[-width // 2:]}"
 
 
 def _data_path(loc: tuple, data) -> tuple:

@@ -46,6 +46,22 @@ class _Authored(NetSpec):
     layers: list[AnyLayer | BlockUse] = Field(min_length=1)
 
 
+TITLE = "netspec network spec"  # the schema's title: how `netspec schema -o` knows its own file
+
+
+def written_by_netspec(text: str) -> bool:
+    """Whether `text` is a JSON Schema that `netspec schema` wrote (any version of it)."""
+    import json
+
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return False
+    return (isinstance(data, dict) and data.get("title") == TITLE
+            and "$schema" in data and isinstance(data.get("$defs"), dict)
+            and "layers" in data.get("properties", {}))
+
+
 def json_schema() -> dict:
     """The schema as a JSON-ready dict."""
     schema = _Authored.model_json_schema(by_alias=True)
@@ -54,7 +70,7 @@ def json_schema() -> dict:
     schema["description"] = NetSpec.__doc__
     _block_layers(schema)
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    schema["title"] = "netspec network spec"
+    schema["title"] = TITLE
     for definition in schema.get("$defs", {}).values():
         # A member of a tagged union (layer, init scheme, optimizer, ...) must name its type,
         # as validation demands; saying so lets editors complete and check `type` first.

@@ -106,8 +106,11 @@ def format_path(path: Path, data: object = None) -> str:
             node = node[part] if isinstance(node, list) and -len(node) <= part < len(node) else None
             if isinstance(node, dict) and isinstance(node.get("type"), str):
                 name = node.get("name")
+                if isinstance(name, str) and len(name) > 40:  # a name too long to quote whole
+                    name = f"{name[:18]}...{name[-18:]}"
                 named = f" '{name}'" if isinstance(name, str) and name else ""
-                out += f" ({node['type']}{named})"
+                kind = node["type"] if len(node["type"]) <= 40 else f"{node['type'][:37]}..."
+                out += f" ({kind}{named})"
         else:
             out += ("." if out else "") + str(part)
             node = node.get(part) if isinstance(node, dict) else None

@@ -62,6 +62,15 @@ def parse_params(items: list[str]) -> dict[str, list[str]]:
         if path in grid:
             raise SpecError([Problem(f"{path} is swept twice; give all its values in one -p",
                                      "", f"-p {item}")])
+        seen: dict[str, str] = {}
+        for value in values:  # 0.1 and 1e-1 are one value, and would be one trial
+            same = json.dumps(canonical(value), sort_keys=True)
+            if same in seen:
+                same = seen[same]
+                alike = f"'{same}' and '{value}' are" if same != value else f"'{value}' is"
+                raise SpecError([Problem(f"{alike} the same value, given twice; give each "
+                                         "value once", "", f"-p {item}")])
+            seen[same] = value
         grid[path] = values
     return grid
 

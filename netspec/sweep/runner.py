@@ -22,7 +22,7 @@ import signal
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from netspec.errors import NetspecError, OutputError, Problem, did_you_mean
@@ -33,6 +33,7 @@ __all__ = ["SweepError", "SweepResult", "Trial", "connect", "local_client", "par
 
 EXTRA = "pip install 'netspec[sweep]'"
 FINAL = ("done", "failed", "interrupted", "cancelled")  # states a trial does not leave
+SWEEP_FORMAT = 1  # sweep.json's "netspec_sweep": what marks a directory as a netspec sweep
 
 
 class SweepError(NetspecError):
@@ -82,15 +83,31 @@ def claim(out: Path, record: dict) -> None:
     if foreign:
         raise SweepError([Problem("holds files netspec did not write (no sweep.json); choose "
                                   "another --out", "", str(out))])
+    if marker.exists() and not is_sweep_record(marker):
+        raise SweepError([Problem("holds a sweep.json that netspec did not write (not the "
+                                  "record of a netspec sweep); choose another --out", "",
+                                  str(out))])
     make_dirs(out)
     atomic_write(marker, json.dumps(record, indent=2) + "\n")
+
+
+def is_sweep_record(path: Path) -> bool:
+    """Whether `path` is the sweep.json of a netspec sweep, judged by its content."""
+    from netspec.fsio import read_head
+
+    try:
+        record = json.loads(read_head(path, 1 << 20))
+    except ValueError:
+        return False
+    return (isinstance(record, dict) and record.get("netspec_sweep") == SWEEP_FORMAT
+            and isinstance(record.get("grid"), dict))
 
 
 def finished(spec, run_dir: Path) -> list | None:
     """The history of a finished run of this very spec in run_dir, else None. A run of another
     spec there is an error: the sweep would mix trials (only train.epochs may change)."""
     from netspec import checkpoint
-    from netspec.train.run import EXCLUDED_FROM_RESUME_CHECK
+    from netspec.train.run import spec_changes_since
 
     last = run_dir / "checkpoints" / "last.npz"
     if not last.exists():
@@ -99,15 +116,45 @@ def finished(spec, run_dir: Path) -> list | None:
         ckpt = checkpoint.load(last)
     except NetspecError:
         return None  # the trial itself reports the damage
-    if ckpt.meta.get("spec_sha256") != spec.digest(EXCLUDED_FROM_RESUME_CHECK):
-        old, new = dict(ckpt.spec_data), spec.model_dump(mode="json")
-        for data in (old, new):
-            data.get("train", {}).pop("epochs", None)
-        changes = "; ".join(checkpoint.spec_changes(old, new)) or "no spec stored"
+    changes = "; ".join(spec_changes_since(ckpt, spec))
+    if changes:
         raise SweepError([Problem(f"holds a run of another spec ({changes}); rerun with the "
                                   "same spec, or choose another --out", "", str(run_dir))])
     done = ckpt.meta.get("progress", {}).get("epoch", 0) >= spec.train.epochs
     return ckpt.meta.get("history", []) if done else None
+
+
+def check_data(trials_specs: list, data_dir) -> None:
+    """Load each dataset the trials use once and check every trial's spec against it, as
+    Trainer would (shapes, classes, labels, batches); one DataError for all of them, each
+    problem once, naming the first trial that has it. A sweep runs this before any trial, so
+    that missing data is one message, not one per trial."""
+    from netspec.data import load_dataset, prepare
+    from netspec.data.checks import check_batches, check_dataset, check_labels
+    from netspec.errors import DataError
+
+    groups: dict = {}
+    for trial, spec in trials_specs:
+        d = spec.data
+        groups.setdefault((str(d.dataset), d.normalize, d.validation), []).append((trial, spec))
+    problems, seen = [], set()
+    for (dataset, normalize, validation), members in groups.items():
+        ds = load_dataset(dataset, data_dir=data_dir)  # a DataError here concerns them all
+        splits = prepare(ds, normalize, validation)
+        for trial, spec in members:
+            try:
+                check_dataset(spec, ds)
+                check_labels(spec, splits)
+                check_batches(spec, spec.train.batch_size, len(splits["train"][1]))
+            except DataError as e:
+                for p in e.problems:
+                    if str(p) not in seen:
+                        seen.add(str(p))
+                        problems.append(replace(p, message=f"{p.message} (trial "
+                                                           f"{trial.index + 1}: {trial.label})"))
+        del ds, splits  # one dataset in memory at a time
+    if problems:
+        raise DataError(problems)
 
 
 # ------------------------------------------------------------------ running
@@ -144,8 +191,13 @@ def run(spec, grid: dict, seeds=None, client=None, *, out=None, overrides=(),
     grid = {p: [canonical(as_text(v)) for v in vs] for p, vs in grid.items()}
     rows = [sweep_report.new_row(t, out / t.key) for t in all_trials]
     histories = [finished(s, out / t.key) for s, t in zip(specs, all_trials)]
-    claim(out, {"netspec_sweep": 1, "spec": file, "overrides": list(overrides), "grid": grid,
-                "seeds": seeds, "metric": metric})
+    left = [(t, s) for t, s, h in zip(all_trials, specs, histories) if h is None]
+    if left and client is None:  # the embedded cluster's workers see this machine's files
+        check_data(left, data_dir)
+    elif left:  # a cluster's workers may see other files: one task checks, where they run
+        client.submit(check_data, left, data_dir, pure=False).result()
+    claim(out, {"netspec_sweep": SWEEP_FORMAT, "spec": file, "overrides": list(overrides),
+                "grid": grid, "seeds": seeds, "metric": metric})
     result = SweepResult(out, metric, higher, grid, seeds, rows)
     for row, history in zip(rows, histories):
         if history is not None:
@@ -162,6 +214,9 @@ def run(spec, grid: dict, seeds=None, client=None, *, out=None, overrides=(),
         result.interrupted = _drive(distributed, client, todo, text, file, list(overrides),
                                     out, metric, higher, data_dir, on_update, should_stop,
                                     retries)
+    except BaseException:
+        result.interrupted = True
+        raise
     finally:
         result.files = sweep_report.write_summary(result)
         if own and client is not None:
@@ -276,6 +331,14 @@ def _drive(distributed, client, todo, text, file, fixed, out, metric, higher, da
         with contextlib.suppress(Exception):  # the cluster may be gone already
             stop.set()
             client.cancel(list(futures.values()))
+        for key in futures:  # what summary.csv says of them: no row stays `running`
+            row = by_key[key]
+            if row["status"] == "queued":
+                row.update(status="cancelled", note="cancelled before it ran")
+            elif row["status"] not in FINAL:
+                row["status"] = "interrupted"
+                _add_note(row, "stopped at once (a second Ctrl-C); it continues from its "
+                               "last checkpoint when the sweep is run again")
         raise
     finally:
         client.unsubscribe_topic(name)

@@ -93,6 +93,8 @@ def run_trial(task: dict, publish=None, should_stop=None) -> dict:
                     write()
                 except (NetspecError, OSError) as e:
                     row["note"] = "; ".join(filter(None, [row["note"], _message(e, run.out)]))
+    if run is not None:
+        run.close()  # fit unlocked the run directory already, even if it raised
     row.update(scores(run.history if run is not None else [], metric, higher))
     return row
 

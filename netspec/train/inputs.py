@@ -117,21 +117,6 @@ def recorded_data_dir(run_dir: Path) -> Path | None:
     return path.parent if path.is_file() else path
 
 
-def stored_spec(ckpt, source) -> dict:
-    """A checkpoint's spec, resolved by today's schema (keys added since it was written take
-    their defaults), as a dict; the stored dict itself when it no longer validates."""
-    import yaml
-
-    from netspec.spec.model import loads
-
-    if not ckpt.spec_data:
-        return {}
-    try:
-        return loads(yaml.safe_dump(ckpt.spec_data), f"{source}:spec").model_dump(mode="json")
-    except SpecError:
-        return dict(ckpt.spec_data)
-
-
 def with_stored_classes(spec, classes: list):
     """`spec` with data.classes set (a checkpoint's classes, for a spec that names none)."""
     data = spec.data.model_copy(update={"classes": list(classes)})

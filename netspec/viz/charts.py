@@ -33,12 +33,28 @@ def nice_ticks(lo: float, hi: float, n: int = 5, integer: bool = False) -> list[
     return [round(k * step, 12) for k in range(first, last + 1)]
 
 
-def _fmt(v: float, percent: bool) -> str:
+def _fmt(v: float, percent: bool, digits: int = 0) -> str:
+    """A tick label; `digits` more significant digits than the shortest form."""
     if percent:
-        return f"{100 * v:.3g}%"
+        return f"{100 * v:.{3 + digits}g}%"
     if v and (abs(v) < 1e-3 or abs(v) >= 1e5):
-        return f"{v:.0e}"
-    return f"{v:.4g}"
+        return f"{v:.{digits}e}"
+    return f"{v:.{4 + digits}g}"
+
+
+def tick_labels(ticks: list[float], percent: bool = False) -> list[str]:
+    """Labels of a row of ticks: the shortest form in which every label differs from the
+    others and reads back as its tick (within a thousandth of a step), so that close ticks
+    such as 1e-07 and 1.2e-07 do not both read '1e-07'."""
+    step = min((b - a for a, b in pairwise(ticks)), default=0) or 1.0
+    labels = [_fmt(t, percent) for t in ticks]
+    for digits in range(12):
+        labels = [_fmt(t, percent, digits) for t in ticks]
+        values = [float(x.rstrip("%")) / (100 if percent else 1) for x in labels]
+        exact = all(abs(v - t) <= step / 1000 for v, t in zip(values, ticks))
+        if exact and len(set(labels)) == len(labels):
+            break
+    return labels
 
 
 def line_chart(series: dict[str, list[tuple[float, float]]], title: str, xlabel: str,
@@ -69,10 +85,9 @@ def line_chart(series: dict[str, list[tuple[float, float]]], title: str, xlabel:
     def py(y):
         return top + ph - (y - y0) / ((y1 - y0) or 1) * ph
 
-    for t in yt:
+    for t, label in zip(yt, tick_labels(yt, percent)):
         scene.line([(left, py(t)), (left + pw, py(t))], GRID)
-        scene.text(left - 6, py(t) + 4, _fmt(t, percent), 10, MUTED, anchor="end", mono=True,
-                   cls="tick")
+        scene.text(left - 6, py(t) + 4, label, 10, MUTED, anchor="end", mono=True, cls="tick")
     for t in xt:
         scene.text(px(t), top + ph + 15, f"{t:g}", 10, MUTED, anchor="middle", mono=True,
                    cls="tick")

@@ -8,10 +8,13 @@ The layout works on any DAG of named nodes listed in execution order, each namin
 producers: a sequential spec is the chain input -> layer 0 -> layer 1 -> ... Each node gets a
 row (its place in the order) and a column: a node continues the column of its first producer
 when that producer is the node just above it, else it opens a side column (a branch). A wire
-that would cross a box is routed down a lane to the right of its target's column and enters it
-from the side (skip connections). Each producer's output shape is written once, beside the wire
-just below it. Repeated blocks (`layer1.0.*`, `layer1.1.*` with the same layers) can be
-collapsed into one box `layer1 ×2`.
+into another column runs down its producer's column to the gap just above its target, then
+across (so a branch rejoining a merge crosses no other branch, and keeps its shape label beside
+it). A wire that would cross a box is routed down a lane to the right of its target's column
+and enters it from the side (skip connections). Each producer's output shape is written once,
+beside the wire just below it. Repeated blocks (`layer1.0.*`, `layer1.1.*` with the same
+layers) can be collapsed into one box `layer1 ×2`, and so can uses of a block without `repeat`
+that follow one another (`first.*`, `second.*` -> `first–second ×2`).
 """
 
 from __future__ import annotations
@@ -116,7 +119,60 @@ def graph(spec, collapse: bool = False) -> list[Node]:
 
 
 def collapse_blocks(nodes: list[Node]) -> list[Node]:
-    """Replace runs of identical repeated blocks (`P.0.*`, `P.1.*`, ...) by one node `P`."""
+    """Replace runs of identical repeated blocks (`P.0.*`, `P.1.*`, ...) by one node `P`, then
+    chains of identical uses of a block without `repeat` (`a.*`, `b.*`, ...) by one node
+    `a–b`. Both are read from the names, so a resolved spec (spec.yaml) collapses alike."""
+    return _collapse_uses(_collapse_repeats(nodes))
+
+
+def _collapse_uses(nodes: list[Node]) -> list[Node]:
+    """Consecutive groups `U.*` (U the first part of the name) with the same layers, each
+    reading the one before, become one node `first–last`, as `block ×n`."""
+    groups: list[list[Node]] = []  # runs of nodes with the same first name part
+    for n in nodes:
+        head = n.name.split(".", 1)[0] if "." in n.name and n.type != "block" else None
+        if groups and head is not None and groups[-1][0].name.split(".", 1)[0] == head \
+                and "." in groups[-1][0].name and groups[-1][0].type != "block":
+            groups[-1].append(n)
+        else:
+            groups.append([n])
+
+    def signature(group):
+        return tuple((n.name.split(".", 1)[-1], n.type, n.detail) for n in group)
+
+    def outside(group):
+        names = {n.name for n in group}
+        return tuple(dict.fromkeys(p for n in group for p in n.inputs if p not in names))
+
+    out, renamed, i = [], {}, 0
+    while i < len(groups):
+        run = [groups[i]]
+        dotted = "." in groups[i][0].name and groups[i][0].type != "block"
+        while dotted and i + len(run) < len(groups):
+            nxt = groups[i + len(run)]
+            if signature(nxt) != signature(run[-1]) or outside(nxt) != (run[-1][-1].name,):
+                break
+            run.append(nxt)
+        if len(run) < 2:
+            out.extend(groups[i])
+            i += 1
+            continue
+        members = [n for g in run for n in g]
+        name = f"{run[0][0].name.split('.', 1)[0]}–{run[-1][0].name.split('.', 1)[0]}"
+        types = ", ".join(dict.fromkeys(n.type for n in run[0]))
+        text = f"{len(run[0])} layers: {types}"
+        out.append(Node(name, "block", text if len(text) <= 40 else text[:39] + "…",
+                        sum(n.params for n in members), sum(n.macs for n in members),
+                        members[-1].shape, outside(run[0]), "block", len(run),
+                        sum(n.layers for n in members)))
+        renamed.update({n.name: name for n in members})
+        i += len(run)
+    return [replace(n, inputs=tuple(dict.fromkeys(renamed.get(p, p) for p in n.inputs)))
+            for n in out]
+
+
+def _collapse_repeats(nodes: list[Node]) -> list[Node]:
+    """Runs of identical repeated blocks (`P.0.*`, `P.1.*`, ...) -> one node `P`."""
     key = [re.match(r"^(.+?)\.(\d+)\.(.+)$", n.name) for n in nodes]
     out, i, renamed = [], 0, {}
     while i < len(nodes):
@@ -230,11 +286,16 @@ def layout(nodes: list[Node], title: str, input_shape, output: str = "output") -
     scene.text(MARGIN, MARGIN + 36, totals, 12, MUTED, cls="totals")
 
     shapes = {n.name: shape_text(n.shape) for n in allnodes}
+    def clear_below(p, n):  # no box in p's column between p and n
+        return not any((col[p], r) in occupied for r in range(row[p] + 1, row[n]))
+
     for n in allnodes:  # wires first, so boxes and labels sit on top
         x0, y0, w, h = box(n.name)
         for p in n.inputs:
             px, py, _, ph = box(p)
             turn = below(p) + 8
+            if col[p] != col[n.name] and (p, n.name) not in lanes and clear_below(p, n.name):
+                turn = tops[row[n.name]] - GAP + 8  # down its own column, across just above n
             start = [(px + w / 2, py + ph), (px + w / 2, turn)]
             if (p, n.name) in lanes:  # down a lane, into the side of the box
                 lane_x, mid = x0 + w + 16 + LANE * lanes[p, n.name], y0 + h / 2

@@ -16,8 +16,7 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import platform
+import math
 import struct
 import time
 import zlib
@@ -85,16 +84,41 @@ def evaluate_samples(spec, state: dict, x: np.ndarray, y: np.ndarray, source: st
 
 
 def read_history(run_dir: Path) -> list[dict]:
-    """metrics.jsonl records; a torn last line (a run writing right now) is ignored."""
+    """metrics.jsonl records; a torn last line (a run writing right now) is ignored.
+
+    A file netspec did not write may hold anything, so only what a record of an epoch can
+    be is kept: JSON objects with an integer `epoch` >= 1, and of their values the finite
+    numbers (Infinity, NaN, null, strings and lists are dropped as absent)."""
     path = Path(run_dir) / "metrics.jsonl"
     records = []
-    if path.exists():
-        for line in path.read_text().splitlines():
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                break
+    try:
+        lines = path.read_text(errors="replace").splitlines() if path.is_file() else []
+    except OSError:
+        lines = []
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except (json.JSONDecodeError, RecursionError):
+            break
+        record = _epoch_record(record)
+        if record is not None:
+            records.append(record)
     return records
+
+
+def _epoch_record(record) -> dict | None:
+    if not isinstance(record, dict):
+        return None
+    kept = {k: v for k, v in record.items() if isinstance(k, str) and _number(v)}
+    epoch = kept.get("epoch")
+    if not isinstance(epoch, int) or epoch < 1:
+        return None
+    return kept
+
+
+def _number(v) -> bool:
+    return (isinstance(v, (int, float)) and not isinstance(v, bool)
+            and math.isfinite(v) and abs(v) < 1e100)
 
 
 def run_spec(run_dir: Path):
@@ -111,27 +135,18 @@ def run_spec(run_dir: Path):
 
 
 def machine(run_dir: Path) -> dict:
-    """machine.json of the run, written on first use (the machine that trains writes it)."""
-    path = Path(run_dir) / "machine.json"
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        pass
-    from netspec.version import __version__
+    """The machine that trained the run (its machine.json, written by `netspec train`); for a
+    run that recorded none, this machine's, marked {"recorded": False}. Nothing is written:
+    the report runs where it is asked to, which need not be where the run trained."""
+    from netspec.train.run import machine_info
 
-    cpu = platform.processor() or platform.machine()
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    info = {"cpu": cpu, "cores": os.cpu_count(), "system": platform.platform(terse=True),
-            "python": platform.python_version(), "numpy": np.__version__, "netspec": __version__}
-    if not path.exists():  # never replace a file we could not read
-        _write_atomic(path, json.dumps(info, indent=1) + "\n", check=False)
-    return info
+        info = json.loads((Path(run_dir) / "machine.json").read_text())
+    except (OSError, ValueError):
+        info = None
+    if isinstance(info, dict):
+        return info
+    return {**machine_info(), "recorded": False}
 
 
 # ------------------------------------------------------------------ writing
@@ -212,29 +227,34 @@ def _summary(spec, history: list[dict], mach: dict) -> str:
         status += "<code>netspec train --resume RUN_DIR</code>)"
     rows = [("spec", f"<code>{escape(spec.name)}</code>"), ("status", status),
             ("epochs", f"{done} of {planned}")]
-    if history:
-        best = max(history, key=score)
-        last = history[-1]
+    scored = [h for h in history if score(h) >= 0]
+    if scored:
+        best = max(scored, key=score)
         split = "val" if "val_acc" in best else "test"
-        rows += [("best accuracy", (f"<b>{100 * best[f'{split}_acc']:.2f}%</b> {split} "
-                                   f"(epoch {best['epoch']})")),
-                 ("final accuracy", (f"{100 * last.get('test_acc', float('nan')):.2f}% test, "
-                                    f"{100 * last['train_acc']:.2f}% train (epoch "
-                                    f"{last['epoch']})"))]
-        train_s = sum(h["train_seconds"] for h in history)
+        rows.append(("best accuracy", (f"<b>{100 * best[f'{split}_acc']:.2f}%</b> {split} "
+                                       f"(epoch {best['epoch']})")))
+    if history:
+        last = history[-1]
+        final = [f"{100 * last[f'{s}_acc']:.2f}% {s}" for s in ("test", "train")
+                 if f"{s}_acc" in last]
+        if final:
+            rows.append(("final accuracy", f"{', '.join(final)} (epoch {last['epoch']})"))
+        train_s = sum(h.get("train_seconds", 0) for h in history)
         eval_s = sum(h.get("eval_seconds", 0) for h in history)
-        ips = float(np.median([h["images_per_second"] for h in history]))
+        rates = [h["images_per_second"] for h in history if "images_per_second" in h]
+        ips = f" ({float(np.median(rates)):,.0f} images/s, median epoch)" if rates else ""
         workers = sorted({h.get("workers", 1) for h in history})
-        rows += [("time", (f"{train_s:.1f} s training + {eval_s:.1f} s evaluation "
-                          f"({ips:,.0f} images/s, median epoch)")),
-                 ("workers", ", ".join(map(str, workers)))]
+        rows += [("time", f"{train_s:.1f} s training + {eval_s:.1f} s evaluation{ips}"),
+                 ("workers", ", ".join(f"{w:g}" for w in workers))]
     infos = spec.infos
     rows += [("network", (f"{len(infos)} layers, {sum(i.params for i in infos):,} parameters, "
                          f"{draw.count_text(sum(i.macs for i in infos))} MACs per sample")),
              ("data", escape(str(spec.data.dataset))),
              ("machine", escape(f"{mach.get('cpu')}, {mach.get('cores')} cores; "
                                 f"{mach.get('system')}; Python {mach.get('python')}, NumPy "
-                                f"{mach.get('numpy')}, netspec {mach.get('netspec')}"))]
+                                f"{mach.get('numpy')}, netspec {mach.get('netspec')}"
+                                + ("" if mach.get("recorded", True) else
+                                   " (this machine: the run recorded none)")))]
     cells = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
     return (f"<section id=summary><h1>{escape(spec.name)}</h1>"
             f"<table class=facts>{cells}</table></section>")
@@ -247,7 +267,7 @@ def _curves(history: list[dict]) -> str:
 
     figs = [charts.line_chart(series("loss"), "loss", "epoch"),
             charts.line_chart(series("acc"), "accuracy", "epoch", percent=True),
-            charts.line_chart({"lr": [(h["epoch"], h["lr"]) for h in history]},
+            charts.line_chart({"lr": [(h["epoch"], h["lr"]) for h in history if "lr" in h]},
                               "learning rate", "epoch", steps=True)]
     return "<div class=row>" + "".join(_figure(to_svg(f)) for f in figs) + "</div>"
 

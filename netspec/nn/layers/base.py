@@ -135,13 +135,18 @@ class Ctx:
         return self.ws.dtype
 
 
+# Characters in a layer's full name (layer1.0.conv1): it names checkpoint entries, ONNX nodes and
+# diagram boxes, and a zip entry name (an .npz key) is at most 65,535 bytes.
+MAX_NAME = 200
+
+
 class Layer(BaseModel):
     """Base of every layer schema. Subclasses add `type: Literal[...]` and hyperparameters."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str | None = Field(
-        None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*$",
+        None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*$", max_length=MAX_NAME,
         description="Parameter prefix (conv1 -> conv1.weight); defaults to <type><index>. "
                     "Inside a block it nests under the block's name (layer1.0.conv1).",
     )
@@ -163,6 +168,11 @@ class Layer(BaseModel):
     def output_shape(self, in_shape: Shape) -> Shape:
         """Per-sample output shape; raise ShapeError if `in_shape` is impossible."""
         return in_shape
+
+    def written_out(self) -> dict:
+        """Fields left null in the spec, with the values they stand for (JSON-ready), for the
+        resolved spec that writes every default out (NetSpec.resolved)."""
+        return {}
 
     def param_shapes(self, in_shape: Shape) -> dict[str, Shape]:
         """Trainable tensors by local name, in PyTorch layout."""

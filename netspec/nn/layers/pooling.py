@@ -38,6 +38,9 @@ class Pool2d(Layer):
         oh, ow = (h + 2 * p[0] - k[0]) // s[0] + 1, (w + 2 * p[1] - k[1]) // s[1] + 1
         return k, s, p, (oh, ow)
 
+    def written_out(self) -> dict:
+        return {"stride": list(self.torch_stride())} if self.stride is None else {}
+
     def torch_stride(self) -> tuple[int, int]:
         return pair(self.stride) if self.stride is not None else pair(self.kernel_size)
 
