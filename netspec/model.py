@@ -119,9 +119,15 @@ class Model:
         options = PlanOptions(workers=self.workers)
         if out is not None:
             run = Run(self.spec, splits, Path(out), options=options)
-            run.resume() if resume else run.start()
-            self._trainer = run.trainer
-            run.fit(on_step=on_step, on_epoch=on_epoch, should_stop=should_stop)
+            try:
+                run.resume() if resume else run.start()
+                self._trainer = run.trainer
+                run.fit(on_step=on_step, on_epoch=on_epoch, should_stop=should_stop)
+            except BaseException:
+                run.close()
+                raise
+            finally:
+                run.close_lock()  # the run directory is another process's to resume now
             self.history, self.run_dir = list(run.history), run.out
             self._write_figures(run)
         else:
