@@ -5,11 +5,12 @@ each worker, on its slice, so the ratio holds for any worker count).
     python benchmarks/augment_cost.py --specs lenet --steps 200 --repeats 7
 
 For each spec it times `slice_gradient` (gather, forward, loss, backward: the step of
-`netspec train` without the optimizer) on random normalised batches, interleaving runs without
-augmentation and with each setting below, and prints medians and the augmentation's share of
-the step: (with - without) / without. The settings: the spec's own `data.augment` if it has
-one, crop with 2 (MNIST) or 4 (CIFAR) pixels of padding + flip, a ±2 pixel shift, a ±10 degree
-rotation.
+`netspec train` without the optimizer) on random normalised batches without augmentation, and
+the augmentation alone on the same batches (it is one call inside the step, added to it), each
+step and each call timed on its own, interleaved, and prints the medians over all of them
+(robust to the spikes a loaded machine gives) and the augmentation's share: augmentation /
+step. The settings: the spec's own `data.augment` if it has one, crop with 2 (MNIST) or 4
+(CIFAR) pixels of padding + flip, a ±2 pixel shift, a ±10 degree rotation.
 """
 
 from __future__ import annotations
@@ -39,17 +40,23 @@ def settings(spec, pad: int) -> dict:
     return out
 
 
-def time_steps(plan, spec, x, y, rows, rng, augmenter, steps: int) -> float:
-    """Seconds per slice_gradient step on random batches, with `augmenter` (or None)."""
+def time_steps(plan, spec, x, y, rows, rng, augmenters: dict, steps: int, times: dict):
+    """Time `steps` slice_gradient steps without augmentation and, on each step's batch, each
+    augmenter alone; append the seconds of each to times[name] ("none": the step)."""
     from netspec.train.pool import slice_gradient
 
-    plan.augment = augmenter
-    start = time.perf_counter()
+    plan.augment = None
     for step in range(steps):
         plan.noise.step = step
         idx = rng.integers(0, len(x), len(rows))
+        start = time.perf_counter()
         slice_gradient(plan, spec.loss, x, y, idx, rows)
-    return (time.perf_counter() - start) / steps
+        times["none"].append(time.perf_counter() - start)
+        batch = x[idx]
+        for name, augmenter in augmenters.items():
+            start = time.perf_counter()
+            augmenter(batch, idx, step)
+            times[name].append(time.perf_counter() - start)
 
 
 def main(argv=None) -> int:
@@ -70,26 +77,20 @@ def main(argv=None) -> int:
         x = rng.standard_normal((4096, int(np.prod(shape)))).astype(np.float32)
         y = rng.integers(0, 10, 4096)
         rows = np.empty((batch, x.shape[1]), np.float32)
-        options = {"none": None} | {k: Augmenter(a, shape, 0, 64)
-                                    for k, a in settings(spec, 4 if shape[1] == 32 else 2).items()}
-        times = {k: [] for k in options}
-
-        for augmenter in options.values():
-            time_steps(plan, spec, x, y, rows, rng, augmenter, args.steps)  # warm-up
-        for r in range(args.repeats):
-            keys = list(options) if r % 2 == 0 else list(reversed(options))
-            for k in keys:
-                times[k].append(time_steps(plan, spec, x, y, rows, rng, options[k],
-                                           args.steps))
+        augmenters = {k: Augmenter(a, shape, 0, 64)
+                      for k, a in settings(spec, 4 if shape[1] == 32 else 2).items()}
+        times = {k: [] for k in ("none", *augmenters)}
+        time_steps(plan, spec, x, y, rows, rng, augmenters, 3, {k: [] for k in times})  # warm
+        for _ in range(args.repeats):
+            time_steps(plan, spec, x, y, rows, rng, augmenters, args.steps, times)
         base = statistics.median(times["none"])
-        print(f"{name}: batch {batch}, {args.steps} steps x {args.repeats} repeats, one process; "
-              f"load average {os.getloadavg()[0]:.2f}")
+        print(f"{name}: batch {batch}, {args.steps * args.repeats} steps, one process; "
+              f"load average {os.getloadavg()[0]:.2f}; medians [25th, 75th percentile]")
         for k, t in times.items():
-            med = statistics.median(t)
-            share = "" if k == "none" else f"  augmentation {100 * (med - base) / base:+.1f}% " \
-                                             "of the step"
-            print(f"  {k:<12} {1e3 * med:8.2f} ms/step [{1e3 * min(t):.2f}, {1e3 * max(t):.2f}]"
-                  f"{share}")
+            q1, med, q3 = np.percentile(t, [25, 50, 75])
+            what = "step (no augmentation)" if k == "none" else f"{k}: augmentation alone"
+            share = "" if k == "none" else f"  = {100 * med / base:.1f}% of the step"
+            print(f"  {what:<34} {1e3 * med:8.3f} ms [{1e3 * q1:.3f}, {1e3 * q3:.3f}]{share}")
     return 0
 
 

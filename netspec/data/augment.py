@@ -27,6 +27,7 @@ normalisation; rotation interpolates linearly, which commutes with it up to roun
 from __future__ import annotations
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
 M64 = (1 << 64) - 1
 SLOTS = {"crop_y": 0, "crop_x": 1, "shift_y": 2, "shift_x": 3, "flip": 4, "angle": 5}
@@ -40,16 +41,38 @@ def _mix(z: int) -> int:
     return z ^ (z >> 31)
 
 
-def keyed_uniform(seed: int, epoch: int, index: np.ndarray, slot: int) -> np.ndarray:
-    """float64 (B,) in [0, 1): one draw per sample index, a function of (seed, epoch, index,
-    slot) only."""
-    base = _mix(_mix(_mix(seed & M64) ^ (epoch & M64)) ^ slot)
+def keyed_uniforms(seed: int, epoch: int, index: np.ndarray, slots: int) -> np.ndarray:
+    """float64 (B, slots) in [0, 1): draw [j, s] is a function of (seed, epoch, index[j], s)
+    only (SplitMix64 over a counter)."""
+    base = np.array([_mix(_mix(_mix(seed & M64) ^ (epoch & M64)) ^ s) for s in range(slots)],
+                    np.uint64)
     with np.errstate(over="ignore"):
-        z = np.asarray(index, np.uint64) * np.uint64(0x9E3779B97F4A7C15) + np.uint64(base)
+        z = np.asarray(index, np.uint64)[:, None] * np.uint64(0x9E3779B97F4A7C15) + base
         z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
         z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
         z ^= z >> np.uint64(31)
     return (z >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
+
+
+def keyed_uniform(seed: int, epoch: int, index: np.ndarray, slot: int) -> np.ndarray:
+    """float64 (B,): draw `slot` of keyed_uniforms."""
+    return keyed_uniforms(seed, epoch, index, slot + 1)[:, slot]
+
+
+def window(x: np.ndarray, pad: int, mode: str, fill: np.ndarray, dy: np.ndarray,
+           dx: np.ndarray) -> np.ndarray:
+    """(B, C, H, W): for each sample b, the H x W window at offset (dy[b], dx[b]) of x[b]
+    padded by `pad` on each side (mode as torchvision's padding_mode; constant: `fill` per
+    channel). One strided gather: no per-pixel index arithmetic."""
+    b, c, h, w = x.shape
+    if mode == "constant":
+        padded = np.empty((b, c, h + 2 * pad, w + 2 * pad), x.dtype)
+        padded[...] = fill.astype(x.dtype)[None, :, None, None]
+        padded[:, :, pad:pad + h, pad:pad + w] = x
+    else:
+        padded = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)), mode=mode)
+    views = sliding_window_view(padded, (h, w), axis=(2, 3))  # (B, C, 2p+1, 2p+1, H, W)
+    return views[np.arange(b), :, dy, dx]
 
 
 def pad_index(i: np.ndarray, n: int, mode: str) -> np.ndarray:
@@ -105,92 +128,53 @@ class Augmenter:
         b = len(idx)
         x = rows[:b].reshape(b, *self.shape)  # a view: (B, C, H, W)
         a = self.augment
+        u = keyed_uniforms(self.seed, epoch, idx, len(SLOTS))  # (B, slots)
         if a.rotate is not None:
-            angle = (2 * self._draw(epoch, idx, "angle") - 1) * a.rotate.degrees
+            angle = (2 * u[:, SLOTS["angle"]] - 1) * a.rotate.degrees
             x[...] = self.rotate(x, angle, self.fills["rotate"])
-        rows_map, cols_map = self._maps(epoch, idx)
-        if rows_map is not None:
-            x[...] = self.remap(x, rows_map, cols_map)
-
-    def _draw(self, epoch: int, idx: np.ndarray, slot: str) -> np.ndarray:
-        return keyed_uniform(self.seed, epoch, idx, SLOTS[slot])
-
-    def _maps(self, epoch: int, idx: np.ndarray):
-        """Per-sample source rows (B, H) and columns (B, W) of the crop, shift and flip
-        together (-1: fill), or (None, None) when none is asked for."""
-        a = self.augment
-        _, h, w = self.shape
-        if a.crop is None and a.translate is None and not a.horizontal_flip:
-            return None, None
-        rows = np.broadcast_to(np.arange(h), (len(idx), h)).copy()
-        cols = np.broadcast_to(np.arange(w), (len(idx), w)).copy()
-        if a.translate is not None:  # out(y) = in(y - t): applied last, so mapped first
+        if a.crop is not None:  # out(y) = padded(y + d): d in 0..2p
+            n = 2 * a.crop.padding + 1
+            dy = np.floor(u[:, SLOTS["crop_y"]] * n).astype(np.int64)
+            dx = np.floor(u[:, SLOTS["crop_x"]] * n).astype(np.int64)
+            x[...] = window(x, a.crop.padding, a.crop.mode, self.fills["crop"], dy, dx)
+        if a.translate is not None:  # out(y) = in(y - t) = padded(y + pixels - t)
             t = a.translate.pixels
-            ty = np.floor(self._draw(epoch, idx, "shift_y") * (2 * t + 1)).astype(np.int64) - t
-            tx = np.floor(self._draw(epoch, idx, "shift_x") * (2 * t + 1)).astype(np.int64) - t
-            rows = pad_index(rows - ty[:, None], h, a.translate.mode)
-            cols = pad_index(cols - tx[:, None], w, a.translate.mode)
-        if a.crop is not None:  # out(y) = padded(y + d) = in(y + d - padding); fill code -2
-            p = a.crop.padding
-            dy = np.floor(self._draw(epoch, idx, "crop_y") * (2 * p + 1)).astype(np.int64)
-            dx = np.floor(self._draw(epoch, idx, "crop_x") * (2 * p + 1)).astype(np.int64)
-            rows = np.where(rows < 0, rows, _crop_code(rows + dy[:, None] - p, h, a.crop.mode))
-            cols = np.where(cols < 0, cols, _crop_code(cols + dx[:, None] - p, w, a.crop.mode))
+            ty = np.floor(u[:, SLOTS["shift_y"]] * (2 * t + 1)).astype(np.int64) - t
+            tx = np.floor(u[:, SLOTS["shift_x"]] * (2 * t + 1)).astype(np.int64) - t
+            x[...] = window(x, t, a.translate.mode, self.fills["translate"], t - ty, t - tx)
         if a.horizontal_flip:
-            flip = self._draw(epoch, idx, "flip") < a.horizontal_flip
-            cols[flip] = cols[flip, ::-1]
-        return rows, cols
-
-    def remap(self, x: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-        """out[b, c, y, x] = x[b, c, rows[b, y], cols[b, x]], the fill where either is -1."""
-        b, c, h, w = x.shape
-        flat = np.ascontiguousarray(x).reshape(-1)
-        base = (np.arange(b) * (c * h * w))[:, None, None, None] + \
-            (np.arange(c) * (h * w))[None, :, None, None]
-        index = base + (np.maximum(rows, 0) * w)[:, None, :, None] + \
-            np.maximum(cols, 0)[:, None, None, :]  # (B, C, H, W)
-        out = np.take(flat, index)
-        # a position uncovered by the shift (-1) takes its fill, else one the crop's padding
-        # uncovered (-2) the crop's
-        for code, name in ((-2, "crop"), (-1, "translate")):
-            hit = (rows == code)[:, :, None] | (cols == code)[:, None, :]  # (B, H, W)
-            if hit.any():
-                fill = self.fills[name].astype(x.dtype)
-                out = np.where(hit[:, None], fill[None, :, None, None], out)
-        return out
+            flip = u[:, SLOTS["flip"]] < a.horizontal_flip
+            x[flip] = x[flip, ..., ::-1]
 
     def rotate(self, x: np.ndarray, degrees: np.ndarray, fill: np.ndarray) -> np.ndarray:
         """Each sample turned by its angle (degrees, counter-clockwise as displayed) about the
-        centre, bilinear; positions whose taps fall outside take `fill` (per channel)."""
+        centre, bilinear, in float32; taps that fall outside the image read `fill` (per
+        channel) from a one-pixel frame around it."""
         b, c, h, w = x.shape
-        theta = np.radians(degrees)[:, None, None]
-        cos, sin = np.cos(theta), np.sin(theta)
-        yy, xx = np.meshgrid(np.arange(h, dtype=np.float64) - (h - 1) / 2,
-                             np.arange(w, dtype=np.float64) - (w - 1) / 2, indexing="ij")
+        theta = np.radians(degrees)[:, None]
+        cos, sin = np.cos(theta).astype(np.float32), np.sin(theta).astype(np.float32)
+        yy, xx = np.meshgrid(np.arange(h, dtype=np.float32) - np.float32((h - 1) / 2),
+                             np.arange(w, dtype=np.float32) - np.float32((w - 1) / 2),
+                             indexing="ij")
+        yy, xx = yy.reshape(-1), xx.reshape(-1)  # (H*W,)
         # the source of output (y, x): the inverse turn, in (x right, y down) coordinates
-        sx = cos * xx - sin * yy + (w - 1) / 2  # (B, H, W)
-        sy = sin * xx + cos * yy + (h - 1) / 2
-        x0, y0 = np.floor(sx).astype(np.int64), np.floor(sy).astype(np.int64)
+        sx = cos * xx - sin * yy + np.float32((w - 1) / 2)  # (B, H*W)
+        sy = sin * xx + cos * yy + np.float32((h - 1) / 2)
+        x0, y0 = np.floor(sx), np.floor(sy)
         fx, fy = sx - x0, sy - y0
-        padded = np.empty((b, c, h + 2, w + 2), np.float64)  # a 1-pixel frame of fill
-        padded[...] = fill[None, :, None, None]
-        padded[:, :, 1:-1, 1:-1] = x
-        flat = padded.reshape(-1)
-        base = (np.arange(b) * (c * (h + 2) * (w + 2)))[:, None, None, None] + \
-            (np.arange(c) * ((h + 2) * (w + 2)))[None, :, None, None]
-        out = np.zeros((b, c, h, w), np.float64)
+        x0, y0 = x0.astype(np.int32) + 1, y0.astype(np.int32) + 1  # in the framed image
+        framed = np.empty((b, c, h + 2, w + 2), np.float32)
+        framed[...] = fill.astype(np.float32)[None, :, None, None]
+        framed[:, :, 1:-1, 1:-1] = x
+        flat = framed.reshape(-1)
+        base = (np.arange(b * c, dtype=np.int64) * ((h + 2) * (w + 2))).reshape(b, c, 1)
+        out = np.zeros((b, c, h * w), np.float32)
         for dy, dx, weight in ((0, 0, (1 - fy) * (1 - fx)), (0, 1, (1 - fy) * fx),
                                (1, 0, fy * (1 - fx)), (1, 1, fy * fx)):
-            ty = np.clip(y0 + dy + 1, 0, h + 1)  # +1: the frame; beyond it is fill as well
-            tx = np.clip(x0 + dx + 1, 0, w + 1)
-            out += weight[:, None] * np.take(flat, base + (ty * (w + 2) + tx)[:, None])
-        return out.astype(x.dtype)
-
-
-def _crop_code(i: np.ndarray, n: int, mode: str) -> np.ndarray:
-    """pad_index for the crop, its constant fill coded -2 (the shift's is -1)."""
-    j = pad_index(i, n, mode)
-    return np.where(j < 0, -2, j)
+            ty = np.clip(y0 + dy, 0, h + 1)  # beyond the frame is fill as well
+            tx = np.clip(x0 + dx, 0, w + 1)
+            out += weight[:, None, :] * np.take(flat, base + (ty * (w + 2) + tx)[:, None, :])
+        return out.reshape(b, c, h, w).astype(x.dtype, copy=False)
 
 
 def describe(augment) -> str:
