@@ -159,3 +159,20 @@ def test_the_model_owns_its_worker_processes():
     assert not any(p.is_alive() for p in procs)
     with pytest.raises(netspec.CheckpointError, match="not trained"):
         netspec.Model(ROOT / "specs" / "lenet.yaml").predict(np.zeros((1, 28, 28), np.uint8))
+
+
+def test_a_network_trained_on_float_values_predicts_float_arrays(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((64, 1, 4, 4)).astype(np.float32)
+    y = (x.mean(axis=(1, 2, 3)) > 0).astype(np.int64)
+    np.savez(tmp_path / "v.npz", x_train=x, y_train=y)
+    spec = tmp_path / "v.yaml"
+    spec.write_text(f"input: {{shape: [1, 4, 4]}}\nlayers: [{{type: flatten}}, {{type: linear, "
+                    f"out_features: 2}}]\ndata: {{dataset: {tmp_path / 'v.npz'}}}\n"
+                    "train: {epochs: 3, batch_size: 8}\n")
+    with netspec.Model(spec, workers=1) as model:
+        model.fit()
+        got = model.predict(x[:5])
+        assert len(got) == 5 and all(p.name in ("0", "1") for p in got)
+        with pytest.raises(netspec.DataError, match="float values"):
+            model.predict([str(next(SHAPES.rglob("*.png")))])

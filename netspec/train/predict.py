@@ -126,6 +126,9 @@ class Predictor:
         from netspec.data.images import pixel_limit
 
         shape = self._image_shape()
+        if self.norm.unit != 255.0 and self.norm.mode == "standardize":
+            raise DataError("this network was trained on float values (an .npz of floats), not "
+                            "on pixels: give it an array of such values, not image files")
         settings = {**self.image, "size": list(shape[1:])}
         out = np.empty((len(paths), *shape), np.uint8)
         bad = []
@@ -163,9 +166,12 @@ class Predictor:
                 raise DataError(f"a table network takes rows of {self.sample_shape[0]} values, "
                                 f"got an array of shape {x.shape}")
             return x.astype(np.float64)
-        if x.dtype != np.uint8:
+        pixels = self.norm.unit == 255.0 or self.norm.mode == "scale"
+        if pixels and x.dtype != np.uint8:
             raise DataError(f"images are uint8 pixels (0..255), got {x.dtype}; "
                             "convert with np.asarray(x, np.uint8)")
+        if not pixels and x.dtype.kind not in "fiu":
+            raise DataError(f"the network was trained on numeric values, got {x.dtype}")
         c, h, w = self._image_shape()
         if x.ndim == 2:
             x = x[None]
