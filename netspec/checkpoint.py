@@ -144,6 +144,45 @@ def check_fits(state: dict, shapes: dict, where: str, optional: tuple = ()) -> N
         raise CheckpointError(f"{where} ({'; '.join(parts)})")
 
 
+@dataclass
+class Initial:
+    """What `initial_state` takes from a weights file: names loaded, names left to the
+    network's own initialisation, and names of the file that the network has no place for."""
+
+    loaded: list
+    fresh: list
+    unused: list
+
+
+def initial_state(state: dict, shapes: dict, source: str) -> Initial:
+    """Match a weights file's tensors to a network's parameters and buffers (`shapes`, name ->
+    shape) by name and shape, to start training from them (`netspec train --init`).
+
+    A name in both with another shape is a mismatch; every mismatch is listed in one
+    CheckpointError, and so is a file of which no name matches at all. Names of the network
+    missing from the file start fresh; names of the file missing from the network are unused."""
+    mismatched = [f"{k}: {tuple(np.shape(state[k]))} in {source}, {tuple(s)} in the network"
+                  for k, s in shapes.items() if k in state
+                  and tuple(np.shape(state[k])) != tuple(s)]
+    not_numbers = [k for k, s in shapes.items() if k in state
+                   and np.asarray(state[k]).dtype.kind not in "fiu"]
+    if mismatched or not_numbers:
+        parts = mismatched + [f"{k}: not numbers" for k in not_numbers]
+        raise CheckpointError(
+            f"{source} does not fit the network, {len(parts)} tensor"
+            f"{'s' * (len(parts) != 1)} differ: {'; '.join(parts)}. Rename a layer whose "
+            "shape changed (its weights then start fresh), or give weights of this network")
+    loaded = [k for k in shapes if k in state]
+    if not loaded:
+        some = ", ".join(list(state)[:3]) or "nothing"
+        mine = ", ".join(list(shapes)[:3])
+        raise CheckpointError(f"no tensor of {source} matches a name of the network (the file "
+                              f"holds {some}, ...; the network has {mine}, ...); give the "
+                              "weights of this network, or name its layers as the file does")
+    return Initial(loaded, [k for k in shapes if k not in state],
+                   [k for k in state if k not in shapes])
+
+
 # Spec keys that do not change what a trained network computes in evaluation: the run's name,
 # the seed and init defaults (the weights come from the checkpoint), training and gradient-check
 # settings (augmentation included), and which data it is evaluated on (the input, layers, loss,

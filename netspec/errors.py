@@ -69,13 +69,18 @@ class ExportError(NetspecError):
     """A network cannot be exported (to ONNX), or the exported file cannot be written."""
 
 
+class ModelError(NetspecError):
+    """An ONNX model cannot be imported: unreadable, unsafe, malformed, or using operations
+    netspec has no layer for (each problem names the node)."""
+
+
 # Names other frameworks use for things netspec has, compared after _squash().
 ALIASES = {
     "dense": "linear", "fc": "linear", "fullyconnected": "linear", "innerproduct": "linear",
     "conv": "conv2d", "convolution": "conv2d", "maxpool": "maxpool2d", "avgpool": "avgpool2d",
     "averagepool": "avgpool2d", "averagepool2d": "avgpool2d", "pool": "maxpool2d",
     "reshape": "flatten", "view": "flatten", "crossentropyloss": "cross_entropy",
-    "softmaxcrossentropy": "cross_entropy", "nll": "cross_entropy", "ce": "cross_entropy",
+    "softmaxcrossentropy": "cross_entropy", "ce": "cross_entropy",
     "mseloss": "mse", "l2": "mse", "henormal": "kaiming_normal", "heuniform": "kaiming_uniform",
     "glorotnormal": "xavier_normal", "glorotuniform": "xavier_uniform", "zero": "zeros",
     "steplr": "step", "multisteplr": "multistep", "cosineannealing": "cosine",

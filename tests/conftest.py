@@ -1,5 +1,7 @@
 """Shared test fixtures: paths to the specs and the small committed MNIST subset."""
 
+import signal
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -61,3 +63,23 @@ def train_with_workers(spec, splits, workers, epochs=1, dtype="float64"):
     finally:
         trainer.close()
     return trainer, stats[-1]
+
+
+class Hang(Exception):
+    pass
+
+
+@contextmanager
+def deadline(seconds: int):
+    """Raise Hang in the block if it takes longer than `seconds`, so that a hang fails a test
+    (SIGALRM: Python code, and system calls it retries, are interrupted)."""
+    def alarm(*_):
+        raise Hang(f"still running after {seconds} s")
+
+    old = signal.signal(signal.SIGALRM, alarm)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)

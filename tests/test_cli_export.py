@@ -161,9 +161,9 @@ def test_a_layer_without_mapping_is_a_located_error(onnx, tmp_path, monkeypatch)
 
 def test_a_failed_check_writes_nothing(onnx, tmp_path, monkeypatch):
     def onnx_default_pad_count(self, g, x):  # the bug --check exists for
-        k, s, (ph, pw), _ = self.geometry(g.in_shape)
+        k, s, (pt, pb, pl, pr), _ = self.geometry(g.in_shape)
         return g.node("AveragePool", [x], kernel_shape=list(k), strides=list(s),
-                      pads=[ph, pw, ph, pw])
+                      pads=[pt, pl, pb, pr])
 
     monkeypatch.setattr(LAYERS["avgpool2d"], "to_onnx", onnx_default_pad_count)
     out = tmp_path / "convnet.onnx"

@@ -80,9 +80,10 @@ def test_every_layer_has_examples():
 @pytest.mark.parametrize(("tag", "i", "fields", "in_shape"), CASES,
                          ids=[f"{tag}-{i}" for tag, i, _, _ in CASES])
 def test_example_round_trips_through_netspec(tag, i, fields, in_shape):
-    # A custom dataset name skips the MNIST shape/class checks, so any example shape works.
+    # A custom dataset name skips the MNIST shape/class checks, so any example shape works; mse,
+    # since a lone softmax layer is no classifier for cross_entropy.
     data = {"input": {"shape": list(in_shape)}, "layers": [{"type": tag, **fields}],
-            "data": {"dataset": "custom-dir"}}
+            "data": {"dataset": "custom-dir"}, "loss": {"type": "mse"}}
     spec = NetSpec.model_validate(data)
     assert spec.layers[0] == make(tag, fields)
     again = netspec.loads(spec.to_yaml(), "resolved.yaml")  # dump -> YAML -> validate + infer

@@ -132,3 +132,25 @@ def test_the_walker_sees_a_violation(tmp_path):
     assert names == [("netspec.cli.common", ["_hidden"])]
     assert stage("netspec.train.run") > stage("netspec.kernels.col2im")
     assert stage("netspec.plan.shapes") < stage("netspec.spec.model") < stage("netspec.plan.fuse")
+
+
+def private_calls(source: str) -> list[tuple[int, str]]:
+    """(line, callee) for every call of an underscore method on anything but self or cls."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+            continue
+        name, owner = node.func.attr, node.func.value
+        if (name.startswith("_") and not name.startswith("__")
+                and not (isinstance(owner, ast.Name) and owner.id in ("self", "cls"))):
+            found.append((node.lineno, ast.unparse(node.func)))
+    return found
+
+
+def test_no_module_calls_another_objects_underscore_methods():
+    """A protocol lives in one place: no module drives another object through its private
+    methods (as a batch exchange once did its pool's). Control: such a call is found."""
+    assert private_calls("self.pool._send(k, 'go')\nself._send(k)\n") == [(1, "self.pool._send")]
+    found = [f"{MODULES[m]}:{line}: {callee}" for m in sorted(MODULES)
+             for line, callee in private_calls(MODULES[m].read_text(encoding="utf-8"))]
+    assert not found, "\n".join(found)

@@ -53,10 +53,11 @@ def randomized(spec, seed: int = 0):
 
 
 def layer_spec(tag: str, fields: dict, in_shape) -> NetSpec:
-    """A one-layer network (a custom dataset name skips the MNIST shape and class checks)."""
+    """A one-layer network (a custom dataset name skips the MNIST shape and class checks; mse,
+    since a lone softmax layer is no classifier for cross_entropy)."""
     return NetSpec.model_validate({"input": {"shape": list(in_shape)},
                                    "layers": [{"type": tag, **fields}],
-                                   "data": {"dataset": "custom-dir"}})
+                                   "data": {"dataset": "custom-dir"}, "loss": {"type": "mse"}})
 
 
 def assert_passes(report):
@@ -99,6 +100,9 @@ def test_spec_exports_and_matches_onnxruntime(path, tiny_splits):
     meta = {p.key: p.value for p in model.metadata_props}
     assert meta["netspec.normalize"] == "standardize"
     assert float(meta["netspec.mean"]) == NORM["mean"] and float(meta["netspec.std"]) == 0.31
+    # the documented keys (docs/onnx.md): the resolved spec loads back as the same network
+    assert netspec.loads(meta["netspec.spec"]).digest() == spec.digest()
+    assert meta["netspec.spec_sha256"] == spec.digest()
 
 
 @pytest.mark.parametrize(("tag", "i", "fields", "in_shape"), CASES,

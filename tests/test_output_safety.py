@@ -124,10 +124,10 @@ def test_schema_to_a_bad_path_is_a_clean_error(tmp_path, where):
 
 
 def test_network_too_large_for_memory_is_a_spec_error(tmp_path, spec_path, monkeypatch):
-    def no_memory(shape, dtype):
+    def no_memory(nbytes):
         raise OSError(errno.ENOMEM, "Cannot allocate memory")
 
-    monkeypatch.setattr("netspec.plan.compiler.shared_array", no_memory)
+    monkeypatch.setattr("netspec.plan.compiler.Arena", no_memory)
     with pytest.raises(netspec.SpecError, match="out of memory.*fc1"):
         netspec.compile(netspec.load(spec_path))
     result = cli("bench", spec_path, "--repeats", "1")

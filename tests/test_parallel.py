@@ -21,10 +21,10 @@ import netspec
 from netspec.cli import app
 from netspec.errors import TrainingError
 from netspec.kernels.noise import Noise
+from netspec.kernels.shared import shared_array
 from netspec.nn.layers.batchnorm import BatchNorm
-from netspec.plan.options import MAX_AUTO_WORKERS, can_fork, resolve_workers
-from netspec.train import exchange
-from netspec.train.pool import WorkerPool, shared_array, slice_gradient
+from netspec.plan.options import MAX_AUTO_WORKERS, PlanOptions, can_fork, resolve_workers
+from netspec.train.pool import WorkerPool, slice_gradient
 from netspec.train.trainer import Trainer
 
 pytestmark = pytest.mark.skipif(not can_fork(), reason="worker processes need Linux fork")
@@ -94,12 +94,11 @@ def test_two_workers_train_like_one_and_reproducibly(tie_free):
     assert np.array_equal(two[0], again[0])  # bit-identical for the same worker count
 
 
-@pytest.fixture(params=[True, False], ids=["spin", "pipe"])
-def exchange_wait(request, monkeypatch):
-    """Both ways a batch exchange waits (exchange.SPIN): spinning on shared memory (x86) and
-    pipe round trips (elsewhere)."""
-    monkeypatch.setattr(exchange, "SPIN", request.param)
-    return request.param
+@pytest.fixture(params=[None, 0.0], ids=["spin-then-block", "block"])
+def exchange_wait(request):
+    """PlanOptions for both ways a worker waits in a batch exchange: spinning for the default
+    budget, then blocking; or blocking at once."""
+    return PlanOptions() if request.param is None else PlanOptions(worker_spin=request.param)
 
 
 @pytest.mark.parametrize("workers, batch", [(2, 32), (2, 7), (3, 10)])
@@ -113,7 +112,7 @@ def test_batchnorm_split_across_workers_uses_whole_batch_statistics(tiny_splits,
     idx = np.random.default_rng(1).permutation(len(x))[:batch]
     whole = netspec.compile(spec, "float64")
     loss, correct = slice_gradient(whole, spec.loss, x, y, idx, np.empty((batch, x.shape[1])))
-    split = netspec.compile(spec, "float64")
+    split = netspec.compile(spec, "float64", exchange_wait)
     pool = WorkerPool(split, spec.loss, x, y, workers, batch)
     try:
         got_loss, got_correct, _ = pool.gradient(idx)
@@ -157,80 +156,13 @@ def test_batchnorm_net_trains_on_two_workers_like_one(tiny_splits):
     assert np.array_equal(two[0], again[0])
 
 
-def test_a_pool_keeps_the_way_of_waiting_it_was_forked_with(tiny_splits, monkeypatch):
-    """exchange.SPIN changed after the children are forked does not split the workers between
-    two protocols (which hung: the parent spinning, the child blocked on its pipe)."""
-    spec = load(BATCHNORM)
-    x, y = flat_x(tiny_splits)
-    for forked_with in (True, False):
-        monkeypatch.setattr(exchange, "SPIN", forked_with)
-        pool = WorkerPool(netspec.compile(spec, "float64"), spec.loss, x, y, 2, 16)
-        monkeypatch.setattr(exchange, "SPIN", not forked_with)
-        signal.signal(signal.SIGALRM, lambda *_: pytest.fail("the batch exchange hung"))
-        signal.alarm(20)
-        try:
-            loss, _, _ = pool.gradient(np.arange(16))
-        finally:
-            signal.alarm(0)
-            pool.close()
-        assert pool.exchange.spin is forked_with and np.isfinite(loss)
-
-
-class _StaleSeq:
-    """seq whose first min() is one behind, as if read just before a child stored its token."""
-
-    def __init__(self, seq):
-        self.seq, self.reads = seq, 0
-
-    def __getitem__(self, key):
-        return self if isinstance(key, slice) else self.seq[key]
-
-    def min(self):
-        self.reads += 1
-        return self.seq.min() - (self.reads == 1)
-
-
-@pytest.mark.parametrize("token_in", [True, False])
-def test_a_spinning_parent_takes_a_childs_message_as_a_failure_only_without_its_token(
-        monkeypatch, token_in):
-    """The parent can be descheduled between reading the tokens and polling the pipes, while
-    the child finishes the step and replies: that reply is not a failure (it was taken for one
-    and stopped a run). A message while the child's token is missing is one."""
-    import multiprocessing
-    from types import SimpleNamespace
-
-    monkeypatch.setattr(exchange, "SPINS_PER_POLL", 1)
-    mine, theirs = multiprocessing.Pipe()
-    failures = []
-    pool = SimpleNamespace(workers=2, conns=[mine], _fail_on_message=failures.append)
-    gather = exchange.BatchExchange(pool, 3)
-    gather.start_step(2, 5)
-    token = 5 * exchange.MAX_GATHERS + 1
-    gather.seq[:] = [token, token if token_in else token - 1]
-    theirs.send(("the child's reply",))
-    if token_in:
-        gather.seq = _StaleSeq(gather.seq)  # the first read misses the child's token
-        gather._spin(token)
-        assert failures == [] and mine.poll()  # the reply is left for the parent to read
-    else:
-        real = gather.seq
-
-        def fail(k):  # a real pool raises; here, record it and let the wait end
-            failures.append(k)
-            real[1] = token
-
-        pool._fail_on_message = fail
-        gather._spin(token)
-        assert failures == [1]
-
-
 def test_a_child_failing_inside_a_batch_exchange_is_reported(tiny_splits, monkeypatch,
                                                              exchange_wait):
     """A child that fails before its batchnorm gather leaves the parent waiting in the
     exchange: the parent reports the child's error and stops the pool (no hang)."""
     spec = load(BATCHNORM)
     x, y = flat_x(tiny_splits)
-    plan = netspec.compile(spec, "float64")
+    plan = netspec.compile(spec, "float64", exchange_wait)
     real = plan.steps[0].forward
 
     def failing(x, train):  # fails in the child only (the parent's pid differs)
@@ -259,21 +191,20 @@ def test_evaluation_split_across_workers_equals_one_process(tie_free, batch):
     one = Trainer(load(), tie_free, dtype="float64", workers=1)
     two = Trainer(load(), tie_free, dtype="float64", workers=2)
     two.start_workers()
-    calls = []
-    evaluate = two.pool.evaluate
-    two.pool.evaluate = lambda *a: calls.append(a[:2]) or evaluate(*a)
+    sent = []  # the messages the children get
+    send = two.pool._send
+    two.pool._send = lambda k, message: sent.append(message[0]) or send(k, message)
     try:
         parts = [("test", tie_free["test"]), ("train", tie_free["train"]),
-                 ("train", [a[:301] for a in tie_free["train"]])]  # the first rows of a split
+                 ("train", [a[:301] for a in tie_free["train"]]),
+                 (None, [a[::2] for a in tie_free["test"]])]
         for split, (x, y) in parts:
+            before = len(sent)
             a, b = one.evaluate(x, y, batch, split), two.evaluate(x, y, batch, split)
             assert np.array_equal(a.predictions, b.predictions)
             assert b.loss == pytest.approx(a.loss, rel=1e-12) and b.accuracy == a.accuracy
-        assert calls == [("test", 256), ("train", 512), ("train", 301)]  # all in the workers
-        x, y = tie_free["test"]
-        got = two.evaluate(x[::2], y[::2], batch)  # not named: in one process
-        assert len(calls) == 3
-        assert np.array_equal(got.predictions, one.evaluate(x[::2], y[::2], batch).predictions)
+            # the child took a share of every evaluation of more than one batch
+            assert (len(sent) > before) == (len(x) > batch) and set(sent) <= {"evaluate"}
     finally:
         two.close()
 
@@ -350,9 +281,9 @@ def test_a_failing_child_is_reported_and_the_pool_stops(tiny_splits, monkeypatch
         pool.gradient(np.arange(16))
     assert pool.procs == [] and all(not p.is_alive() for p in children)
 
-    pool = WorkerPool(plan, spec.loss, x, y, 2, 16)  # the same in evaluation
+    pool = WorkerPool(plan, spec.loss, x, y, 2, 16, eval_rows=len(x))  # and in evaluation
     with pytest.raises(TrainingError, match="worker process 1 failed: RuntimeError"):
-        pool.evaluate("train", len(x), 100, np.empty(len(x), np.int64))
+        pool.evaluate(x, y, 100, np.empty(len(x), np.int64))
     assert pool.procs == []
 
 
@@ -421,30 +352,30 @@ def test_children_exit_quietly_when_the_parent_is_killed(tmp_path):
     assert (tmp_path / "started").exists(), "the worker never started the step"
 
 
-@pytest.mark.parametrize("spin", [True, False], ids=["spin", "pipe"])
+@pytest.mark.parametrize("spin", [None, 0.0], ids=["spin-then-block", "block"])
 def test_a_child_waiting_in_a_batch_exchange_exits_when_the_parent_is_killed(tmp_path, spin):
     # The child reaches batchnorm's gather and waits there for a parent that never comes and
-    # then dies: it must notice, exit and print nothing, spinning or blocked in its pipe.
+    # then dies: it must notice, exit and print nothing, spinning or blocked.
     script = tmp_path / "parent.py"
     script.write_text(textwrap.dedent(f"""
         import os, signal, time
         import numpy as np
         import netspec
-        from netspec.train import exchange
+        from netspec.plan.options import PlanOptions
         from netspec.train import pool as parallel
         from netspec.data import load_dataset, prepare
-        exchange.SPIN = {spin!r}
+        spin = {spin!r}
         spec = netspec.loads({BATCHNORM!r}, "s.yaml")
         x, y = prepare(load_dataset({str(TINY)!r}), "standardize", 0)["train"]
-        plan = netspec.compile(spec)
+        plan = netspec.compile(spec, options=PlanOptions() if spin is None
+                               else PlanOptions(worker_spin=spin))
         pool = parallel.WorkerPool(plan, spec.loss, x.reshape(len(x), -1), y, 2, 16)
         print(*pool.pids, flush=True)
         pool.idx[:16] = np.arange(16)
         pool.exchange.start_step(2, 1)
         pool.conns[0].send(("gradient", 8, 16, 16, 2, 0, 1))  # the child's half of step 1
-        deadline = time.monotonic() + 20  # until the child is in its gather:
-        while (pool.exchange.seq[1] == 0 if exchange.SPIN  # its token, or its "sync"
-               else not pool.conns[0].poll(0)) and time.monotonic() < deadline:
+        deadline = time.monotonic() + 20  # until the child is in its gather: its token is in
+        while pool.exchange.seq[1] == 0 and time.monotonic() < deadline:
             time.sleep(0.01)
         time.sleep(0.3)
         os.kill(os.getpid(), signal.SIGKILL)

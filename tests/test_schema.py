@@ -77,7 +77,7 @@ def test_specs_point_editors_at_the_schema():
 
 # Corpus files whose mistake the schema can see (structure and types, not shapes).
 SCHEMA_VISIBLE = [
-    "unknown_key_typo", "unknown_layer_type", "layer_type_alias", "softmax_layer",
+    "unknown_key_typo", "unknown_layer_type", "layer_type_alias",
     "unknown_init_scheme", "unknown_init_key", "init_constant_without_value",
     "unknown_optimizer", "unknown_schedule", "unknown_loss", "unknown_normalize",
     "in_channels", "in_features", "quoted_float", "bool_as_int", "int_as_bool",
@@ -91,7 +91,8 @@ SCHEMA_VISIBLE = [
 SHAPE_ONLY = ["kernel_too_large", "pool_leaves_nothing", "linear_needs_flatten",
               "conv_after_flatten", "wrong_num_classes", "network_ends_unflat",
               "input_shape_mismatch", "duplicate_layer_name", "graph_unknown_input",
-              "graph_forward_reference", "graph_add_shapes", "graph_concat_shapes"]
+              "graph_forward_reference", "graph_add_shapes", "graph_concat_shapes",
+              "softmax_layer"]
 
 
 @pytest.mark.parametrize("name", SCHEMA_VISIBLE)
@@ -149,7 +150,7 @@ def test_training_unions(schema, where, tags):
 
 def test_loss_union(schema):
     assert set(members(union_of(schema["properties"]["loss"]), schema)) == {"cross_entropy",
-                                                                           "mse"}
+                                                                               "mse", "nll"}
 
 
 def test_init_scheme_takes_a_bare_name_or_a_mapping(schema, validator):

@@ -167,13 +167,16 @@ def as_after_training(plan, module, x_other) -> None:
 
 
 def torch_loss(loss_spec, logits, labels):
-    """torch's loss for a netspec loss spec: CrossEntropyLoss or MSELoss on one-hot targets."""
+    """torch's loss for a netspec loss: CrossEntropyLoss, MSELoss on one-hot targets, NLLLoss."""
     if loss_spec.type == "cross_entropy":
         fn = torch.nn.CrossEntropyLoss(label_smoothing=loss_spec.label_smoothing)
         return fn(logits, labels)
     if loss_spec.type == "mse":
         one_hot = torch.nn.functional.one_hot(labels, logits.shape[1]).to(logits.dtype)
         return torch.nn.MSELoss()(logits, one_hot)
+    if loss_spec.type == "nll":  # NLLLoss takes log-probabilities; of probabilities, their log
+        logp = logits if loss_spec.input == "log_probabilities" else torch.log(logits)
+        return torch.nn.NLLLoss()(logp, labels)
     raise NotImplementedError(f"no torch loss for '{loss_spec.type}' in this test")
 
 

@@ -52,6 +52,10 @@ def train(
     blas_threads: int | None = typer.Option(None, "--blas-threads", min=1, help=BLAS_HELP),
     conv: str = typer.Option("auto", help=CONV_HELP),
     fuse: bool = typer.Option(True, help=FUSE_HELP),
+    init: Path | None = typer.Option(
+        None, "--init", exists=True, dir_okay=False, metavar="WEIGHTS",
+        help="Start from these weights (a checkpoint, or `netspec import --weights`): loaded "
+             "by name and shape; the rest starts fresh."),
 ):
     """Train a spec; writes spec.yaml, metrics.jsonl, checkpoints and curves.png."""
     import time
@@ -65,6 +69,9 @@ def train(
         raise typer.BadParameter("give a SPEC file, or --resume RUN_DIR", param_hint="SPEC")
     if resume and run_dir and resume != run_dir:
         raise typer.BadParameter("--out and --resume name different directories")
+    if resume and init:
+        raise typer.BadParameter("--init starts a new run; a resumed run continues from its "
+                                 "own checkpoint", param_hint="--init")
     with report_errors():
         spec = load(spec_path or resume / "spec.yaml", overrides)
         options = plan_options(spec, workers, blas_threads, conv, fuse)
@@ -81,10 +88,14 @@ def train(
             splits = load_data(spec, data_dir)
             spec = with_classes(spec, splits.dataset)  # the class names travel with the run
             run = Run(spec, splits, out_dir, options=options)
+            found = None
             if resume:
                 run.resume()
             else:
+                found = run.init_from(init) if init is not None else None  # before the dir
                 run.start()
+            if found is not None:
+                _report_init(found, init)
         except BaseException:
             if run is not None:
                 run.close()
@@ -134,6 +145,17 @@ def _train(run, resume, progress, score) -> None:
     best = max(run.history, key=score) if run.history else {"epoch": 0}
     out.print(f"[green]done[/green]: {escape(str(out_dir))} (best epoch {best['epoch']}: "
               f"test acc {100 * best.get('test_acc', float('nan')):.2f}%)")
+
+
+def _report_init(found, path) -> None:
+    """What --init loaded, what starts fresh, and what the file holds that the net has not."""
+    out.print(f"init: loaded {len(found.loaded)} tensors from {escape(str(path))}")
+    for label, names in (("initialised fresh", found.fresh), ("not used from the file",
+                                                              found.unused)):
+        if names:
+            shown = ", ".join(names[:12]) + (f" and {len(names) - 12} more"
+                                             if len(names) > 12 else "")
+            out.print(f"init: {label} ({len(names)}): {escape(shown)}")
 
 
 def _write_report(write) -> None:

@@ -63,6 +63,25 @@ class LayerGraph:
         self._b.initializer(full, self._b.state[full])
         return full
 
+    def param_as(self, key: str, shape) -> str:
+        """Like `param`, but the initializer holds the array reshaped to `shape` (PRelu's
+        slope as (C, 1, 1), so that it broadcasts over (N, C, H, W)); its name stays the same."""
+        full = f"{self.name}.{key}"
+        self._b.initializer(full, np.reshape(self._b.state[full], shape))
+        return full
+
+    def constant(self, value, dtype=np.float32) -> str:
+        """A Constant node holding `value` (a scalar or an array): min/max of a Clip, starts
+        and ends of a Slice. Named 'layer/const', 'layer/const_2', ... (not initializers, so
+        a model's initializers are exactly the network's parameters and buffers)."""
+        name, k = f"{self.name}/const", 1
+        while name in self._b.names:
+            k += 1
+            name = f"{self.name}/const_{k}"
+        tensor = self._b.onnx.numpy_helper.from_array(np.asarray(value, dtype=dtype), name)
+        self._b.add_node("Constant", [], name, {"value": tensor})
+        return name
+
     def node(self, op: str, inputs: list[str], **attrs) -> str:
         """Append a node; return its output's name. The first node of a layer is named after
         the layer ('conv1'), later ones 'conv1/Op' ('conv1/Op_2', ...); each node's output is
@@ -158,7 +177,7 @@ def to_onnx(spec, plan, normalization: dict | None = None, source: str = "",
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
                               producer_name=PRODUCER, producer_version=_version(),
                               ir_version=IR_VERSION)
-    meta = {"netspec.spec.model": spec.to_yaml(), "netspec.spec_sha256": spec.digest(),
+    meta = {"netspec.spec": spec.to_yaml(), "netspec.spec_sha256": spec.digest(),
             "netspec.weights": source or f"initial weights (seed {spec.seed})",
             **metadata_of(normalization, spec), **data_metadata(data, spec)}
     helper.set_model_props(model, meta)

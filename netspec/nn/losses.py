@@ -19,6 +19,13 @@ class LossSpec(BaseModel):
         """(mean loss as float, dloss/dlogits with the shape and dtype of logits)."""
         raise NotImplementedError
 
+    def probabilities(self, out: np.ndarray) -> np.ndarray:
+        """The class probabilities the network's output (N, K) stands for: its softmax, for a
+        network that ends in scores."""
+        shifted = out - out.max(1, keepdims=True)
+        exp = np.exp(shifted)
+        return exp / exp.sum(1, keepdims=True)
+
 
 def _one_hot(labels, shape, axis, dtype):
     """Integer labels (N,) -> one-hot array of `shape` with classes along `axis`."""
@@ -69,4 +76,32 @@ class MSE(LossSpec):
         return loss, diff
 
 
-Loss = Annotated[CrossEntropy | MSE, Field(discriminator="type")]
+class NLL(LossSpec):
+    """Negative log-likelihood of the true class, for a network that ends in log_softmax (as
+    torch.nn.NLLLoss) or, with input: probabilities, in softmax.
+
+    log_probabilities: loss = -mean_n z[n, y_n];        dloss/dz = -onehot / N
+    probabilities:     loss = -mean_n log p[n, y_n];    dloss/dp = -onehot / (N p)
+    (p is floored at the dtype's smallest normal number, so a zero probability gives a large
+    finite loss instead of inf).
+    """
+
+    type: Literal["nll"] = "nll"
+    input: Literal["log_probabilities", "probabilities"] = Field(
+        "log_probabilities", description="What the network's output is: log-probabilities "
+                                         "(after log_softmax) or probabilities (after softmax).")
+
+    def __call__(self, logits, labels, axis=-1):
+        n = labels.shape[0]
+        target = _one_hot(labels, logits.shape, axis, logits.dtype)
+        if self.input == "log_probabilities":
+            return float(-(target * logits).sum() / n), target * (-1.0 / n)
+        p = np.maximum(logits, np.finfo(logits.dtype).tiny)
+        loss = float(-(target * np.log(p)).sum() / n)
+        return loss, target / p * (-1.0 / n)
+
+    def probabilities(self, out):
+        return out if self.input == "probabilities" else np.exp(out)
+
+
+Loss = Annotated[CrossEntropy | MSE | NLL, Field(discriminator="type")]

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import errno
 import math
-import mmap
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -39,6 +38,7 @@ import numpy as np
 from netspec.checkpoint import check_fits
 from netspec.errors import SpecError
 from netspec.kernels.noise import Noise
+from netspec.kernels.shared import Arena
 from netspec.nn.layers import Ctx, Layer, Workspace
 from netspec.plan import fuse
 from netspec.plan.options import PlanOptions, resolve
@@ -83,8 +83,14 @@ class Plan:
     """An executable network. Build it with `compile(spec)` or `Plan(infos, ...)`."""
 
     def __init__(self, infos: list[LayerInfo], dtype="float32", rng=None, defaults=None,
-                 seed: int = 0, options: PlanOptions | None = None):
-        """rng draws the initial parameters; seed keys the dropout masks (kernels/noise.py)."""
+                 seed: int = 0, options: PlanOptions | None = None, state: dict | None = None):
+        """rng draws the initial parameters, unless `state` gives every parameter and buffer
+        by name (an imported model's weights: nothing is drawn); seed keys the dropout masks
+        (kernels/noise.py)."""
+        if state is not None:
+            check_fits(state, {f"{i.name}.{k}": s for i in infos
+                               for k, s in {**i.param_shapes, **i.buffer_shapes}.items()},
+                       "the given state does not fit this network")
         self.dtype = np.dtype(dtype)
         if self.dtype not in (np.float32, np.float64):
             raise ValueError(f"dtype must be float32 or float64, got {self.dtype}")
@@ -107,17 +113,22 @@ class Plan:
         self._ws = Workspace(self.dtype)  # chunk buffers
         self._unchunked_x = None
         # Parameters and gradients are consecutive views of two flat arrays, so that the
-        # optimizer can update everything with a few whole-array operations. The parameters
-        # sit in shared memory: worker processes forked later (parallel.py) read them there.
+        # optimizer can update everything with a few whole-array operations. The parameters,
+        # then the buffers, sit in one Arena: private memory, which a WorkerPool shares with
+        # the processes it forks while it runs (netspec/kernels/shared.py).
         sizes = [math.prod(s) for i in infos for s in i.param_shapes.values()]
-        self.flat_params = shared_array((sum(sizes),), self.dtype)
+        n_buffers = sum(math.prod(s) for i in infos for s in i.buffer_shapes.values())
+        self.arena = Arena((sum(sizes) + n_buffers) * self.dtype.itemsize)
+        self.flat_params = self.arena.array(0, (sum(sizes),), self.dtype)
         self.flat_grads = np.zeros(sum(sizes), self.dtype)
+        buffer_at = sum(sizes) * self.dtype.itemsize  # bytes: where the next buffer goes
         offset = 0
         index: dict[str, int] = {}  # layer name -> step index
         self.fused = fuse.fusions(infos, self.options.fuse)  # {first: second}: run as one
         firsts = {second: first for first, second in self.fused.items()}
         for info in infos:  # parameters are drawn layer by layer from the one Generator
-            values = info.layer.init_params(info.in_shape, self.rng, defaults)
+            values = (info.layer.init_params(info.in_shape, self.rng, defaults) if state is None
+                      else {k: state[f"{info.name}.{k}"] for k in info.param_shapes})
             ctx = Ctx(info.in_shape, ws=Workspace(self.dtype),
                       noise=self.noise.stream(info.index), conv=self.options.conv,
                       blas_threads=self.options.blas_threads)
@@ -129,8 +140,11 @@ class Plan:
                 ctx.grads[key] = self.grads[f"{info.name}.{key}"] = (
                     self.flat_grads[offset:offset + n].reshape(value.shape))
                 offset += n
-            for key, value in info.layer.init_buffers(info.in_shape).items():
-                buf = shared_array(value.shape, self.dtype)  # shared with workers, as params
+            buffers = (info.layer.init_buffers(info.in_shape) if state is None
+                       else {k: state[f"{info.name}.{k}"] for k in info.buffer_shapes})
+            for key, value in buffers.items():
+                buf = self.arena.array(buffer_at, value.shape, self.dtype)
+                buffer_at += buf.nbytes
                 buf[...] = value
                 ctx.buffers[key] = self.buffers[f"{info.name}.{key}"] = buf
             if info.name in self.fused:  # built with the second layer, below
@@ -321,14 +335,6 @@ class Plan:
         return None
 
 
-def shared_array(shape, dtype) -> np.ndarray:
-    """A zeroed array in memory that processes forked after this call share (MAP_SHARED):
-    the parameter arena, which worker processes (netspec/train/pool.py) compute with."""
-    count = math.prod(shape)
-    buf = mmap.mmap(-1, max(count * np.dtype(dtype).itemsize, 1))
-    return np.frombuffer(buf, dtype, count).reshape(shape)
-
-
 @contextmanager
 def ufunc_buffer(size: int = UFUNC_BUFSIZE):
     """Run the block with NumPy's ufunc buffer at `size` elements (see UFUNC_BUFSIZE)."""
@@ -339,16 +345,19 @@ def ufunc_buffer(size: int = UFUNC_BUFSIZE):
         np.setbufsize(old)
 
 
-def compile(spec, dtype="float32", options: PlanOptions | None = None) -> Plan:
+def compile(spec, dtype="float32", options: PlanOptions | None = None,
+            state: dict | None = None) -> Plan:
     """Build a Plan for a validated NetSpec, initialised from the spec's seed, with `options`
     (default PlanOptions(): one process) resolved for this machine and the spec's batch size.
+    With `state` (every parameter and buffer by name, e.g. an imported model's) nothing is
+    drawn: the plan starts from it (CheckpointError if a name or shape differs).
 
     A network whose parameters do not fit in memory is a SpecError that says how big it is.
     """
     options = resolve(options, spec.infos, spec.train.batch_size)
     try:
         return Plan(spec.infos, dtype, np.random.default_rng(spec.seed), spec.defaults.init,
-                    spec.seed, options)
+                    spec.seed, options, state)
     except (MemoryError, OSError) as e:
         if isinstance(e, OSError) and e.errno != errno.ENOMEM:
             raise

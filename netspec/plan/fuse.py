@@ -55,9 +55,10 @@ def _kind(first, second) -> str | None:
     if (first.type, second.type) != ("conv2d", "avgpool2d"):
         return None
     pt, pb, pl, pr = a.pads()
-    if pair(a.stride) != (1, 1) or pair(a.dilation) != (1, 1) or (pt, pl) != (pb, pr):
+    if (pair(a.stride) != (1, 1) or pair(a.dilation) != (1, 1) or (pt, pl) != (pb, pr)
+            or a.groups != 1):
         return None
-    if b.torch_stride() != pair(b.kernel_size) or pair(b.padding) != (0, 0):
+    if b.torch_stride() != pair(b.kernel_size) or b.pads() != (0, 0, 0, 0):
         return None
     if _strided(a, b).output_shape(first.in_shape) != tuple(second.out_shape):
         return None

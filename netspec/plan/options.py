@@ -19,6 +19,8 @@ reason for each, so that nothing later reads a module flag or asks BLAS how it r
   process per core. One process on a machine of several cores keeps the GEMM algorithms.
 - fuse: run the layer pairs of netspec/plan/fuse.py as one.
 - worker_timeout: seconds a worker may stay silent before the run stops and names it.
+- worker_spin: seconds a worker waiting for its peers mid-step (batchnorm's exchange) spins
+  before it blocks: a peer about to arrive costs no sleep and wake-up; 0 blocks at once.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ MAX_AUTO_WORKERS = 8  # what `workers: auto` may pick
 MIN_AUTO_WEIGHT_REUSE = 3.0
 MIN_AUTO_SLICE = 8  # 'auto' gives every worker at least this many samples of a batch
 WORKER_TIMEOUT = 300.0
+WORKER_SPIN = 0.002  # seconds
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,7 @@ class PlanOptions:
     conv: str = "auto"  # 'auto' or one of kernels.conv.ALGORITHMS, for every conv2d
     fuse: bool = True
     worker_timeout: float = WORKER_TIMEOUT
+    worker_spin: float = WORKER_SPIN
 
     def __post_init__(self):
         w = self.workers
@@ -63,6 +67,8 @@ class PlanOptions:
                              f"got {self.conv!r}")
         if not self.worker_timeout > 0:
             raise ValueError(f"worker_timeout must be positive, got {self.worker_timeout!r}")
+        if not self.worker_spin >= 0:
+            raise ValueError(f"worker_spin must be 0 or more, got {self.worker_spin!r}")
 
 
 @dataclass(frozen=True)
@@ -155,7 +161,8 @@ def resolve(options: PlanOptions | None, infos, batch_size: int | None = None,
         threads = max(1, cores // workers)
         threads_why = ("the cores shared among the workers" if workers > 1
                        else "one per core")
-    fields = {k: getattr(options, k) for k in ("conv", "fuse", "worker_timeout")}
+    fields = {k: getattr(options, k) for k in ("conv", "fuse", "worker_timeout",
+                                                "worker_spin")}
     return Resolved(workers=workers, blas_threads=threads, workers_why=workers_why,
                     threads_why=threads_why, **fields,
                     limit_blas=workers > 1 or options.blas_threads is not None)

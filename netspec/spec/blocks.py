@@ -195,6 +195,9 @@ class _Expander:
         name = item.get("name")
         if isinstance(name, str) and name:
             return name
+        if "block" in item and isinstance(name, int) and not isinstance(name, bool) \
+                and name >= 0:
+            return str(name)
         kind = item.get("block") if "block" in item else item.get("type")
         return f"{kind}{k}"
 
@@ -261,9 +264,11 @@ class _Expander:
                                          "use fewer levels of blocks inside blocks")
             return None
         title = item.get("name", written[k])
-        if not isinstance(title, str) or not NAME.match(title):
-            self.fail(here + ("name",), f"a block use's name must be a word of {WORD}, got "
-                                        f"{title!r}")
+        if uses and isinstance(title, int) and not isinstance(title, bool) and title >= 0:
+            title = str(title)  # inside a block, as nn.Sequential numbers its children
+        if not isinstance(title, str) or not (NAME.match(title) or uses and title.isdigit()):
+            self.fail(here + ("name",), f"a block use's name must be a word of {WORD} (or, "
+                                        f"inside a block, a number), got {title!r}")
             return None
         repeat = item.get("repeat")
         if repeat is not None and (not isinstance(repeat, int) or isinstance(repeat, bool)

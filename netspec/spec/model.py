@@ -332,6 +332,7 @@ def _checked_infos(spec: NetSpec) -> list:
         ordered = in_order(problems, src)  # the input's problem first, even from --set
         first = [p for p in ordered if p.path == "input.shape"]
         raise SpecError(first + [p for p in ordered if p not in first]) from None
+    problems += _softmax_before_cross_entropy(spec, infos)
     classes = spec.data.class_count
     out = infos[-1].out_shape
     if classes and out != (classes,):
@@ -339,6 +340,27 @@ def _checked_infos(spec: NetSpec) -> list:
     if problems:
         raise SpecError(problems)
     return infos
+
+
+PASS_THROUGH = ("flatten", "dropout")  # layers that keep probabilities probabilities
+
+
+def _softmax_before_cross_entropy(spec, infos) -> list[Problem]:
+    """A network whose output is softmax's (perhaps flattened) with loss cross_entropy, which
+    applies a softmax of its own: it would train on softmax(softmax(z))."""
+    if spec.loss.type != "cross_entropy":
+        return []
+    by_name = {info.name: info for info in infos}
+    info = infos[-1]
+    while info.type in PASS_THROUGH and info.inputs[0] in by_name:
+        info = by_name[info.inputs[0]]
+    if info.type != "softmax":
+        return []
+    return [spec.source.problem(("layers", info.index, "type"), (
+        "the network ends in softmax, but cross_entropy applies softmax itself to the network's "
+        "output, so training would see softmax(softmax(z)), whose gradients almost vanish; "
+        "remove this layer (cross_entropy includes it, and predictions are the same), or keep "
+        "it and set loss: {type: nll, input: probabilities}"))]
 
 
 def _class_mismatch(spec, shape, classes) -> Problem:

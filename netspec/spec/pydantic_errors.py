@@ -22,10 +22,6 @@ _KIND = {"layers": "layer type", "weight": "init scheme", "bias": "init scheme",
 
 # Hints for unknown type names that are not typos but a misunderstanding.
 _TYPE_HINTS = {
-    "softmax": "cross_entropy applies softmax itself; end the network with the linear layer "
-               "that gives the class scores",
-    "log_softmax": "cross_entropy applies log-softmax itself; end the network with the linear "
-                   "layer that gives the class scores",
     "input": "the input is not a layer; give its shape as input: {shape: [C, H, W]}",
 }
 # Examples for list-valued keys.

@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import typing
 
-from pydantic import Field, PositiveInt
+from pydantic import Field, NonNegativeInt, PositiveInt
 
 from netspec.spec.blocks import NAME
 from netspec.spec.model import AnyLayer, NetSpec, Strict
@@ -20,9 +20,11 @@ class BlockUse(Strict):
     """Copies of a block's layers here (see blocks.py); the block's name means its output."""
 
     block: str = Field(description="Name of a block defined under `blocks`.")
-    name: str | None = Field(None, pattern=NAME.pattern, description=(
-        "Prefix of the block's layer names: layer1 -> layer1.conv1 (with repeat: "
-        "layer1.0.conv1, layer1.1.conv1, ...); defaults to <block><index>."))
+    name: typing.Annotated[str, Field(pattern=NAME.pattern)] | NonNegativeInt | None = Field(
+        None, description=(
+            "Prefix of the block's layer names: layer1 -> layer1.conv1 (with repeat: "
+            "layer1.0.conv1, layer1.1.conv1, ...); defaults to <block><index>. Inside a block "
+            "it may be a number, as nn.Sequential numbers its children (layer1.0.conv1)."))
     repeat: PositiveInt | None = Field(None, description="Chain this many copies.")
     with_: dict[str, typing.Any] = Field({}, alias="with",
                                          description="Values of the block's params.")

@@ -3,52 +3,59 @@
 Worker k takes a contiguous slice of the batch, runs forward, the loss and backward on it in its
 own copy of the plan, and scales its loss gradient by (slice size / batch size), so that the
 slices' parameter gradients add up to the whole batch's mean-loss gradient. The calling process
-is worker 0; workers 1..W-1 are children forked once, before the first step. One step:
+is worker 0; workers 1..W-1 are children forked once, when the pool starts. One step:
 
-    parent: batch indices -> shared memory, "go" to each child (the parameters are there)
+    parent: batch indices -> shared memory, "gradient" to each child (the parameters are there)
     each worker: gather its rows, forward, loss, backward, on its slice of the batch
     children: gradients -> shared memory; reply (loss, correct count, first non-finite layer)
     parent: plan.grads += every child's gradients; the optimizer then steps as usual
 
-Evaluation works the same way, without the gradients: `evaluate` gives each worker a run of
-whole batches of a data set the children already hold (named when they were forked, such as
-"test"), and the predictions come back through shared memory.
+Evaluation splits whole batches the same way: the parent copies the data it is given into a
+shared staging area, in rounds as large as the area holds, and the predictions come back
+through shared memory. Every message is defined here: "gradient", "evaluate" and None (exit)
+from the parent; a reply or ("error", text) from a child.
 
-Why processes and not threads: a LeNet step is a few hundred NumPy calls of tens of
-microseconds each, and the Python between them holds the GIL. On this project's 2-core test
-machine, two threads ran a pair of half-batch steps in ~1.35x the time of one; two processes
-in ~1.05x. Each worker gets an equal share of the BLAS threads (one each on 2 cores: at these
-GEMM sizes batch-64 LeNet steps take as long with one BLAS thread as with two).
+Why processes and not threads: a step is hundreds of short NumPy calls, and the Python between
+them holds the GIL, so threads take turns where processes run at once (docs/performance.md).
+Each worker gets its share of the BLAS threads (plan.options.blas_threads).
 
 Results are reproducible for a given number of workers, and differ only in rounding from a
 one-process run (the gradient is a sum of per-slice sums). A layer that couples the samples of
 a batch (batchnorm's statistics) gathers every worker's per-channel partial sums mid-step
-through a `BatchExchange` (netspec/train/exchange.py: shared memory; the workers wait for each other
-by spinning on it, or by a pipe round trip per gather off x86), so it normalises the whole
-batch as one process would. Its running statistics are shared buffers that only the parent
-writes. Dropout masks are keyed by (seed, step, position in the batch) (kernels/noise.py): each
-child is told the step and where its slice starts, and draws the masks one process would draw
-for those samples.
+through a `BatchExchange` (netspec/train/exchange.py), attached to its step during pool steps
+only, so it normalises the whole batch as one process would. Its running statistics are shared
+buffers that only the parent writes. Dropout masks are keyed by (seed, step, position in the
+batch) (kernels/noise.py): each child is told the step and where its slice starts, and draws
+the masks one process would draw for those samples.
 
-Needs the 'fork' start method (Linux): children inherit the plan and the data without copies,
-and the plan's parameter arena, allocated in shared memory (`shared_array`), is the same memory
-in every process: the parent's optimizer step is what the children compute with next.
+No wait is unbounded. A waiting worker spins briefly, then blocks; the parent gives a silent
+child plan.options.worker_timeout seconds, then names it (pid, and its state if stopped) and
+stops the pool with a TrainingError, as it does when a child fails or dies. Children exit when
+the parent stops them or dies, and the pool is stopped before multiprocessing's exit handler
+joins its children, so the interpreter always exits.
+
+Needs the 'fork' start method (Linux): children inherit the plan and the data without copies.
+While the pool runs, the plan's parameters and buffers (its Arena, netspec/kernels/shared.py)
+are shared memory: the parent's optimizer step is what the children compute with next.
 """
 
 from __future__ import annotations
 
 import math
 import multiprocessing
+import multiprocessing.util
 import signal
-import weakref
 
 import numpy as np
 
 from netspec.errors import TrainingError
 from netspec.kernels import blas
-from netspec.plan.compiler import shared_array
-from netspec.plan.options import coupled_layers
-from netspec.train.exchange import BatchExchange
+from netspec.kernels.shared import shared_array
+from netspec.train.exchange import BatchExchange, Watch
+
+STAGING_BYTES = 64 << 20  # at most this much shared memory stages the data `evaluate` is given
+SPLIT_ADVICE = ("train with --workers 1 to run in one process (an error there comes with its "
+                "full context)")
 
 
 def slice_gradient(plan, loss, x, y, idx, rows, scale: float = 1.0) -> tuple[float, int]:
@@ -89,45 +96,63 @@ class WorkerPool:
     """The calling process plus workers - 1 forked children; see the module docstring."""
 
     def __init__(self, plan, loss, x: np.ndarray, y: np.ndarray, workers: int, batch_size: int,
-                 eval_sets: dict | None = None):
-        """x (N, D), y (N,): the training data, "train" for `evaluate`. eval_sets: more (x, y)
-        by name, such as {"test": ...}, that `evaluate` may split across the workers too. The
-        children see all of them as they are now: do not modify them in place while the pool
-        runs."""
+                 eval_rows: int = 0):
+        """x (N, D), y (N,): the training data; the children see them as they are now, so do
+        not modify them in place while the pool runs. eval_rows: the most rows `evaluate`
+        passes to the workers at once (default batch_size)."""
         if workers < 2:
             raise ValueError(f"a WorkerPool needs at least 2 workers, got {workers}")
         self.plan, self.loss, self.x, self.y = plan, loss, x, y
-        self.eval_sets = {"train": (x, y)} | {
-            k: (a.reshape(len(a), -1), b) for k, (a, b) in (eval_sets or {}).items()}
-        self.preds = shared_array((max(len(b) for _, b in self.eval_sets.values()),), np.int64)
-        self.workers = workers
+        self.workers, self.timeout = workers, plan.options.worker_timeout
         self.steps = 0  # gradient steps so far (batch exchanges number their gathers by it)
         self.blas_threads = plan.options.blas_threads
-        size = plan.flat_params.size
-        self.grads = shared_array((workers - 1, size), plan.dtype)  # child k's gradients: row k-1
-        self.idx = shared_array((batch_size,), np.int64)  # this step's batch indices
+        # (W - 1, P): child k's gradients in row k - 1; this step's batch indices
+        self.grads = shared_array((workers - 1, plan.flat_params.size), plan.dtype)
+        self.idx = shared_array((batch_size,), np.int64)
         self.rows = np.empty((batch_size, x.shape[1]), x.dtype)
-        coupled = coupled_layers(step.info for step in plan.steps)
+        # evaluate's staging area: (rows, D) in a dtype that loses nothing the plan keeps
+        dtype = np.promote_types(x.dtype, plan.dtype)
+        rows = max(1, min(eval_rows or batch_size, STAGING_BYTES // (x.shape[1] * dtype.itemsize)))
+        self.eval_x = shared_array((rows, x.shape[1]), dtype)
+        self.eval_y = shared_array((rows,), y.dtype)
+        self.preds = shared_array((rows,), np.int64)
+        self.coupled = [s for s in plan.steps if s.info.layer.couples_batch]
         self.exchange = None
-        if coupled:  # each gathers (count, mean, var) or (dbias, dweight) per channel
-            self.exchange = BatchExchange(self, 1 + 2 * max(i.in_shape[0] for i in coupled))
-            for step in plan.steps:
-                step.ctx.exchange = self.exchange
+        if self.coupled:  # each gathers (count, mean, var) or (dbias, dweight) per channel
+            width = 1 + 2 * max(s.info.in_shape[0] for s in self.coupled)
+            self.exchange = BatchExchange(workers, width, plan.options.worker_spin)
+        self.early = {}  # k -> child k's reply, read while the parent waited in a gather
         self.conns, self.procs = [], []
-        context = multiprocessing.get_context("fork")
-        for k in range(1, workers):
-            mine, theirs = context.Pipe()
-            proc = context.Process(target=self._serve, args=(k, theirs, [mine, *self.conns]),
-                                   name=f"netspec-worker-{k}", daemon=True)
-            proc.start()
-            theirs.close()
-            self.conns.append(mine)
-            self.procs.append(proc)
-        self._finalizer = weakref.finalize(self, _stop, self.conns, self.procs)
+        plan.arena.share()  # before the fork: parameters and buffers shared while we run
+        # Stops the children when the pool is closed or collected, and at exit before
+        # multiprocessing's own exit handler joins its daemon children (which ignore the
+        # SIGTERM it sends them first, and would be joined forever).
+        self._finalizer = multiprocessing.util.Finalize(
+            self, _stop, (self.conns, self.procs, self.exchange, plan.arena), exitpriority=10)
+        try:
+            context = multiprocessing.get_context("fork")
+            for k in range(1, workers):
+                mine, theirs = context.Pipe()
+                proc = context.Process(target=self._serve, args=(k, theirs, [mine, *self.conns]),
+                                       name=f"netspec-worker-{k}", daemon=True)
+                proc.start()
+                theirs.close()
+                self.conns.append(mine)
+                self.procs.append(proc)
+        except BaseException:
+            self.close()
+            raise
+        if self.exchange is not None:
+            self.exchange.join(0, Watch([c.fileno() for c in self.conns], self.check_children,
+                                        self.timeout, self.stuck))
 
     @property
     def pids(self) -> list[int]:
         return [p.pid for p in self.procs]
+
+    @property
+    def closed(self) -> bool:
+        return not self.procs
 
     def blas_limit(self):
         """Context: the calling process's BLAS at its share of the threads."""
@@ -139,11 +164,18 @@ class WorkerPool:
         n = len(idx)
         self.plan.noise.offset = 0  # the parent's slice starts the batch
         w = min(self.workers, n)
+        self._attach(self.exchange)
         try:
             return self._gradient(idx, n, w)
         except BaseException:
             self.close()  # children may be waiting mid-step in a batch exchange
             raise
+        finally:
+            self._attach(None)  # the plan runs alone between pool steps
+
+    def _attach(self, exchange) -> None:
+        for step in self.coupled:
+            step.ctx.exchange = exchange
 
     def _gradient(self, idx, n, w):
         bounds = [i * n // w for i in range(w + 1)]  # worker k: idx[bounds[k]:bounds[k + 1]]
@@ -166,24 +198,39 @@ class WorkerPool:
             self.plan.flat_grads += self.grads[k - 1]
         return loss, correct, bad
 
-    def evaluate(self, name: str, n: int, batch: int, preds: np.ndarray) -> float:
-        """eval_slice over the first n rows of the data set `name` ("train" or one of
-        eval_sets), split across the workers in whole batches: fills preds[:n] and returns the
-        loss sum."""
-        x, y = self.eval_sets[name]
-        if not 0 <= n <= len(x):
-            raise ValueError(f"{name} has {len(x)} rows, not {n}")
-        batches = -(-n // batch)
-        w = max(1, min(self.workers, batches))
-        bounds = [min(n, i * batches // w * batch) for i in range(w + 1)]
-        for k in range(1, w):
-            self._send(k, ("evaluate", name, bounds[k], bounds[k + 1], batch))
-        loss_sum = eval_slice(self.plan, self.loss, x, y, 0, bounds[1], batch, preds)
-        for k, (part_sum,) in self._replies(w):
-            loss_sum += part_sum
-            lo, hi = bounds[k], bounds[k + 1]
-            preds[lo:hi] = self.preds[lo:hi]
+    def evaluate(self, x: np.ndarray, y: np.ndarray, batch: int, preds: np.ndarray) -> float:
+        """eval_slice over x (N, D) and y (N,) in batches, split across the workers in whole
+        batches, in rounds of as many as the staging area holds: fills preds[:N] and returns
+        the loss sum."""
+        n, per_round = len(x), len(self.eval_x) // batch * batch
+        if per_round == 0 or x.shape[1:] != self.eval_x.shape[1:]:  # in this process: a batch
+            # larger than the staging area, or data of another shape (an error there)
+            return eval_slice(self.plan, self.loss, x, y, 0, n, batch, preds)
+        loss_sum = 0.0
+        try:
+            for start in range(0, n, per_round):
+                m = min(per_round, n - start)
+                self.eval_x[:m], self.eval_y[:m] = x[start:start + m], y[start:start + m]
+                loss_sum += self._evaluate_round(m, batch)
+                preds[start:start + m] = self.preds[:m]
+        except BaseException:
+            self.close()  # children may still be evaluating
+            raise
         return loss_sum
+
+    def _evaluate_round(self, m: int, batch: int) -> float:
+        batches = -(-m // batch)
+        w = max(1, min(self.workers, batches))
+        bounds = [min(m, i * batches // w * batch) for i in range(w + 1)]
+        for k in range(1, w):
+            self._send(k, ("evaluate", bounds[k], bounds[k + 1], batch))
+        loss_sum = eval_slice(self.plan, self.loss, self.eval_x, self.eval_y, 0, bounds[1],
+                              batch, self.preds)
+        for _, (part_sum,) in self._replies(w):
+            loss_sum += part_sum
+        return loss_sum
+
+    # ------------------------------------------------ messages, and what a silence means
 
     def _send(self, k: int, message) -> None:
         try:
@@ -204,30 +251,47 @@ class WorkerPool:
         if failure:
             self._fail(failure)
 
-    def _expect_sync(self, k: int) -> None:
-        """Wait for child k's "sync" in a batch exchange; its failure or death is raised."""
-        reply = self._recv(k)
-        if reply != "sync":
-            self._fail_on_message(k, reply)
-
-    def _fail_on_message(self, k: int, reply=None):
-        """Raise child k's failure (its next message, if not given), or its death."""
-        reply = self._recv(k) if reply is None else reply
-        message = reply[1] if reply and reply[0] == "error" else f"unexpected {reply!r}"
-        self._fail(f"worker process {k} failed: {message}")
-
     def _recv(self, k: int):
-        """Child k's next message; its death is raised as a TrainingError."""
+        """Child k's next message, within worker_timeout; its death or silence is raised."""
+        if k in self.early:
+            return self.early.pop(k)
+        conn = self.conns[k - 1]
         try:
-            return self.conns[k - 1].recv()
+            if not conn.poll(self.timeout):
+                self.stuck([k])
+            return conn.recv()
         except (EOFError, OSError):
             self._died(k)
 
-    def _fail(self, failure: str):
-        """Stop the pool and raise `failure` with the advice to run in one process."""
+    def check_children(self, token: int) -> None:
+        """The parent, waiting in a batch exchange, sees a child's pipe stir: a child's
+        failure or death is raised; a reply (a child may finish the step while this process
+        is descheduled) is kept for `_replies`."""
+        for k, conn in enumerate(self.conns, 1):
+            if not conn.poll():
+                continue
+            try:
+                reply = conn.recv()
+            except (EOFError, OSError):
+                self._died(k)
+            if reply[0] == "error" or k in self.early:  # a second message is no reply
+                why = reply[1] if reply[0] == "error" else f"unexpected {reply!r}"
+                self._fail(f"worker process {k} failed: {why}")
+            self.early[k] = reply
+
+    def stuck(self, ks: list[int]) -> None:
+        """Stop the pool and raise that workers `ks` sent nothing for worker_timeout seconds."""
+        ks = ks or list(range(1, len(self.procs) + 1))  # all in, but a unit missing: any
+        names = "; ".join(f"worker process {k} (pid {self.procs[k - 1].pid}) sent nothing for "
+                          f"{self.timeout:g} s (the plan option worker_timeout)"
+                          f"{process_state(self.procs[k - 1].pid)}" for k in ks)
+        self._fail(f"{names}; the workers were stopped",
+                   "if the machine is short of cores or memory, train with fewer workers")
+
+    def _fail(self, failure: str, advice: str = SPLIT_ADVICE):
+        """Stop the pool and raise `failure` with `advice`."""
         self.close()
-        raise TrainingError(failure + "; train with --workers 1 to run in one process "
-                            "(an error there comes with its full context)")
+        raise TrainingError(f"{failure}; {advice}")
 
     def _died(self, k: int):
         proc = self.procs[k - 1]
@@ -235,10 +299,11 @@ class WorkerPool:
         self.close()
         raise TrainingError(
             f"worker process {k} (pid {proc.pid}) exited unexpectedly (exit code "
-            f"{proc.exitcode}); train with --workers 1 to run in one process") from None
+            f"{proc.exitcode}); {SPLIT_ADVICE}") from None
 
     def _serve(self, k: int, conn, parent_ends) -> None:
-        """Child k's loop: one slice's gradient per message, until None or the parent is gone."""
+        """Child k's loop: one slice's gradient or evaluation per message, until None or the
+        parent is gone."""
         for sig in (signal.SIGINT, signal.SIGTERM):  # the parent's to handle: it stops us
             signal.signal(sig, signal.SIG_IGN)
         for end in parent_ends:  # so that the parent's death closes every pipe
@@ -246,8 +311,9 @@ class WorkerPool:
         blas.limit_process(self.blas_threads)  # for the child's lifetime
         np.seterr(over="ignore", invalid="ignore", divide="ignore")  # the parent reports NaNs
         plan, rows, grads = self.plan, self.rows, self.grads[k - 1]
-        if self.exchange is not None:
-            self.exchange.rank, self.exchange.conn = k, conn
+        if self.exchange is not None:  # the child runs pool steps only: attached for good
+            self.exchange.join(k, Watch([conn.fileno()], _parent_stopped))
+            self._attach(self.exchange)
         while True:
             try:
                 message = conn.recv()
@@ -267,9 +333,9 @@ class WorkerPool:
                     bad = None if math.isfinite(loss) else plan.first_nonfinite()
                     reply = (loss, correct, bad)
                 else:  # "evaluate"
-                    _, name, lo, hi, batch = message
-                    x, y = self.eval_sets[name]
-                    reply = (eval_slice(plan, self.loss, x, y, lo, hi, batch, self.preds),)
+                    _, lo, hi, batch = message
+                    reply = (eval_slice(plan, self.loss, self.eval_x, self.eval_y, lo, hi,
+                                        batch, self.preds),)
             except Exception as e:  # noqa: BLE001 - any failure goes to the parent, which stops
                 reply = ("error", f"{type(e).__name__}: {e}")
             try:
@@ -278,16 +344,36 @@ class WorkerPool:
                 return
 
     def close(self) -> None:
-        """Stop the children (idempotent; also runs when the pool is garbage-collected)."""
+        """Stop the children (idempotent; also runs when the pool is garbage-collected, and
+        at exit). The plan's parameters are private to this process again."""
         self._finalizer()
         self.conns, self.procs = [], []
-        if self.exchange is not None:  # the plan runs in one process again
-            for step in self.plan.steps:
-                step.ctx.exchange = None
+        self._attach(None)
 
 
-def _stop(conns, procs) -> None:
-    """Ask each child to exit, then make sure it has."""
+def _parent_stopped(token: int) -> None:
+    """A child's pipe stirred while it waits in a batch exchange: the parent's None, or its
+    end of the pipe closing. Either way the child exits."""
+    raise SystemExit(0)
+
+
+def process_state(pid: int) -> str:
+    """': it is stopped (state T in /proc/<pid>/stat, ...)', how process pid stands, for an
+    error message; '' if /proc does not say."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return ""
+    what = {"T": "stopped", "t": "stopped", "D": "waiting on the disk", "Z": "gone",
+            "R": "running", "S": "sleeping"}.get(state, "in state")
+    why = {"T": ", by SIGSTOP or job control; kill -CONT resumes it", "t": ", by a debugger",
+           "D": ", swapping?"}.get(state, "")
+    return f": it is {what} (state {state} in /proc/{pid}/stat{why})"
+
+
+def _stop(conns, procs, exchange, arena) -> None:
+    """Ask each child to exit, make sure it has, and make the plan's arena private again."""
     for conn in conns:
         try:
             conn.send(None)
@@ -297,5 +383,8 @@ def _stop(conns, procs) -> None:
     for proc in procs:
         proc.join(timeout=2)
         if proc.is_alive():
-            proc.kill()  # children ignore SIGTERM
+            proc.kill()  # children ignore SIGTERM; SIGKILL also ends a stopped one
             proc.join(timeout=2)
+    if exchange is not None:
+        exchange.close()
+    arena.unshare()

@@ -47,6 +47,7 @@ class Run:
     best: float = -1.0
     workers: int | str | None = None  # for the Trainer made here: 1, N or 'auto'
     options: PlanOptions | None = None  # for the Trainer made here (workers: as above)
+    init: dict | None = None  # where the starting weights came from (init_from)
     _lock: object = field(default=None, init=False, repr=False)  # fsio.RunLock while it writes
 
     def __post_init__(self):
@@ -102,6 +103,20 @@ class Run:
             self.trainer.close()
         finally:
             self.close_lock()
+
+    def init_from(self, path) -> checkpoint.Initial:
+        """Start from the weights in the checkpoint at `path`, matched by name and shape (see
+        checkpoint.initial_state); the others keep their initialisation. Recorded in the
+        run's checkpoints (meta "init")."""
+        ckpt = checkpoint.load(path)
+        plan = self.trainer.plan
+        mine = {**plan.params, **plan.buffers}
+        found = checkpoint.initial_state(ckpt.state, {k: v.shape for k, v in mine.items()},
+                                         str(path))
+        for name in found.loaded:
+            mine[name][...] = ckpt.state[name]
+        self.init = {"from": str(path), "loaded": len(found.loaded), "fresh": found.fresh}
+        return found
 
     def resume(self) -> None:
         """Continue from checkpoints/last.npz; the spec may differ only in train.epochs, which
@@ -204,6 +219,8 @@ class Run:
                               {k: getattr(self.splits, k, None) for k in ("normalize", "mean",
                                                                           "std")}),
                 "data": data_record(self.splits)}
+        if self.init is not None:
+            meta["init"] = self.init
         checkpoint.save(path, state, optim, meta)
 
 

@@ -3,10 +3,10 @@
     trainer = Trainer(spec, splits)            # splits from netspec.data.prepare(...)
     for epoch in range(trainer.epoch, spec.train.epochs):
         stats = trainer.train_epoch()          # one pass over shuffled training batches
-        test = trainer.evaluate(*splits["test"], split="test")  # split: workers may share it
+        test = trainer.evaluate(*splits["test"])  # eval mode, in batches
 
 `Run` (netspec/train/run.py) wraps a Trainer with a run directory.
-With `workers` > 1 each batch, and each evaluation of a split, is shared by worker processes
+With `workers` > 1 each batch, and each evaluation, is shared by worker processes
 (netspec/train/pool.py); call `trainer.close()` to stop them. Nothing here prints; progress goes to
 callbacks.
 """
@@ -100,9 +100,11 @@ class Trainer:
     def start_workers(self) -> None:
         """Fork the worker processes now (else the first epoch does); no-op for 1 worker."""
         if self.workers > 1 and self.pool is None:
-            others = {k: v for k, v in self.splits.items() if k != "train"}
+            # evaluations pass the workers up to as many rows as the largest split but train
+            others = [len(y) for k, (_, y) in self.splits.items() if k != "train"]
+            rows = max(others, default=self.spec.train.eval_batch_size * self.workers)
             self.pool = WorkerPool(self.plan, self.spec.loss, self.x, self.y, self.workers,
-                                   self.spec.train.batch_size, eval_sets=others)
+                                   self.spec.train.batch_size, eval_rows=rows)
 
     def blas_limit(self):
         """Context: BLAS at the plan's threads per process, when the plan's options say so
@@ -176,7 +178,7 @@ class Trainer:
                 loss, correct = slice_gradient(plan, self.spec.loss, self.x, self.y, idx, x_rows)
                 bad = None if math.isfinite(loss) else plan.first_nonfinite()
             else:  # the same, split across the worker processes
-                loss, correct, bad = self.pool.gradient(idx)
+                loss, correct, bad = self._in_pool(self.pool.gradient, idx)
             if not math.isfinite(loss):
                 self._diverged(loss, step, bad)
             self.optimizer.step(plan.grads, lr)
@@ -212,22 +214,30 @@ class Trainer:
             f"loss became {loss} at epoch {self.progress.epoch + 1}, step {step + 1}; {where}. "
             f"Try a lower learning rate (train.optimizer.lr is {self.spec.train.optimizer.lr:g})")
 
+    def _in_pool(self, method, *args):
+        """method(*args) of the pool; a pool that fails has stopped itself: let it go (the next
+        epoch starts another)."""
+        try:
+            return method(*args)
+        except BaseException:
+            self.close()
+            raise
+
     def evaluate(self, x: np.ndarray, y: np.ndarray, batch_size: int | None = None,
                  split: str | None = None) -> Evaluation:
-        """Loss, accuracy and predictions in eval mode, in order, batch by batch.
-
-        split: the name of the trainer's split whose first len(x) rows (x, y) are, e.g.
-        evaluate(*splits["test"], split="test"); with worker processes running they then
-        share the batches (the same results, up to rounding), since they hold the splits.
+        """Loss, accuracy and predictions of x (N, ...) with labels y (N,) in eval mode, in
+        order, batch by batch. With worker processes running they share the batches (the same
+        results, up to rounding). split: accepted and unused (callers may name the split x comes
+        from); the data evaluated is always x.
         """
         batch = batch_size or self.spec.train.eval_batch_size
         x = x.reshape(len(x), -1)
         preds = np.empty(len(x), np.int64)
         start = time.perf_counter()
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # diverged: a bad score
-            if self.pool is not None and split is not None:
+            if self.pool is not None:
                 with self.pool.blas_limit():
-                    loss_sum = self.pool.evaluate(split, len(x), batch, preds)
+                    loss_sum = self._in_pool(self.pool.evaluate, x, y, batch, preds)
             else:
                 loss_sum = eval_slice(self.plan, self.spec.loss, x, y, 0, len(x), batch, preds)
         seconds = time.perf_counter() - start

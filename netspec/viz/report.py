@@ -44,7 +44,7 @@ class Samples:
     labels: np.ndarray  # (N,) int
     predictions: np.ndarray  # (N,) int
     losses: np.ndarray  # (N,) the spec's loss of each sample alone
-    confidence: np.ndarray  # (N,) softmax probability of the predicted class
+    confidence: np.ndarray  # (N,) probability of the predicted class (the loss's view)
     classes: int
 
     @property
@@ -71,8 +71,7 @@ def evaluate_samples(spec, state: dict, x: np.ndarray, y: np.ndarray, source: st
         for i in range(0, n, batch):
             logits = plan.forward(x[i:i + batch], train=False).astype(np.float64)  # (B, K)
             labels = y[i:i + batch]
-            shifted = logits - logits.max(1, keepdims=True)
-            probs = np.exp(shifted) / np.exp(shifted).sum(1, keepdims=True)  # softmax (B, K)
+            probs = spec.loss.probabilities(logits)  # (B, K): softmax, unless the net ends in one
             preds[i:i + batch] = probs.argmax(1)
             conf[i:i + batch] = probs.max(1)
             losses[i:i + batch] = [spec.loss(logits[j:j + 1], labels[j:j + 1])[0]

@@ -120,7 +120,7 @@ class Ctx:
     # Piecewise-linear layers (relu, maxpool) store here which piece the last forward used
     # (a sign mask, an argmax); the gradient checker skips steps that change it (kinks).
     region: np.ndarray | None = None
-    # Set while worker processes share each batch (netspec/train/exchange.py's BatchExchange): a
+    # Set during a worker pool's steps only (netspec/train/exchange.py's BatchExchange): a
     # batch-coupled layer (batchnorm) gathers its per-channel partial sums from every worker.
     exchange: object = None
     # The plan's options that algorithms choose by (netspec/plan/options.py): the conv request
@@ -159,8 +159,9 @@ class Layer(BaseModel):
     # (spec fields, input shape) pairs: the test suite shape- and gradient-checks each one.
     examples: ClassVar[list[tuple[dict, Shape]]] = []
     # True when one sample's output depends on the other samples of its batch (batchnorm's
-    # batch statistics): split across worker processes, such a layer combines the workers'
-    # partial sums through ctx.exchange (netspec/train/), and a batch of one sample is refused.
+    # batch statistics): split across worker processes (netspec/train/pool.py), such a layer
+    # combines the workers' partial sums through ctx.exchange, and a batch of one sample is
+    # refused.
     couples_batch: ClassVar[bool] = False
     # True for layers that read two or more inputs (add, concat); see the module docstring.
     multi_input: ClassVar[bool] = False

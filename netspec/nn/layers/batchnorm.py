@@ -10,9 +10,9 @@ Train mode (batch statistics):
   (computed as y = (weight / sqrt(var + eps)) * (x - mean) + bias; x - mean is kept for backward)
     running_mean = (1 - momentum) * running_mean + momentum * mean
     running_var  = (1 - momentum) * running_var  + momentum * var * M / (M - 1)   (unbiased)
-  Split across worker processes (netspec/train/), each worker gathers every worker's count, mean
-  and variance (forward) and dbias, dweight (backward) through ctx.exchange, so the batch is
-  normalised with whole-batch statistics exactly as in one process, up to rounding. Each
+  Split across worker processes (netspec/train/pool.py), each worker gathers every worker's
+  count, mean and variance (forward) and dbias, dweight (backward) through ctx.exchange, so the
+  batch is normalised with whole-batch statistics exactly as in one process, up to rounding. Each
   keeps x - mean_k about its own slice's mean and folds shift = mean - mean_k into the
   per-channel factors (y = s (x - mean_k) + bias - s shift, and the same in backward), which
   saves re-centring x - mean_k in a pass of its own.
@@ -162,15 +162,17 @@ class BatchNorm(Layer):
 
     def to_onnx(self, g, x):
         """Inference form: (x - running_mean) / sqrt(running_var + eps) * weight + bias, with
-        the same eps; ONNX normalises axis 1, the channels of (N, C, H, W) or features of (N, D)."""
+        the same eps; ONNX normalises axis 1, the channels of (N, C, H, W) or features of (N, D).
+        ONNX's momentum weighs the running statistic (torch's the batch's): 1 - momentum."""
         ws = [g.param(k) for k in ("weight", "bias", "running_mean", "running_var")]
-        return g.node("BatchNormalization", [x, *ws], epsilon=self.eps)
+        return g.node("BatchNormalization", [x, *ws], epsilon=self.eps,
+                      momentum=1.0 - self.momentum)
 
 
 def row_dots(a, b):
-    """(C,): sum_m a[c, m] * b[c, m] for (C, M) arrays, as C dot products in BLAS, which beats
-    np.einsum or a NumPy sum at these sizes (as `a @ ones` does for the row sums; numbers in
-    docs/performance.md)."""
+    """(C,): sum_m a[c, m] * b[c, m] for (C, M) arrays, as C dot products in BLAS: ~3x faster
+    than np.einsum or a NumPy sum at these sizes (as is a @ ones for the row sums; 1 thread,
+    (16, 50176) float32: 0.05 ms against 0.13-0.17)."""
     return np.matmul(a[:, None, :], b[:, :, None]).reshape(len(a))
 
 
