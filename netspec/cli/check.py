@@ -46,12 +46,14 @@ def validate(specs: list[Path] = SpecArg,
                 err.print(f"[red]error:[/red] {escape(str(problem))}")
             continue
         try:
-            about = describe_data(spec)
+            about, missing = describe_data(spec)
         except NetspecError as e:
             failed += 1
             for problem in e.problems:
                 err.print(f"[red]error:[/red] {escape(str(problem))}")
             continue
+        for problem in missing:  # the network is fine; its data is not there (yet)
+            err.print(f"[yellow]warning:[/yellow] {escape(str(problem))}")
         if not quiet:
             out.print(_shape_table(spec))
             for line in about:

@@ -123,10 +123,12 @@ def with_stored_classes(spec, classes: list):
     return spec.model_copy(update={"data": data})
 
 
-def describe_data(spec) -> list[str]:
-    """What `netspec validate` says about the spec's data, read without decoding or training:
-    where it is, its kind, classes (with a table's label mapping) and how the test split is
-    made. A path that does not exist is a SpecError at data.dataset (or data.test)."""
+def describe_data(spec) -> tuple[list[str], list]:
+    """(lines, warnings): what `netspec validate` says about the spec's data, read without
+    decoding or training (where it is, its kind, classes with a table's label mapping, how the
+    test split is made), and a located Problem for each data path that does not exist (training
+    needs it; a spec may be checked before its data is there). Data that is there but cannot
+    be read is a DataError."""
     from netspec.data.known import NAMES
     from netspec.data.locate import find_data_dir
 
@@ -136,18 +138,20 @@ def describe_data(spec) -> list[str]:
         where = find_data_dir(d.dataset) if d.dataset in ("mnist", "fashion-mnist") else None
         return [f"{d.dataset}: a known dataset, {'x'.join(map(str, info.image_shape))}, "
                 f"{d.class_count} classes; "
-                + (f"found in {where}" if where else "found or downloaded when training starts")]
-    for key in ("dataset", "test"):
-        value = getattr(d, key)
-        if value is not None and not Path(value).exists():
-            raise SpecError([spec.source.problem(("data", key), _missing(value, spec))])
+                + (f"found in {where}" if where else "found or downloaded when training starts")
+                ], []
+    missing = [spec.source.problem(("data", key), _missing(getattr(d, key), spec))
+               for key in ("dataset", "test")
+               if getattr(d, key) is not None and not Path(getattr(d, key)).exists()]
+    if missing:
+        return [], missing
     path = Path(d.dataset)
     options = d.options(spec.input.shape)
     if path.suffix.lower() in (".csv", ".txt") or (path / "train.csv").is_file():
-        return _describe_table(spec, path, options)
+        return _describe_table(spec, path, options), []
     if path.is_dir() and not _other_dir_kind(path):
-        return _describe_folder(path, options)
-    return [f"{path}: read when training starts"]
+        return _describe_folder(path, options), []
+    return [f"{path}: read when training starts"], []
 
 
 def _missing(value: str, spec) -> str:
@@ -158,7 +162,7 @@ def _missing(value: str, spec) -> str:
     if src and not os.path.isabs(src) and os.path.exists(os.path.basename(value)):
         rel = f"; ./{os.path.basename(value)} exists in the working directory"
     return (f"no such file or directory: {value} (a relative path in a spec file is resolved "
-            f"against the spec's folder{rel})")
+            f"against the spec's folder{rel}); training needs it")
 
 
 def _other_dir_kind(path: Path) -> bool:
