@@ -151,8 +151,8 @@ def test_a_download_is_verified_before_it_is_kept(tmp_path):
     bad = _Server(blob[:-10] + b"0123456789")
     try:
         with pytest.raises(DataError, match="SHA-256"):
-            download_archive(dataclasses.replace(info, urls=(bad.url,)), tmp_path / "dl")
-        assert not list((tmp_path / "dl").iterdir())  # nothing partial or unverified stays
+            download_archive(dataclasses.replace(info, urls=(bad.url,)), tmp_path / "dl" / "c")
+        assert not (tmp_path / "dl").exists()  # nothing partial stays, nor the folders made
         seen = []
         path = download_archive(dataclasses.replace(info, urls=(bad.url, good.url)),
                                 tmp_path / "dl", progress=lambda *a: seen.append(a))

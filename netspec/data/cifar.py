@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from netspec.data.dataset import Dataset, Split
-from netspec.data.download import FetchError, Progress, open_url
+from netspec.data.download import FetchError, Progress, absent_dirs, open_url, remove_empty
 from netspec.data.known import ARCHIVES, ENV_VAR, ArchiveInfo
 from netspec.data.locate import cache_dir
 from netspec.errors import DataError, Problem
@@ -222,14 +222,17 @@ def download_archive(info: ArchiveInfo, dest: Path, progress: Progress | None = 
     """Download `info`'s archive into `dest`, streamed into a temporary file, checked for its
     exact size and SHA-256 as it arrives, and moved into place only when both match."""
     target = dest / info.archive
+    created = absent_dirs(dest)  # removed again (if empty) when the download fails
     try:
         dest.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(dir=dest, prefix=f".{info.archive}.", suffix=".part")
     except OSError as e:
+        remove_empty(created)
         raise DataError([Problem(f"cannot write the download: {e.strerror or e}",
                                  file=str(dest))]) from None
     tmp = Path(tmp_name)
     failures = []
+    done = False
     try:
         for url in info.urls:
             try:
@@ -238,6 +241,7 @@ def download_archive(info: ArchiveInfo, dest: Path, progress: Progress | None = 
                     out.truncate()
                     _stream(url, out, info, progress, timeout)
                 os.replace(tmp, target)
+                done = True
                 return target
             except FetchError as e:
                 failures.append(f"{url}: {e}")
@@ -246,6 +250,8 @@ def download_archive(info: ArchiveInfo, dest: Path, progress: Progress | None = 
     finally:
         os.close(fd)
         tmp.unlink(missing_ok=True)
+        if not done:
+            remove_empty(created)
 
 
 def _stream(url: str, out, info: ArchiveInfo, progress, timeout: float) -> None:

@@ -53,11 +53,11 @@ def download(dataset, dest, mirrors=None, progress: Progress | None = None,
         dest = dest / info.name
     if not mirrors:
         raise DataError(f"no mirrors to download '{info.name}' from")
-    created = _absent_dirs(dest)  # removed again (if empty) when nothing could be fetched
+    created = absent_dirs(dest)  # removed again (if empty) when nothing could be fetched
     try:
         dest.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        _remove_empty(created)
+        remove_empty(created)
         raise DataError([Problem(f"cannot create the download directory: {exc.strerror or exc}"
                                  "; pass another one with --data-dir", file=str(dest))]) from None
     failures: list[Problem] = []
@@ -90,14 +90,14 @@ def download(dataset, dest, mirrors=None, progress: Progress | None = None,
                 f"({len(failures)} of {len(info.files)} files failed"
                 + (f"; {', '.join(done)} are in place" if done else "") + ")")
         if not done:
-            _remove_empty(created)
+            remove_empty(created)
         tail = (f"fix: check the network, or download the files yourself, put them in one "
                 f"directory and pass it with --data-dir or ${ENV_VAR}")
         raise DataError([Problem(head), *failures, Problem(tail)])
     return dest
 
 
-def _absent_dirs(dest: Path) -> list[Path]:
+def absent_dirs(dest: Path) -> list[Path]:
     """`dest` and those of its parents that do not exist yet, deepest first."""
     absent = []
     for path in (dest, *dest.parents):
@@ -110,7 +110,7 @@ def _absent_dirs(dest: Path) -> list[Path]:
     return absent
 
 
-def _remove_empty(dirs: list[Path]) -> None:
+def remove_empty(dirs: list[Path]) -> None:
     """Remove the directories netspec created, deepest first, as long as they are empty."""
     for path in dirs:
         try:
