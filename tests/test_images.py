@@ -301,3 +301,17 @@ def test_a_large_memory_mapped_dataset_is_normalised_into_a_mapped_file(tmp_path
     assert len(small.mean) == 3  # per channel
     again = prepare(ds, in_memory_limit=0)  # reused, not recomputed
     assert again["train"][0].filename == mapped["train"][0].filename
+
+
+def test_images_all_of_another_size_are_a_spec_error_not_a_list_of_bad_files(tmp_path):
+    from netspec.errors import SpecError
+
+    root = folder(tmp_path / "d", n=5, size=(12, 12))
+    save(root / "a" / "odd.png", np.zeros((8, 8), np.uint8))  # input.shape's size, but alone
+
+    def check(shape, kind):
+        if shape != (1, 8, 8):
+            raise SpecError(f"images are {shape}")
+
+    with pytest.raises(SpecError, match=r"\(1, 12, 12\)"):
+        load_dataset(str(root), options=LoadOptions(input_shape=(1, 8, 8)), check_shape=check)

@@ -185,8 +185,11 @@ def _shape(heads: list, options: LoadOptions, bad: dict) -> tuple[int, int, int]
     sizes = Counter((h, w) for _, w, h, _ in good)
     if not sizes:
         return channels, *_target(options.input_shape)[1:]
+    # the size most images have (input.shape's on a tie): the others are the bad files, and
+    # a spec that asks for another size gets a located error from check_shape
     wanted = tuple(_target(options.input_shape)[1:])
-    height, width = wanted if wanted in sizes else sizes.most_common(1)[0][0]
+    top = sizes.most_common(1)[0][1]
+    height, width = wanted if sizes.get(wanted) == top else sizes.most_common(1)[0][0]
     for i, w, h, _ in good:
         if (h, w) != (height, width):
             bad[i] = (f"{w}x{h} pixels, but the images are {width}x{height}: set "
