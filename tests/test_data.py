@@ -419,6 +419,22 @@ def test_download_success_writes_verified_files_and_reports_progress(tmp_path, s
     assert server.requests == []
 
 
+def test_downloaded_files_follow_the_umask(tmp_path, server):
+    """Downloads are created as open() would create them (0644 under umask 022), not with
+    mkstemp's 0600, so that a shared data folder stays readable."""
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        dest = download(tiny_info(mirrors=(server.serve("good", GZ),)), tmp_path / "dl",
+                        timeout=5)
+    finally:
+        os.umask(old)
+    modes = {stat.S_IMODE((dest / f"{n}.gz").stat().st_mode) for n in FILES}
+    assert modes == {0o644}
+
+
 def test_download_falls_back_per_file(tmp_path, server):
     partial = server.serve("partial", {TRAIN_IMAGES: GZ[TRAIN_IMAGES]})  # others 404
     bad = server.serve("bad", {n: corrupted(n) for n in FILES})

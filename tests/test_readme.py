@@ -1,7 +1,7 @@
 """The plan-level API snippet (docs/api.md, "The plan underneath") runs as written (from the
-checkout's root), and what it computes is right: the gradients it fills are the loss's derivatives (central differences
-along random directions), dx is dL/dx, and its optimizer step is the SGD update that lowers the
-batch's loss."""
+checkout's root), and what it computes is right: the gradients it fills are the loss's
+derivatives (central differences along random directions), dx is dL/dx, and its optimizer step
+is the SGD update that lowers the batch's loss."""
 
 import re
 

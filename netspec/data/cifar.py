@@ -28,6 +28,7 @@ from netspec.data.download import FetchError, Progress, absent_dirs, open_url, r
 from netspec.data.known import ARCHIVES, ENV_VAR, ArchiveInfo
 from netspec.data.locate import cache_dir
 from netspec.errors import DataError, Problem
+from netspec.fsio import chmod_as_open
 
 CHUNK = 1 << 20
 
@@ -226,6 +227,7 @@ def download_archive(info: ArchiveInfo, dest: Path, progress: Progress | None = 
     try:
         dest.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(dir=dest, prefix=f".{info.archive}.", suffix=".part")
+        chmod_as_open(fd, target)  # the umask's mode, not mkstemp's 0600
     except OSError as e:
         remove_empty(created)
         raise DataError([Problem(f"cannot write the download: {e.strerror or e}",

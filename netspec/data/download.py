@@ -15,6 +15,7 @@ from netspec.data.idx import CHUNK, IdxCheck, check_idx_file
 from netspec.data.known import ENV_VAR, KNOWN, DatasetInfo, dataset_info
 from netspec.data.locate import file_in, other_dataset
 from netspec.errors import DataError, Problem, did_you_mean
+from netspec.fsio import chmod_as_open
 
 # progress(file name, bytes done, bytes total or None when the server does not say)
 Progress = Callable[[str, int, "int | None"], None]
@@ -142,6 +143,7 @@ def _fetch(url: str, target: Path, expected: str | None, progress: Progress | No
     try:
         fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.",
                                         suffix=".part")
+        chmod_as_open(fd, target)  # the umask's mode, not mkstemp's 0600
     except OSError as exc:
         raise DataError([Problem(f"cannot write in the download directory: "
                                  f"{exc.strerror or exc}", file=str(target.parent))]) from None
