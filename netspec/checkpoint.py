@@ -185,9 +185,11 @@ def initial_state(state: dict, shapes: dict, source: str) -> Initial:
 
 # Spec keys that do not change what a trained network computes in evaluation: the run's name,
 # the seed and init defaults (the weights come from the checkpoint), training and gradient-check
-# settings, and which data it is evaluated on (the input, layers, loss and normalisation count).
+# settings (augmentation included), and which data it is evaluated on (the input, layers, loss,
+# normalisation, classes and image decoding count).
 NOT_IN_EVALUATION = ("name", "seed", "defaults", "train", "gradcheck", "data.dataset",
-                     "data.validation")
+                     "data.validation", "data.test", "data.test_fraction", "data.split_seed",
+                     "data.bad_files", "data.augment")
 
 
 def evaluation_changes(stored: dict, spec: dict) -> list[str]:

@@ -90,7 +90,7 @@ def atomic_write(path, data: bytes | str | Callable, doing: str = "write") -> Pa
     tmp = None
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        _chmod_as_open(fd, path)
+        chmod_as_open(fd, path)
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -121,7 +121,7 @@ def umask() -> int:
     return mask
 
 
-def _chmod_as_open(fd: int, path: Path) -> None:
+def chmod_as_open(fd: int, path: Path) -> None:
     """Give the temp file behind `fd` the mode of the file it replaces, or else the mode a new
     file gets from open(): 0o666 minus the umask."""
     try:

@@ -17,6 +17,7 @@ import pytest
 from netspec.data import (
     FILES,
     KNOWN,
+    NAMES,
     DatasetInfo,
     cache_dir,
     candidate_dirs,
@@ -418,6 +419,22 @@ def test_download_success_writes_verified_files_and_reports_progress(tmp_path, s
     assert server.requests == []
 
 
+def test_downloaded_files_follow_the_umask(tmp_path, server):
+    """Downloads are created as open() would create them (0644 under umask 022), not with
+    mkstemp's 0600, so that a shared data folder stays readable."""
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        dest = download(tiny_info(mirrors=(server.serve("good", GZ),)), tmp_path / "dl",
+                        timeout=5)
+    finally:
+        os.umask(old)
+    modes = {stat.S_IMODE((dest / f"{n}.gz").stat().st_mode) for n in FILES}
+    assert modes == {0o644}
+
+
 def test_download_falls_back_per_file(tmp_path, server):
     partial = server.serve("partial", {TRAIN_IMAGES: GZ[TRAIN_IMAGES]})  # others 404
     bad = server.serve("bad", {n: corrupted(n) for n in FILES})
@@ -690,5 +707,5 @@ def test_the_data_package_has_one_job_per_module_and_one_table_of_datasets():
     for module in package.glob("*.py"):
         assert len(module.read_text().splitlines()) < 400, module.name
     # the spec's checks read the one table of known datasets
-    assert spec.KNOWN_DATASETS == {k: (v.image_shape, v.num_classes) for k, v in KNOWN.items()}
+    assert spec.KNOWN_DATASETS == {k: (v.image_shape, v.num_classes) for k, v in NAMES.items()}
     assert "28, 28" not in Path(spec.__file__).read_text()

@@ -91,13 +91,37 @@ def test_a_directory_mixing_two_datasets_is_not_advised_deleted(two_datasets, tm
 
 
 def test_files_of_no_known_dataset_are_not_advised_deleted(tmp_path, monkeypatch):
-    """The tiny fixture given as --data-dir for mnist: its files are nobody's copy of MNIST."""
+    """The tiny fixture given as --data-dir for mnist: its files are nobody's copy of MNIST, so
+    they are read as a directory of IDX files (and said to be), never advised deleted. A copy
+    with some files right and one wrong is a damaged copy: an error, still without that
+    advice."""
+    import shutil
+
     monkeypatch.delenv("NETSPEC_DATA", raising=False)
+    ds = load_dataset("mnist", data_dir=TINY, download_missing=False)
+    assert len(ds.train) == 512 and "does not hold the published mnist files" in ds.notes[0]
+    mixed = tmp_path / "mixed"
+    shutil.copytree(TINY, mixed)
+    import dataclasses
+    import hashlib
+
+    from netspec.data import known
+
+    # pretend three of the fixture's files are mnist's (their digests) and one is not
+    digests = {n: hashlib.sha256(read_raw(mixed, n)).hexdigest() for n in known.FILES}
+    fake = dataclasses.replace(known.KNOWN["mnist"], sha256={**digests, known.FILES[0]: "0" * 64})
+    monkeypatch.setitem(known.KNOWN, "mnist", fake)
     with pytest.raises(DataError) as e:
-        load_dataset("mnist", data_dir=TINY, download_missing=False)
+        load_dataset("mnist", data_dir=mixed, download_missing=False)
     text = str(e.value)
     assert "checksum" in text and "delete" not in text.lower(), text
-    assert f"data.dataset: {TINY}" in " ".join(text.split()), text
+    assert f"data.dataset: {mixed}" in " ".join(text.split()), text
+
+
+def read_raw(directory, name) -> bytes:
+    import gzip
+
+    return gzip.decompress((directory / f"{name}.gz").read_bytes())
 
 
 REAL = os.environ.get("NETSPEC_DATA")

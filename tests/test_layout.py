@@ -24,7 +24,7 @@ STAGES = [
     ("netspec.interop", "netspec.viz"),
     ("netspec.sweep",),
     ("netspec.cli",),
-    ("netspec", "netspec.__main__"),  # the public API imports from every stage
+    ("netspec", "netspec.__main__", "netspec.model"),  # the public API imports from every stage
 ]
 
 

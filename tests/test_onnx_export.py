@@ -74,7 +74,12 @@ def test_spec_exports_and_matches_onnxruntime(path, tiny_splits):
     plan = randomized(spec)
     model = to_onnx(spec, plan, NORM)
     x, y = tiny_splits["test"]
-    x = x.reshape(len(x), *spec.input.shape)  # (N, 1, 28, 28), or (N, 784) for an MLP
+    classes = spec.infos[-1].out_shape[0]
+    if np.prod(spec.input.shape) == 28 * 28:
+        x = x.reshape(len(x), *spec.input.shape)  # (N, 1, 28, 28), or (N, 784) for an MLP
+    else:  # colour images or table rows: seeded samples of the spec's shape
+        x = np.random.default_rng(0).standard_normal((64, *spec.input.shape)).astype(np.float32)
+        y = y[:64] % classes
     report = verify(model, spec, plan, x, y)
     assert_passes(report)
     assert report.logits_error <= TOL
@@ -87,7 +92,7 @@ def test_spec_exports_and_matches_onnxruntime(path, tiny_splits):
     assert (inp.name, out.name) == (INPUT, OUTPUT)
     dims = [d.dim_param or d.dim_value for d in inp.type.tensor_type.shape.dim]
     assert dims == ["N", *spec.input.shape]
-    assert [d.dim_param or d.dim_value for d in out.type.tensor_type.shape.dim] == ["N", 10]
+    assert [d.dim_param or d.dim_value for d in out.type.tensor_type.shape.dim] == ["N", classes]
     assert {t.name for t in model.graph.initializer} == set(plan.params) | set(plan.buffers)
     mapped = {i.name for i in spec.infos if i.type != "dropout"}
     assert mapped <= {n.name for n in model.graph.node}  # nodes carry the layer names

@@ -1,7 +1,7 @@
-"""The README's Python API snippet runs as written (from the checkout's root), and what it
-computes is right: the gradients it fills are the loss's derivatives (central differences
-along random directions), dx is dL/dx, and its optimizer step is the SGD update that lowers the
-batch's loss."""
+"""The plan-level API snippet (docs/api.md, "The plan underneath") runs as written (from the
+checkout's root), and what it computes is right: the gradients it fills are the loss's
+derivatives (central differences along random directions), dx is dL/dx, and its optimizer step
+is the SGD update that lowers the batch's loss."""
 
 import re
 
@@ -12,7 +12,7 @@ import netspec
 
 
 def python_blocks(section: str) -> list[str]:
-    text = (ROOT / "README.md").read_text()
+    text = (ROOT / "docs" / "api.md").read_text()
     start = text.index(f"## {section}\n")
     end = text.find("\n## ", start + 1)
     return re.findall(r"```python\n(.*?)```", text[start:end], flags=re.DOTALL)
@@ -20,7 +20,7 @@ def python_blocks(section: str) -> list[str]:
 
 def run_snippet(monkeypatch):
     """Execute the snippet; also return the plan's parameters as compiled (before its step)."""
-    [snippet] = python_blocks("Python API")
+    [snippet] = python_blocks("The plan underneath")
     monkeypatch.chdir(ROOT)
     compiled = []
     real_compile = netspec.compile
@@ -32,7 +32,7 @@ def run_snippet(monkeypatch):
 
     monkeypatch.setattr(netspec, "compile", recording_compile)
     scope: dict = {}
-    exec(compile(snippet, "README.md (Python API)", "exec"), scope)  # noqa: S102
+    exec(compile(snippet, "docs/api.md (The plan underneath)", "exec"), scope)  # noqa: S102
     [initial] = compiled
     return scope, initial
 

@@ -173,7 +173,8 @@ def test_every_spec_runs_with_its_inferred_shapes(path, fused):
     shape = {i.name: i.out_shape for i in spec.infos}
     expected = [shape[plan.fused.get(i.name, i.name)] for i in spec.infos]
     assert [o.shape[:-1] for o in plan.outputs] == expected
-    fusing = {"lenet.yaml", "record.yaml", "inception-mini.yaml"}  # conv+avgpool, relu+maxpool
+    fusing = {"lenet.yaml", "record.yaml", "record-aug.yaml", "inception-mini.yaml",
+              "shapes-cnn.yaml"}  # conv+avgpool, relu+maxpool
     assert bool(plan.fused) == (fused and path.name in fusing)
     for info in spec.infos:  # compiled tensors have the inferred shapes
         for key, shape in info.param_shapes.items():

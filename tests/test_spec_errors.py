@@ -72,7 +72,7 @@ def test_bad_spec_reports_exactly_the_expected_problems(path):
 @pytest.mark.parametrize("path", SPECS, ids=[p.name for p in SPECS])
 def test_good_specs_load_and_their_resolved_form_reloads(path):
     spec = netspec.load(path)
-    assert spec.layers and spec.infos[-1].out_shape == (10,)
+    assert spec.layers and len(spec.infos[-1].out_shape) == 1  # one score per class
     # Run directories and checkpoints store to_yaml(); strict validation must take it back.
     again = netspec.loads(spec.to_yaml(), "resolved.yaml")
     assert again.resolved() == spec.resolved()  # every default written out, the same spec

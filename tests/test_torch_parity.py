@@ -103,14 +103,21 @@ def mnist():
 JITTER = 1e-3
 
 
+def inputs_for(spec, mnist, start: int, n: int) -> np.ndarray:
+    """n MNIST samples reshaped to the spec's input shape; for a spec of another input size
+    (colour images, table rows), seeded standard-normal samples of its shape."""
+    shape = tuple(spec.input.shape)
+    if np.prod(shape) == 28 * 28:
+        return mnist[0][start:start + n].reshape(n, *shape)  # (N, 1, 28, 28) -> (N, *in)
+    return np.random.default_rng(1000 + start).standard_normal((n, *shape))
+
+
 def batch_for(spec, mnist, start: int = 0):
-    """A BATCH-sample MNIST batch (plus JITTER noise), reshaped to the spec's input shape, and
-    its labels."""
-    images, labels = mnist
-    x = images[start:start + BATCH].reshape(BATCH, *spec.input.shape)  # (N, 1, 28, 28) -> (N, *in)
+    """A BATCH-sample batch (plus JITTER noise) of the spec's input shape, and its labels."""
+    x = inputs_for(spec, mnist, start, BATCH)
     x = x + np.random.default_rng(start).normal(0.0, JITTER, x.shape)
     classes = spec.infos[-1].out_shape[0]
-    return np.ascontiguousarray(x), labels[start:start + BATCH] % classes
+    return np.ascontiguousarray(x), mnist[1][start:start + BATCH] % classes
 
 
 def load(path: Path | str, train_mode: bool, overrides=()):
@@ -231,7 +238,7 @@ def test_spec_eval_large_batch(path, mnist):
     spec = load(path, False)
     plan, module = build(spec)
     as_after_training(plan, module, batch_for(spec, mnist)[0])
-    x = np.ascontiguousarray(mnist[0][:LARGE].reshape(LARGE, *spec.input.shape))
+    x = np.ascontiguousarray(inputs_for(spec, mnist, 0, LARGE))
     module.eval()
     with torch.no_grad():
         assert_close(plan.forward(x, train=False), module(torch.tensor(x)), "eval logits")

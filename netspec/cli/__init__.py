@@ -12,7 +12,7 @@ the order they are registered, so the imports below keep that order.
 from netspec.cli.app import app
 
 # isort: off
-from netspec.cli import check, run, sweep, bench, export, importer  # noqa: F401  (registers the verbs)
+from netspec.cli import check, run, predict, sweep, bench, export, importer  # noqa: F401  (registers the verbs)
 # isort: on
 
 __all__ = ["app", "main"]

@@ -34,6 +34,7 @@ def validate(specs: list[Path] = SpecArg,
              overrides: list[str] = SetEachOption):
     """Check spec files and print each network's shapes, parameters and cost."""
     from netspec.spec.model import load
+    from netspec.train.inputs import describe_data
 
     failed = 0
     for path in specs:
@@ -44,8 +45,19 @@ def validate(specs: list[Path] = SpecArg,
             for problem in e.problems:
                 err.print(f"[red]error:[/red] {escape(str(problem))}")
             continue
+        try:
+            about, missing = describe_data(spec)
+        except NetspecError as e:
+            failed += 1
+            for problem in e.problems:
+                err.print(f"[red]error:[/red] {escape(str(problem))}")
+            continue
+        for problem in missing:  # the network is fine; its data is not there (yet)
+            err.print(f"[yellow]warning:[/yellow] {escape(str(problem))}")
         if not quiet:
             out.print(_shape_table(spec))
+            for line in about:
+                out.print(escape(f"data: {line}"))
         infos = spec.infos
         params = sum(i.params for i in infos)
         macs = sum(i.macs for i in infos)

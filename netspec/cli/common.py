@@ -129,25 +129,52 @@ def fmt_si(n: float) -> str:
     return f"{n:.0f}"
 
 
-def load_data(spec, data_dir, download: bool = True):
-    """Find (or download) the spec's dataset and normalise it; check it fits the network."""
-    from netspec.data import load_dataset, prepare
-    from netspec.data.checks import check_dataset
+def load_data(spec, data_dir, norm=None, download: bool = True):
+    """Find (or download, unless not `download`), check, decode and normalise the spec's data,
+    showing progress (with `norm`, a checkpoint's normalisation, instead of the data's
+    statistics)."""
+    from netspec.train.inputs import load_splits
 
-    with out.status(f"loading {escape(str(spec.data.dataset))} ..."):
-        ds = load_dataset(spec.data.dataset, data_dir=data_dir, progress=download_progress,
-                          download_missing=download)
-    check_dataset(spec, ds)
-    splits = prepare(ds, spec.data.normalize, spec.data.validation)
+    with data_progress() as progress:
+        splits = load_splits(spec, data_dir, progress=progress, norm=norm,
+                             download_missing=download)
+    ds = splits.dataset
     counts = ", ".join(f"{k} {len(v[1]):,}" for k, v in splits.items())
-    out.print(f"data: {escape(str(ds.name))} from {escape(str(ds.path))} ({counts}; normalize "
-              f"{spec.data.normalize})")
+    out.print(escape(f"data: {ds.name} from {ds.path} ({counts}; normalize "
+                     f"{spec.data.normalize})"))
+    if ds.held_out:
+        h = ds.held_out
+        out.print(f"data: the test split is {h['count']:,} samples held out of the data "
+                  f"(data.test_fraction {h['fraction']:g}, stratified, split_seed {h['seed']})")
+    for note in ds.notes:
+        out.print(f"note: {escape(note)}")
+    if ds.skipped:
+        err.print(f"[yellow]warning:[/yellow] {len(ds.skipped)} bad image file"
+                  f"{'s' * (len(ds.skipped) > 1)} left out (data.bad_files: skip); the run "
+                  "directory lists them in skipped-files.txt")
     return splits
 
 
-def download_progress(name, done, total):
-    if total and done == total:
-        out.print(f"downloaded {escape(name)} ({done:,} bytes)")
+@contextlib.contextmanager
+def data_progress():
+    """progress(name, done, total) for downloads and decoding: a bar on a terminal, drawn
+    without a thread (decoding forks worker processes)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   console=err, transient=True, auto_refresh=False)
+    tasks = {}
+
+    def progress(name, done, total):
+        if name not in tasks:
+            tasks[name] = bar.add_task(escape(name), total=total)
+        bar.update(tasks[name], completed=done, total=total)
+        bar.refresh()
+        if total and done == total and name.endswith((".gz", ".tar.gz")):
+            out.print(escape(f"downloaded {name} ({done:,} bytes)"))
+
+    with bar:
+        yield progress
 
 
 def workers_option(text: str) -> int | str:
@@ -228,6 +255,7 @@ def checkpoint_spec(spec_path, ckpt, checkpoint_path, overrides, force: bool, ve
     from netspec.checkpoint import evaluation_changes
     from netspec.errors import CheckpointError, DataError
     from netspec.spec.model import load, loads, resolved_data
+    from netspec.train.inputs import with_stored_classes
 
     if spec_path is None:
         if not ckpt.spec_data:
@@ -236,6 +264,8 @@ def checkpoint_spec(spec_path, ckpt, checkpoint_path, overrides, force: bool, ve
     else:
         spec = load(spec_path, overrides)
     stored = resolved_data(ckpt.spec_data) if ckpt.spec_data else {}
+    if spec.data.classes is None and (stored.get("data") or {}).get("classes"):
+        spec = with_stored_classes(spec, stored["data"]["classes"])  # the data's, as trained
     changes = evaluation_changes(stored, spec.resolved())  # both with every default out
     if changes and not force:
         given = f"{spec_path} (with --set)" if spec_path and overrides else (spec_path or "--set")

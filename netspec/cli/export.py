@@ -61,12 +61,17 @@ def export_onnx(
         norm = ckpt.meta.get("normalize") if ckpt is not None else None  # train records it
         if not norm or norm.get("normalize") != spec.data.normalize:  # (--set may change it)
             norm = None
-        splits = _data_for_export(spec, data_dir, check, ckpt is not None, norm)
+        splits = _data_for_export(spec, data_dir, check, ckpt, norm)
         if norm is None and splits is not None:
-            norm = {"normalize": splits.normalize, "mean": splits.mean, "std": splits.std}
+            norm = splits.record()
         elif norm is None and spec.data.normalize == "standardize":  # initial weights, no data
             norm = {"normalize": "standardize", "initial": True}
-        model = to_onnx(spec, plan, norm, source=str(checkpoint_path or ""))
+        data = ckpt.meta.get("data") if ckpt is not None else None
+        if data is None and splits is not None:
+            from netspec.train.inputs import data_record
+
+            data = data_record(splits)
+        model = to_onnx(spec, plan, norm, source=str(checkpoint_path or ""), data=data)
         if check:
             from netspec.interop.onnx_check import verify
 
@@ -91,16 +96,18 @@ def export_onnx(
               f"{len(model.graph.node)} nodes; input normalisation in the metadata: {norm})")
 
 
-def _data_for_export(spec, data_dir, check: bool, trained: bool, norm):
+def _data_for_export(spec, data_dir, check: bool, ckpt, norm):
     """The data an export needs, or None: the test set for --check, and the training mean and
     std when the checkpoint did not record them. Initial weights were trained on nothing, so
     for them the mean and std of the data are recorded only when the data is on disk already
     (never downloaded for this); without it the model records no mean and std, and says so."""
     from netspec.errors import DataError
+    from netspec.train.inputs import stored_norm
 
     standardize = spec.data.normalize == "standardize"
-    if check or (norm is None and standardize and trained):
-        return load_data(spec, data_dir)  # the real test set, and the training mean/std
+    if check or (norm is None and standardize and ckpt is not None):
+        # the real test set, normalised with the checkpoint's statistics (else the data's)
+        return load_data(spec, data_dir, stored_norm(ckpt.meta, spec) if ckpt else None)
     if norm is None and standardize:
         try:
             return load_data(spec, data_dir, download=False)

@@ -62,6 +62,7 @@ def train(
 
     from netspec import fsio
     from netspec.spec.model import load
+    from netspec.train.inputs import with_classes
     from netspec.train.run import Run, score
 
     if spec_path is None and resume is None:
@@ -85,6 +86,7 @@ def train(
         run = None
         try:
             splits = load_data(spec, data_dir)
+            spec = with_classes(spec, splits.dataset)  # the class names travel with the run
             run = Run(spec, splits, out_dir, options=options)
             found = None
             if resume:
@@ -113,6 +115,10 @@ def _train(run, resume, progress, score) -> None:
         out.print(f"resuming {escape(str(out_dir))} after epoch {run.trainer.epoch} "
                   f"(step {run.trainer.progress.step} of the next)")
     out.print(f"run directory: {escape(str(out_dir))}")
+    if run.spec.data.augment is not None:
+        from netspec.data.augment import describe
+
+        out.print(f"augment: {describe(run.spec.data.augment)} (training batches)")
     for line in describe_plan(run.trainer.plan):
         out.print(escape(line))
     run.trainer.start_workers()  # fork before the progress bar starts its thread
@@ -176,6 +182,7 @@ def report(
                                        "confusion matrix and the worst images."),
 ):
     """Write RUN_DIR/report.html; works on finished, running and interrupted runs."""
+    from netspec.train.inputs import recorded_data_dir, run_norm
     from netspec.viz.report import run_spec, write_report
 
     with report_errors():
@@ -183,7 +190,8 @@ def report(
         splits = None
         if evaluate:
             try:
-                splits = load_data(spec, data_dir)
+                splits = load_data(spec, data_dir or recorded_data_dir(run_dir),
+                                   run_norm(run_dir, spec))
             except NetspecError as e:
                 err.print(f"[yellow]warning:[/yellow] {escape(str(e))}; writing the report "
                           "without the test-set figures")
@@ -263,12 +271,13 @@ def evaluate(
 
     from netspec import checkpoint
     from netspec.errors import DataError
+    from netspec.train.inputs import stored_norm
     from netspec.train.trainer import Trainer, confusion_matrix
 
     with report_errors():
         ckpt = checkpoint.load(checkpoint_path)
         spec = checkpoint_spec(spec_path, ckpt, checkpoint_path, overrides, force, "evaluate")
-        splits = load_data(spec, data_dir)
+        splits = load_data(spec, data_dir, stored_norm(ckpt.meta, spec))
         if split not in splits:
             raise DataError(f"no '{split}' split (available: {', '.join(splits)})")
         trainer = Trainer(spec, splits, options=plan_options(spec, workers, blas_threads))
@@ -280,6 +289,8 @@ def evaluate(
         finally:
             trainer.close()
     k = spec.infos[-1].out_shape[0]
+    names = spec.data.classes or (ckpt.meta.get("data") or {}).get("classes") or \
+        getattr(splits.dataset, "class_names", None)
     matrix = confusion_matrix(y, result.predictions, k)
     table = Table(title=f"{escape(str(checkpoint_path))} on {escape(split)} ({len(y):,} "
                         "images): rows are true classes, columns predictions",
@@ -290,8 +301,9 @@ def evaluate(
     table.add_column("acc", justify="right")
     for i in range(k):
         total = matrix[i].sum()
-        table.add_row(str(i), *[f"[bold]{v}[/bold]" if i == j else (str(v) if v else ".")
-                                for j, v in enumerate(matrix[i])],
+        label = escape(f"{i} {names[i]}" if names else str(i))
+        table.add_row(label, *[f"[bold]{v}[/bold]" if i == j else (str(v) if v else ".")
+                               for j, v in enumerate(matrix[i])],
                       f"{100 * matrix[i, i] / total:.2f}%" if total else "-")
     out.print(table)
     out.print(f"{escape(split)} loss {result.loss:.4f}  accuracy {100 * result.accuracy:.2f}%  "
@@ -301,5 +313,5 @@ def evaluate(
 
         with report_errors(), out.status("writing eval-report.html ..."):
             path = write_eval_report(report_dir, spec, ckpt.state, str(checkpoint_path), split,
-                                     x, y)
+                                     x, y, names)
         out.print(f"report: {escape(str(path))}")

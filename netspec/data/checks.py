@@ -1,6 +1,8 @@
-"""Does the data fit the spec? Checks run before training, each a DataError saying how to fix it.
+"""Does the data fit the spec? Checks run before training, each an error saying how to fix it
+(a SpecError located in the spec where the spec is what to change).
 
-    check_dataset(spec, ds)      # sample shape vs input.shape, class count vs the last layer
+    check_shape(spec, sample)    # a sample's shape vs input.shape
+    check_dataset(spec, ds)      # the same, and the class count vs the last layer
     check_labels(spec, splits)   # every label is a class the network outputs (0..K-1)
     check_batches(spec, batch, n)  # every training batch is usable (batchnorm: > 1 value)
 """
@@ -11,20 +13,53 @@ import math
 
 import numpy as np
 
-from netspec.errors import DataError
+from netspec.errors import DataError, SpecError
+
+
+def check_shape(spec, sample: tuple, ds_kind: str = "", what: str = "") -> None:
+    """SpecError at input.shape unless samples of shape `sample` fit the network: the same
+    (C, H, W), or as many values for a flat input ([784] for 1x28x28)."""
+    shape = tuple(spec.input.shape)
+    sample = tuple(sample)
+    if math.prod(sample) == math.prod(shape) and (len(shape) == 1 or shape == sample):
+        return
+    name = what or spec.data.dataset
+    if len(sample) == 1:
+        fix = f"set input.shape to [{sample[0]}] (one value per feature column)"
+        said = f"{name} has {sample[0]} feature columns"
+    else:
+        c, h, w = sample
+        said = (f"{name} gives samples of {c}x{h}x{w} (C x H x W"
+                + (f": {'grayscale' if c == 1 else 'RGB'}, {w}x{h} pixels" if ds_kind == "images"
+                   else "") + ")")
+        fix = f"set input.shape to {list(sample)}"
+        if ds_kind == "images" and len(shape) == 3:
+            parts = []
+            if shape[0] != c:
+                parts.append(f"data.image.color: {'grayscale' if shape[0] == 1 else 'rgb'}")
+            if shape[1:] != sample[1:]:
+                parts.append("data.image.resize: bilinear (or another interpolation)")
+            if parts:
+                fix += f", or set {' and '.join(parts)} to make them {list(shape)}"
+        elif len(shape) == 1:
+            fix += f" (or [{math.prod(sample)}] for a flat input)"
+    raise SpecError([spec.source.problem(("input", "shape"), (
+        f"{said}, but input.shape is {list(shape)}; {fix}"))])
 
 
 def check_dataset(spec, ds) -> None:
-    """DataError unless the dataset's samples and classes fit the spec's input and output."""
-    sample, shape = ds.input_shape, tuple(spec.input.shape)
-    if math.prod(sample) != math.prod(shape) or (len(shape) == 3 and shape != sample):
-        raise DataError(f"{ds.name} samples have shape {list(sample)} but input.shape is "
-                        f"{list(shape)}; set input.shape to {list(sample)}")
-    classes = spec.infos[-1].out_shape
-    if spec.data.classes is None and classes != (ds.num_classes,):
-        raise DataError(f"{ds.name} has {ds.num_classes} classes but the network ends with "
-                        f"shape {tuple(classes)}; set out_features: {ds.num_classes} on the "
-                        "last layer (or data.num_classes)")
+    """SpecError unless the dataset's samples and classes fit the spec's input and output."""
+    check_shape(spec, ds.input_shape, ds.kind, ds.name)
+    out = spec.infos[-1].out_shape
+    if spec.data.class_count is None and out != (ds.num_classes,):
+        last = len(spec.layers) - 1
+        named = (f" ({', '.join(ds.class_names[:5])}{', ...' if ds.num_classes > 5 else ''})"
+                 if ds.class_names else "")
+        key = ("layers", last, "out_features") if hasattr(spec.layers[last],
+                                                           "out_features") else ("layers", last)
+        raise SpecError([spec.source.problem(key, (
+            f"{ds.name} has {ds.num_classes} classes{named} but the network ends with shape "
+            f"{tuple(out)}; set out_features: {ds.num_classes} on the last layer"))])
 
 
 def check_labels(spec, splits: dict) -> None:

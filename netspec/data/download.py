@@ -15,17 +15,18 @@ from netspec.data.idx import CHUNK, IdxCheck, check_idx_file
 from netspec.data.known import ENV_VAR, KNOWN, DatasetInfo, dataset_info
 from netspec.data.locate import file_in, other_dataset
 from netspec.errors import DataError, Problem, did_you_mean
+from netspec.fsio import chmod_as_open
 
 # progress(file name, bytes done, bytes total or None when the server does not say)
 Progress = Callable[[str, int, "int | None"], None]
 _USER_AGENT = "netspec (Python urllib)"  # some mirrors refuse urllib's default agent
 
 
-class _FetchError(Exception):
+class FetchError(Exception):
     """One URL failed; the next mirror may work."""
 
 
-class _MirrorDown(_FetchError):
+class MirrorDown(FetchError):
     """The mirror could not be reached at all; skip it for the remaining files."""
 
 
@@ -53,11 +54,11 @@ def download(dataset, dest, mirrors=None, progress: Progress | None = None,
         dest = dest / info.name
     if not mirrors:
         raise DataError(f"no mirrors to download '{info.name}' from")
-    created = _absent_dirs(dest)  # removed again (if empty) when nothing could be fetched
+    created = absent_dirs(dest)  # removed again (if empty) when nothing could be fetched
     try:
         dest.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        _remove_empty(created)
+        remove_empty(created)
         raise DataError([Problem(f"cannot create the download directory: {exc.strerror or exc}"
                                  "; pass another one with --data-dir", file=str(dest))]) from None
     failures: list[Problem] = []
@@ -76,10 +77,10 @@ def download(dataset, dest, mirrors=None, progress: Progress | None = None,
             try:
                 _fetch(url, target, expected, progress, timeout, info)
                 break
-            except _MirrorDown as exc:
+            except MirrorDown as exc:
                 down[mirror] = str(exc)
                 tried.append(f"{url}: {exc}")
-            except _FetchError as exc:
+            except FetchError as exc:
                 tried.append(f"{url}: {exc}")
         else:
             failures.append(Problem(f"{name}.gz: every mirror failed:\n    " + "\n    ".join(tried),
@@ -90,14 +91,14 @@ def download(dataset, dest, mirrors=None, progress: Progress | None = None,
                 f"({len(failures)} of {len(info.files)} files failed"
                 + (f"; {', '.join(done)} are in place" if done else "") + ")")
         if not done:
-            _remove_empty(created)
+            remove_empty(created)
         tail = (f"fix: check the network, or download the files yourself, put them in one "
                 f"directory and pass it with --data-dir or ${ENV_VAR}")
         raise DataError([Problem(head), *failures, Problem(tail)])
     return dest
 
 
-def _absent_dirs(dest: Path) -> list[Path]:
+def absent_dirs(dest: Path) -> list[Path]:
     """`dest` and those of its parents that do not exist yet, deepest first."""
     absent = []
     for path in (dest, *dest.parents):
@@ -110,7 +111,7 @@ def _absent_dirs(dest: Path) -> list[Path]:
     return absent
 
 
-def _remove_empty(dirs: list[Path]) -> None:
+def remove_empty(dirs: list[Path]) -> None:
     """Remove the directories netspec created, deepest first, as long as they are empty."""
     for path in dirs:
         try:
@@ -132,7 +133,7 @@ def _verified(path: Path | None, expected: str | None, info: DatasetInfo) -> boo
 
 def _fetch(url: str, target: Path, expected: str | None, progress: Progress | None,
            timeout: float, info: DatasetInfo) -> None:
-    """Download `url` into `target` atomically; _FetchError if it fails.
+    """Download `url` into `target` atomically; FetchError if it fails.
 
     The bytes are checked (IdxCheck), hashed and counted as they arrive, so a page that is
     not IDX, or a file over the dataset's size caps, is refused mid-stream, and nothing is
@@ -142,18 +143,19 @@ def _fetch(url: str, target: Path, expected: str | None, progress: Progress | No
     try:
         fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.",
                                         suffix=".part")
+        chmod_as_open(fd, target)  # the umask's mode, not mkstemp's 0600
     except OSError as exc:
         raise DataError([Problem(f"cannot write in the download directory: "
                                  f"{exc.strerror or exc}", file=str(target.parent))]) from None
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as out:
-            response = _open(url, timeout)
+            response = open_url(url, timeout)
             with response:
                 length = response.headers.get("Content-Length", "")
                 total = int(length) if length.isdigit() else None
                 if total is not None and total > cap:
-                    raise _FetchError(f"the server announces {total:,} bytes, more than the "
+                    raise FetchError(f"the server announces {total:,} bytes, more than the "
                                       f"{cap:,} a file of '{info.name}' can be")
                 check = IdxCheck(info.max_content_bytes)
                 done = 0
@@ -163,20 +165,20 @@ def _fetch(url: str, target: Path, expected: str | None, progress: Progress | No
                     try:
                         chunk = response.read(CHUNK)
                     except TimeoutError:
-                        raise _MirrorDown(f"timed out after {timeout:g} s mid-transfer") from None
+                        raise MirrorDown(f"timed out after {timeout:g} s mid-transfer") from None
                     except (http.client.HTTPException, OSError) as exc:
-                        raise _FetchError(f"transfer failed after {done} bytes: "
+                        raise FetchError(f"transfer failed after {done} bytes: "
                                           f"{exc!r}") from None
                     if not chunk:
                         break
                     done += len(chunk)
                     if done > cap:
-                        raise _FetchError(f"sent more than {cap:,} bytes, more than a file of "
+                        raise FetchError(f"sent more than {cap:,} bytes, more than a file of "
                                           f"'{info.name}' can be; stopped")
                     try:
                         check.feed(chunk)
                     except ValueError as exc:
-                        raise _FetchError(f"served a file that is not valid IDX data: {exc}") \
+                        raise FetchError(f"served a file that is not valid IDX data: {exc}") \
                             from None
                     out.write(chunk)  # an OSError here (disk full) is not the mirror's fault
                     if progress is not None:
@@ -184,13 +186,13 @@ def _fetch(url: str, target: Path, expected: str | None, progress: Progress | No
             out.flush()
             os.fsync(out.fileno())
         if total is not None and done != total:
-            raise _FetchError(f"transfer cut short: got {done} of {total} bytes")
+            raise FetchError(f"transfer cut short: got {done} of {total} bytes")
         try:
             digest = check.finish()
         except ValueError as exc:
-            raise _FetchError(f"served a file that is not valid IDX data: {exc}") from None
+            raise FetchError(f"served a file that is not valid IDX data: {exc}") from None
         if expected is not None and digest != expected:
-            raise _FetchError(f"checksum mismatch: SHA-256 of the decompressed content is "
+            raise FetchError(f"checksum mismatch: SHA-256 of the decompressed content is "
                               f"{digest}, expected {expected}")
         os.replace(tmp, target)
     except OSError as exc:
@@ -200,22 +202,22 @@ def _fetch(url: str, target: Path, expected: str | None, progress: Progress | No
         tmp.unlink(missing_ok=True)  # after os.replace there is nothing left to remove
 
 
-def _open(url: str, timeout: float):
-    """The HTTP response for `url`; _FetchError/_MirrorDown saying why it failed."""
+def open_url(url: str, timeout: float):
+    """The HTTP response for `url`; FetchError/MirrorDown saying why it failed."""
     request = urllib.request.Request(url, headers={"User-Agent": _USER_AGENT})
     try:
         return urllib.request.urlopen(request, timeout=timeout)
     except urllib.error.HTTPError as exc:
         exc.close()
-        raise _FetchError(f"HTTP {exc.code} {exc.reason}") from None
+        raise FetchError(f"HTTP {exc.code} {exc.reason}") from None
     except urllib.error.URLError as exc:
         reason = exc.reason
         if isinstance(reason, TimeoutError):
-            raise _MirrorDown(f"timed out after {timeout:g} s") from None
-        raise _MirrorDown(f"cannot connect: {getattr(reason, 'strerror', None) or reason}") \
+            raise MirrorDown(f"timed out after {timeout:g} s") from None
+        raise MirrorDown(f"cannot connect: {getattr(reason, 'strerror', None) or reason}") \
             from None
     except TimeoutError:
-        raise _MirrorDown(f"timed out after {timeout:g} s") from None
+        raise MirrorDown(f"timed out after {timeout:g} s") from None
     except (http.client.HTTPException, OSError, ValueError) as exc:
-        raise _FetchError(f"request failed: {exc!r}") from None
+        raise FetchError(f"request failed: {exc!r}") from None
 

@@ -1,6 +1,8 @@
-"""The datasets netspec knows by name (MNIST, Fashion-MNIST): files, checksums, mirrors, shapes.
+"""The datasets netspec knows by name: MNIST and Fashion-MNIST (four IDX files each), CIFAR-10
+and CIFAR-100 (one binary archive each): files, checksums, mirrors, shapes, classes.
 
-This table is the one source of these facts; the spec's checks (input shape, classes) read it too.
+These tables are the one source of these facts; the spec's checks (input shape, classes) read
+them too, through `NAMES`.
 """
 
 from __future__ import annotations
@@ -75,6 +77,63 @@ KNOWN: dict[str, DatasetInfo] = {
         system_dirs=("/usr/share/datasets/fashion-mnist",),  # Debian: dataset-fashion-mnist
     ),
 }
+
+
+@dataclass(frozen=True)
+class ArchiveInfo:
+    """A dataset shipped as one .tar.gz archive of CIFAR-format binary files (never pickles).
+
+    Each record is `label_bytes` label bytes (CIFAR-100: coarse, then fine) and then the
+    image's 3 x 32 x 32 pixels: 1,024 R, 1,024 G and 1,024 B bytes, each plane row-major.
+    """
+
+    name: str
+    archive: str  # the archive's file name
+    size: int  # its size in bytes and its SHA-256, as published (tensorflow-datasets pins them)
+    sha256: str
+    urls: tuple[str, ...]
+    folder: str  # the folder inside the archive that holds the files below
+    train: tuple[str, ...]  # files of the training split, in order
+    test: tuple[str, ...]
+    records: dict[str, int]  # file -> the number of records it holds
+    label_bytes: int
+    names: str  # the file of class names, one a line (fine names for CIFAR-100)
+    num_classes: int
+    coarse_names: str | None = None
+    coarse_classes: int | None = None
+    image_shape: tuple[int, int, int] = (3, 32, 32)
+
+    @property
+    def record_bytes(self) -> int:
+        return self.label_bytes + 3 * 32 * 32
+
+    @property
+    def files(self) -> tuple[str, ...]:
+        return self.train + self.test
+
+
+ARCHIVES: dict[str, ArchiveInfo] = {
+    "cifar10": ArchiveInfo(
+        name="cifar10", archive="cifar-10-binary.tar.gz", size=170_052_171,
+        sha256="c4a38c50a1bc5f3a1c5537f2155ab9d68f9f25eb1ed8d9ddda3db29a59bca1dd",
+        urls=("https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz",),
+        folder="cifar-10-batches-bin",
+        train=tuple(f"data_batch_{i}.bin" for i in range(1, 6)), test=("test_batch.bin",),
+        records={**{f"data_batch_{i}.bin": 10_000 for i in range(1, 6)},
+                 "test_batch.bin": 10_000},
+        label_bytes=1, names="batches.meta.txt", num_classes=10),
+    "cifar100": ArchiveInfo(
+        name="cifar100", archive="cifar-100-binary.tar.gz", size=168_513_733,
+        sha256="58a81ae192c23a4be8b1804d68e518ed807d710a4eb253b1f2a199162a40d8ec",
+        urls=("https://www.cs.toronto.edu/~kriz/cifar-100-binary.tar.gz",),
+        folder="cifar-100-binary", train=("train.bin",), test=("test.bin",),
+        records={"train.bin": 50_000, "test.bin": 10_000},
+        label_bytes=2, names="fine_label_names.txt", num_classes=100,
+        coarse_names="coarse_label_names.txt", coarse_classes=20),
+}
+
+# every dataset known by name, IDX or archive
+NAMES: dict[str, DatasetInfo | ArchiveInfo] = {**KNOWN, **ARCHIVES}
 
 
 def dataset_info(dataset) -> DatasetInfo | None:

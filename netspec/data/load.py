@@ -1,17 +1,24 @@
-"""Loading a dataset: locate it (else download it), read its four IDX files, check them together.
+"""Loading a dataset: tell its kind, locate it (else download it), read and check it.
+
+IDX directories are read here (four files, checked together); the other kinds by their
+modules: cifar.py, folder.py (images), arrays.py (.npz), tables.py (.csv).
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
+from netspec.data.arrays import load_npz
+from netspec.data.cifar import layout_of, load_cifar, read_archive, read_dir
+from netspec.data.dataset import Dataset, Split
 from netspec.data.download import Progress, download
+from netspec.data.folder import is_image_folder, load_folder
 from netspec.data.idx import read_idx_digest
-from netspec.data.known import ENV_VAR, FILES, KNOWN, DatasetInfo, dataset_info
+from netspec.data.known import ARCHIVES, ENV_VAR, FILES, KNOWN, NAMES, DatasetInfo, dataset_info
 from netspec.data.locate import (
     cache_dir,
     candidate_dirs,
@@ -20,64 +27,84 @@ from netspec.data.locate import (
     find_data_dir,
     missing_files,
 )
+from netspec.data.options import LoadOptions
+from netspec.data.tables import load_table
 from netspec.errors import DataError, Problem, did_you_mean
 
 
-@dataclass(frozen=True, eq=False)
-class Split:
-    """One part of a dataset: images uint8 (N, H, W) and labels int64 (N,)."""
-
-    images: np.ndarray  # uint8 (N, H, W)
-    labels: np.ndarray  # int64 (N,)
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-
-@dataclass(frozen=True, eq=False)
-class Dataset:
-    """A loaded dataset: its train and test splits and the number of classes."""
-
-    name: str
-    train: Split
-    test: Split
-    num_classes: int  # 10 for the known datasets; max label + 1 for a directory
-    path: Path | None = field(default=None)  # the directory it was read from
-
-    @property
-    def input_shape(self) -> tuple[int, int, int]:
-        """(channels, height, width) of one sample as `prepare` returns it: (1, H, W)."""
-        return (1, *self.train.images.shape[1:])
-
-
 def load_dataset(dataset="mnist", data_dir=None, download_missing: bool = True,
-                 progress: Progress | None = None) -> Dataset:
+                 progress: Progress | None = None, options: LoadOptions | None = None,
+                 check_shape=None) -> Dataset:
     """Locate (else download) and read a dataset, checking it thoroughly.
 
-    `dataset` is a known name (`mnist`, `fashion-mnist`), a DatasetInfo, or a path to a
-    directory holding the four IDX files. A known dataset is looked for by `find_data_dir`;
-    if absent and `download_missing`, it is downloaded into `data_dir` (when given) or the
-    user cache. Known datasets are verified against their SHA-256 sums even when read from
-    disk. `progress` is passed to `download`. Raises DataError saying what is missing or wrong,
-    where netspec looked, and how to fix it.
-    """
-    info = dataset_info(dataset)
-    if info is None:
-        directory = candidate_dirs(dataset)[0]
-        if not directory.is_dir():
-            known = ", ".join(KNOWN)
-            raise DataError([Problem(
-                f"unknown dataset '{dataset}'{did_you_mean(dataset, KNOWN)}: it is neither a "
-                f"known dataset ({known}) nor a directory (looked for {directory}). Use a known "
-                f"name or the path of a directory holding {', '.join(FILES)} (each .gz or not)",
-                path="dataset")])
-        missing = missing_files(directory, FILES)
-        if missing:
-            raise DataError([Problem(
-                f"missing {', '.join(m + '(.gz)' for m in missing)}: a dataset directory must "
-                f"hold all of {', '.join(FILES)} (each gzipped or not)", file=str(directory))])
-        return _load_dir(directory, str(dataset), None)
+    `dataset` is a known name (`mnist`, `fashion-mnist`, `cifar10`, `cifar100`), a
+    DatasetInfo, or a path whose kind is told by what it is: a directory of IDX files, of
+    CIFAR-format .bin files, of images (see folder.py) or holding train.csv and test.csv; a
+    .npz or a .csv file. A known dataset is looked for by `find_data_dir`; if absent and
+    `download_missing`, it is downloaded into `data_dir` (when given) or the user cache, and
+    verified against its checksums even when read from disk. A `data_dir` that holds IDX files
+    other than the published ones is read as a directory of IDX files (Dataset.notes says so).
 
+    `options` (LoadOptions) carries the spec's data settings; `check_shape(sample shape, kind)`
+    is called as soon as the shape of a sample is known (for images: before any is decoded).
+    `progress(name, done, total)` reports downloads and decoding. Raises DataError saying what
+    is missing or wrong, where netspec looked, and how to fix it.
+    """
+    options = options or LoadOptions()
+    if isinstance(dataset, str) and dataset in ARCHIVES:
+        ds = load_cifar(ARCHIVES[dataset], data_dir, download_missing, progress, options.coarse)
+    elif dataset_info(dataset) is not None:
+        ds = _load_known(dataset_info(dataset), data_dir, download_missing, progress)
+    else:
+        ds = _load_path(candidate_dirs(dataset)[0], str(dataset), options, progress,
+                        check_shape)
+    if check_shape is not None and ds.kind != "images":
+        check_shape(ds.input_shape, ds.kind)
+    return ds
+
+
+def _load_path(path: Path, name: str, options: LoadOptions, progress, check_shape) -> Dataset:
+    """A dataset given by its path: the kind is told by what the path is."""
+    suffix = path.suffix.lower()
+    if path.is_file():
+        if suffix == ".npz":
+            return load_npz(path, options)
+        if suffix in (".csv", ".txt"):
+            return load_table(path, options)
+        archive = next((a for a in ARCHIVES.values() if a.archive == path.name), None)
+        if archive is not None:
+            return read_archive(path, archive, options.coarse)
+        raise DataError([Problem(
+            f"cannot tell what kind of dataset a '{suffix or path.name}' file is: give a .npz "
+            "or .csv file, or a directory (of IDX files, CIFAR .bin files, or images in one "
+            "folder per class)", file=str(path))])
+    if not path.is_dir():
+        raise DataError([Problem(
+            f"unknown dataset '{name}'{did_you_mean(name, NAMES)}: it is neither a known "
+            f"dataset ({', '.join(NAMES)}) nor a file or directory (looked for {path}). Use a "
+            "known name, or the path of a directory (IDX files, images in one folder per "
+            "class) or of a .npz or .csv file", path="dataset")])
+    if not missing_files(path, FILES):
+        return _load_dir(path, name, None)
+    layout = layout_of(path)
+    if layout is not None:
+        return read_dir(path, layout, options.coarse)
+    if (path / "train.csv").is_file() and (path / "test.csv").is_file():
+        return load_table(path, options)
+    if is_image_folder(path):
+        return load_folder(path, options, progress, check_shape)
+    some = [m for m in FILES if file_in(path, m) is not None]
+    if some:
+        missing = missing_files(path, FILES)
+        raise DataError([Problem(
+            f"missing {', '.join(m + '(.gz)' for m in missing)}: a dataset directory must "
+            f"hold all of {', '.join(FILES)} (each gzipped or not)", file=str(path))])
+    raise DataError([Problem(
+        "not a dataset directory: it holds no IDX files, no CIFAR .bin files, no train.csv "
+        "and test.csv, and no class folders of images", file=str(path))])
+
+
+def _load_known(info: DatasetInfo, data_dir, download_missing, progress) -> Dataset:
     directory = find_data_dir(info, data_dir)
     download_error: DataError | None = None
     if directory is None and download_missing:
@@ -88,7 +115,20 @@ def load_dataset(dataset="mnist", data_dir=None, download_missing: bool = True,
             download_error = exc
     if directory is None:
         raise _not_found(info, data_dir, download_missing, download_error)
-    return _load_dir(directory, info.name, info)
+    try:
+        return _load_dir(directory, info.name, info)
+    except DataError as e:
+        # --data-dir names a directory of other IDX files (not one of them is the published
+        # file; a corrupt copy has some that are): the user's choice, read as they are
+        given = data_dir is not None and directory in candidate_dirs(info, data_dir)[:2]
+        mismatches = [p for p in e.problems if p.message.startswith(CHECKSUM)]
+        checked = [n for n in info.files if info.sha256.get(n)]
+        if not given or len(mismatches) != len(e.problems) or len(mismatches) < len(checked):
+            raise
+    ds = _load_dir(directory, str(directory), None)
+    note = (f"{directory} does not hold the published {info.name} files (their checksums "
+            "differ): read as a directory of IDX files")
+    return replace(ds, notes=(note,))
 
 
 def _not_found(info: DatasetInfo, data_dir, download_missing: bool,
@@ -180,6 +220,9 @@ def _load_dir(directory: Path, name: str, info: DatasetInfo | None) -> Dataset:
         num_classes=num_classes,
         path=directory,
     )
+
+
+CHECKSUM = "checksum mismatch"  # how a checksum problem's message starts
 
 
 def _checksum_message(name: str, dataset: str, actual: str, expected: str, path: Path) -> str:

@@ -13,13 +13,16 @@ The model: input `input` (N, C, H, W) or (N, D), output `logits` (N, classes), N
 Nodes are named after their layers (`conv1`), initializers after netspec's parameters and
 buffers (`conv1.weight`, `bn1.running_mean`), all float32. The spec's input normalisation is
 stored as metadata (`netspec.normalize`, `netspec.mean`, `netspec.std`, `netspec.preprocess`),
-not as a first node: the model takes exactly what netspec's plan takes, so the two can be
-compared on the same array, and callers that already normalise do not pay for it twice.
+with a checkpoint's class names (`netspec.classes`) and image or table preprocessing
+(`netspec.image`, `netspec.columns`), not as a first node: the model takes exactly what
+netspec's plan takes, so the two can be compared on the same array, and callers that already
+normalise do not pay for it twice.
 onnx is imported lazily (the `netspec[onnx]` extra); onnx_check.py verifies a model.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -153,13 +156,15 @@ def build_graph(spec, state: dict) -> tuple[list, list, dict]:
     return b.nodes, list(b.inits.values()), outputs
 
 
-def to_onnx(spec, plan, normalization: dict | None = None, source: str = ""):
+def to_onnx(spec, plan, normalization: dict | None = None, source: str = "",
+            data: dict | None = None):
     """An onnx.ModelProto of `spec` with `plan`'s parameters and buffers (eval mode).
 
-    `normalization` ({"normalize", "mean", "std"}) is recorded as metadata; `source` says where
-    the weights came from (a checkpoint path). {"normalize": "standardize", "initial": True}
-    records the mode without a mean and std (initial weights exported without data). Raises
-    ExportError for a layer that cannot map.
+    `normalization` ({"normalize", "mean", "std"[, "unit"]}) is recorded as metadata, and so
+    are the class names and input preprocessing of `data` (a checkpoint's meta["data"]);
+    `source` says where the weights came from (a checkpoint path). {"normalize": "standardize",
+    "initial": True} records the mode without a mean and std (initial weights exported without
+    data). Raises ExportError for a layer that cannot map.
     """
     onnx = import_onnx()
     helper, tp = onnx.helper, onnx.TensorProto
@@ -174,19 +179,20 @@ def to_onnx(spec, plan, normalization: dict | None = None, source: str = ""):
                               ir_version=IR_VERSION)
     meta = {"netspec.spec": spec.to_yaml(), "netspec.spec_sha256": spec.digest(),
             "netspec.weights": source or f"initial weights (seed {spec.seed})",
-            **metadata_of(normalization, spec)}
+            **metadata_of(normalization, spec), **data_metadata(data, spec)}
     helper.set_model_props(model, meta)
     return model
 
 
 def metadata_of(normalization: dict | None, spec) -> dict[str, str]:
-    """The normalisation as metadata: mode, mean, std, and the formula a caller applies."""
+    """The normalisation as metadata: mode, mean, std (a number, or a JSON list with one per
+    channel or feature), and the formula a caller applies."""
     norm = dict(normalization or {})
     mode = norm.get("normalize") or spec.data.normalize
     shape = ", ".join(str(d) for d in spec.input.shape)
     if mode == "none":
         return {"netspec.normalize": "none",
-                "netspec.preprocess": f"input = pixels (0..255) as float32, shape (N, {shape})"}
+                "netspec.preprocess": f"input = the values as float32, shape (N, {shape})"}
     mean, std = norm.get("mean"), norm.get("std")
     if mode == "scale":
         mean, std = 0.0, 1.0
@@ -200,10 +206,33 @@ def metadata_of(normalization: dict | None, spec) -> dict[str, str]:
     if mean is None or std is None:
         raise ExportError(f"normalize '{mode}' needs the training set's mean and std; give a "
                           "checkpoint from `netspec train`, or the data (--data-dir)")
-    return {"netspec.normalize": mode, "netspec.mean": repr(float(mean)),
-            "netspec.std": repr(float(std)),
-            "netspec.preprocess": f"input = (pixels / 255 - mean) / std as float32, "
+    unit = float(norm.get("unit", 255.0))
+    per = isinstance(mean, (list, tuple)) and len(mean) > 1
+    where = ("[c] per channel c" if len(spec.input.shape) == 3 else "[d] per feature d") \
+        if per else ""
+    value = "pixels / 255" if unit == 255.0 else "values"
+
+    def text(v):
+        return json.dumps([float(a) for a in v]) if per else repr(float(np.ravel(v)[0]))
+    return {"netspec.normalize": mode, "netspec.mean": text(mean), "netspec.std": text(std),
+            "netspec.preprocess": f"input = ({value} - mean{where}) / std{where} as float32, "
                                   f"shape (N, {shape})"}
+
+
+def data_metadata(data: dict | None, spec) -> dict[str, str]:
+    """Class names, and how a file becomes an input (image settings, table columns), as JSON
+    metadata: netspec.classes, netspec.image, netspec.columns."""
+    data = data or {}
+    out = {}
+    classes = spec.data.classes or data.get("classes")
+    if classes:
+        out["netspec.classes"] = json.dumps(list(classes))
+    if data.get("image"):
+        out["netspec.image"] = json.dumps(data["image"])
+    if data.get("columns"):
+        out["netspec.columns"] = json.dumps({"features": data["columns"],
+                                             "label": data.get("label_column")})
+    return out
 
 
 def _version() -> str:

@@ -108,6 +108,9 @@ class Plan:
         self.outputs: list[np.ndarray] = []  # each layer's output from the last forward
         # (a fused chain's output for all of its layers)
         self.hook: Hook | None = None
+        # set by the Trainer: augmentation of training batches, applied to the gathered rows
+        # in every worker (netspec/data/augment.py), or None
+        self.augment = None
         # eval-mode chunking (see run_forward): samples whose activations fill ~EVAL_BYTES
         per_sample = sum(math.prod(info.out_shape) for info in infos) * self.dtype.itemsize
         self.eval_chunk = max(MIN_EVAL_CHUNK, EVAL_BYTES // max(per_sample, 1))

@@ -23,7 +23,6 @@ from pydantic import (
     ConfigDict,
     Field,
     NonNegativeFloat,
-    NonNegativeInt,
     PositiveFloat,
     PositiveInt,
     PrivateAttr,
@@ -32,7 +31,7 @@ from pydantic import (
     model_validator,
 )
 
-from netspec.data.known import KNOWN
+from netspec.data.known import NAMES
 from netspec.errors import Problem, SpecError
 from netspec.nn.init import InitSpec
 from netspec.nn.layers import LAYERS
@@ -42,6 +41,7 @@ from netspec.nn.optim import SGD, OptimizerSpec
 from netspec.nn.schedules import Constant, Schedule
 from netspec.plan.shapes import GraphError, channels_last_hint, fmt, infer, layer_names
 from netspec.spec.blocks import expand
+from netspec.spec.data import DataSpec, digest_view, resolve_paths, written_out
 from netspec.spec.expanded import Expanded
 from netspec.spec.overrides import apply_override
 from netspec.spec.pydantic_errors import in_order, validation_problems
@@ -50,7 +50,7 @@ from netspec.spec.yamlio import Source, load_yaml
 MAX_SPEC_BYTES = 1 << 20  # a spec is a few kB; a larger file is a mistake (or /dev/zero)
 MAX_SPEC_NAME = 100  # characters: the name goes into file names (runs/<name>-<time>/)
 # name -> (sample shape, classes), from the one table of known datasets (netspec/data/known.py)
-KNOWN_DATASETS = {k: (v.image_shape, v.num_classes) for k, v in KNOWN.items()}
+KNOWN_DATASETS = {k: (v.image_shape, v.num_classes) for k, v in NAMES.items()}
 
 
 class Strict(BaseModel):
@@ -75,33 +75,6 @@ Seed = typing.Annotated[int, Field(ge=0, lt=2**63)]
 
 class Defaults(Strict):
     init: InitSpec = Field(InitSpec(), description="Init schemes for layers that give none.")
-
-
-class DataSpec(Strict):
-    dataset: str = Field("mnist", description="mnist, fashion-mnist, or a directory of IDX files.")
-    normalize: typing.Literal["standardize", "scale", "none"] = Field(
-        "standardize", description="standardize: train mean/std; scale: 0-1; none: raw 0-255.")
-    validation: NonNegativeInt | NonNegativeFloat = Field(
-        0.0, description="Hold out the last samples of the training set: a fraction below 1 "
-                         "(0.1), or a whole count (5000).")
-    num_classes: PositiveInt | None = Field(
-        None, description="Classes of a custom dataset (known datasets have 10).")
-
-    @field_validator("validation")
-    @classmethod
-    def _fraction_or_count(cls, v):
-        if isinstance(v, float) and v >= 1:
-            count = int(v) if v.is_integer() else max(1, round(v))
-            raise ValueError(f"got {v!r}: a number with a point is a fraction of the training "
-                             f"set and must be below 1; write {count} (no point) for "
-                             f"{count} sample{'s' * (count != 1)}, or a fraction such as 0.1")
-        return 0.0 if v == 0 else v  # 0 and 0.0 alike (the spec's hash stays the same)
-
-    @property
-    def classes(self) -> int | None:
-        if self.num_classes:
-            return self.num_classes
-        return KNOWN_DATASETS.get(self.dataset, (None, None))[1]
 
 
 class TrainSpec(Strict):
@@ -190,6 +163,7 @@ class NetSpec(Strict):
                 layer["init"] = {key: copy.deepcopy(own.get(key) or defaults[key])
                                  for key in ("weight", "bias")}
             layer.update(model.written_out())
+        data["data"] = written_out(data["data"])  # optional data keys not given: left out
         return data
 
     def to_yaml(self) -> str:
@@ -200,6 +174,7 @@ class NetSpec(Strict):
     def digest(self, exclude: tuple[str, ...] = ()) -> str:
         """SHA-256 of the resolved spec, minus dotted keys in `exclude` (e.g. 'train.epochs')."""
         data = self.resolved()
+        data["data"] = digest_view(data["data"])  # keys added later count only when set
         for dotted in exclude:
             *parents, last = dotted.split(".")
             node = data
@@ -238,7 +213,7 @@ def load(path: str | Path, overrides: typing.Iterable[str] = ()) -> NetSpec:
         raise SpecError([Problem(f"not a UTF-8 text file: byte 0x{raw[e.start]:02x} cannot be "
                                  "decoded; save the spec as UTF-8 text", "", str(path), line,
                                  col)]) from None
-    return loads(text, str(path), overrides)
+    return loads(text, str(path), overrides, base_dir=path.parent)
 
 
 def resolved_data(data: dict) -> dict:
@@ -263,8 +238,11 @@ def _read_capped(path: Path, limit: int) -> bytes:
         return f.read(limit) or b""
 
 
-def loads(text: str, file: str | None = None, overrides: typing.Iterable[str] = ()) -> NetSpec:
-    """Like `load`, from YAML text (`file` names it in messages)."""
+def loads(text: str, file: str | None = None, overrides: typing.Iterable[str] = (),
+          base_dir: str | Path | None = None) -> NetSpec:
+    """Like `load`, from YAML text (`file` names it in messages). A relative data path is
+    resolved against `base_dir` (load: the spec's folder), or left as it is when None; one
+    given by an override against the working directory."""
     src = load_yaml(text, file)
     if not isinstance(src.data, dict):
         what = {type(None): "an empty document", list: "a list", str: f"the text {src.data!r}"}
@@ -279,6 +257,7 @@ def loads(text: str, file: str | None = None, overrides: typing.Iterable[str] = 
             problems += e.problems
     if problems:
         raise SpecError(problems)
+    resolve_paths(src, base_dir)
     src, wiring = expand(src)  # problems with blocks and names, reported with validation's
     try:
         spec = _validated(src.data)
@@ -354,7 +333,7 @@ def _checked_infos(spec: NetSpec) -> list:
         first = [p for p in ordered if p.path == "input.shape"]
         raise SpecError(first + [p for p in ordered if p not in first]) from None
     problems += _softmax_before_cross_entropy(spec, infos)
-    classes = spec.data.classes
+    classes = spec.data.class_count
     out = infos[-1].out_shape
     if classes and out != (classes,):
         problems.append(_class_mismatch(spec, out, classes))

@@ -55,6 +55,7 @@ def run_trial(task: dict, publish=None, should_stop=None) -> dict:
 
     from netspec.spec.model import loads
     from netspec.sweep.results import scores
+    from netspec.train.inputs import with_classes
     from netspec.train.run import Run
 
     publish = publish or (lambda msg: None)
@@ -66,7 +67,9 @@ def run_trial(task: dict, publish=None, should_stop=None) -> dict:
     with threadpool_limits(1):  # not blas.limit: trials keep the GEMM paths (no Winograd)
         try:
             spec = loads(task["text"], task["file"], task["options"])
-            run = Run(spec, _splits(spec, task["data_dir"]), Path(task["run_dir"]), workers=1)
+            splits = _splits(spec, task["data_dir"])
+            spec = with_classes(spec, splits.dataset)  # the class names travel with the run
+            run = Run(spec, splits, Path(task["run_dir"]), workers=1)
             if run.last_path.exists():
                 run.resume()
                 row["note"] = resumed_note(run.trainer.progress)
@@ -109,18 +112,21 @@ def resumed_note(progress) -> str:
 
 
 def _splits(spec, data_dir):
-    """The spec's dataset, prepared; kept for the next trial of this process if it matches."""
-    from netspec.data import load_dataset, prepare
-    from netspec.data.checks import check_dataset
+    """The spec's dataset, prepared; kept for the next trial of this process if it matches.
+    Images are decoded in this process (a Dask worker may not fork a pool), or found in the
+    decode cache."""
+    import json
 
-    d = spec.data
-    key = (str(d.dataset), data_dir, d.normalize, d.validation)
+    from netspec.data.checks import check_dataset
+    from netspec.train.inputs import load_splits
+
+    key = (json.dumps(spec.data.model_dump(mode="json", exclude={"augment"}), sort_keys=True),
+           tuple(spec.input.shape), data_dir)
     if key not in _SPLITS:
         _SPLITS.clear()  # one dataset in memory at a time
-        ds = load_dataset(d.dataset, data_dir=data_dir)
-        _SPLITS[key] = (ds, prepare(ds, d.normalize, d.validation))
-    ds, splits = _SPLITS[key]
-    check_dataset(spec, ds)
+        _SPLITS[key] = load_splits(spec, data_dir, workers=1)
+    splits = _SPLITS[key]
+    check_dataset(spec, splits.dataset)
     return splits
 
 

@@ -65,6 +65,8 @@ def slice_gradient(plan, loss, x, y, idx, rows, scale: float = 1.0) -> tuple[flo
     Fills plan.grads; returns (the slice's mean loss, how many it classified correctly).
     """
     batch = np.take(x, idx, axis=0, out=rows[:len(idx)])  # (B, D) gather
+    if plan.augment is not None:  # in place, keyed by (seed, epoch, sample index)
+        plan.augment(batch, idx, plan.noise.step)
     logits = plan.run_forward(plan.to_internal(batch), train=True)  # (K, B)
     labels = y[idx]
     value, dlogits = loss(logits, labels, axis=0)

@@ -29,6 +29,7 @@ from netspec.fsio import (
     run_lock,
 )
 from netspec.plan.options import PlanOptions
+from netspec.train.inputs import data_record, write_data_record
 from netspec.train.trainer import Trainer
 
 EXCLUDED_FROM_RESUME_CHECK = ("train.epochs",)  # may change when resuming (schedule allowing)
@@ -76,6 +77,7 @@ class Run:
             make_dirs(self.out / "checkpoints")
             atomic_write(self.out / "spec.yaml", self.spec.to_yaml())
             atomic_write(self.out / "machine.json", json.dumps(machine_info(), indent=1) + "\n")
+            write_data_record(self.out, self.splits)  # data.json: where the data came from
         except BaseException:
             self.close_lock()
             raise
@@ -195,18 +197,7 @@ class Run:
             if stats.stopped:
                 self.save(self.last_path)
                 return False
-            lr = t.lr(epoch, t.steps_per_epoch - 1)  # the epoch's last (per-step schedules)
-            record = {"epoch": epoch + 1, "lr": lr, "train_loss": stats.loss,
-                      "train_acc": stats.accuracy, "train_seconds": stats.seconds,
-                      "images_per_second": stats.images / max(stats.seconds, 1e-9),
-                      "workers": t.workers}
-            eval_seconds = 0.0
-            for split in ("val", "test"):
-                if split in self.splits:
-                    ev = t.evaluate(*self.splits[split], split=split)
-                    record[f"{split}_loss"], record[f"{split}_acc"] = ev.loss, ev.accuracy
-                    eval_seconds += ev.seconds
-            record["eval_seconds"] = eval_seconds
+            record = t.epoch_record(epoch, stats)  # with the val and test evaluations
             self.history.append(record)
             if score(record) > self.best:
                 self.best = score(record)
@@ -222,9 +213,12 @@ class Run:
         meta = {"netspec_version": _version(), "progress": progress, "history": self.history,
                 "best": self.best, "spec": self.spec.resolved(),
                 "spec_sha256": self.spec.digest(EXCLUDED_FROM_RESUME_CHECK),
-                # how inputs were normalised (netspec export records it in the ONNX file)
-                "normalize": {k: getattr(self.splits, k, None) for k in ("normalize", "mean",
-                                                                         "std")}}
+                # how inputs were normalised (netspec export records it in the ONNX file),
+                # and the data's classes and preprocessing (predict reads them)
+                "normalize": (self.splits.record() if hasattr(self.splits, "record") else
+                              {k: getattr(self.splits, k, None) for k in ("normalize", "mean",
+                                                                          "std")}),
+                "data": data_record(self.splits)}
         if self.init is not None:
             meta["init"] = self.init
         checkpoint.save(path, state, optim, meta)

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from netspec import checkpoint
+from netspec.data.augment import Augmenter
 from netspec.data.checks import check_batches, check_labels
 from netspec.errors import CheckpointError, TrainingError
 from netspec.kernels import blas
@@ -81,10 +82,20 @@ class Trainer:
         self.rng = self.plan.rng  # the one Generator: init (already drawn), then the shuffles
         self.splits = splits
         self.x, self.y = splits["train"]
+        self.plan.augment = self._augmenter(spec, splits)  # slice_gradient applies it
         self.x = self.x.reshape(len(self.x), -1)  # (N, D): one contiguous row per sample
         self.progress = _Progress()
         check_labels(spec, splits)
         check_batches(spec, spec.train.batch_size, len(self.x))
+
+    def _augmenter(self, spec, splits):
+        """The Augmenter of spec.data.augment for these training rows, or None."""
+        if spec.data.augment is None:
+            return None
+        x = splits["train"][0]
+        shape = tuple(x.shape[1:]) if x.ndim == 4 else tuple(spec.input.shape)
+        steps = math.ceil(len(x) / spec.train.batch_size)
+        return Augmenter(spec.data.augment, shape, spec.seed, steps, getattr(splits, "norm", None))
 
     def start_workers(self) -> None:
         """Fork the worker processes now (else the first epoch does); no-op for 1 worker."""
@@ -178,6 +189,23 @@ class Trainer:
             if on_step is not None:
                 on_step(p.step, steps, p.loss_sum / p.seen, p.correct / p.seen)
         return False
+
+    def epoch_record(self, epoch: int, stats: EpochStats) -> dict:
+        """The metrics.jsonl record of a finished epoch (0-based `epoch`): its learning rate
+        and training figures, and the loss and accuracy of each "val" and "test" split."""
+        lr = self.lr(epoch, self.steps_per_epoch - 1)  # the epoch's last (per-step schedules)
+        record = {"epoch": epoch + 1, "lr": lr, "train_loss": stats.loss,
+                  "train_acc": stats.accuracy, "train_seconds": stats.seconds,
+                  "images_per_second": stats.images / max(stats.seconds, 1e-9),
+                  "workers": self.workers}
+        eval_seconds = 0.0
+        for split in ("val", "test"):
+            if split in self.splits:
+                ev = self.evaluate(*self.splits[split], split=split)
+                record[f"{split}_loss"], record[f"{split}_acc"] = ev.loss, ev.accuracy
+                eval_seconds += ev.seconds
+        record["eval_seconds"] = eval_seconds
+        return record
 
     def _diverged(self, loss, step, layer):
         where = (f"the first non-finite output is at layer '{layer}'" if layer

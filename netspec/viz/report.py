@@ -176,20 +176,23 @@ def write_report(run_dir, splits: dict | None = None) -> Path:
             samples = evaluate_samples(spec, ckpt.state, x, y, str(ckpt_path))
             epoch = ckpt.meta.get("progress", {}).get("epoch", "?")
             where = f"checkpoint <code>{escape(ckpt_path.name)}</code> (after epoch {epoch})"
-            body += _eval_sections(spec, samples, x, where)
+            names = getattr(getattr(splits, "dataset", None), "class_names", None)
+            body += _eval_sections(spec, samples, x, where, names)
     body.append(_network(spec, (run_dir / "spec.yaml").read_text()))
     title = f"{spec.name}: run report"
     return _write_atomic(run_dir / "report.html", _page(title, body))
 
 
-def write_eval_report(out_dir, spec, state: dict, source: str, split: str, x, y) -> Path:
-    """Write OUT_DIR/eval-report.html for one checkpoint on one split."""
+def write_eval_report(out_dir, spec, state: dict, source: str, split: str, x, y,
+                      names=None) -> Path:
+    """Write OUT_DIR/eval-report.html for one checkpoint on one split (`names`: the class
+    names, when the spec's data.classes does not give them)."""
     samples = evaluate_samples(spec, state, x, y, source)
     where = f"<code>{escape(source)}</code> on the {escape(split)} split"
     head = (f"<section id=summary><h1>{escape(spec.name)}: evaluation</h1><p>{where}: "
             f"{len(y):,} images, loss {samples.losses.mean():.4f}, accuracy "
             f"<b>{100 * samples.accuracy:.2f}%</b></p></section>")
-    body = [head, *_eval_sections(spec, samples, x, where)]
+    body = [head, *_eval_sections(spec, samples, x, where, names)]
     return _write_atomic(Path(out_dir) / "eval-report.html",
                          _page(f"{spec.name}: evaluation", body))
 
@@ -268,8 +271,9 @@ def _curves(history: list[dict]) -> str:
     return "<div class=row>" + "".join(_figure(to_svg(f)) for f in figs) + "</div>"
 
 
-def _eval_sections(spec, samples: Samples, x: np.ndarray, where: str) -> list[str]:
-    names = CLASS_NAMES.get(str(spec.data.dataset), [str(i) for i in range(samples.classes)])
+def _eval_sections(spec, samples: Samples, x: np.ndarray, where: str,
+                   names=None) -> list[str]:
+    names = list(spec.data.classes or names or CLASS_NAMES.get(str(spec.data.dataset), []))
     names = names if len(names) == samples.classes else [str(i) for i in range(samples.classes)]
     matrix = samples.matrix
     errors = int(matrix.sum() - np.trace(matrix))
@@ -324,25 +328,30 @@ def _network(spec, spec_text: str) -> str:
 
 
 def _to_uint8(sample: np.ndarray) -> np.ndarray | None:
-    """A normalised (1, H, W) or (H, W) sample -> uint8 (H, W), stretched to 0..255."""
+    """A normalised (1, H, W), (3, H, W) or (H, W) sample -> uint8 (H, W) or (H, W, 3),
+    stretched to 0..255."""
     img = np.asarray(sample, np.float64)
     img = img[0] if img.ndim == 3 and img.shape[0] == 1 else img
-    if img.ndim != 2:
+    if img.ndim == 3 and img.shape[0] == 3:
+        img = img.transpose(1, 2, 0)
+    elif img.ndim != 2:
         return None
     lo, hi = img.min(), img.max()
     return np.round((img - lo) / ((hi - lo) or 1) * 255).astype(np.uint8)
 
 
 def png_gray(img: np.ndarray) -> bytes:
-    """uint8 (H, W) -> an 8-bit greyscale PNG file, written by hand (zlib + CRCs)."""
-    h, w = img.shape
+    """uint8 (H, W) -> an 8-bit greyscale PNG file, (H, W, 3) -> an RGB one; written by hand
+    (zlib + CRCs)."""
+    h, w = img.shape[:2]
+    color = 2 if img.ndim == 3 else 0  # PNG colour type: 0 gray, 2 RGB
     raw = b"".join(b"\x00" + row.tobytes() for row in np.ascontiguousarray(img, np.uint8))
 
     def chunk(tag: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + tag + data + struct.pack(
             ">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
 
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, color, 0, 0, 0))
             + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b""))
 
 
