@@ -31,6 +31,17 @@ def test_bench_usage_errors_exit_2():
     path = str(SPECS[0])
     assert CliRunner().invoke(app, ["bench", path, "--dtype", "float16"]).exit_code == 2
     assert CliRunner().invoke(app, ["bench", path, "--repeats", "0"]).exit_code == 2
+    result = CliRunner().invoke(app, ["bench", path, "--eval-conv", "winograd"])
+    assert result.exit_code == 2 and "--eval-conv" in result.output
+
+
+def test_bench_shows_the_eval_conv_it_was_asked_for():
+    path = next(p for p in SPECS if p.name == "resnet-mini.yaml")
+    for choice in ("im2col", "auto"):
+        result = CliRunner().invoke(app, ["bench", str(path), "--repeats", "1", "-b", "4",
+                                          "--eval-conv", choice])
+        assert result.exit_code == 0, result.output
+        assert ("eval conv auto" in result.output) == (choice == "auto")
 
 
 WINOGRAD_NET = """

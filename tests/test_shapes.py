@@ -173,8 +173,10 @@ def test_every_spec_runs_with_its_inferred_shapes(path, fused):
     shape = {i.name: i.out_shape for i in spec.infos}
     expected = [shape[plan.fused.get(i.name, i.name)] for i in spec.infos]
     assert [o.shape[:-1] for o in plan.outputs] == expected
+    # conv+avgpool, relu+maxpool in training; conv+batchnorm(+relu), conv+relu in eval
     fusing = {"lenet.yaml", "record.yaml", "record-aug.yaml", "inception-mini.yaml",
-              "shapes-cnn.yaml"}  # conv+avgpool, relu+maxpool
+              "shapes-cnn.yaml", "cifar10-resnet.yaml", "convnet-bn.yaml", "resnet-mini.yaml",
+              "shufflenet-mini.yaml", "tiny-zoo.yaml"}
     assert bool(plan.fused) == (fused and path.name in fusing)
     for info in spec.infos:  # compiled tensors have the inferred shapes
         for key, shape in info.param_shapes.items():

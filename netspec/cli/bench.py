@@ -11,6 +11,7 @@ from netspec.cli.app import app
 from netspec.cli.common import (
     BLAS_HELP,
     CONV_HELP,
+    EVAL_CONV_HELP,
     FUSE_HELP,
     SetOption,
     describe_plan,
@@ -37,6 +38,7 @@ def bench(
              "it takes). 1: the whole batch in this process."),
     blas_threads: int | None = typer.Option(None, "--blas-threads", min=1, help=BLAS_HELP),
     conv: str = typer.Option("auto", help=CONV_HELP),
+    eval_conv: str = typer.Option("im2col", "--eval-conv", help=EVAL_CONV_HELP),
     fuse: bool = typer.Option(True, help=FUSE_HELP),
 ):
     """Per-layer forward/backward timing of a training step (like `caffe time`)."""
@@ -54,7 +56,7 @@ def bench(
         raise typer.BadParameter("choose float32 or float64", param_hint="--dtype")
     with report_errors():
         spec = load(spec_path, overrides)
-        options = plan_options(spec, workers, blas_threads, conv, fuse)
+        options = plan_options(spec, workers, blas_threads, conv, fuse, eval_conv)
         plan = compile(spec, dtype, options)
         n, threads = options.workers, options.blas_threads
         batch = batch_size or spec.train.batch_size

@@ -194,21 +194,26 @@ def workers_option(text: str) -> int | str:
 BLAS_HELP = "BLAS threads of each process (default: the cores shared among the workers)."
 CONV_HELP = ("Every conv2d's training algorithm: auto (by rule, per layer), im2col, stacked or "
              "winograd (where a layer cannot run it: im2col).")
-FUSE_HELP = "Run fusable layer pairs (conv + average pool, relu + max pool) as one."
+EVAL_CONV_HELP = ("Inference's conv algorithm: im2col, or auto (3x3 convs by Winograd where it "
+                  "pays; eval results then differ from im2col's by rounding).")
+FUSE_HELP = ("Run fusable layer chains as one (conv + average pool and relu + max pool; in "
+             "eval, conv + batchnorm + relu).")
 
 
 def plan_options(spec, workers: str, blas_threads: int | None = None, conv: str = "auto",
-                 fuse: bool = True):
-    """The resolved PlanOptions of --workers, --blas-threads, --conv and --fuse for `spec`
+                 fuse: bool = True, eval_conv: str = "im2col"):
+    """The resolved PlanOptions of --workers, --blas-threads, --conv, --fuse and --eval-conv for
+    `spec`
     (netspec/plan/options.py); a request that cannot run here is a usage error (exit 2)."""
     from netspec.plan.options import PlanOptions, resolve
 
     try:
         options = PlanOptions(workers=workers_option(workers), blas_threads=blas_threads,
-                              conv=conv, fuse=fuse)
+                              conv=conv, fuse=fuse, eval_conv=eval_conv)
         return resolve(options, spec.infos, spec.train.batch_size)
     except ValueError as e:
-        hint = "--conv" if "conv" in str(e) else "--workers"
+        hint = ("--eval-conv" if "eval_conv" in str(e) else "--conv" if "conv" in str(e)
+                else "--workers")
         raise typer.BadParameter(str(e), param_hint=hint) from None
 
 

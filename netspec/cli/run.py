@@ -13,6 +13,7 @@ from netspec.cli.app import app
 from netspec.cli.common import (
     BLAS_HELP,
     CONV_HELP,
+    EVAL_CONV_HELP,
     FUSE_HELP,
     STOP_SIGNALS,
     SetOption,
@@ -51,6 +52,7 @@ def train(
                      "convolutional nets, on Linux; else 1)."),
     blas_threads: int | None = typer.Option(None, "--blas-threads", min=1, help=BLAS_HELP),
     conv: str = typer.Option("auto", help=CONV_HELP),
+    eval_conv: str = typer.Option("im2col", "--eval-conv", help=EVAL_CONV_HELP),
     fuse: bool = typer.Option(True, help=FUSE_HELP),
     init: Path | None = typer.Option(
         None, "--init", exists=True, dir_okay=False, metavar="WEIGHTS",
@@ -74,7 +76,7 @@ def train(
                                  "own checkpoint", param_hint="--init")
     with report_errors():
         spec = load(spec_path or resume / "spec.yaml", overrides)
-        options = plan_options(spec, workers, blas_threads, conv, fuse)
+        options = plan_options(spec, workers, blas_threads, conv, fuse, eval_conv)
         created = None
         if resume or run_dir:
             out_dir = resume or run_dir
@@ -261,6 +263,7 @@ def evaluate(
     data_dir: Path | None = typer.Option(None, "--data-dir", envvar="NETSPEC_DATA"),
     workers: str = typer.Option("auto", help="Processes that share the batches, as for train."),
     blas_threads: int | None = typer.Option(None, "--blas-threads", min=1, help=BLAS_HELP),
+    eval_conv: str = typer.Option("im2col", "--eval-conv", help=EVAL_CONV_HELP),
     force: bool = typer.Option(False, "--force", help="Evaluate even though SPEC (or --set) "
                                "differs from the checkpoint's spec in what evaluation computes."),
     report_dir: Path | None = typer.Option(
@@ -280,7 +283,8 @@ def evaluate(
         splits = load_data(spec, data_dir, stored_norm(ckpt.meta, spec))
         if split not in splits:
             raise DataError(f"no '{split}' split (available: {', '.join(splits)})")
-        trainer = Trainer(spec, splits, options=plan_options(spec, workers, blas_threads))
+        trainer = Trainer(spec, splits, options=plan_options(spec, workers, blas_threads,
+                                                                  eval_conv=eval_conv))
         trainer.plan.load_state_dict(ckpt.state, str(checkpoint_path))
         x, y = splits[split]
         trainer.start_workers()
