@@ -37,7 +37,6 @@ from typing import Annotated, ClassVar, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, PlainValidator
 
-from netspec.kernels import pages
 from netspec.nn.init import InitSpec, KaimingNormal, Zeros, fans_of
 
 Shape = tuple  # per-sample shape, e.g. (C, H, W) or (D,)
@@ -99,7 +98,7 @@ class Workspace:
         dtype = self.dtype if dtype is None else np.dtype(dtype)
         arr = self._arrays.get(key)
         if arr is None or arr.shape != tuple(shape) or arr.dtype != dtype:
-            arr = pages.empty(shape, dtype)  # large ones on huge pages (netspec/kernels/pages.py)
+            arr = np.empty(shape, dtype)
             fill = 0 if zero else fill
             if fill is not None:
                 arr.fill(fill)
