@@ -83,6 +83,42 @@ def test_rotation_is_counter_clockwise_bilinear_with_a_fill():
     assert small[0, 0, 1:3, 1:3].min() >= img.min()  # the middle does not
 
 
+def reference_rotate(img, degrees, fill):
+    """One sample (C, H, W) turned pixel by pixel: the inverse turn of each output pixel's
+    centre offset, then bilinear interpolation with fill outside the image."""
+    c, h, w = img.shape
+    t = np.radians(degrees)
+    out = np.empty_like(img, dtype=np.float64)
+    cy, cx = (h - 1) / 2, (w - 1) / 2
+    for y in range(h):
+        for x in range(w):
+            sx = np.cos(t) * (x - cx) - np.sin(t) * (y - cy) + cx
+            sy = np.sin(t) * (x - cx) + np.cos(t) * (y - cy) + cy
+            x0, y0 = int(np.floor(sx)), int(np.floor(sy))
+            fx, fy = sx - x0, sy - y0
+            for k in range(c):
+                def at(yy, xx, k=k):
+                    return img[k, yy, xx] if 0 <= yy < h and 0 <= xx < w else fill[k]
+                out[k, y, x] = ((1 - fy) * ((1 - fx) * at(y0, x0) + fx * at(y0, x0 + 1))
+                                + fy * ((1 - fx) * at(y0 + 1, x0) + fx * at(y0 + 1, x0 + 1)))
+    return out
+
+
+@pytest.mark.parametrize("shape, degrees", [((1, 9, 9), [8.0, -8.0, 3.5]),
+                                            ((3, 6, 10), [30.0, -45.0, 0.0]),
+                                            ((2, 7, 5), [170.0, -120.0, 90.0])])
+def test_rotation_equals_a_pixel_by_pixel_reference(shape, degrees):
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((len(degrees), *shape)).astype(np.float32)
+    fill = np.arange(shape[0], dtype=np.float64) - 2.5
+    a = Augmenter(aug(rotate={"degrees": 180}), shape, 0, 1)
+    got = a.rotate(x, np.array(degrees), fill)
+    for i, deg in enumerate(degrees):
+        want = reference_rotate(x[i], deg, fill)
+        assert np.allclose(got[i], want, atol=1e-5), (shape, deg)
+        assert not np.allclose(got[i], reference_rotate(x[i], -deg, fill), atol=1e-5) or deg == 0
+
+
 def test_fills_are_converted_to_normalised_values_per_channel():
     norm = Normalization("standardize", (0.5, 0.25, 0.0), (0.5, 0.25, 1.0), 255.0)
     a = Augmenter(aug(crop={"padding": 1, "fill": [255, 0, 51]}), (3, 2, 2), 0, 1, norm)

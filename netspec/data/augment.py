@@ -149,7 +149,7 @@ class Augmenter:
     def rotate(self, x: np.ndarray, degrees: np.ndarray, fill: np.ndarray) -> np.ndarray:
         """Each sample turned by its angle (degrees, counter-clockwise as displayed) about the
         centre, bilinear, in float32; taps that fall outside the image read `fill` (per
-        channel) from a one-pixel frame around it."""
+        channel) from a frame around it."""
         b, c, h, w = x.shape
         theta = np.radians(degrees)[:, None]
         cos, sin = np.cos(theta).astype(np.float32), np.sin(theta).astype(np.float32)
@@ -162,18 +162,21 @@ class Augmenter:
         sy = sin * xx + cos * yy + np.float32((h - 1) / 2)
         x0, y0 = np.floor(sx), np.floor(sy)
         fx, fy = sx - x0, sy - y0
-        x0, y0 = x0.astype(np.int32) + 1, y0.astype(np.int32) + 1  # in the framed image
-        framed = np.empty((b, c, h + 2, w + 2), np.float32)
+        x0, y0 = x0.astype(np.int64), y0.astype(np.int64)
+        # a frame of fill wide enough that both taps of every pixel land in it (1 px for small
+        # turns), so no tap needs a clip: taps at x0 and x0 + 1, -pad <= x0, x0 + 1 < w + pad
+        pad = max(1, -int(x0.min()), int(x0.max()) + 2 - w, -int(y0.min()), int(y0.max()) + 2 - h)
+        hp, wp = h + 2 * pad, w + 2 * pad
+        framed = np.empty((b, c, hp, wp), np.float32)  # (B, C, H + 2 pad, W + 2 pad)
         framed[...] = fill.astype(np.float32)[None, :, None, None]
-        framed[:, :, 1:-1, 1:-1] = x
+        framed[:, :, pad:pad + h, pad:pad + w] = x
         flat = framed.reshape(-1)
-        base = (np.arange(b * c, dtype=np.int64) * ((h + 2) * (w + 2))).reshape(b, c, 1)
+        base = (np.arange(b * c, dtype=np.int64) * (hp * wp)).reshape(b, c, 1)
+        top_left = base + ((y0 + pad) * wp + (x0 + pad))[:, None, :]  # (B, C, H*W) flat index
         out = np.zeros((b, c, h * w), np.float32)
-        for dy, dx, weight in ((0, 0, (1 - fy) * (1 - fx)), (0, 1, (1 - fy) * fx),
-                               (1, 0, fy * (1 - fx)), (1, 1, fy * fx)):
-            ty = np.clip(y0 + dy, 0, h + 1)  # beyond the frame is fill as well
-            tx = np.clip(x0 + dx, 0, w + 1)
-            out += weight[:, None, :] * np.take(flat, base + (ty * (w + 2) + tx)[:, None, :])
+        for offset, weight in ((0, (1 - fy) * (1 - fx)), (1, (1 - fy) * fx),
+                               (wp, fy * (1 - fx)), (wp + 1, fy * fx)):
+            out += weight[:, None, :] * np.take(flat, top_left + offset)
         return out.reshape(b, c, h, w).astype(x.dtype, copy=False)
 
 

@@ -9,7 +9,7 @@ Generic values: the whole-network check runs at parameter values drawn for it, n
 init. Every tensor the init fills with one value (zero biases, batchnorm's ones and zeros,
 `init: zeros`) is redrawn around that value, at least 0.1 away from it, seeded by
 gradcheck.seed. At the init a zero bias after a relu makes a layer's output exactly 0 wherever
-the relu's output is all 0, which puts a kink under every +-eps step of that bias (issue 23);
+the relu's output is all 0, which puts a kink under every +-eps step of that bias;
 at generic values no entry sits at a kink except by a chance of about eps in a million. The
 gradients are the same functions either way, so nothing is lost: the layer-by-layer check still
 runs at the init.
