@@ -176,3 +176,25 @@ def test_a_network_trained_on_float_values_predicts_float_arrays(tmp_path):
         assert len(got) == 5 and all(p.name in ("0", "1") for p in got)
         with pytest.raises(netspec.DataError, match="float values"):
             model.predict([str(next(SHAPES.rglob("*.png")))])
+
+
+@pytest.mark.parametrize("ending, loss", [("softmax", "probabilities"),
+                                          ("log_softmax", "log_probabilities")])
+def test_a_net_ending_in_softmax_predicts_its_own_probabilities(tmp_path, ending, loss):
+    spec = tmp_path / "soft.yaml"
+    spec.write_text((ROOT / "specs" / "lenet.yaml").read_text().replace(
+        "  - {type: linear, name: fc3, out_features: 10}\n",
+        f"  - {{type: linear, name: fc3, out_features: 10}}\n  - {{type: {ending}}}\n").replace(
+        "loss: {type: cross_entropy}", f"loss: {{type: nll, input: {loss}}}"))
+    with netspec.Model(spec, [f"data.dataset={TINY}", "train.epochs=1"], workers=1) as model:
+        model.fit()
+        images = load_dataset(str(TINY)).test.images[:8]
+        got = model.predict(images, top_k=3)
+        x = model.splits()["test"][0][:8]
+        out = model._trainer.plan.forward(x.reshape(8, -1)).astype(np.float64)
+    probs = out if ending == "softmax" else np.exp(out)
+    assert [p.index for p in got] == probs.argmax(1).tolist()
+    assert [p.probability for p in got] == pytest.approx(probs.max(1).tolist(), rel=1e-5)
+    assert sum(p for _, _, p in got[0].top_k) <= 1 + 1e-9
+    twice = np.exp(probs) / np.exp(probs).sum(1, keepdims=True)  # a softmax applied again
+    assert [p.probability for p in got] != pytest.approx(twice.max(1).tolist(), rel=1e-3)

@@ -200,15 +200,14 @@ class Predictor:
     # ---------------------------------------------------------------- predicting
 
     def probabilities(self, samples: np.ndarray, batch: int = 256) -> np.ndarray:
-        """Softmax of the logits, float64 (N, K), for raw samples (uint8 pixels or values)."""
+        """Class probabilities, float64 (N, K), for raw samples (uint8 pixels or values): the
+        softmax of the network's scores, or its own output when it ends in a softmax or
+        log_softmax (as the loss says)."""
         out = []
         for lo in range(0, len(samples), batch):
             part = apply_norm(samples[lo:lo + batch], self.norm, self.plan.dtype)
-            logits = self.plan.forward(part.reshape(len(part), -1), train=False)
-            z = logits.astype(np.float64)
-            z -= z.max(axis=1, keepdims=True)
-            e = np.exp(z)
-            out.append(e / e.sum(axis=1, keepdims=True))
+            y = self.plan.forward(part.reshape(len(part), -1), train=False)
+            out.append(self.spec.loss.probabilities(y.astype(np.float64)))
         k = len(self.classes)
         return np.concatenate(out) if out else np.empty((0, k))
 
