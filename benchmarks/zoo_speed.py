@@ -135,10 +135,9 @@ def time_nets(nets, batches, repeats, threads, eval_conv="im2col"):
 
 def time_layers(repeats, threads, batch=16):
     import torch
-    from threadpoolctl import threadpool_limits
 
     import netspec
-    from netspec.plan.compiler import layer_plan
+    from netspec.plan.shapes import infer
 
     torch.set_num_threads(threads)
     seen, rows = set(), []
@@ -152,56 +151,75 @@ def time_layers(repeats, threads, batch=16):
             if key in seen:
                 continue
             seen.add(key)
-            plan = layer_plan(layer, info.in_shape, "float32")
-            step = plan.steps[0]
-            x = np.random.default_rng(0).standard_normal(
-                (batch, *info.in_shape)).astype(np.float32)
-            xi = plan.to_internal(x)
-            conv = layer.torch_module(info, torch.nn)
-            xt = torch.from_numpy(x)
-            xr = xt.clone().requires_grad_(True)
-
-            def ns_eval(xi=xi, step=step):
-                step.forward(xi, False)
-
-            def ns_train(xi=xi, step=step):
-                y = step.forward(xi, True)
-                step.backward(np.ones_like(y), True)
-
-            def t_eval(conv=conv, xt=xt):
-                with torch.no_grad():
-                    conv(xt)
-
-            def t_train(conv=conv, xr=xr):
-                y = conv(xr)
-                y.backward(torch.ones_like(y))
-
-            runs = {"ns_eval": ns_eval, "t_eval": t_eval, "ns_train": ns_train,
-                    "t_train": t_train}
-            with threadpool_limits(threads, user_api="blas"):
-                for f in (*runs.values(), *runs.values()):
-                    f()
-                times = {k: [] for k in runs}
-                order = list(runs)
-                for r in range(repeats):
-                    for k in order[r % 4:] + order[:r % 4]:
-                        t = time.perf_counter()
-                        runs[k]()
-                        times[k].append(time.perf_counter() - t)
-            med = {k: median_ms(v) for k, v in times.items()}
-            o, c = layer.out_channels, info.in_shape[0]
-            kind = "depthwise" if layer.groups == c else f"groups {layer.groups}"
-            row = {"net": net, "layer": info.name, "kind": kind,
-                   "shape": f"{c}->{o} {info.in_shape[1]}x{info.in_shape[2]}",
-                   **{f"{k}_ms": round(v, 2) for k, v in med.items()},
-                   "eval_vs_torch": round(med["ns_eval"] / med["t_eval"], 2),
-                   "train_vs_torch": round(med["ns_train"] / med["t_train"], 2)}
-            rows.append(row)
-            print(f"{net:12s} {info.name:28s} {kind:10s} {row['shape']:18s} eval "
-                  f"{med['ns_eval']:7.2f} / {med['t_eval']:7.2f} ms ({row['eval_vs_torch']:.2f})"
-                  f"  train {med['ns_train']:7.2f} / {med['t_train']:7.2f} ms "
-                  f"({row['train_vs_torch']:.2f})", flush=True)
+            rows.append(time_layer(net, info.name, layer, info, repeats, threads, batch))
+            c, g = info.in_shape[0], layer.groups
+            if g < c:  # a grouped conv: also one group of it as a plain conv, for comparison
+                plain = layer.model_copy(update={"groups": 1,
+                                                 "out_channels": layer.out_channels // g})
+                (one,) = infer((c // g, *info.in_shape[1:]), [plain])
+                rows.append(time_layer(net, f"{info.name} (one group)", plain, one, repeats,
+                                       threads, batch))
     return rows
+
+
+def time_layer(net, name, layer, info, repeats, threads, batch):
+    """netspec's layer against torch's conv with the same groups: eval, and train forward plus
+    backward, interleaved medians (ms)."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    from netspec.plan.compiler import layer_plan
+
+    plan = layer_plan(layer, info.in_shape, "float32")
+    step = plan.steps[0]
+    x = np.random.default_rng(0).standard_normal(
+        (batch, *info.in_shape)).astype(np.float32)
+    xi = plan.to_internal(x)
+    conv = layer.torch_module(info, torch.nn)
+    xt = torch.from_numpy(x)
+    xr = xt.clone().requires_grad_(True)
+
+    def ns_eval(xi=xi, step=step):
+        step.forward(xi, False)
+
+    def ns_train(xi=xi, step=step):
+        y = step.forward(xi, True)
+        step.backward(np.ones_like(y), True)
+
+    def t_eval(conv=conv, xt=xt):
+        with torch.no_grad():
+            conv(xt)
+
+    def t_train(conv=conv, xr=xr):
+        y = conv(xr)
+        y.backward(torch.ones_like(y))
+
+    runs = {"ns_eval": ns_eval, "t_eval": t_eval, "ns_train": ns_train,
+            "t_train": t_train}
+    with threadpool_limits(threads, user_api="blas"):
+        for f in (*runs.values(), *runs.values()):
+            f()
+        times = {k: [] for k in runs}
+        order = list(runs)
+        for r in range(repeats):
+            for k in order[r % 4:] + order[:r % 4]:
+                t = time.perf_counter()
+                runs[k]()
+                times[k].append(time.perf_counter() - t)
+    med = {k: median_ms(v) for k, v in times.items()}
+    o, c = layer.out_channels, info.in_shape[0]
+    kind = ("depthwise" if layer.groups == c > 1 else
+            "plain" if layer.groups == 1 else f"groups {layer.groups}")
+    row = {"net": net, "layer": name, "kind": kind,
+           "shape": f"{c}->{o} {info.in_shape[1]}x{info.in_shape[2]}",
+           **{f"{k}_ms": round(v, 2) for k, v in med.items()},
+           "eval_vs_torch": round(med["ns_eval"] / med["t_eval"], 2),
+           "train_vs_torch": round(med["ns_train"] / med["t_train"], 2)}
+    print(f"{net:12s} {name:28s} {kind:10s} {row['shape']:18s} eval "
+          f"{med['ns_eval']:7.2f} / {med['t_eval']:7.2f} ms ({row['eval_vs_torch']:.2f})"
+          f"  train {med['ns_train']:7.2f} / {med['t_train']:7.2f} ms "
+          f"({row['train_vs_torch']:.2f})", flush=True)
+    return row
 
 
 PEAK = r"""
