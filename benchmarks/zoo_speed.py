@@ -164,7 +164,9 @@ def time_layers(repeats, threads, batch=16):
 
 def time_layer(net, name, layer, info, repeats, threads, batch):
     """netspec's layer against torch's conv with the same groups: eval, and train forward plus
-    backward, interleaved medians (ms)."""
+    backward, interleaved medians (ms). Each timed call follows an untimed call of the same
+    function: right after a call of the other library its idle threads still spin (OpenMP's
+    and OpenBLAS's wait policy) and take the cores a threaded kernel needs."""
     import torch
     from threadpoolctl import threadpool_limits
 
@@ -203,6 +205,7 @@ def time_layer(net, name, layer, info, repeats, threads, batch):
         order = list(runs)
         for r in range(repeats):
             for k in order[r % 4:] + order[:r % 4]:
+                runs[k]()  # untimed: the other library's threads stop spinning meanwhile
                 t = time.perf_counter()
                 runs[k]()
                 times[k].append(time.perf_counter() - t)
