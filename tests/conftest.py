@@ -1,4 +1,5 @@
-"""Shared test fixtures: paths to the specs and the small committed MNIST subset."""
+"""Shared test fixtures: paths to the specs and the small committed MNIST subset, and `cli`,
+which runs a netspec command in-process."""
 
 import signal
 from contextlib import contextmanager
@@ -9,6 +10,20 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 SPECS = sorted((ROOT / "specs").glob("*.yaml"))
 TINY = Path(__file__).resolve().parent / "fixtures" / "mnist-tiny"  # 512 train / 256 test
+
+
+def cli(*args):
+    """`netspec ARGS...` through typer's CliRunner (arguments str()-ed). Anything but a clean
+    exit is a traceback a user would see, so it fails the test here."""
+    from typer.testing import CliRunner
+
+    from netspec.cli import app
+
+    result = CliRunner().invoke(app, [str(a) for a in args], prog_name="netspec")
+    assert "Traceback" not in result.output, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), (
+        f"uncaught {result.exception!r} for {args}")
+    return result
 
 
 @pytest.fixture(scope="session")

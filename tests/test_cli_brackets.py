@@ -5,10 +5,7 @@ import os
 import shutil
 
 import pytest
-from conftest import TINY
-from typer.testing import CliRunner
-
-from netspec.cli import app
+from conftest import TINY, cli
 
 FOLDER = "d[/]x [red]ü"
 SPEC_NAME = "s[abc] ü.yaml"
@@ -24,14 +21,6 @@ layers:
 data: {{dataset: "{data}"}}
 train: {{epochs: 1, batch_size: 128}}
 """
-
-
-def cli(*args):
-    result = CliRunner().invoke(app, [str(a) for a in args])
-    assert "Traceback" not in result.output, result.output
-    assert result.exception is None or isinstance(result.exception, SystemExit), (
-        repr(result.exception))
-    return result
 
 
 def flat(text: str) -> str:

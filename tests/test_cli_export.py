@@ -10,27 +10,14 @@ from __future__ import annotations
 
 import re
 import sys
-from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
+from conftest import ROOT, TINY
+from conftest import cli as netspec
 
-from netspec.cli import app
 from netspec.nn.layers import LAYERS
 
-ROOT = Path(__file__).resolve().parents[1]
-TINY = ROOT / "tests" / "fixtures" / "mnist-tiny"
 ON_TINY = ["--set", f"data.dataset={TINY}"]
-runner = CliRunner()
-
-
-def netspec(*args):
-    result = runner.invoke(app, [str(a) for a in args], prog_name="netspec")
-    # CliRunner catches exceptions: anything but a clean exit is a traceback a user would see
-    assert result.exception is None or isinstance(result.exception, SystemExit), (
-        f"uncaught {result.exception!r} for {args}")
-    assert "Traceback" not in result.output
-    return result
 
 
 @pytest.fixture

@@ -5,26 +5,13 @@ exit codes, and the weights going round: import -> eval / export --checkpoint ->
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
-
-from netspec.cli import app
+from conftest import ROOT, TINY
+from conftest import cli as netspec
 
 onnx = pytest.importorskip("onnx", reason="netspec import needs pip install 'netspec[onnx]'")
 
-ROOT = Path(__file__).resolve().parents[1]
-TINY = ROOT / "tests" / "fixtures" / "mnist-tiny"
-runner = CliRunner()
-
-
-def netspec(*args):
-    result = runner.invoke(app, [str(a) for a in args], prog_name="netspec")
-    assert result.exception is None or isinstance(result.exception, SystemExit), (
-        f"uncaught {result.exception!r} for {args}")
-    assert "Traceback" not in result.output
-    return result
 
 
 @pytest.fixture

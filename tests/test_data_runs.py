@@ -7,13 +7,11 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import ROOT, TINY, tiny_conv_spec
+from conftest import ROOT, TINY, cli, tiny_conv_spec
 from PIL import Image
-from typer.testing import CliRunner
 
 import netspec
 from netspec import checkpoint
-from netspec.cli import app
 from netspec.errors import SpecError
 
 
@@ -21,10 +19,6 @@ from netspec.errors import SpecError
 def isolated(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.delenv("NETSPEC_DATA", raising=False)
-
-
-def cli(*args):
-    return CliRunner().invoke(app, [str(a) for a in args])
 
 
 def test_a_relative_dataset_is_resolved_against_the_spec_folder(tmp_path, monkeypatch):

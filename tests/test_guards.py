@@ -6,11 +6,9 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import ROOT, TINY
-from typer.testing import CliRunner
+from conftest import ROOT, TINY, cli
 
 import netspec
-from netspec.cli import app
 from netspec.train.trainer import Trainer
 
 NET = f"""
@@ -26,12 +24,6 @@ train: {{epochs: 1, batch_size: 64}}
 """
 FLAT_BN = NET.replace("  - {type: batchnorm, name: bn1}\n  - {type: flatten}\n",
                       "  - {type: flatten}\n  - {type: batchnorm, name: bn1}\n")
-
-
-def cli(*args):
-    result = CliRunner().invoke(app, [str(a) for a in args])
-    assert "Traceback" not in result.output, result.output
-    return result
 
 
 def test_validate_dev_zero_stops_at_the_size_cap():

@@ -9,12 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT, TINY
-from typer.testing import CliRunner
+from conftest import ROOT, TINY, cli
 
 import netspec
 from netspec import checkpoint, fsio
-from netspec.cli import app
 
 MLP = ROOT / "specs" / "mlp.yaml"
 SMALL = f"""
@@ -28,14 +26,6 @@ layers:
 data: {{dataset: {TINY}}}
 train: {{epochs: 1, batch_size: 128}}
 """
-
-
-def cli(*args):
-    result = CliRunner().invoke(app, [str(a) for a in args])
-    assert "Traceback" not in result.output, result.output
-    assert result.exception is None or isinstance(result.exception, SystemExit), (
-        repr(result.exception))
-    return result
 
 
 def _mode(path) -> int:

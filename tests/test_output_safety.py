@@ -8,12 +8,10 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import TINY
-from typer.testing import CliRunner
+from conftest import TINY, cli
 
 import netspec
 from netspec import checkpoint, fsio
-from netspec.cli import app
 
 SPEC = f"""
 name: small
@@ -27,14 +25,6 @@ layers:
 data: {{dataset: {TINY}}}
 train: {{epochs: 1, batch_size: 128}}
 """
-
-
-def cli(*args):
-    result = CliRunner().invoke(app, [str(a) for a in args])
-    assert "Traceback" not in result.output, result.output
-    assert not isinstance(result.exception, Exception) or isinstance(
-        result.exception, SystemExit), repr(result.exception)
-    return result
 
 
 @pytest.fixture

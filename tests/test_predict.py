@@ -6,12 +6,10 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import ROOT, TINY
+from conftest import ROOT, TINY, cli
 from PIL import Image
-from typer.testing import CliRunner
 
 import netspec
-from netspec.cli import app
 from netspec.data import load_dataset
 
 SHAPES = ROOT / "examples" / "shapes"
@@ -20,10 +18,6 @@ SHAPES = ROOT / "examples" / "shapes"
 @pytest.fixture(autouse=True)
 def isolated_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-
-
-def cli(*args):
-    return CliRunner().invoke(app, [str(a) for a in args])
 
 
 @pytest.fixture(scope="module")

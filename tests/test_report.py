@@ -9,12 +9,10 @@ from html.parser import HTMLParser
 
 import numpy as np
 import pytest
-from conftest import TINY, tiny_conv_spec
-from typer.testing import CliRunner
+from conftest import TINY, cli, tiny_conv_spec
 
 import netspec
 from netspec import checkpoint
-from netspec.cli import app
 from netspec.train.run import Run
 from netspec.train.trainer import Trainer
 from netspec.viz.draw import shape_text
@@ -41,12 +39,6 @@ class Page(HTMLParser):
 
     def handle_data(self, data):
         self.text[self.section] = self.text.get(self.section, "") + data
-
-
-def cli(*args):
-    result = CliRunner().invoke(app, [str(a) for a in args])
-    assert "Traceback" not in result.output, result.output
-    return result
 
 
 @pytest.fixture(scope="module")

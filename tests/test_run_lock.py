@@ -10,11 +10,9 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, TINY
-from typer.testing import CliRunner
+from conftest import ROOT, TINY, cli
 
 from netspec import fsio
-from netspec.cli import app
 
 SPEC = f"""
 name: same
@@ -27,14 +25,6 @@ layers:
 data: {{dataset: {TINY}}}
 train: {{epochs: 1, batch_size: 128}}
 """
-
-
-def cli(*args):
-    result = CliRunner().invoke(app, [str(a) for a in args])
-    assert "Traceback" not in result.output, result.output
-    assert result.exception is None or isinstance(result.exception, SystemExit), (
-        repr(result.exception))
-    return result
 
 
 def _snapshot(directory: Path) -> dict:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT, tiny_conv_spec
+from conftest import ROOT, cli, tiny_conv_spec
 from typer.testing import CliRunner
 
 distributed = pytest.importorskip(
@@ -119,12 +119,6 @@ def deadline(seconds=300):
     """A should_stop that ends a sweep cleanly (failing the test) if it hangs."""
     end = time.monotonic() + seconds
     return lambda: time.monotonic() > end
-
-
-def cli(*args):
-    result = CliRunner().invoke(app, [str(a) for a in args])
-    assert "Traceback" not in result.output, result.output
-    return result
 
 
 def rows_by(rows, *keys):

@@ -13,12 +13,10 @@ import time
 
 import numpy as np
 import pytest
-from conftest import ROOT, TINY, tiny_conv_spec
-from typer.testing import CliRunner
+from conftest import ROOT, TINY, cli, tiny_conv_spec
 
 import netspec
 from netspec import checkpoint
-from netspec.cli import app
 from netspec.plan.options import resolve_workers
 from netspec.train.run import Run
 from netspec.train.trainer import Trainer, confusion_matrix
@@ -37,12 +35,6 @@ def write_spec(tmp_path, text=SPEC):
     path = tmp_path / "tiny.yaml"
     path.write_text(text)
     return path
-
-
-def cli(*args):
-    result = CliRunner().invoke(app, [str(a) for a in args])
-    assert "Traceback" not in result.output, result.output
-    return result
 
 
 def one_epoch_run(spec_path, run_dir):
