@@ -109,23 +109,17 @@ def read_csv(path: Path, label_column: str | None = None) -> tuple[list, list, n
     label_col = _label_column(header, label_column, path)
     li = header.index(label_col)
     labels, lines, problems = [], [], []
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.reader(f)
-        next(reader)
-        for row in reader:
-            if not row or (len(row) == 1 and not row[0].strip()):
-                continue
-            line = reader.line_num
-            if len(row) != len(header):
-                problems.append(Problem(f"{len(row)} values, but the header names "
-                                        f"{len(header)} columns", file=str(path), line=line))
-                continue
-            label = row[li].strip()
-            if not label:
-                problems.append(Problem(f"column '{label_col}' (the label): the value is "
-                                        "missing", file=str(path), line=line))
-            labels.append(label)
-            lines.append(line)
+    for line, row in _rows(path):
+        if len(row) != len(header):
+            problems.append(Problem(f"{len(row)} values, but the header names "
+                                    f"{len(header)} columns", file=str(path), line=line))
+            continue
+        label = row[li].strip()
+        if not label:
+            problems.append(Problem(f"column '{label_col}' (the label): the value is "
+                                    "missing", file=str(path), line=line))
+        labels.append(label)
+        lines.append(line)
     if not labels and not problems:
         raise DataError([Problem("no rows after the header", file=str(path))])
     if problems:
@@ -161,16 +155,11 @@ def read_features(path: Path, columns: list[str]) -> tuple[np.ndarray, list[int]
                                  f"trained on the columns {', '.join(columns)}",
                                  file=str(path), line=1)])
     lines = []
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.reader(f)
-        next(reader)
-        for row in reader:
-            if row and not (len(row) == 1 and not row[0].strip()):
-                if len(row) != len(header):
-                    raise DataError([Problem(f"{len(row)} values, but the header names "
-                                             f"{len(header)} columns", file=str(path),
-                                             line=reader.line_num)])
-                lines.append(reader.line_num)
+    for line, row in _rows(path):
+        if len(row) != len(header):
+            raise DataError([Problem(f"{len(row)} values, but the header names "
+                                     f"{len(header)} columns", file=str(path), line=line)])
+        lines.append(line)
     if not lines:
         raise DataError([Problem("no rows after the header", file=str(path))])
     x = numbers(path, header, [header.index(c) for c in columns])
@@ -180,27 +169,32 @@ def read_features(path: Path, columns: list[str]) -> tuple[np.ndarray, list[int]
 def _bad_cells(path: Path, header: list, cols: set) -> list[Problem]:
     """Every feature cell that is not a finite number, located (the slow pass)."""
     problems = []
+    for line, row in _rows(path):
+        for i, cell in enumerate(row):
+            if i not in cols:
+                continue
+            text = cell.strip()
+            try:
+                ok = math.isfinite(float(text))
+            except ValueError:
+                ok = False
+            if not ok:
+                what = ("the value is missing" if not text else
+                        f"{text!r} is not a finite number")
+                problems.append(Problem(f"column '{header[i]}': {what}; every feature must "
+                                        "be a number", file=str(path), line=line))
+    return problems or [Problem("the numeric columns could not be read", file=str(path))]
+
+
+def _rows(path: Path):
+    """(line number, cells) of every data row of a CSV file: after the header, blank lines
+    skipped."""
     with open(path, newline="", encoding="utf-8-sig") as f:
         reader = csv.reader(f)
         next(reader)
         for row in reader:
-            if not row or (len(row) == 1 and not row[0].strip()):
-                continue
-            for i, cell in enumerate(row):
-                if i not in cols:
-                    continue
-                text = cell.strip()
-                try:
-                    ok = math.isfinite(float(text))
-                except ValueError:
-                    ok = False
-                if not ok:
-                    what = ("the value is missing" if not text else
-                            f"{text!r} is not a finite number")
-                    problems.append(Problem(f"column '{header[i]}': {what}; every feature "
-                                            "must be a number", file=str(path),
-                                            line=reader.line_num))
-    return problems or [Problem("the numeric columns could not be read", file=str(path))]
+            if row and not (len(row) == 1 and not row[0].strip()):
+                yield reader.line_num, row
 
 
 def _capped(problems: list) -> list:
