@@ -191,6 +191,7 @@ class TorchSide:
         self.torch, self.spec = torch, spec
         self.x = torch.from_numpy(x.reshape(len(x), *spec.input.shape))  # shares memory
         self.y = torch.from_numpy(y)
+        self.eval_x, self.eval_y = self.x, self.y  # what `infer` runs on
         self.gen = torch.Generator().manual_seed(seed)
 
     def reset(self, state: dict):
@@ -210,7 +211,7 @@ class TorchSide:
         loss_sum, correct = 0.0, 0
         for step in range(steps):
             idx = order[step * batch:(step + 1) * batch]
-            xb, yb = self.x[idx], self.y[idx]
+            xb, yb = self.augment(self.x[idx]), self.y[idx]
             opt.zero_grad()
             out = model(xb)
             loss = loss_fn(out, yb)
@@ -223,6 +224,10 @@ class TorchSide:
             raise RuntimeError("torch training diverged")
         return seconds
 
+    def augment(self, xb):
+        """A training batch as the model sees it (here as it is; cifar_vs_torch.py augments)."""
+        return xb
+
     def infer(self, images: int, batch: int) -> float:
         torch, model = self.torch, self.model
         model.eval()
@@ -231,7 +236,8 @@ class TorchSide:
         loss_sum = 0.0
         with torch.no_grad():
             for i in range(0, images, batch):
-                xb, yb = self.x[i:min(i + batch, images)], self.y[i:min(i + batch, images)]
+                xb, yb = (self.eval_x[i:min(i + batch, images)],
+                          self.eval_y[i:min(i + batch, images)])
                 out = model(xb)
                 loss_sum += float(torch.nn.functional.cross_entropy(out, yb)) * len(yb)
                 preds[i:i + len(yb)] = out.argmax(1)

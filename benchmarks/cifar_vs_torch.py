@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_vs_torch import NetspecSide, environment, summary, workers_arg
+from bench_vs_torch import NetspecSide, TorchSide, environment, summary, workers_arg
 
 
 def parse_args(argv=None):
@@ -100,30 +100,20 @@ class AugmentedNetspec(NetspecSide):
         return time.perf_counter() - start
 
 
-class AugmentedTorch:
-    """The PyTorch twin, augmenting each training batch as the spec says."""
-
-    name = "torch"
+class AugmentedTorch(TorchSide):
+    """bench_vs_torch's PyTorch loop, augmenting each training batch as the spec says and
+    evaluating the test split."""
 
     def __init__(self, spec, splits, fill):
         import torch
 
-        self.torch, self.spec = torch, spec
-        self.x, self.y = (torch.from_numpy(np.ascontiguousarray(a)) for a in splits["train"])
-        self.xt, self.yt = (torch.from_numpy(np.ascontiguousarray(a)) for a in splits["test"])
+        super().__init__(spec, *(np.ascontiguousarray(a) for a in splits["train"]), spec.seed)
+        self.eval_x, self.eval_y = (torch.from_numpy(np.ascontiguousarray(a))
+                                    for a in splits["test"])
         self.fill = torch.tensor(fill, dtype=torch.float32).view(1, -1, 1, 1)
-        self.gen = torch.Generator().manual_seed(spec.seed)
         a = spec.data.augment
         self.pad = a.crop.padding if a is not None and a.crop is not None else 0
         self.flip = a.horizontal_flip if a is not None else 0.0
-
-    def reset(self, state: dict):
-        from netspec.interop.torch_bridge import load_state_dict, to_torch, torch_optimizer
-
-        self.model = to_torch(self.spec, dtype="float32")
-        load_state_dict(self.model, state)
-        self.opt = torch_optimizer(self.spec, self.model)
-        self.loss_fn = self.torch.nn.CrossEntropyLoss()
 
     def augment(self, xb):
         torch, p = self.torch, self.pad
@@ -141,41 +131,6 @@ class AugmentedTorch:
             coin = torch.rand(b, generator=self.gen) < self.flip
             xb = torch.where(coin[:, None, None, None], xb.flip(3), xb)
         return xb
-
-    def train(self, steps: int) -> float:
-        torch, model, opt, loss_fn = self.torch, self.model, self.opt, self.loss_fn
-        batch, n = self.spec.train.batch_size, len(self.y)
-        model.train()
-        start = time.perf_counter()
-        order = torch.randperm(n, generator=self.gen)
-        loss_sum, correct = 0.0, 0
-        for step in range(steps):
-            idx = order[step * batch:(step + 1) * batch]
-            xb, yb = self.augment(self.x[idx]), self.y[idx]
-            opt.zero_grad()
-            out = model(xb)
-            loss = loss_fn(out, yb)
-            loss.backward()
-            opt.step()
-            loss_sum += loss.item() * len(idx)
-            correct += int((out.argmax(1) == yb).sum())
-        seconds = time.perf_counter() - start
-        if not math.isfinite(loss_sum):
-            raise RuntimeError("torch training diverged")
-        return seconds
-
-    def infer(self, images: int, batch: int) -> float:
-        torch, model = self.torch, self.model
-        model.eval()
-        preds = torch.empty(images, dtype=torch.int64)
-        start = time.perf_counter()
-        with torch.no_grad():
-            for i in range(0, images, batch):
-                xb, yb = self.xt[i:min(i + batch, images)], self.yt[i:min(i + batch, images)]
-                out = model(xb)
-                float(torch.nn.functional.cross_entropy(out, yb))
-                preds[i:i + len(yb)] = out.argmax(1)
-        return time.perf_counter() - start
 
 
 def run(args) -> dict:
