@@ -1,7 +1,11 @@
 """Shared test fixtures: paths to the specs and the small committed MNIST subset, and `cli`,
 which runs a netspec command in-process."""
 
+import os
 import signal
+import subprocess
+import sys
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -98,3 +102,33 @@ def deadline(seconds: int):
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, old)
+
+
+def kill_group(proc, sig) -> None:
+    """Send sig to the process group that proc leads (started with start_new_session), if any
+    of it is left."""
+    try:
+        os.killpg(proc.pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def long_sweep(spec_path, out, timeout: float):
+    """`netspec sweep SPEC --seeds 0,1` of 500-epoch trials on one worker into out, in a
+    process group of its own, returned once a trial has finished an epoch (for the Ctrl-C
+    tests); the caller kills the group when done (kill_group)."""
+    command = [sys.executable, "-m", "netspec", "sweep", str(spec_path), "--seeds", "0,1",
+               "--set", "train.epochs=500", "--workers", "1", "--out", str(out), "--no-progress"]
+    proc = subprocess.Popen(command, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        end = time.monotonic() + timeout
+        while not any(out.glob("*/metrics.jsonl")):  # a trial has finished an epoch
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < end, "no trial started"
+            time.sleep(0.2)
+    except BaseException:
+        kill_group(proc, signal.SIGKILL)
+        raise
+    return proc

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT, cli, tiny_conv_spec
+from conftest import ROOT, cli, kill_group, long_sweep, tiny_conv_spec
 from typer.testing import CliRunner
 
 distributed = pytest.importorskip(
@@ -99,20 +99,13 @@ def scheduler(tmp_path_factory):
         yield address
     finally:
         for p in reversed(procs):
-            with_pgid(p, signal.SIGTERM)
+            kill_group(p, signal.SIGTERM)
         for p in reversed(procs):
             try:
                 p.wait(timeout=30)
             except subprocess.TimeoutExpired:
-                with_pgid(p, signal.SIGKILL)
+                kill_group(p, signal.SIGKILL)
                 p.wait(timeout=30)
-
-
-def with_pgid(proc, sig):
-    try:
-        os.killpg(proc.pid, sig)
-    except ProcessLookupError:
-        pass
 
 
 def deadline(seconds=300):
@@ -339,21 +332,12 @@ def test_ctrl_c_in_a_terminal_exits_130_and_running_trials_keep_a_checkpoint(spe
     """Ctrl-C in a terminal signals the whole process group, the embedded cluster's worker
     processes too: they must ignore it and let the sweep stop them cleanly."""
     out = tmp_path / "sweep"
-    command = [sys.executable, "-m", "netspec", "sweep", str(spec_path), "--seeds", "0,1",
-               "--set", "train.epochs=500", "--workers", "1", "--out", str(out), "--no-progress"]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
+    proc = long_sweep(spec_path, out, CLUSTER_TIMEOUT)
     try:
-        deadline = time.monotonic() + CLUSTER_TIMEOUT
-        while not any(out.glob("*/metrics.jsonl")):  # a trial has finished an epoch
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "no trial started"
-            time.sleep(0.2)
         os.killpg(proc.pid, signal.SIGINT)  # what the terminal does on Ctrl-C
         stdout, stderr = proc.communicate(timeout=CLUSTER_TIMEOUT)
     finally:
-        with_pgid(proc, signal.SIGKILL)
+        kill_group(proc, signal.SIGKILL)
     assert proc.returncode == 130, stdout + stderr
     assert "interrupted" in stderr and "rerun the same command" in stderr
     assert "Traceback" not in stdout + stderr

@@ -6,12 +6,10 @@ import csv
 import io
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
-from conftest import ROOT, TINY, tiny_conv_spec
+from conftest import TINY, kill_group, long_sweep, tiny_conv_spec
 from rich.console import Console
 from typer.testing import CliRunner
 
@@ -35,26 +33,14 @@ def spec_path(tmp_path):
 def test_a_double_ctrl_c_marks_running_trials_interrupted_and_prints_the_resume_command(
         spec_path, tmp_path):
     out = tmp_path / "sweep"
-    command = [sys.executable, "-m", "netspec", "sweep", str(spec_path), "--seeds", "0,1",
-               "--set", "train.epochs=500", "--workers", "1", "--out", str(out), "--no-progress"]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
+    proc = long_sweep(spec_path, out, CLUSTER_TIMEOUT)
     try:
-        deadline = time.monotonic() + CLUSTER_TIMEOUT
-        while not any(out.glob("*/metrics.jsonl")):  # a trial has finished an epoch
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "no trial started"
-            time.sleep(0.2)
         os.kill(proc.pid, signal.SIGINT)
         time.sleep(0.05)  # trials poll for a stop twice a second: the sweep still waits
         os.kill(proc.pid, signal.SIGINT)
         stdout, stderr = proc.communicate(timeout=CLUSTER_TIMEOUT)
     finally:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        kill_group(proc, signal.SIGKILL)
     assert proc.returncode == 130, stdout + stderr
     assert "Traceback" not in stdout + stderr
     text = " ".join(stderr.split())
