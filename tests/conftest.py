@@ -132,3 +132,20 @@ def long_sweep(spec_path, out, timeout: float):
         kill_group(proc, signal.SIGKILL)
         raise
     return proc
+
+
+def running(pid: int) -> bool:
+    """True while pid exists and is not a zombie (Linux /proc)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+def gone(pids, seconds: float = 10.0) -> bool:
+    """Whether every process of pids has ended within `seconds`."""
+    end = time.monotonic() + seconds
+    while any(running(p) for p in pids) and time.monotonic() < end:
+        time.sleep(0.02)
+    return not any(running(p) for p in pids)

@@ -10,11 +10,10 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 
 import numpy as np
 import pytest
-from conftest import ROOT, TINY, tiny_conv_spec, train_with_workers
+from conftest import ROOT, TINY, gone, tiny_conv_spec, train_with_workers
 from typer.testing import CliRunner
 
 import netspec
@@ -344,10 +343,7 @@ def test_children_exit_quietly_when_the_parent_is_killed(tmp_path):
     pids = [int(p) for p in proc.stdout.readline().split()]
     assert proc.wait(30) == -signal.SIGKILL
     assert len(pids) == 1
-    deadline = time.monotonic() + 20
-    while any(_running(p) for p in pids) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not any(_running(p) for p in pids), "a worker outlived its parent"
+    assert gone(pids, 20), "a worker outlived its parent"
     errors = proc.stderr.read()  # the worker shares it: EOF once the worker is gone too
     assert "Traceback" not in errors, errors
     assert (tmp_path / "started").exists(), "the worker never started the step"
@@ -385,21 +381,9 @@ def test_a_child_waiting_in_a_batch_exchange_exits_when_the_parent_is_killed(tmp
                             stderr=subprocess.PIPE, text=True)
     pids = [int(p) for p in proc.stdout.readline().split()]
     assert proc.wait(30) == -signal.SIGKILL
-    deadline = time.monotonic() + 20
-    while any(_running(p) for p in pids) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert len(pids) == 1 and not any(_running(p) for p in pids), "a worker outlived its parent"
+    assert len(pids) == 1 and gone(pids, 20), "a worker outlived its parent"
     errors = proc.stderr.read()
     assert "Traceback" not in errors, errors
-
-
-def _running(pid: int) -> bool:
-    """True while pid exists and is not a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (FileNotFoundError, ProcessLookupError):
-        return False
 
 
 def test_shared_array_is_shared_with_forked_children():

@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import ROOT, TINY, deadline, tiny_conv_spec
+from conftest import ROOT, TINY, deadline, gone, tiny_conv_spec
 
 import netspec
 from netspec import checkpoint
@@ -48,22 +48,6 @@ def options(spin=None, **kw):
     if spin is not None:
         kw["worker_spin"] = spin
     return PlanOptions(workers=2, **kw)
-
-
-def _running(pid: int) -> bool:
-    """True while pid exists and is not a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-
-
-def _gone(pids, seconds=10.0) -> bool:
-    end = time.monotonic() + seconds
-    while any(_running(p) for p in pids) and time.monotonic() < end:
-        time.sleep(0.02)
-    return not any(_running(p) for p in pids)
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -106,7 +90,7 @@ def test_the_interpreter_exits_with_a_pool_left_open(tmp_path, finalizer):
         pytest.fail(f"the interpreter did not exit: {out} {err}")
     assert proc.returncode == 0, err
     pids = [int(p) for p in out.split()]
-    assert len(pids) == 1 and _gone(pids), "a worker outlived its parent"
+    assert len(pids) == 1 and gone(pids), "a worker outlived its parent"
     assert "Traceback" not in err, err
 
 
@@ -210,7 +194,7 @@ def test_a_stopped_worker_stops_the_run_and_keeps_the_checkpoint(tmp_path, tiny_
     assert "stopped" in message and "worker_timeout" in message, message
     assert f"the last good checkpoint is {run.last_path}" in message
     assert checkpoint.load(run.last_path).meta["progress"]["epoch"] == 1
-    assert run.trainer.pool is None and _gone(stopped)
+    assert run.trainer.pool is None and gone(stopped)
 
 
 def test_a_stopped_worker_in_an_evaluation_is_named(tiny_splits):
@@ -226,7 +210,7 @@ def test_a_stopped_worker_in_an_evaluation_is_named(tiny_splits):
     finally:
         _reap(stopped)
         trainer.close()
-    assert _gone(stopped)
+    assert gone(stopped)
 
 
 @SPINS
@@ -289,7 +273,7 @@ def test_a_worker_killed_while_the_parent_waits_for_its_reply_is_reported(tiny_s
             pool.gradient(np.arange(16))
         else:
             pool.evaluate(x, y, 64, np.empty(len(x), np.int64))
-    assert pool.closed and _gone([pid])
+    assert pool.closed and gone([pid])
 
 
 def test_a_reply_read_while_waiting_in_a_gather_is_kept_for_its_step(tiny_splits):
