@@ -149,3 +149,20 @@ def gone(pids, seconds: float = 10.0) -> bool:
     while any(running(p) for p in pids) and time.monotonic() < end:
         time.sleep(0.02)
     return not any(running(p) for p in pids)
+
+
+def randomized(spec, seed: int = 0):
+    """A float32 plan of `spec` whose biases and batchnorm state are random, not 0 and 1."""
+    import numpy as np
+
+    import netspec
+
+    plan = netspec.compile(spec)
+    rng = np.random.default_rng(seed)
+    for name, v in {**plan.params, **plan.buffers}.items():
+        key = name.rsplit(".", 1)[-1]
+        if key in ("bias", "running_mean"):
+            v[...] = rng.normal(0, 0.2, v.shape)
+        elif key == "running_var" or (key == "weight" and v.ndim == 1):  # batchnorm scales
+            v[...] = rng.uniform(0.5, 2.0, v.shape)
+    return plan

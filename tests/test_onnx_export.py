@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import randomized
 
 import netspec
 from netspec.nn.layers import LAYERS
@@ -37,19 +38,6 @@ TINY = ROOT / "tests" / "fixtures" / "mnist-tiny"
 NORM = {"normalize": "standardize", "mean": 0.13, "std": 0.31}
 CASES = [(tag, i, fields, tuple(shape))
          for tag, cls in sorted(LAYERS.items()) for i, (fields, shape) in enumerate(cls.examples)]
-
-
-def randomized(spec, seed: int = 0):
-    """A float32 plan of `spec` whose biases and batchnorm state are random, not 0 and 1."""
-    plan = netspec.compile(spec)
-    rng = np.random.default_rng(seed)
-    for name, v in {**plan.params, **plan.buffers}.items():
-        key = name.rsplit(".", 1)[-1]
-        if key in ("bias", "running_mean"):
-            v[...] = rng.normal(0, 0.2, v.shape)
-        elif key == "running_var" or (key == "weight" and v.ndim == 1):  # batchnorm scales
-            v[...] = rng.uniform(0.5, 2.0, v.shape)
-    return plan
 
 
 def layer_spec(tag: str, fields: dict, in_shape) -> NetSpec:

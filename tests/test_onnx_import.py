@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import randomized
 
 import netspec
 from netspec.errors import ModelError
@@ -41,19 +42,6 @@ NORM = {"normalize": "none"}
 CASES = [(tag, i, fields, tuple(shape))
          for tag, cls in sorted(LAYERS.items()) for i, (fields, shape) in enumerate(cls.examples)
          if tag != "dropout"]  # export leaves dropout out: the ONNX model is the eval network
-
-
-def randomized(spec, seed=0):
-    """A float32 plan whose biases and batchnorm statistics are random too."""
-    plan = netspec.compile(spec)
-    rng = np.random.default_rng(seed)
-    for name, v in {**plan.params, **plan.buffers}.items():
-        key = name.rsplit(".", 1)[-1]
-        if key in ("bias", "running_mean"):
-            v[...] = rng.normal(0, 0.2, v.shape)
-        elif key == "running_var":
-            v[...] = rng.uniform(0.5, 2.0, v.shape)
-    return plan
 
 
 def table(spec):
