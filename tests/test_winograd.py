@@ -138,12 +138,15 @@ def test_when_the_algorithm_is_chosen(c, h, more, threads, train, taken, calls):
 
 
 def test_a_forced_algorithm_runs_where_it_can():
-    """conv: winograd on a layer it does not suit gives im2col; auto with one thread on a
-    tall 3-channel image (too few channels for Winograd) gives the row-stacked GEMM."""
+    """conv: winograd on a layer it does not suit gives im2col; auto with two threads (no
+    Winograd) on a tall 16-channel image gives the row-stacked GEMM, and on a 3-channel image,
+    whose stacked GEMM has too few rows, im2col."""
     assert conv(8, 4, 12, 12, options=PlanOptions(conv="winograd"), stride=2)[0].algorithms() \
         == {"conv2d": "im2col"}
-    assert conv(3, 4, 20, 20, options=PlanOptions(blas_threads=1))[0].algorithms() \
+    assert conv(16, 4, 20, 20, options=PlanOptions(blas_threads=2))[0].algorithms() \
         == {"conv2d": "stacked"}
+    assert conv(3, 4, 20, 20, options=PlanOptions(blas_threads=1))[0].algorithms() \
+        == {"conv2d": "im2col"}
     with pytest.raises(ValueError, match="conv must be 'auto' or one of"):
         PlanOptions(conv="fft")
 

@@ -56,9 +56,11 @@ MAX_BLOCK = 4096
 # cache), which the GEMM then reads from cache.
 FUSED_BYTES = 1 << 20
 # RowStacked computes KH-1 extra rows of the padded image; it pays while they are at most this
-# share of the output rows and the stacked GEMM has at least MIN_STACKED_ROWS rows C*KW.
+# share of the output rows and the stacked GEMM has at least MIN_STACKED_ROWS rows C*KW (a
+# 3x3 conv of 64 samples of 32x32, forward + backward: 3 channels 2.3 ms against im2col's 3.6,
+# 8 channels even with one BLAS thread and 11% slower with two, 16 channels 9-16% faster).
 STACKED_EXTRA_ROWS = 0.1
-MIN_STACKED_ROWS = 8
+MIN_STACKED_ROWS = 32
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from typing import ClassVar, Literal
 import numpy as np
 from pydantic import Field
 
+from netspec.kernels.elementwise import negative_part
 from netspec.nn.init import Constant, InitSpec, Zeros
 from netspec.nn.layers.base import Layer, ShapeError, register
 
@@ -65,7 +66,7 @@ class PReLU(Layer):
         def forward(x, train):
             x2 = x.reshape(c, -1)  # (C, M)
             neg = ctx.ws("neg", x2.shape)  # min(x, 0)
-            np.minimum(x2, 0, out=neg)
+            negative_part(x2, neg)
             y = ctx.ws("y", x.shape)
             np.multiply(neg, (a - 1)[:, None], out=y.reshape(c, -1))  # (C,1) or (1,1) slopes
             y += x

@@ -4,6 +4,7 @@ from typing import ClassVar, Literal
 
 import numpy as np
 
+from netspec.kernels.elementwise import positive_part
 from netspec.nn.layers.base import Layer, register
 
 
@@ -21,7 +22,7 @@ class ReLU(Layer):
 
         def forward(x, train):
             y = ctx.ws("y", x.shape)
-            np.maximum(x, 0, out=y)
+            positive_part(x, y)  # max(x, 0)
             cache["x"] = x
             if train:
                 mask = ctx.ws("mask", x.shape, dtype=bool)

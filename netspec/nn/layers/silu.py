@@ -9,6 +9,7 @@ from typing import ClassVar, Literal
 
 import numpy as np
 
+from netspec.kernels.elementwise import negative_part
 from netspec.nn.layers.base import Layer, register
 
 
@@ -27,7 +28,7 @@ class SiLU(Layer):
         def forward(x, train):
             s = ctx.ws("s", x.shape)  # sigmoid(x) = exp(min(x, 0)) / (1 + exp(-|x|))
             num = ctx.ws("num", x.shape)
-            np.minimum(x, 0, out=num)
+            negative_part(x, num)
             np.exp(num, out=num)
             np.abs(x, out=s)
             np.negative(s, out=s)

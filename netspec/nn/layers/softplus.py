@@ -13,6 +13,7 @@ from typing import ClassVar, Literal
 import numpy as np
 from pydantic import Field, PositiveFloat
 
+from netspec.kernels.elementwise import negative_part
 from netspec.nn.layers.base import Layer, register
 
 
@@ -54,7 +55,7 @@ class Softplus(Layer):
             d = ctx.ws("d", dy.shape)  # sigmoid(beta x) = exp(min(bx, 0)) / (1 + exp(-|bx|))
             bx = cache["bx"]
             num = ctx.ws("num", dy.shape)
-            np.minimum(bx, 0, out=num)
+            negative_part(bx, num)
             np.exp(num, out=num)
             np.abs(bx, out=d)
             np.negative(d, out=d)
