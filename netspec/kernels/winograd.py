@@ -92,16 +92,13 @@ class Winograd:
         ws = self.ws
         U = ws("w4_U", (36, k, c))  # U = G g G^T: (36, 9) @ (9, K*C), from this step's weight
         np.matmul(self.GG, weight.reshape(k * c, 9).T, out=U.reshape(36, k * c))
-        xp = ws("w4_xp", (c, 4 * th + 2, 4 * tw + 2, n), zero=True)  # the border stays 0
-        xp[:, 1:1 + self.h, 1:1 + self.w] = x
         if keep:
             V = ws("w4_V", (th * 36 * c * tw * n,))  # every block's V, kept for backward
         else:
             V = ws("w4_V_block", (36 * c * tw * self._run(n),))  # one block's, reused
         yb = ws("w4_yb", (k, 4 * th, 4 * tw, n))  # y[k, 4ty + a, 4tx + b] = Y[a, b, k, ty, tx]
         for ty, (lo, hi), v in self._blocks(V, n, keep):
-            self._forward_row(xp[:, 4 * ty:4 * ty + 6, :, lo:hi], U, v,
-                              yb[:, 4 * ty:4 * ty + 4, :, lo:hi])
+            self._forward_row(x[..., lo:hi], ty, U, v, yb[:, 4 * ty:4 * ty + 4, :, lo:hi])
         y = yb
         if not self.even:  # drop the last tiles' outputs beyond the image
             y = ws("w4_y", (k, self.h, self.w, n))
@@ -128,13 +125,37 @@ class Winograd:
                 start = (ty * n + lo) * per_sample if keep else 0
                 yield ty, (lo, hi), V[start:start + (hi - lo) * per_sample]
 
-    def _forward_row(self, xr, U, V, yr):
-        """One block of tiles: input rows xr (C, 6, Wp, m) -> V (36*C*T,) and output rows
-        yr (K, 4, 4tw, m), with T = tw*m (views of the whole batch's arrays)."""
-        c, k, tw, n = self.c, self.k, self.t[1], xr.shape[-1]
+    def _tiles_of_row(self, x, ty: int):
+        """D (6, 6, C, 1, tw, m): the 6x6 input tiles of row ty of tiles, from the block's
+        samples x (C, H, W, m) of the layer's input. Tile (ty, tx) covers rows 4ty-1..4ty+4 and
+        columns 4tx-1..4tx+4 of x; its entries outside x are the zero padding, copied from
+        nowhere: D's columns outside are never written (zero since D was made), its rows outside
+        are zeroed for the first and last rows of tiles. The inner tiles 1..tw-2 lie wholly
+        inside x, tile 0 from its column 1 on and tile tw-1 up to x's last column."""
+        c, w, tw, n = self.c, self.w, self.t[1], x.shape[-1]
+        D = self.ws(f"w4_D{n}", (6, 6, c, 1, tw, n), zero=True)  # D[i, j, c, 0, tx]
+        lo, hi = max(0, 1 - 4 * ty), min(6, self.h + 1 - 4 * ty)  # rows inside x
+        D[:lo] = 0
+        D[hi:] = 0
+        rows = x[:, 4 * ty - 1 + lo:4 * ty - 1 + hi]  # (C, hi - lo, W, m)
+        d = D[lo:hi, :, :, 0]  # (hi - lo, 6, C, tw, m)
+        np.copyto(d[:, 1:, :, 0], rows[:, :, :5].transpose(1, 2, 0, 3))  # tile 0, columns 0..4
+        last = 4 * tw - 5  # tile tw-1's first column
+        np.copyto(d[:, :w - last, :, tw - 1], rows[:, :, last:].transpose(1, 2, 0, 3))
+        if tw > 2:  # tiles 1..tw-2: columns 4tx-1..4tx+4, as a strided view from column 3
+            s0, s1, s2, s3 = rows.strides
+            inner = as_strided(rows[:, :, 3:], (hi - lo, 6, c, tw - 2, n),
+                               (s1, s2, s0, 4 * s2, s3), writeable=False)
+            np.copyto(d[:, :, :, 1:tw - 1], inner)
+        return D
+
+    def _forward_row(self, x, ty: int, U, V, yr):
+        """One block of tiles, row ty of tiles of the block's samples x (C, H, W, m) -> V
+        (36*C*T,) and output rows yr (K, 4, 4tw, m), with T = tw*m (views of the whole batch's
+        arrays)."""
+        c, k, tw, n = self.c, self.k, self.t[1], x.shape[-1]
         T, ws = tw * n, self.ws
-        D = ws(f"w4_D{n}", (6, 6, c, 1, tw, n))  # D[i, j, c, 0, tx] = xr[c, i, 4tx + j]
-        np.copyto(D, tiles(xr, 6, (1, tw)))
+        D = self._tiles_of_row(x, ty)
         V1 = ws(f"w4_V1{n}", (6, 6 * c * T))
         np.matmul(self.BT, D.reshape(6, -1), out=V1)  # B^T along the tile rows: (6 xi, 6 j, C*T)
         np.matmul(self.BT, V1.reshape(6, 6, -1), out=V.reshape(6, 6, -1))  # along the columns
@@ -159,25 +180,22 @@ class Winograd:
             dyb[:, :self.h, :self.w] = dy
         U, V = ws("w4_U", (36, k, c)), ws("w4_V", (th * 36 * c * tw * n,))
         dU, part = ws("w4_dU", (36, k, c)), ws("w4_dU_part", (36, k, c))
-        dxp = ws("w4_dxp", (c, 4 * th + 2, 4 * tw + 2, n)) if need_dx else None
+        dx = ws("dx", (c, self.h, self.w, n)) if need_dx else None
         for i, (ty, (lo, hi), v) in enumerate(self._blocks(V, n)):
-            dxr = dxp[:, 4 * ty:4 * ty + 6, :, lo:hi] if need_dx else None
             self._backward_row(dyb[:, 4 * ty:4 * ty + 4, :, lo:hi], U, v, part if i else dU,
-                               dxr, ty > 0)
+                               None if dx is None else dx[..., lo:hi], ty)
             if i:
                 dU += part
         # dW = G^T dU G: dW (K*C, 9) = dU^T (K*C, 36) @ GG (36, 9)
         np.matmul(dU.reshape(36, k * c).T, self.GG, out=dweight.reshape(k * c, 9))
-        if not need_dx:
-            return None
-        dx = ws("dx", (c, self.h, self.w, n))
-        np.copyto(dx, dxp[:, 1:1 + self.h, 1:1 + self.w])
         return dx
 
-    def _backward_row(self, dyr, U, V, dU, dxr, add_head: bool):
-        """One block of tiles: dU = dM V^T (36, K, C) from output rows dyr (K, 4, 4tw, m), and
-        unless dxr is None, the block's tiles B dV B^T into input rows dxr (C, 6, Wp, m): rows 0
-        and 1 added to (the previous row's tail) with add_head, set otherwise; the others set."""
+    def _backward_row(self, dyr, U, V, dU, dx, ty: int):
+        """One block of tiles (row ty of tiles): dU = dM V^T (36, K, C) from output rows dyr
+        (K, 4, 4tw, m), and unless dx is None, the block's tiles B dV B^T into dx (C, H, W, m),
+        the block's samples of the layer's dx. The tiles cover padded rows 4ty..4ty+5, dx's rows
+        4ty-1..4ty+4, of which those inside the image are written: the first two added to (the
+        previous row of tiles wrote them) when ty > 0, set otherwise, the others set."""
         c, k, tw, n = self.c, self.k, self.t[1], dyr.shape[-1]
         T, ws = tw * n, self.ws
         dYt = ws(f"w4_dYt{n}", (4, 4, k, 1, tw, n))
@@ -188,7 +206,7 @@ class Winograd:
         np.matmul(self.AT.T, dM1.reshape(6, 4, -1), out=dM)  # along b: (6 xi, 6 nu, K*T)
         dM = dM.reshape(36, k, T)
         np.matmul(dM, V.reshape(36, c, T).transpose(0, 2, 1), out=dU)  # dM V^T
-        if dxr is None:
+        if dx is None:
             return
         dV = ws(f"w4_dV{n}", (36, c, T))
         np.matmul(U.transpose(0, 2, 1), dM, out=dV)  # dV = U^T dM: (36, C, K) @ (36, K, T)
@@ -198,16 +216,17 @@ class Winograd:
         np.matmul(self.BT.T, dD1.reshape(6, -1), out=dD)  # along xi -> i: (6 i, 6 j, C*T)
         dD = dD.reshape(6, 6, c, tw, n)
         # the sum of the 6x6 tiles (stride 4: a tile's last 2 columns overlap the next tile's
-        # first 2): columns 4tx + j of E, then E's 6 rows into dxr
+        # first 2): columns 4tx + j of E, then the rows of E inside the image into dx
         E = ws(f"w4_E{n}", (6, c, 4 * tw + 2, n))
         np.copyto(E[:, :, :4 * tw].reshape(6, c, tw, 4, n),
                   dD[:, :4].transpose(0, 2, 3, 1, 4))  # j = 0..3: each column once
         E[:, :, 4 * tw:] = 0
         E[:, :, 4::4] += dD[:, 4]  # j = 4, 5 add to the next tile's columns 0, 1
         E[:, :, 5::4] += dD[:, 5]
-        Er = E.transpose(1, 0, 2, 3)  # (C, 6, Wp, N), like dxr
-        if add_head:
-            dxr[:, :2] += Er[:, :2]
-            np.copyto(dxr[:, 2:], Er[:, 2:])
-        else:
-            np.copyto(dxr, Er)
+        Er = E.transpose(1, 0, 2, 3)[:, :, 1:1 + self.w]  # (C, 6, W, N): dx's columns
+        lo, hi = max(0, 1 - 4 * ty), min(6, self.h + 1 - 4 * ty)  # E's rows inside the image
+        head = 2 if ty > 0 else lo  # E's rows lo..head-1 add to what the last block wrote
+        r = 4 * ty - 1  # dx's row of E's row 0
+        if head > lo:
+            dx[:, r + lo:r + head] += Er[:, lo:head]
+        np.copyto(dx[:, r + head:r + hi], Er[:, head:hi])
