@@ -10,8 +10,8 @@ is worker 0; workers 1..W-1 are children forked once, when the pool starts. One 
     children: gradients -> shared memory; reply (loss, correct count, first non-finite layer)
     parent: plan.grads += every child's gradients; the optimizer then steps as usual
 
-Evaluation splits whole batches the same way (the samples, when there are fewer batches than
-processes): the parent copies the data it is given into a shared staging area, in rounds as
+Evaluation splits the samples evenly among the processes (each in batches of its own): the
+parent copies the data it is given into a shared staging area, in rounds as
 large as the area holds, and the predictions come back through shared memory. Every message
 is defined here: "gradient", "evaluate" and None (exit) from the parent; a reply or ("error",
 text) from a child.
@@ -199,9 +199,9 @@ class WorkerPool:
         return loss, correct, bad
 
     def evaluate(self, x: np.ndarray, y: np.ndarray, batch: int, preds: np.ndarray) -> float:
-        """eval_slice over x (N, D) and y (N,) in batches, split across the workers in whole
-        batches, in rounds of as many as the staging area holds (of its rows, when a batch is
-        larger): fills preds[:N] and returns the loss sum."""
+        """eval_slice over x (N, D) and y (N,) in batches, split across the workers, in rounds
+        of as many as the staging area holds (of its rows, when a batch is larger): fills
+        preds[:N] and returns the loss sum."""
         n, rows = len(x), len(self.eval_x)
         per_round = rows // batch * batch or rows
         if x.shape[1:] != self.eval_x.shape[1:]:  # data of another shape: in this process
@@ -219,13 +219,11 @@ class WorkerPool:
         return loss_sum
 
     def _evaluate_round(self, m: int, batch: int) -> float:
-        batches = -(-m // batch)
-        if batches >= self.workers:  # whole batches to each process
-            w = self.workers
-            bounds = [min(m, i * batches // w * batch) for i in range(w + 1)]
-        else:  # fewer batches than processes: split the samples (eval mode: each on its own)
-            w = max(1, min(self.workers, m))
-            bounds = [i * m // w for i in range(w + 1)]
+        """The samples split evenly across the processes (in eval mode each sample is on its
+        own), each share in batches of at most `batch`: 3 batches' worth on 2 workers is 1.5
+        each, not 2 and 1."""
+        w = max(1, min(self.workers, m))
+        bounds = [i * m // w for i in range(w + 1)]
         for k in range(1, w):
             self._send(k, ("evaluate", bounds[k], bounds[k + 1], batch))
         loss_sum = eval_slice(self.plan, self.loss, self.eval_x, self.eval_y, 0, bounds[1],
