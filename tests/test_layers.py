@@ -399,6 +399,17 @@ def test_elementwise_formulas():
                                    atol=1e-15)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_relu_propagates_nan_and_clamps_infinities(dtype):
+    """relu is max(x, 0) on every value NumPy has (it runs as np.clip, which NumPy does faster
+    than maximum against a scalar): NaN stays NaN (np.fmax would give 0), -inf gives 0."""
+    x = np.array([[np.nan, -np.inf, -2.5, -0.0, 0.0, 1e-30, 3.0, np.inf]])
+    plan = layer_plan(make("relu", {}), (8,), dtype)
+    with np.errstate(invalid="ignore"):
+        y = plan.forward(x, train=True)
+    np.testing.assert_array_equal(y, np.maximum(x, 0).astype(dtype))  # NaN matches NaN
+
+
 def test_global_avgpool_is_the_channel_mean():
     plan = layer_plan(make("global_avgpool", {}), (3, 4, 5), "float64")
     x = np.random.default_rng(0).standard_normal((2, 3, 4, 5))

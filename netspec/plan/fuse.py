@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from netspec.kernels.elementwise import positive_part
 from netspec.nn.layers import Ctx
 from netspec.nn.layers.base import pair
 from netspec.nn.layers.conv2d import Conv2d
@@ -175,7 +174,7 @@ def _conv_epilogue(layers, ctxs):
                 np.multiply(block, scale[c0:c1], out=block)  # as batchnorm's eval forward
                 block += shift[c0:c1]
             if relu:
-                positive_part(block, block)  # as relu's
+                np.clip(block, 0, np.inf, out=block)  # as relu's
 
         last["x"] = x
         last["y"] = conv_forward(x, False, after)

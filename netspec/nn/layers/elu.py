@@ -10,7 +10,6 @@ from typing import ClassVar, Literal
 import numpy as np
 from pydantic import Field, FiniteFloat
 
-from netspec.kernels.elementwise import negative_part
 from netspec.nn.layers.base import Layer, register
 
 
@@ -41,7 +40,7 @@ def elu_closures(ctx, alpha: float, scale: float):
         pos = ctx.ws("pos", x.shape, dtype=bool)
         np.greater(x, 0, out=pos)
         e = ctx.ws("e", x.shape)  # scale * alpha * exp(min(x, 0)): dy/dx where x <= 0
-        negative_part(x, e)
+        np.clip(x, -np.inf, 0, out=e)  # min(x, 0)
         np.exp(e, out=e)
         e *= scale * alpha
         y = ctx.ws("y", x.shape)

@@ -15,7 +15,6 @@ from typing import ClassVar, Literal
 import numpy as np
 from pydantic import Field
 
-from netspec.kernels.elementwise import negative_part
 from netspec.nn.init import Constant, InitSpec, Zeros
 from netspec.nn.layers.base import Layer, ShapeError, register
 
@@ -66,7 +65,7 @@ class PReLU(Layer):
         def forward(x, train):
             x2 = x.reshape(c, -1)  # (C, M)
             neg = ctx.ws("neg", x2.shape)  # min(x, 0)
-            negative_part(x2, neg)
+            np.clip(x2, -np.inf, 0, out=neg)  # min(x, 0)
             y = ctx.ws("y", x.shape)
             np.multiply(neg, (a - 1)[:, None], out=y.reshape(c, -1))  # (C,1) or (1,1) slopes
             y += x

@@ -4,7 +4,6 @@ from typing import ClassVar, Literal
 
 import numpy as np
 
-from netspec.kernels.elementwise import positive_part
 from netspec.nn.layers.base import Layer, register
 
 
@@ -22,7 +21,7 @@ class ReLU(Layer):
 
         def forward(x, train):
             y = ctx.ws("y", x.shape)
-            positive_part(x, y)  # max(x, 0)
+            np.clip(x, 0, np.inf, out=y)  # max(x, 0): clip, which NumPy runs faster
             cache["x"] = x
             if train:
                 mask = ctx.ws("mask", x.shape, dtype=bool)

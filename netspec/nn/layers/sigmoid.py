@@ -11,7 +11,6 @@ from typing import ClassVar, Literal
 
 import numpy as np
 
-from netspec.kernels.elementwise import negative_part
 from netspec.nn.layers.base import Layer, register
 
 
@@ -30,7 +29,7 @@ class Sigmoid(Layer):
         def forward(x, train):
             y = ctx.ws("y", x.shape)
             num = ctx.ws("num", x.shape)
-            negative_part(x, num)
+            np.clip(x, -np.inf, 0, out=num)  # min(x, 0)
             np.exp(num, out=num)  # exp(min(x, 0)): 1 for x >= 0, e for x < 0
             np.abs(x, out=y)
             np.negative(y, out=y)

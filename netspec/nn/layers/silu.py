@@ -9,7 +9,6 @@ from typing import ClassVar, Literal
 
 import numpy as np
 
-from netspec.kernels.elementwise import negative_part
 from netspec.nn.layers.base import Layer, register
 
 
@@ -28,7 +27,7 @@ class SiLU(Layer):
         def forward(x, train):
             s = ctx.ws("s", x.shape)  # sigmoid(x) = exp(min(x, 0)) / (1 + exp(-|x|))
             num = ctx.ws("num", x.shape)
-            negative_part(x, num)
+            np.clip(x, -np.inf, 0, out=num)  # min(x, 0)
             np.exp(num, out=num)
             np.abs(x, out=s)
             np.negative(s, out=s)

@@ -13,7 +13,6 @@ from typing import ClassVar, Literal
 import numpy as np
 from pydantic import Field, PositiveFloat
 
-from netspec.kernels.elementwise import negative_part
 from netspec.nn.layers.base import Layer, register
 
 
@@ -55,7 +54,7 @@ class Softplus(Layer):
             d = ctx.ws("d", dy.shape)  # sigmoid(beta x) = exp(min(bx, 0)) / (1 + exp(-|bx|))
             bx = cache["bx"]
             num = ctx.ws("num", dy.shape)
-            negative_part(bx, num)
+            np.clip(bx, -np.inf, 0, out=num)  # min(x, 0)
             np.exp(num, out=num)
             np.abs(bx, out=d)
             np.negative(d, out=d)
