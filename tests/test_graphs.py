@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 import netspec
 from netspec import checkpoint
 from netspec.cli import app
+from netspec.plan import compiler
 from netspec.plan.gradcheck import check_plan, check_spec
 from netspec.spec.blocks import expand
 from netspec.spec.yamlio import load_yaml
@@ -186,14 +187,39 @@ def fan_out_check(spec, plan):
     return check_plan(plan, lambda out: spec.loss(out, labels), x, spec.gradcheck, rng)
 
 
-def test_fan_out_sums_gradients_in_pooled_buffers():
+def test_fan_out_sums_gradients_in_place():
     for text in (FAN_OUT, CHAIN):
         spec = netspec.loads(text, "fan-out.yaml")
         plan = netspec.compile(spec, "float64")
         rows = fan_out_check(spec, plan)
         assert all(r.passed and r.checked for r in rows), [r for r in rows if not r.passed]
-    # CHAIN: fc2's sum buffer is free once fc2's backward is done, and then serves fc1's
-    assert {k: len(v) for k, v in plan._pool.items()} == {(5, 4): 1}
+    # CHAIN: each sum starts in the copy of dy the add hands its second input: no buffer
+    assert not any(plan._pool.values())
+
+
+def shared_dy(plan):
+    """'ab' hands one dy to both a and fc1 (and a copy to b), as a layer may: fc1's sum must
+    then start in a buffer of its own, since tanh 'a' overwrites its dy."""
+    step = next(s for s in plan.steps if s.name == "ab")
+    step.backward = lambda dy, need: [dy, dy.copy(), dy]
+
+
+def test_a_shared_dx_sums_in_a_pooled_buffer():
+    spec = netspec.loads(FAN_OUT, "fan-out.yaml")
+    plan = netspec.compile(spec, "float64")
+    shared_dy(plan)
+    rows = fan_out_check(spec, plan)
+    assert all(r.passed and r.checked for r in rows), [r for r in rows if not r.passed]
+    assert {k: len(v) for k, v in plan._pool.items()} == {(5, 4): 1}  # used, then freed
+
+
+def test_summing_into_a_shared_dx_would_be_caught(monkeypatch):
+    """Negative control: starting fc1's sum in the dy that 'a' also got fails the check."""
+    monkeypatch.setattr(compiler, "_alone", lambda *a: True)
+    spec = netspec.loads(FAN_OUT, "fan-out.yaml")
+    plan = netspec.compile(spec, "float64")
+    shared_dy(plan)
+    assert not all(r.passed for r in fan_out_check(spec, plan))
 
 
 def test_a_layer_overwriting_a_shared_dy_would_be_caught():

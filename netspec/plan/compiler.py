@@ -11,9 +11,11 @@ Internally activations are batch-innermost, (C, H, W, N) or (D, N); see layers/b
 
 Graphs: the steps run in list order (the spec's order, so producers come first). Each step
 reads the outputs of the layers named in its LayerInfo.inputs. In backward, a tensor read by
-several layers gets the sum of their gradients, accumulated in a buffer of the plan's (Caffe's
-split layer), so that every layer still owns its dy and may overwrite it. Those buffers return
-to a pool once their last reader is done and serve the next fan-out of the same shape.
+several layers gets the sum of their gradients, accumulated in the first one to arrive when no
+other gradient shares its memory (it is its layer's, dead once handed on), else in a buffer of
+the plan's (Caffe's split layer), so that every layer still owns its dy and may overwrite it.
+Those buffers return to a pool once their last reader is done and serve the next fan-out of the
+same shape.
 `_run_layers` and `run_backward` are the only loops that run layers; `plan.hook`, when set,
 is called around every layer call (netspec bench times layers through it).
 
@@ -303,7 +305,11 @@ class Plan:
                         pending[s] = dx
                         if buf is not None and np.may_share_memory(dx, buf):
                             backing[s] = buf  # dx lives in (or is) our buffer: keep it
-                    elif arrived[s] == 1:  # the first of several: start the sum
+                    elif arrived[s] == 1 and _alone(dx, dxs, pending):
+                        pending[s] = dx  # the first of several, and no other gradient shares
+                        if buf is not None and np.may_share_memory(dx, buf):  # its memory:
+                            backing[s] = buf  # the sum starts in it, with no copy
+                    elif arrived[s] == 1:  # the first of several: start the sum in a buffer
                         pending[s] = backing[s] = self._take(dx.shape)
                         np.copyto(pending[s], dx)
                     else:
@@ -340,6 +346,14 @@ class Plan:
             if not np.isfinite(out).all():
                 return step.name
         return None
+
+
+def _alone(dx, dxs, pending) -> bool:
+    """Whether dx shares memory with no other gradient of its step (an add hands its dy to
+    every input) and none still pending: then a sum may start in it, in place."""
+    return (not any(d is not dx and d is not None and np.may_share_memory(d, dx) for d in dxs)
+            and sum(d is dx for d in dxs) == 1
+            and not any(p is not None and np.may_share_memory(p, dx) for p in pending))
 
 
 @contextmanager
