@@ -17,6 +17,8 @@ still in cache (netspec/plan/fuse.py applies a following batchnorm and relu this
       y = W.reshape(O, K) @ col.reshape(K, P) + b
       dW = dy col^T,  db = sum(dy),  dcol = W^T dy,  dx = col2im(dcol)
   Training keeps the whole col for backward; GEMMs run in blocks of output rows (MAX_BLOCK).
+  A strided conv with padding copies its training col tap by tap from x itself (no padded copy
+  of x), the entries that read padding left at zero.
   Inference needs no col: it copies one block of output rows at a time into a cache-sized
   buffer (FUSED_BYTES) and multiplies it while it is hot, the bias riding as a row of ones.
   A 1x1 conv with stride 1 and no padding copies nothing: on the batch-innermost layout x is
@@ -172,6 +174,8 @@ class Im2col(Algorithm):
         self._views = (None, None, None)  # (xp, key, row-block window views)
         self.pointwise = (g.kernel == (1, 1) and g.stride == (1, 1) and not any(g.pads)
                           and g.groups == 1)  # x is its own col
+        # A strided, padded conv's training col is copied tap by tap from x (see `forward`)
+        self.tapwise = max(g.stride) > 1 and any(g.pads)
 
     def windows(self, xp, n: int, rows: int | None = None):
         """(C, Hp, Wp, N) -> view (C, KH, KW, rows, OW, N) of every kernel tap's inputs."""
@@ -195,20 +199,32 @@ class Im2col(Algorithm):
 
     def forward(self, x, train, after=None):
         g, n = self.g, x.shape[-1]
-        xp = self.xp = self.pad(x)
         y = self.ws("y", (g.o, g.oh, g.ow, n))
         y2 = y.reshape(g.o, -1)  # (O, OH, OW, N) -> (O, P), P = OH*OW*N
         if not train:
             self.col = None
+            xp = self.xp = self.pad(x)
             if self.pointwise:
                 return self._pointwise(x.reshape(g.c, -1), y2, y, after)
             return self._infer(xp, n, y2, y, after)
-        col = self.col = self.ws("col", (g.c, *g.kernel, g.oh, g.ow, n))  # kept for backward
         blocks_ = row_blocks(g.oh, g.ow * n, MAX_BLOCK)
         rows = g.oh // blocks_
+        if self.tapwise:  # no padded copy of x: each tap's window inside x, copied straight;
+            # the entries of taps reading padding are zeros that nothing writes (16-32 ->
+            # 32-64 channels, stride 2, 64 samples: 0.84-0.90 of the forward's time)
+            self.xp = None
+            col = self.col = self.ws("col", (g.c, *g.kernel, g.oh, g.ow, n), zero=True)
+            for i, j, hd, wd, hs, ws in (*self.taps[0], *self.taps[1]):
+                np.copyto(col[:, i, j, hs, ws], x[:, hd, wd])
+            windows = None
+        else:
+            xp = self.xp = self.pad(x)
+            col = self.col = self.ws("col", (g.c, *g.kernel, g.oh, g.ow, n))  # for backward
+            windows = self.row_windows(xp, n, blocks_)
         col3, y3 = blocks(col.reshape(g.k, -1), blocks_), blocks(y2, blocks_)  # (G, K|O, P/G)
-        for i, win in enumerate(self.row_windows(xp, n, blocks_)):
-            np.copyto(col[:, :, :, i * rows:(i + 1) * rows], win)  # im2col of a block
+        for i in range(blocks_):
+            if windows is not None:
+                np.copyto(col[:, :, :, i * rows:(i + 1) * rows], windows[i])  # a block's col
             np.matmul(self.Wm, col3[i], out=y3[i])  # (O, K) @ (K, P/G), while hot
         if self.b is not None:
             y2 += self.b[:, None]
