@@ -8,6 +8,8 @@ further from 1 than the control's.
 
     git worktree add /tmp/without <commit-without-the-change>
     python benchmarks/ab_epochs.py . /tmp/without --data-dir DIR --rounds 5
+    python benchmarks/ab_epochs.py . /tmp/without --spec specs/cifar10-resnet.yaml \
+        --set data.dataset=/tmp/cifar-shaped.npz                 # any data, through --set
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ def train_seconds(tree: Path, spec: str, out: Path, args) -> tuple[float, float]
            "train.epochs=1", "--workers", args.workers, "--no-progress", "--out", str(out)]
     if args.data_dir:
         cmd += ["--data-dir", args.data_dir]
+    for override in args.set:
+        cmd += ["--set", override]
     env = {**os.environ, "PYTHONPATH": str(tree)}
     subprocess.run(cmd, cwd=tree, env=env, check=True, capture_output=True)
     record = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
@@ -42,6 +46,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--workers", default="2")
     parser.add_argument("--data-dir", default=os.environ.get("NETSPEC_DATA"))
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a spec override for both checkouts (repeatable), e.g. "
+                             "data.dataset=/tmp/cifar-shaped.npz")
     args = parser.parse_args()
     trees = {"A": args.a.resolve(), "B": args.b.resolve(), "A'": args.a.resolve()}
     times: dict[str, list[float]] = {label: [] for label in trees}
