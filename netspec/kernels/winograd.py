@@ -125,6 +125,11 @@ class Winograd:
                 start = (ty * n + lo) * per_sample if keep else 0
                 yield ty, (lo, hi), V[start:start + (hi - lo) * per_sample]
 
+    def _inside(self, ty: int) -> tuple[int, int]:
+        """(lo, hi): the rows lo..hi-1 of row ty's 6-row tiles that lie inside the image (tile
+        row i is image row 4ty + i - 1)."""
+        return max(0, 1 - 4 * ty), min(6, self.h + 1 - 4 * ty)
+
     def _tiles_of_row(self, x, ty: int):
         """D (6, 6, C, 1, tw, m): the 6x6 input tiles of row ty of tiles, from the block's
         samples x (C, H, W, m) of the layer's input. Tile (ty, tx) covers rows 4ty-1..4ty+4 and
@@ -134,7 +139,7 @@ class Winograd:
         inside x, tile 0 from its column 1 on and tile tw-1 up to x's last column."""
         c, w, tw, n = self.c, self.w, self.t[1], x.shape[-1]
         D = self.ws(f"w4_D{n}", (6, 6, c, 1, tw, n), zero=True)  # D[i, j, c, 0, tx]
-        lo, hi = max(0, 1 - 4 * ty), min(6, self.h + 1 - 4 * ty)  # rows inside x
+        lo, hi = self._inside(ty)
         D[:lo] = 0
         D[hi:] = 0
         rows = x[:, 4 * ty - 1 + lo:4 * ty - 1 + hi]  # (C, hi - lo, W, m)
@@ -224,7 +229,7 @@ class Winograd:
         E[:, :, 4::4] += dD[:, 4]  # j = 4, 5 add to the next tile's columns 0, 1
         E[:, :, 5::4] += dD[:, 5]
         Er = E.transpose(1, 0, 2, 3)[:, :, 1:1 + self.w]  # (C, 6, W, N): dx's columns
-        lo, hi = max(0, 1 - 4 * ty), min(6, self.h + 1 - 4 * ty)  # E's rows inside the image
+        lo, hi = self._inside(ty)  # E's rows inside the image
         head = 2 if ty > 0 else lo  # E's rows lo..head-1 add to what the last block wrote
         r = 4 * ty - 1  # dx's row of E's row 0
         if head > lo:
