@@ -35,7 +35,7 @@ import os
 import sys
 from dataclasses import dataclass, replace
 
-from netspec.kernels.conv import ALGORITHMS
+from netspec.nn.layers.conv2d import ALGORITHMS
 
 MAX_AUTO_WORKERS = 8  # what `workers: auto` may pick
 # 'auto' splits batches only for networks that use each weight at least this many times per
@@ -54,7 +54,7 @@ class PlanOptions:
 
     workers: int | str = 1  # N or 'auto'
     blas_threads: int | None = None  # per process; None: the cores shared among the workers
-    conv: str = "auto"  # 'auto' or one of kernels.conv.ALGORITHMS, for every conv2d
+    conv: str = "auto"  # 'auto' or one of nn.layers.conv2d.ALGORITHMS, for every conv2d
     eval_conv: str = "im2col"  # 'im2col' or 'auto'
     fuse: bool = True
     worker_timeout: float = WORKER_TIMEOUT

@@ -14,12 +14,16 @@ from typing import ClassVar, Literal
 from pydantic import Field, PositiveInt, model_validator
 
 from netspec.kernels import winograd
-from netspec.kernels.conv import ALGORITHMS, Geometry, Im2col, WinogradF4, choose, eval_winograd
+from netspec.kernels.conv import Geometry, Im2col, WinogradF4, choose, eval_winograd
 from netspec.kernels.depthwise import Depthwise
 from netspec.kernels.grouped import Grouped
+from netspec.kernels.stacked import RowStacked
 from netspec.nn.init import InitSpec
 from netspec.nn.layers.base import ConvPadding, IntPair, Layer, ShapeError, pair, register
 from netspec.nn.layers.pooling import PADDING_HELP, Sides
+
+# The training algorithms a plan's `conv` option may ask for, by name (netspec/kernels/conv.py)
+ALGORITHMS = {a.name: a for a in (Im2col, RowStacked, WinogradF4)}
 
 
 @register
