@@ -87,7 +87,7 @@ def test_the_first_layer_skips_its_input_gradient_only_when_asked():
 
 
 def test_a_plan_runs_with_its_own_ufunc_buffer_and_restores_the_callers():
-    from netspec.plan.compiler import UFUNC_BUFSIZE
+    from netspec.kernels.ufuncs import UFUNC_BUFSIZE
 
     _, plan = lenet()
     seen = []

@@ -22,9 +22,9 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from netspec.kernels.ufuncs import ufunc_buffer
 from netspec.nn.losses import CrossEntropy
 from netspec.plan import fuse
-from netspec.plan.compiler import ufunc_buffer
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,6 @@ from __future__ import annotations
 import errno
 import math
 from collections.abc import Callable
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -42,6 +41,7 @@ from netspec.checkpoint import check_fits
 from netspec.errors import SpecError
 from netspec.kernels.noise import Noise
 from netspec.kernels.shared import Arena
+from netspec.kernels.ufuncs import ufunc_buffer
 from netspec.nn.layers import Ctx, Layer, Workspace
 from netspec.plan import fuse
 from netspec.plan.options import PlanOptions, resolve
@@ -53,13 +53,6 @@ from netspec.plan.shapes import INPUT, LayerInfo, infer
 # its own overhead (docs/performance.md).
 EVAL_BYTES = 5 << 20
 MIN_EVAL_CHUNK = 64
-# NumPy's ufunc buffer size (elements) while a plan runs. The layers' elementwise ops work on
-# strided views (pooling taps, col2im slices) whose contiguous rows are a few hundred elements
-# long. With NumPy's default 8192 the buffered iterator copies such operands through buffers to
-# get longer inner loops, which is slower than working on the rows in place; a smaller buffer
-# makes NumPy take the rows directly, and much smaller ones slow down the ops that cast (bool
-# masks). Measurements: docs/performance.md.
-UFUNC_BUFSIZE = 1024
 
 
 @dataclass
@@ -354,16 +347,6 @@ def _alone(dx, dxs, pending) -> bool:
     return (not any(d is not dx and d is not None and np.may_share_memory(d, dx) for d in dxs)
             and sum(d is dx for d in dxs) == 1
             and not any(p is not None and np.may_share_memory(p, dx) for p in pending))
-
-
-@contextmanager
-def ufunc_buffer(size: int = UFUNC_BUFSIZE):
-    """Run the block with NumPy's ufunc buffer at `size` elements (see UFUNC_BUFSIZE)."""
-    old = np.setbufsize(size)
-    try:
-        yield
-    finally:
-        np.setbufsize(old)
 
 
 def compile(spec, dtype="float32", options: PlanOptions | None = None,
