@@ -84,6 +84,38 @@ def train_with_workers(spec, splits, workers, epochs=1, dtype="float64"):
     return trainer, stats[-1]
 
 
+def finished_run(spec, splits, out):
+    """A Run of `spec` in `out`, trained to its end."""
+    from netspec.train.run import Run
+
+    run = Run(spec, splits, out)
+    run.start()
+    assert run.fit()
+    return run
+
+
+def stopped_run(spec, splits, out, poll: int):
+    """A Run of `spec` in `out`, stopped when its trainer asks whether to stop for the
+    (poll + 1)-th time (it asks before every batch)."""
+    from netspec.train.run import Run
+
+    run = Run(spec, splits, out)
+    run.start()
+    polls = iter(range(1000))
+    assert not run.fit(should_stop=lambda: next(polls) == poll)
+    return run
+
+
+def resumed_run(spec, splits, out):
+    """The stopped Run in `out` resumed and trained to its end."""
+    from netspec.train.run import Run
+
+    run = Run(spec, splits, out)
+    run.resume()
+    assert run.fit()
+    return run
+
+
 class Hang(Exception):
     pass
 

@@ -6,14 +6,13 @@ import math
 
 import numpy as np
 import pytest
-from conftest import TINY, tiny_conv_spec
+from conftest import TINY, finished_run, resumed_run, stopped_run, tiny_conv_spec
 
 import netspec
 from netspec import checkpoint
 from netspec.data import Normalization, load_dataset, prepare
 from netspec.data.augment import Augmenter, keyed_uniform, pad_index
 from netspec.spec.data import AugmentSpec
-from netspec.train.run import Run
 from netspec.train.trainer import Trainer
 
 
@@ -175,16 +174,9 @@ def test_a_resumed_run_with_augmentation_is_bit_identical(tmp_path, splits):
     def spec():
         return netspec.loads(spec_text(epochs=2, batch_size=16), "aug.yaml")
 
-    whole = Run(spec(), small, tmp_path / "a")
-    whole.start()
-    assert whole.fit()
-    stopped = Run(spec(), small, tmp_path / "b")
-    stopped.start()
-    polls = iter(range(1000))
-    assert not stopped.fit(should_stop=lambda: next(polls) == 9)  # mid second epoch
-    resumed = Run(spec(), small, tmp_path / "b")
-    resumed.resume()
-    assert resumed.fit()
+    whole = finished_run(spec(), small, tmp_path / "a")
+    stopped_run(spec(), small, tmp_path / "b", 9)  # mid second epoch
+    resumed = resumed_run(spec(), small, tmp_path / "b")
     a, b = (checkpoint.load(r.last_path).state for r in (whole, resumed))
     for k in a:
         assert np.array_equal(a[k], b[k]), k

@@ -10,7 +10,7 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import ROOT, TINY, train_with_workers
+from conftest import ROOT, TINY, finished_run, resumed_run, stopped_run, train_with_workers
 from typer.testing import CliRunner
 
 import netspec
@@ -289,16 +289,9 @@ def test_graph_spec_resumes_mid_epoch_bit_identically(tmp_path, tiny_splits):
                             ["train.epochs=1", "train.batch_size=16"])
 
     tiny_splits = {k: (x[:64], y[:64]) for k, (x, y) in tiny_splits.items()}  # 4 steps
-    reference = Run(spec(), tiny_splits, tmp_path / "a")
-    reference.start()
-    assert reference.fit()
-    interrupted = Run(spec(), tiny_splits, tmp_path / "b")
-    interrupted.start()
-    polls = iter(range(1000))
-    assert not interrupted.fit(should_stop=lambda: next(polls) == 1)  # after 2 of 4 steps
-    resumed = Run(spec(), tiny_splits, tmp_path / "b")
-    resumed.resume()
-    assert resumed.fit()
+    reference = finished_run(spec(), tiny_splits, tmp_path / "a")
+    stopped_run(spec(), tiny_splits, tmp_path / "b", 1)  # after 2 of 4 steps
+    resumed = resumed_run(spec(), tiny_splits, tmp_path / "b")
     a, b = (checkpoint.load(r.last_path).state for r in (reference, resumed))
     assert "layer1.1.conv2.weight" in a and "layer2.proj_bn.running_var" in a
     for k in a:

@@ -13,12 +13,11 @@ import time
 
 import numpy as np
 import pytest
-from conftest import ROOT, TINY, cli, tiny_conv_spec
+from conftest import ROOT, TINY, cli, finished_run, resumed_run, stopped_run, tiny_conv_spec
 
 import netspec
 from netspec import checkpoint
 from netspec.plan.options import resolve_workers
-from netspec.train.run import Run
 from netspec.train.trainer import Trainer, confusion_matrix
 
 # A small LeNet-like net with dropout, so resume also has to draw the same dropout masks again.
@@ -78,20 +77,13 @@ def test_same_seed_same_parameters_different_seed_different(tiny_splits):
 
 
 def test_resume_mid_epoch_is_bit_identical(tmp_path, tiny_splits):
-    reference = Run(spec(), tiny_splits, tmp_path / "a")
-    reference.start()
-    assert reference.fit()
+    reference = finished_run(spec(), tiny_splits, tmp_path / "a")
 
-    interrupted = Run(spec(), tiny_splits, tmp_path / "b")
-    interrupted.start()
-    polls = iter(range(1000))
-    assert not interrupted.fit(should_stop=lambda: next(polls) == 21)  # mid epoch 2
+    interrupted = stopped_run(spec(), tiny_splits, tmp_path / "b", 21)  # mid epoch 2
     saved = checkpoint.load(interrupted.last_path).meta["progress"]
     assert (saved["epoch"], saved["step"]) == (1, 5)  # 16 steps per epoch
 
-    resumed = Run(spec(), tiny_splits, tmp_path / "b")
-    resumed.resume()
-    assert resumed.fit()
+    resumed = resumed_run(spec(), tiny_splits, tmp_path / "b")
     assert_same_params(params_of(reference.last_path), params_of(resumed.last_path))
     ref_lines = (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()
     new_lines = (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()
